@@ -1,0 +1,180 @@
+//! Typed errors. Each variant names what a user needs to act: the file, the byte position, the
+//! limit that was exceeded.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The result type of every fallible shardlog operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in shardlog.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system error while working on a file or directory.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("open", "sync", ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The disk (or quota) is full; nothing of the failed operation became visible.
+    #[error("disk full: {op} {}: {source}", path.display())]
+    DiskFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file that could not grow.
+        path: PathBuf,
+        /// The cause (ENOSPC or EDQUOT).
+        #[source]
+        source: io::Error,
+    },
+    /// Another process (or another handle in this one) owns the directory for writing.
+    #[error("{} is locked by another writer; only one process may open it for writing", path.display())]
+    Locked {
+        /// The locked directory.
+        path: PathBuf,
+    },
+    /// Stored bytes fail their checks. Never returned as data.
+    #[error("corrupt {} at byte {position}: {reason}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte position of the damage within the file.
+        position: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// The file was written by a format version this build does not read.
+    #[error("{} has format version {found}; this build reads version {supported}", path.display())]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u16,
+        /// Version this build reads.
+        supported: u16,
+    },
+    /// One record of an append is invalid; nothing of that append was written.
+    #[error("record {index} of the append: {error}")]
+    InvalidRecord {
+        /// Position of the record in the batch.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        error: RecordError,
+    },
+    /// An option is out of its allowed range.
+    #[error("invalid option {name}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        name: &'static str,
+        /// The allowed range or the problem.
+        reason: String,
+    },
+    /// A write was attempted on a read-only open.
+    #[error("{} is open read-only", path.display())]
+    ReadOnly {
+        /// The shard directory.
+        path: PathBuf,
+    },
+    /// An earlier fsync failed; the shard refuses writes because the kernel may have dropped the
+    /// unsynced data. Reopen it (recovery keeps exactly what reached the disk).
+    #[error("{} refuses writes after a failed sync: {reason}", path.display())]
+    Poisoned {
+        /// The shard directory.
+        path: PathBuf,
+        /// The failure that poisoned it.
+        reason: String,
+    },
+}
+
+/// Why a single record cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The partition key is empty.
+    #[error("partition key is empty")]
+    EmptyPartitionKey,
+    /// The partition key is longer than allowed.
+    #[error("partition key is {len} bytes; the limit is {limit}")]
+    PartitionKeyTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Data plus partition key exceed the configured maximum record size.
+    #[error("record is {size} bytes (data + partition key); the limit is {limit}")]
+    TooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the operation and path, telling a full disk apart.
+    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
+        let path = path.to_path_buf();
+        match source.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                Error::DiskFull { op, path, source }
+            }
+            _ => Error::Io { op, path, source },
+        }
+    }
+
+    /// A closure for `map_err` that wraps an I/O error with the operation and path.
+    pub(crate) fn io_at<'a>(
+        op: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(io::Error) -> Error + 'a {
+        move |source| Error::io(op, path, source)
+    }
+
+    pub(crate) fn corrupt(path: &Path, position: u64, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: path.to_path_buf(),
+            position,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disk_is_its_own_variant_and_keeps_the_cause() {
+        let e = Error::io(
+            "grow",
+            Path::new("/d/x.seg"),
+            io::Error::from_raw_os_error(28),
+        );
+        assert!(matches!(e, Error::DiskFull { .. }), "{e:?}");
+        assert!(e.to_string().contains("/d/x.seg"), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn messages_name_file_position_and_limit() {
+        let e = Error::corrupt(Path::new("/d/1.seg"), 4096, "CRC mismatch");
+        assert_eq!(e.to_string(), "corrupt /d/1.seg at byte 4096: CRC mismatch");
+        let e = Error::InvalidRecord {
+            index: 3,
+            error: RecordError::TooLarge {
+                size: 2_000_000,
+                limit: 1_048_576,
+            },
+        };
+        assert!(e.to_string().contains("record 3"), "{e}");
+        assert!(e.to_string().contains("1048576"), "{e}");
+    }
+}

@@ -1,0 +1,215 @@
+//! The sparse index of one segment: an entry every ~[`INDEX_INTERVAL`] bytes of frames mapping a
+//! relative offset to a byte position and the newest arrival time so far.
+//!
+//! The index is a cache. Its sidecar file is written without fsync and is checked entry by entry
+//! (CRC, monotonic fields) when loaded; whatever fails the checks is dropped and rebuilt by scanning
+//! the segment, which is the source of truth.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    decode_index_header, encode_index_header, IndexEntry, INDEX_ENTRY_LEN, INDEX_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
+use crate::Offset;
+
+/// The entry to start scanning from to find relative offset `rel`: the last one at or before it.
+pub(crate) fn entry_for_offset(entries: &[IndexEntry], rel: u32) -> Option<IndexEntry> {
+    let after = entries.partition_point(|e| e.relative_offset <= rel);
+    after.checked_sub(1).map(|i| entries[i])
+}
+
+/// The entry to start scanning from to find the first record that arrived at or after `t`: the
+/// last entry whose time is still before `t`. Relies on arrival times being non-decreasing.
+pub(crate) fn entry_for_time(entries: &[IndexEntry], t: i64) -> Option<IndexEntry> {
+    let after = entries.partition_point(|e| e.max_arrival_ms < t);
+    after.checked_sub(1).map(|i| entries[i])
+}
+
+/// Whether `next` may follow `prev` in an index (or start one, when `prev` is `None`).
+pub(crate) fn follows(prev: Option<&IndexEntry>, next: &IndexEntry) -> bool {
+    match prev {
+        None => next.relative_offset == 0 && next.position as usize == SEGMENT_HEADER_LEN,
+        Some(p) => {
+            next.relative_offset > p.relative_offset
+                && next.position > p.position
+                && next.max_arrival_ms >= p.max_arrival_ms
+        }
+    }
+}
+
+/// Reads the index file of the segment based at `base` and returns its longest valid prefix of
+/// entries. A missing, foreign or damaged file yields fewer (or no) entries, never an error.
+pub(crate) fn load(path: &Path, base: Offset) -> Vec<IndexEntry> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    if decode_index_header(&bytes) != Ok(base) {
+        return Vec::new();
+    }
+    let mut entries: Vec<IndexEntry> = Vec::with_capacity(bytes.len() / INDEX_ENTRY_LEN);
+    for chunk in bytes[INDEX_HEADER_LEN..].chunks_exact(INDEX_ENTRY_LEN) {
+        match IndexEntry::decode(chunk) {
+            Some(e) if follows(entries.last(), &e) => entries.push(e),
+            _ => break,
+        }
+    }
+    entries
+}
+
+/// The writable sidecar file of the active segment's index. Entries are appended in batches and
+/// never fsynced: losing some only means a longer scan at the next open.
+#[derive(Debug)]
+pub(crate) struct IndexFile {
+    path: PathBuf,
+    file: File,
+    persisted: usize,
+}
+
+impl IndexFile {
+    /// Replaces whatever is at `path` with an index holding `entries`.
+    pub(crate) fn rewrite(path: &Path, base: Offset, entries: &[IndexEntry]) -> Result<IndexFile> {
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(Error::io_at("create index", path))?;
+        let mut bytes = Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN);
+        bytes.extend_from_slice(&encode_index_header(base));
+        for e in entries {
+            bytes.extend_from_slice(&e.encode());
+        }
+        file.write_all(&bytes)
+            .map_err(Error::io_at("write index", path))?;
+        Ok(IndexFile {
+            path: path.to_path_buf(),
+            file,
+            persisted: entries.len(),
+        })
+    }
+
+    /// Opens an index file already known (by [`load`]) to hold `entries` valid entries, to append.
+    pub(crate) fn open_for_append(path: &Path, entries: usize) -> Result<IndexFile> {
+        let file = File::options()
+            .write(true)
+            .open(path)
+            .map_err(Error::io_at("open index", path))?;
+        Ok(IndexFile {
+            path: path.to_path_buf(),
+            file,
+            persisted: entries,
+        })
+    }
+
+    /// How many entries the file holds.
+    pub(crate) fn persisted(&self) -> usize {
+        self.persisted
+    }
+
+    /// Writes the entries of `all` that the file does not hold yet.
+    pub(crate) fn append_new(&mut self, all: &[IndexEntry]) -> Result<()> {
+        let Some(new) = all.get(self.persisted..).filter(|n| !n.is_empty()) else {
+            return Ok(());
+        };
+        let mut bytes = Vec::with_capacity(new.len() * INDEX_ENTRY_LEN);
+        for e in new {
+            bytes.extend_from_slice(&e.encode());
+        }
+        let at = INDEX_HEADER_LEN + self.persisted * INDEX_ENTRY_LEN;
+        self.file
+            .write_all_at(&bytes, at as u64)
+            .map_err(Error::io_at("write index", &self.path))?;
+        self.persisted = all.len();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(rel: u32, pos: usize, t: i64) -> IndexEntry {
+        IndexEntry {
+            relative_offset: rel,
+            position: pos as u32,
+            max_arrival_ms: t,
+        }
+    }
+
+    fn sample() -> Vec<IndexEntry> {
+        vec![
+            entry(0, SEGMENT_HEADER_LEN, 10),
+            entry(40, 5000, 20),
+            entry(90, 9000, 20),
+            entry(130, 13000, 35),
+        ]
+    }
+
+    #[test]
+    fn offset_lookup_finds_the_entry_at_or_before() {
+        let e = sample();
+        assert_eq!(entry_for_offset(&e, 0).unwrap().relative_offset, 0);
+        assert_eq!(entry_for_offset(&e, 39).unwrap().relative_offset, 0);
+        assert_eq!(entry_for_offset(&e, 40).unwrap().relative_offset, 40);
+        assert_eq!(entry_for_offset(&e, 1000).unwrap().relative_offset, 130);
+        assert_eq!(entry_for_offset(&[], 5), None);
+    }
+
+    #[test]
+    fn time_lookup_starts_before_the_first_match() {
+        let e = sample();
+        assert_eq!(
+            entry_for_time(&e, 5),
+            None,
+            "before everything: scan from the start"
+        );
+        assert_eq!(entry_for_time(&e, 10), None);
+        assert_eq!(entry_for_time(&e, 11).unwrap().relative_offset, 0);
+        // Two entries share time 20: the first record at 20 may be before entry 40.
+        assert_eq!(entry_for_time(&e, 20).unwrap().relative_offset, 0);
+        assert_eq!(entry_for_time(&e, 21).unwrap().relative_offset, 90);
+        assert_eq!(entry_for_time(&e, 99).unwrap().relative_offset, 130);
+    }
+
+    #[test]
+    fn file_round_trips_and_damage_truncates_to_the_valid_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.idx");
+        let base = Offset::new(1000);
+        let entries = sample();
+        let mut f = IndexFile::rewrite(&path, base, &entries[..2]).unwrap();
+        f.append_new(&entries).unwrap();
+        assert_eq!(f.persisted(), 4);
+        assert_eq!(load(&path, base), entries);
+        assert!(load(&path, Offset::new(999)).is_empty(), "foreign base");
+
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[INDEX_HEADER_LEN + 2 * INDEX_ENTRY_LEN + 3] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(load(&path, base), entries[..2]);
+
+        bytes.truncate(INDEX_HEADER_LEN + INDEX_ENTRY_LEN + 5);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(load(&path, base), entries[..1]);
+        assert!(load(&dir.path().join("missing.idx"), base).is_empty());
+    }
+
+    #[test]
+    fn non_monotonic_entries_are_rejected() {
+        let e = sample();
+        assert!(follows(None, &e[0]));
+        assert!(!follows(None, &e[1]));
+        assert!(follows(Some(&e[0]), &e[1]));
+        assert!(!follows(Some(&e[1]), &e[0]));
+        assert!(
+            !follows(Some(&e[3]), &entry(131, 14000, 34)),
+            "time went back"
+        );
+    }
+}

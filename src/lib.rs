@@ -1,0 +1,38 @@
+//! shardlog: a persistent, embeddable log storage engine with the semantics of Amazon Kinesis
+//! Data Streams and Kinesis Data Firehose.
+//!
+//! The foundation is the [`Shard`]: a directory of memory-mapped, append-only segment files with
+//! sparse offset and time indexes, crash recovery, and per-shard flush policies.
+//!
+//! ```
+//! use shardlog::{NewRecord, Offset, ReadLimits, Shard, ShardOptions};
+//!
+//! # fn main() -> shardlog::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let shard = Shard::open(dir.path(), ShardOptions::default())?;
+//! let appended = shard.append(&[NewRecord { partition_key: b"user-1", hash_key: 0, data: b"hello" }])?;
+//! assert_eq!(appended.first, Offset::new(0));
+//! let batch = shard.read(Offset::new(0), ReadLimits::default())?;
+//! assert_eq!(&batch.records[0].data[..], b"hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Layers, bottom up (a module only uses the ones above it in this list): `format` (bytes on disk),
+//! `mmap` (the only `unsafe`), `index`, `segment`, `shard`. ARCHITECTURE.md describes them.
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod error;
+pub mod format;
+mod index;
+pub mod lock;
+mod mmap;
+mod segment;
+pub mod shard;
+mod types;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, RecordError, Result};
+pub use shard::{Deleted, FlushPolicy, Shard, ShardOptions};
+pub use types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits, Record};

@@ -1,0 +1,241 @@
+//! The one module allowed to use `unsafe`: shared memory maps of segment files.
+//!
+//! A [`SharedMap`] is a mapping that many readers hold through an `Arc`; at most one [`MapWriter`]
+//! exists for it. Soundness rests on four invariants, each enforced here rather than by callers:
+//!
+//! 1. **Published bytes are frozen.** Bytes `[0, published)` are fully written and never written
+//!    again while the map lives. Readers only ever form `&[u8]` over that range.
+//! 2. **The writer writes only unpublished bytes.** [`MapWriter::unpublished_mut`] hands out
+//!    `&mut [u8]` only for `[published, writable_end)`, and there is exactly one writer (it is
+//!    created with the map and is not `Clone`), so no two references ever alias mutably.
+//! 3. **No access past the end of the file.** The mapping may be longer than the file (the active
+//!    segment reserves address space for its full size and grows the file in chunks), and touching
+//!    a page past the end of the file raises SIGBUS. `writable_end` only grows after the file has been
+//!    extended ([`MapWriter::grow`]), `published <= writable_end`, and truncation
+//!    ([`MapWriter::truncate_file`]) never goes below `published`.
+//! 4. **Nobody else modifies the file.** Segment files are written only through this writer, by the
+//!    one process holding the directory lock; sealed files are never modified again (they are only
+//!    unlinked, which leaves an existing mapping intact). A process that ignores the lock and
+//!    rewrites or truncates a mapped file can make readers see changing bytes or fault: that is the
+//!    usual mmap caveat, and read-only opens of a live directory avoid it by copying the
+//!    still-growing active segment instead of mapping it.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// A memory map of a segment file whose first `published` bytes are immutable and readable.
+pub(crate) struct SharedMap {
+    raw: MmapRaw,
+    published: AtomicUsize,
+}
+
+impl std::fmt::Debug for SharedMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMap")
+            .field("capacity", &self.raw.len())
+            .field("published", &self.published())
+            .finish()
+    }
+}
+
+impl SharedMap {
+    /// Maps the first `len` bytes of a file that is never modified again (a sealed segment).
+    /// The file must be at least `len` bytes long; this is checked.
+    pub(crate) fn map_immutable(file: &File, len: usize) -> io::Result<Arc<SharedMap>> {
+        let file_len = file.metadata()?.len();
+        if (file_len as u128) < len as u128 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file is {file_len} bytes, cannot map {len}"),
+            ));
+        }
+        let raw = MmapOptions::new().len(len.max(1)).map_raw_read_only(file)?;
+        Ok(Arc::new(SharedMap {
+            raw,
+            published: AtomicUsize::new(len),
+        }))
+    }
+
+    /// Maps `capacity` bytes of a writable file for appending. The first `published` bytes (already
+    /// valid content) become readable; the writer may write from there up to the current length of
+    /// the file and [`MapWriter::grow`] the file further, up to `capacity`.
+    pub(crate) fn map_appendable(
+        file: Arc<File>,
+        capacity: usize,
+        published: usize,
+    ) -> io::Result<(Arc<SharedMap>, MapWriter)> {
+        let file_len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        if published > file_len || published > capacity {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot publish {published} bytes of a {file_len}-byte file"),
+            ));
+        }
+        let raw = MmapOptions::new().len(capacity).map_raw(&*file)?;
+        let map = Arc::new(SharedMap {
+            raw,
+            published: AtomicUsize::new(published),
+        });
+        let writer = MapWriter {
+            map: Arc::clone(&map),
+            file,
+            writable_end: file_len.min(capacity),
+        };
+        Ok((map, writer))
+    }
+
+    /// How many bytes from the start are published (complete and immutable).
+    pub(crate) fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// The published bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        let len = self.published();
+        // SAFETY: invariant 1: [0, published) is initialised file content that no one writes while
+        // the map lives, and invariant 3: it lies within the file, so no SIGBUS. The Acquire load of
+        // `published` pairs with the writer's Release store, so the bytes written before
+        // publication are visible. The slice borrows `self`, which keeps the mapping alive.
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), len) }
+    }
+}
+
+/// The unique handle that appends into a [`SharedMap`] and grows its file.
+pub(crate) struct MapWriter {
+    map: Arc<SharedMap>,
+    file: Arc<File>,
+    writable_end: usize,
+}
+
+impl MapWriter {
+    /// The file behind the map.
+    pub(crate) fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Bytes that exist in the file and may be written (the allocated length).
+    pub(crate) fn writable_end(&self) -> usize {
+        self.writable_end
+    }
+
+    /// The mapping's size: the most the file may grow to.
+    pub(crate) fn capacity(&self) -> usize {
+        self.map.raw.len()
+    }
+
+    /// Extends the file to `new_end` bytes with real allocated blocks (`fallocate`), so a full disk
+    /// is an error here and never a SIGBUS on a later write into the map.
+    pub(crate) fn grow(&mut self, new_end: usize) -> io::Result<()> {
+        if new_end > self.capacity() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot grow past the {}-byte mapping", self.capacity()),
+            ));
+        }
+        if new_end > self.writable_end {
+            fs2::FileExt::allocate(&*self.file, new_end as u64)?;
+            self.writable_end = new_end;
+        }
+        Ok(())
+    }
+
+    /// A mutable view of not-yet-published bytes, or `None` if `range` reaches into published bytes
+    /// or past the allocated end.
+    pub(crate) fn unpublished_mut(&mut self, range: Range<usize>) -> Option<&mut [u8]> {
+        let published = self.map.published();
+        if range.start < published || range.end > self.writable_end || range.start > range.end {
+            return None;
+        }
+        // SAFETY: invariant 2: the range lies at or after `published`, where no reader forms a
+        // reference, and this writer is the only one (it is unique and borrowed mutably for the
+        // lifetime of the slice). Invariant 3: it ends within the allocated file, so no SIGBUS.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.raw.as_mut_ptr().add(range.start),
+                range.end - range.start,
+            )
+        })
+    }
+
+    /// Makes bytes `[0, end)` visible to readers. They must not be written again.
+    ///
+    /// # Panics
+    /// If `end` goes backwards or past the allocated end: a writer bug, never caused by data.
+    pub(crate) fn publish(&mut self, end: usize) {
+        let published = self.map.published();
+        assert!(
+            end >= published && end <= self.writable_end,
+            "publish({end}) outside [{published}, {}]",
+            self.writable_end
+        );
+        self.map.published.store(end, Ordering::Release);
+    }
+
+    /// Sets the file's length to `len`, which must not cut published bytes. Shrinking drops
+    /// whatever lay past `len` (a torn tail, unused preallocation); a later [`MapWriter::grow`]
+    /// brings back zero-filled space.
+    pub(crate) fn set_file_len(&mut self, len: usize) -> io::Result<()> {
+        if len < self.map.published() || len > self.capacity() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot set length {len}: below published bytes or past the mapping"),
+            ));
+        }
+        // Lower the bound before shrinking, so no write can land past the new end.
+        self.writable_end = self.writable_end.min(len);
+        self.file.set_len(len as u64)?;
+        self.writable_end = len;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_cannot_touch_published_or_unallocated_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let (map, mut w) = SharedMap::map_appendable(Arc::new(file), 1 << 20, 0).unwrap();
+        assert_eq!(w.writable_end(), 0);
+        assert!(w.unpublished_mut(0..1).is_none(), "nothing allocated yet");
+        w.grow(8192).unwrap();
+        w.unpublished_mut(0..5).unwrap().copy_from_slice(b"hello");
+        assert!(map.bytes().is_empty(), "unpublished bytes are invisible");
+        w.publish(5);
+        assert_eq!(map.bytes(), b"hello");
+        assert!(
+            w.unpublished_mut(4..6).is_none(),
+            "published bytes are frozen"
+        );
+        assert!(w.unpublished_mut(5..8193).is_none(), "past the allocation");
+        assert!(w.grow(2 << 20).is_err(), "past the mapping");
+        assert!(w.set_file_len(4).is_err(), "would cut published bytes");
+        w.set_file_len(5).unwrap();
+        assert!(w.unpublished_mut(5..6).is_none(), "the file ends at 5 now");
+        assert_eq!(map.bytes(), b"hello");
+    }
+
+    #[test]
+    fn immutable_map_refuses_a_short_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(SharedMap::map_immutable(&file, 4).is_err());
+        assert_eq!(SharedMap::map_immutable(&file, 3).unwrap().bytes(), b"abc");
+    }
+}

@@ -1,0 +1,922 @@
+//! One segment file: its readable view (shared by readers), the writer of the active segment,
+//! and the scan that verifies frames and recovers a torn tail.
+//!
+//! A segment is `header | frames… | (footer, once sealed)`; see `format` for the bytes. Readers see
+//! a segment through [`SegmentData`], whose bytes are either a memory map (the writer's own process)
+//! or an owned snapshot (a read-only open of a segment another process may still be writing).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    decode_frame, encode_frame, file_name, frame_len, peek_frame, DecodeError, FrameError,
+    FrameFields, IndexEntry, SegmentFooter, SegmentHeader, FOOTER_LEN, INDEX_EXT, INDEX_INTERVAL,
+    SEGMENT_EXT, SEGMENT_HEADER_LEN,
+};
+use crate::index::{self, IndexFile};
+use crate::mmap::{MapWriter, SharedMap};
+use crate::types::{NewRecord, Offset, ReadLimits, Record};
+
+/// First allocation of a new segment file; later ones double up to [`MAX_GROWTH`].
+const INITIAL_ALLOCATION: usize = 64 * 1024;
+/// Largest single growth of a segment file.
+const MAX_GROWTH: usize = 16 * 1024 * 1024;
+/// New index entries are written to the sidecar file once this many have piled up (and at seal),
+/// bounding the frames a recovery must scan to about `INDEX_FLUSH_EVERY * INDEX_INTERVAL` bytes.
+const INDEX_FLUSH_EVERY: usize = 64;
+
+/// Paths of a segment's files.
+pub(crate) fn segment_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(file_name(base, SEGMENT_EXT))
+}
+
+pub(crate) fn index_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(file_name(base, INDEX_EXT))
+}
+
+/// The final shape of a segment that takes no more records (sealed, or a read-only snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SealInfo {
+    /// One past the last offset the segment holds.
+    pub end_offset: Offset,
+    /// Where its verified frames end.
+    pub data_end: usize,
+    /// Arrival time of its newest record (`None` if it holds none).
+    pub last_arrival_ms: Option<i64>,
+}
+
+/// Damage found in a segment: verified frames stop short of what it should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    pub position: u64,
+    pub reason: String,
+}
+
+enum Storage {
+    Mapped(Arc<SharedMap>),
+    Owned(Bytes),
+}
+
+/// Owner that lets a `Bytes` borrow the published prefix of a map and keep the map alive.
+struct MapView {
+    map: Arc<SharedMap>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MapView {
+    fn as_ref(&self) -> &[u8] {
+        &self.map.bytes()[..self.len]
+    }
+}
+
+/// What readers see of one segment.
+pub(crate) struct SegmentData {
+    base: Offset,
+    path: PathBuf,
+    storage: Storage,
+    index: RwLock<Vec<IndexEntry>>,
+    sealed: OnceLock<SealInfo>,
+    /// A `Bytes` over the whole (immutable) readable range, made once the segment is sealed.
+    sealed_bytes: OnceLock<Bytes>,
+    damage: Option<Damage>,
+}
+
+/// How far one read may still go.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    records: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(limits: ReadLimits) -> Budget {
+        Budget {
+            records: limits.max_records,
+            bytes: limits.max_bytes,
+        }
+    }
+
+    pub(crate) fn exhausted(&self) -> bool {
+        self.records == 0
+    }
+}
+
+impl SegmentData {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
+    }
+
+    pub(crate) fn seal_info(&self) -> Option<SealInfo> {
+        self.sealed.get().copied()
+    }
+
+    /// The verified, readable bytes (header included) as of now.
+    fn bytes(&self) -> &[u8] {
+        let all = match &self.storage {
+            Storage::Mapped(map) => map.bytes(),
+            Storage::Owned(bytes) => bytes,
+        };
+        match self.sealed.get() {
+            Some(seal) => &all[..seal.data_end.min(all.len())],
+            None => all,
+        }
+    }
+
+    /// A `Bytes` over the readable bytes, so records can be handed out as zero-copy views.
+    fn shared_bytes(&self) -> Bytes {
+        if let Some(b) = self.sealed_bytes.get() {
+            return b.clone();
+        }
+        let make = || match &self.storage {
+            Storage::Mapped(map) => Bytes::from_owner(MapView {
+                map: Arc::clone(map),
+                len: self.bytes().len(),
+            }),
+            Storage::Owned(bytes) => bytes.slice(..self.bytes().len()),
+        };
+        if self.sealed.get().is_some() {
+            self.sealed_bytes.get_or_init(make).clone()
+        } else {
+            make()
+        }
+    }
+
+    fn index(&self) -> RwLockReadGuard<'_, Vec<IndexEntry>> {
+        // A poisoned lock means a writer panicked mid-push; the Vec itself is still valid.
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn corrupt(&self, position: usize, reason: impl Into<String>) -> Error {
+        Error::corrupt(&self.path, position as u64, reason)
+    }
+
+    fn start_of(&self, entry: Option<IndexEntry>) -> (usize, Offset) {
+        match entry {
+            Some(e) => (
+                e.position as usize,
+                Offset::new(self.base.get() + u64::from(e.relative_offset)),
+            ),
+            None => (SEGMENT_HEADER_LEN, self.base),
+        }
+    }
+
+    /// Skips frames (without CRC checks) from an index entry until `stop` says so; returns the
+    /// position and offset reached, or `None` at the end of the readable frames.
+    fn skip_until(
+        &self,
+        bytes: &[u8],
+        entry: Option<IndexEntry>,
+        mut stop: impl FnMut(Offset, i64) -> bool,
+    ) -> Result<Option<(usize, Offset)>> {
+        let (mut pos, mut offset) = self.start_of(entry);
+        if pos >= bytes.len() {
+            return Ok(None);
+        }
+        loop {
+            match peek_frame(bytes, pos) {
+                Ok(head) => {
+                    if head.offset != offset {
+                        return Err(self.corrupt(
+                            pos,
+                            format!("frame holds offset {}, expected {offset}", head.offset),
+                        ));
+                    }
+                    if stop(offset, head.arrival_ms) {
+                        return Ok(Some((pos, offset)));
+                    }
+                    pos += head.len;
+                    offset = offset.next();
+                }
+                Err(FrameError::End) => return Ok(None),
+                Err(FrameError::Corrupt(reason)) => return Err(self.corrupt(pos, reason)),
+            }
+        }
+    }
+
+    /// Position of the frame of `offset` (clamped up to the segment's first), if readable now.
+    fn position_of(&self, bytes: &[u8], offset: Offset) -> Result<Option<(usize, Offset)>> {
+        let offset = offset.max(self.base);
+        let Ok(rel) = u32::try_from(offset.get() - self.base.get()) else {
+            return Ok(None);
+        };
+        let entry = index::entry_for_offset(&self.index(), rel);
+        self.skip_until(bytes, entry, |o, _| o >= offset)
+    }
+
+    /// The first record that arrived at or after `t`, if any is readable now.
+    pub(crate) fn seek_time(&self, t: i64) -> Result<Option<Offset>> {
+        let bytes = self.bytes();
+        let entry = index::entry_for_time(&self.index(), t);
+        Ok(self
+            .skip_until(bytes, entry, |_, at| at >= t)?
+            .map(|(_, o)| o))
+    }
+
+    /// Appends records from `from` on to `out` within `budget`, checking every CRC. Returns the
+    /// offset after the last record appended, or `None` if `from` is past the readable frames.
+    pub(crate) fn read(
+        &self,
+        from: Offset,
+        budget: &mut Budget,
+        out: &mut Vec<Record>,
+    ) -> Result<Option<Offset>> {
+        let shared = self.shared_bytes();
+        let bytes: &[u8] = &shared;
+        let Some((mut pos, mut expected)) = self.position_of(bytes, from)? else {
+            return Ok(None);
+        };
+        while !budget.exhausted() {
+            let frame = match decode_frame(bytes, pos) {
+                Ok(f) => f,
+                Err(FrameError::End) => break,
+                Err(FrameError::Corrupt(reason)) => return Err(self.corrupt(pos, reason)),
+            };
+            if frame.offset != expected {
+                return Err(self.corrupt(
+                    pos,
+                    format!("frame holds offset {}, expected {expected}", frame.offset),
+                ));
+            }
+            let size = frame.partition_key.len() + frame.data.len();
+            if size > budget.bytes && !out.is_empty() {
+                budget.records = 0;
+                break;
+            }
+            budget.bytes = budget.bytes.saturating_sub(size);
+            budget.records -= 1;
+            out.push(Record {
+                offset: frame.offset,
+                arrival_ms: frame.arrival_ms,
+                hash_key: frame.hash_key,
+                partition_key: shared.slice(frame.key_range),
+                data: shared.slice(frame.data_range),
+            });
+            pos += frame.len;
+            expected = expected.next();
+        }
+        Ok(Some(expected))
+    }
+}
+
+/// A segment in a shard's list: its base offset and, once needed, its loaded data.
+pub(crate) struct Segment {
+    base: Offset,
+    dir: PathBuf,
+    read_only: bool,
+    data: Mutex<Option<Arc<SegmentData>>>,
+}
+
+impl Segment {
+    /// A sealed segment that is loaded (mapped, index read) only when first used.
+    pub(crate) fn lazy(dir: &Path, base: Offset, read_only: bool) -> Segment {
+        Segment {
+            base,
+            dir: dir.to_path_buf(),
+            read_only,
+            data: Mutex::new(None),
+        }
+    }
+
+    /// A segment whose data is already at hand (the active one, or a read-only snapshot).
+    pub(crate) fn loaded(dir: &Path, data: Arc<SegmentData>, read_only: bool) -> Segment {
+        Segment {
+            base: data.base,
+            dir: dir.to_path_buf(),
+            read_only,
+            data: Mutex::new(Some(data)),
+        }
+    }
+
+    pub(crate) fn base(&self) -> Offset {
+        self.base
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        segment_path(&self.dir, self.base)
+    }
+
+    pub(crate) fn index_path(&self) -> PathBuf {
+        index_path(&self.dir, self.base)
+    }
+
+    /// The segment's data, loading and verifying a sealed segment on first use.
+    pub(crate) fn data(&self) -> Result<Arc<SegmentData>> {
+        let mut slot = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(data) = slot.as_ref() {
+            return Ok(Arc::clone(data));
+        }
+        let data = Arc::new(load_sealed(&self.dir, self.base, self.read_only)?);
+        *slot = Some(Arc::clone(&data));
+        Ok(data)
+    }
+}
+
+/// What a scan of frames found.
+#[derive(Debug)]
+struct Scan {
+    end: usize,
+    next_offset: Offset,
+    last_arrival_ms: Option<i64>,
+    /// Why the scan stopped before a clean end (zero length or end of bytes), if it did.
+    corrupt: Option<&'static str>,
+}
+
+/// Verifies frames from `(pos, offset)` on (CRC, offset sequence, non-decreasing arrival time) and
+/// extends `entries` with the index entries the frames call for.
+fn scan(
+    bytes: &[u8],
+    base: Offset,
+    (mut pos, mut offset): (usize, Offset),
+    mut last_arrival_ms: Option<i64>,
+    entries: &mut Vec<IndexEntry>,
+) -> Scan {
+    let corrupt = loop {
+        let frame = match decode_frame(bytes, pos) {
+            Ok(f) => f,
+            Err(FrameError::End) => break None,
+            Err(FrameError::Corrupt(reason)) => break Some(reason),
+        };
+        if frame.offset != offset {
+            break Some("offset out of sequence");
+        }
+        if last_arrival_ms.is_some_and(|t| frame.arrival_ms < t) {
+            break Some("arrival time went backwards");
+        }
+        note_index_entry(entries, base, offset, pos, frame.arrival_ms);
+        last_arrival_ms = Some(frame.arrival_ms);
+        pos += frame.len;
+        offset = offset.next();
+    };
+    Scan {
+        end: pos,
+        next_offset: offset,
+        last_arrival_ms,
+        corrupt,
+    }
+}
+
+/// Adds an index entry for the frame at `pos` if it is the first or ~4 KiB past the last entry.
+fn note_index_entry(
+    entries: &mut Vec<IndexEntry>,
+    base: Offset,
+    offset: Offset,
+    pos: usize,
+    arrival_ms: i64,
+) {
+    let due = entries
+        .last()
+        .is_none_or(|e| pos >= e.position as usize + INDEX_INTERVAL);
+    if due {
+        entries.push(IndexEntry {
+            relative_offset: (offset.get() - base.get()) as u32,
+            position: pos as u32,
+            max_arrival_ms: arrival_ms,
+        });
+    }
+}
+
+/// Drops index entries that do not point at a valid frame of `bytes`, from the end back, and
+/// returns where a scan should resume: the last surviving entry and its frame's arrival time.
+fn trust_index(
+    bytes: &[u8],
+    base: Offset,
+    entries: &mut Vec<IndexEntry>,
+) -> ((usize, Offset), Option<i64>) {
+    while let Some(last) = entries.last().copied() {
+        let offset = Offset::new(base.get() + u64::from(last.relative_offset));
+        match decode_frame(bytes, last.position as usize) {
+            Ok(f) if f.offset == offset && f.arrival_ms == last.max_arrival_ms => {
+                // Resume at this frame, re-verifying it; its entry is re-added by the scan.
+                entries.pop();
+                return ((last.position as usize, offset), None);
+            }
+            _ => {
+                entries.pop();
+            }
+        }
+    }
+    ((SEGMENT_HEADER_LEN, base), None)
+}
+
+fn header_error(path: &Path, e: DecodeError) -> Error {
+    match e {
+        DecodeError::Version(found) => Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: crate::format::FORMAT_VERSION,
+        },
+        other => Error::corrupt(path, 0, format!("segment header: {other}")),
+    }
+}
+
+fn check_header(path: &Path, bytes: &[u8], base: Offset) -> Result<SegmentHeader> {
+    let header = SegmentHeader::decode(bytes).map_err(|e| header_error(path, e))?;
+    if header.base_offset != base {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!(
+                "header says base offset {}, file name says {base}",
+                header.base_offset
+            ),
+        ));
+    }
+    Ok(header)
+}
+
+/// Verifies a segment that takes no more records: checks header and seal, loads the index, scans
+/// what the index does not cover. A missing or wrong seal is recorded as damage (the readable part
+/// is the verified prefix), except for `snapshot`s of a segment still being written elsewhere.
+fn verify_final(
+    dir: &Path,
+    base: Offset,
+    storage: Storage,
+    snapshot: bool,
+    read_only: bool,
+) -> Result<SegmentData> {
+    let path = segment_path(dir, base);
+    let all: &[u8] = match &storage {
+        Storage::Mapped(map) => map.bytes(),
+        Storage::Owned(bytes) => bytes,
+    };
+    check_header(&path, all, base)?;
+    let footer = SegmentFooter::decode_at_end(all).ok();
+    let frames_end = footer.map_or(all.len(), |f| f.data_end as usize);
+    let frames = &all[..frames_end];
+
+    let idx_path = index_path(dir, base);
+    let loaded = index::load(&idx_path, base);
+    let mut entries = loaded.clone();
+    let (start, last_arrival) = trust_index(frames, base, &mut entries);
+    let scan = scan(frames, base, start, last_arrival, &mut entries);
+    let last_arrival_ms = match (scan.last_arrival_ms, footer) {
+        (Some(t), _) => Some(t),
+        (None, Some(f)) if f.record_count > 0 => Some(f.last_arrival_ms),
+        _ => None,
+    };
+
+    let damage = match footer {
+        Some(f)
+            if scan.end == frames_end && scan.next_offset.get() == base.get() + f.record_count =>
+        {
+            None
+        }
+        Some(f) => Some(Damage {
+            position: scan.end as u64,
+            reason: format!(
+                "{}; the seal promises {} records ending at byte {}",
+                scan.corrupt.unwrap_or("frames end early"),
+                f.record_count,
+                f.data_end
+            ),
+        }),
+        None if snapshot => None,
+        None => Some(Damage {
+            position: scan.end as u64,
+            reason: format!(
+                "segment is not sealed though a newer one exists ({})",
+                scan.corrupt.unwrap_or("frames end")
+            ),
+        }),
+    };
+    if !read_only && entries != loaded {
+        // The sidecar was short or damaged: rewrite it. It is a cache, so a failure to write it
+        // costs only a longer scan next time and is not an error.
+        let _ = IndexFile::rewrite(&idx_path, base, &entries);
+    }
+    let data = SegmentData {
+        base,
+        path,
+        storage,
+        index: RwLock::new(entries),
+        sealed: OnceLock::new(),
+        sealed_bytes: OnceLock::new(),
+        damage,
+    };
+    let _ = data.sealed.set(SealInfo {
+        end_offset: scan.next_offset,
+        data_end: scan.end,
+        last_arrival_ms,
+    });
+    Ok(data)
+}
+
+/// Maps and verifies a sealed segment (never modifying it, except rewriting a bad index cache when
+/// opened for writing).
+fn load_sealed(dir: &Path, base: Offset, read_only: bool) -> Result<SegmentData> {
+    let path = segment_path(dir, base);
+    let file = File::open(&path).map_err(Error::io_at("open segment", &path))?;
+    let len = file
+        .metadata()
+        .map_err(Error::io_at("stat segment", &path))?
+        .len();
+    let len = usize::try_from(len).map_err(|_| Error::corrupt(&path, 0, "file too large"))?;
+    if len < SEGMENT_HEADER_LEN {
+        return Err(Error::corrupt(&path, len as u64, "shorter than a header"));
+    }
+    let map = SharedMap::map_immutable(&file, len).map_err(Error::io_at("map segment", &path))?;
+    verify_final(dir, base, Storage::Mapped(map), false, read_only)
+}
+
+/// Reads the newest segment of a shard opened read-only: a copy (another process may still be
+/// appending to or truncating it), verified up to its first torn frame, never modified.
+pub(crate) fn load_snapshot(dir: &Path, base: Offset) -> Result<SegmentData> {
+    let path = segment_path(dir, base);
+    let mut bytes = Vec::new();
+    File::open(&path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(Error::io_at("read segment", &path))?;
+    verify_final(dir, base, Storage::Owned(Bytes::from(bytes)), true, true)
+}
+
+/// Where the newest segment of a shard stands after recovery.
+pub(crate) enum Tail {
+    /// It is sealed (the process died after sealing it, before creating the next one).
+    Sealed { end_offset: Offset },
+    /// It takes appends.
+    Active(ActiveSegment),
+}
+
+/// Sizes and policy the writer needs from the shard's options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentLimits {
+    /// Mapping size: the most a segment file can grow to.
+    pub capacity: usize,
+    /// Whether creating and sealing segments fsyncs (off for `FlushPolicy::Never`).
+    pub sync: bool,
+}
+
+/// The segment that takes appends, owned by the shard's writer.
+pub(crate) struct ActiveSegment {
+    data: Arc<SegmentData>,
+    writer: MapWriter,
+    index_file: IndexFile,
+    end: usize,
+    next_offset: Offset,
+    last_arrival_ms: Option<i64>,
+    created_ms: i64,
+}
+
+impl ActiveSegment {
+    /// Creates the segment file for `base` and writes its header.
+    pub(crate) fn create(
+        dir: &Path,
+        base: Offset,
+        now_ms: i64,
+        limits: SegmentLimits,
+    ) -> Result<ActiveSegment> {
+        let path = segment_path(dir, base);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(Error::io_at("create segment", &path))?;
+        let created = Self::init(dir, base, file, now_ms, limits);
+        if created.is_err() {
+            // Leave no half-made segment behind: the next attempt creates it afresh.
+            let _ = std::fs::remove_file(&path);
+        }
+        created
+    }
+
+    fn init(
+        dir: &Path,
+        base: Offset,
+        file: File,
+        now_ms: i64,
+        limits: SegmentLimits,
+    ) -> Result<ActiveSegment> {
+        let path = segment_path(dir, base);
+        let (map, mut writer) = SharedMap::map_appendable(Arc::new(file), limits.capacity, 0)
+            .map_err(Error::io_at("map segment", &path))?;
+        writer
+            .grow(INITIAL_ALLOCATION.min(limits.capacity))
+            .map_err(Error::io_at("allocate segment", &path))?;
+        let header = SegmentHeader {
+            base_offset: base,
+            created_ms: now_ms,
+        };
+        writer
+            .unpublished_mut(0..SEGMENT_HEADER_LEN)
+            .expect("the initial allocation holds the header")
+            .copy_from_slice(&header.encode());
+        writer.publish(SEGMENT_HEADER_LEN);
+        let index_file = IndexFile::rewrite(&index_path(dir, base), base, &[])?;
+        if limits.sync {
+            writer
+                .file()
+                .sync_data()
+                .map_err(Error::io_at("sync segment", &path))?;
+            sync_dir(dir)?;
+        }
+        Ok(ActiveSegment {
+            data: Arc::new(SegmentData {
+                base,
+                path,
+                storage: Storage::Mapped(map),
+                index: RwLock::new(Vec::new()),
+                sealed: OnceLock::new(),
+                sealed_bytes: OnceLock::new(),
+                damage: None,
+            }),
+            writer,
+            index_file,
+            end: SEGMENT_HEADER_LEN,
+            next_offset: base,
+            last_arrival_ms: None,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens the newest segment of a shard for appending: verifies its tail from the last index
+    /// entry on and cuts the file at the first torn or corrupt frame.
+    pub(crate) fn recover(
+        dir: &Path,
+        base: Offset,
+        now_ms: i64,
+        limits: SegmentLimits,
+    ) -> Result<Tail> {
+        let path = segment_path(dir, base);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io_at("open segment", &path))?;
+        let len = file
+            .metadata()
+            .map_err(Error::io_at("stat segment", &path))?
+            .len();
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        let head_read = file.read_exact_at(&mut head, 0);
+        let header = head_read
+            .ok()
+            .and_then(|()| SegmentHeader::decode(&head).ok());
+        let Some(header) = header else {
+            // A crash while creating the segment leaves a short or zeroed header and no records;
+            // anything else is damage that only `repair` may decide about.
+            if !is_all_zero(&file, len).map_err(Error::io_at("read segment", &path))? {
+                return Err(check_header(&path, &head, base)
+                    .err()
+                    .unwrap_or_else(|| Error::corrupt(&path, 0, "unreadable segment header")));
+            }
+            drop(file);
+            std::fs::remove_file(&path).map_err(Error::io_at("remove empty segment", &path))?;
+            return Self::create(dir, base, now_ms, limits).map(Tail::Active);
+        };
+        check_header(&path, &head, base)?;
+        if let Some(footer) = read_footer(&file, len) {
+            return Ok(Tail::Sealed {
+                end_offset: Offset::new(base.get() + footer.record_count),
+            });
+        }
+
+        let len = usize::try_from(len).map_err(|_| Error::corrupt(&path, 0, "file too large"))?;
+        let capacity = limits.capacity.max(len);
+        let (map, mut writer) = SharedMap::map_appendable(Arc::new(file), capacity, 0)
+            .map_err(Error::io_at("map segment", &path))?;
+        let idx_path = index_path(dir, base);
+        let loaded = index::load(&idx_path, base);
+        let mut entries = loaded.clone();
+        let scan = {
+            // Nothing is published yet, so the writer's view covers the whole file.
+            let content: &[u8] = writer
+                .unpublished_mut(0..len)
+                .expect("a fresh writer may view its whole file");
+            let (start, last_arrival) = trust_index(content, base, &mut entries);
+            scan(content, base, start, last_arrival, &mut entries)
+        };
+        // Cut whatever follows the last good frame (a torn write, or garbage) and allocate fresh,
+        // zero-filled space for the next appends.
+        writer
+            .set_file_len(scan.end)
+            .map_err(Error::io_at("cut torn tail", &path))?;
+        writer.publish(scan.end);
+        writer
+            .grow(
+                (scan.end + FOOTER_LEN)
+                    .max(INITIAL_ALLOCATION)
+                    .min(capacity),
+            )
+            .map_err(Error::io_at("allocate segment", &path))?;
+        let index_file = if entries == loaded {
+            IndexFile::open_for_append(&idx_path, entries.len())?
+        } else {
+            IndexFile::rewrite(&idx_path, base, &entries)?
+        };
+        Ok(Tail::Active(ActiveSegment {
+            data: Arc::new(SegmentData {
+                base,
+                path,
+                storage: Storage::Mapped(map),
+                index: RwLock::new(entries),
+                sealed: OnceLock::new(),
+                sealed_bytes: OnceLock::new(),
+                damage: None,
+            }),
+            writer,
+            index_file,
+            end: scan.end,
+            next_offset: scan.next_offset,
+            last_arrival_ms: scan.last_arrival_ms,
+            created_ms: header.created_ms,
+        }))
+    }
+
+    pub(crate) fn data(&self) -> &Arc<SegmentData> {
+        &self.data
+    }
+
+    pub(crate) fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    pub(crate) fn last_arrival_ms(&self) -> Option<i64> {
+        self.last_arrival_ms
+    }
+
+    pub(crate) fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.next_offset == self.data.base
+    }
+
+    /// Byte position where the next frame goes.
+    pub(crate) fn end(&self) -> usize {
+        self.end
+    }
+
+    pub(crate) fn file(&self) -> &Arc<File> {
+        self.writer.file()
+    }
+
+    /// Makes room for `extra` more bytes of frames plus the footer, growing the file in chunks.
+    fn reserve(&mut self, extra: usize) -> Result<()> {
+        let needed = self.end + extra + FOOTER_LEN;
+        let allocated = self.writer.writable_end();
+        if needed <= allocated {
+            return Ok(());
+        }
+        let capacity = self.writer.capacity();
+        if needed > capacity {
+            return Err(Error::corrupt(
+                &self.data.path,
+                self.end as u64,
+                format!("internal: {extra} bytes do not fit the {capacity}-byte segment"),
+            ));
+        }
+        let step = allocated.clamp(INITIAL_ALLOCATION, MAX_GROWTH);
+        let target = needed
+            .max(allocated + step)
+            .next_multiple_of(INITIAL_ALLOCATION);
+        self.writer
+            .grow(target.min(capacity))
+            .map_err(Error::io_at("grow segment", &self.data.path))
+    }
+
+    /// Writes `records` as frames with arrival time `arrival_ms` and publishes them. The caller has
+    /// checked that they fit the segment; space is allocated before any byte is written, so an error
+    /// (a full disk) leaves nothing behind.
+    pub(crate) fn append(&mut self, records: &[NewRecord<'_>], arrival_ms: i64) -> Result<()> {
+        let total: usize = records
+            .iter()
+            .map(|r| frame_len(r.partition_key.len(), r.data.len()))
+            .sum();
+        self.reserve(total)?;
+        let base = self.data.base;
+        let mut pos = self.end;
+        let mut offset = self.next_offset;
+        let mut new_entries = Vec::new();
+        let mut last_entry = self.data.index().last().copied();
+        for r in records {
+            let len = frame_len(r.partition_key.len(), r.data.len());
+            let dst = self
+                .writer
+                .unpublished_mut(pos..pos + len)
+                .expect("reserve() allocated room for every frame of the append");
+            encode_frame(
+                &FrameFields {
+                    offset,
+                    arrival_ms,
+                    hash_key: r.hash_key,
+                    partition_key: r.partition_key,
+                    data: r.data,
+                },
+                dst,
+            );
+            if last_entry.is_none_or(|e| pos >= e.position as usize + INDEX_INTERVAL) {
+                let e = IndexEntry {
+                    relative_offset: (offset.get() - base.get()) as u32,
+                    position: pos as u32,
+                    max_arrival_ms: arrival_ms,
+                };
+                new_entries.push(e);
+                last_entry = Some(e);
+            }
+            pos += len;
+            offset = offset.next();
+        }
+        self.writer.publish(pos);
+        self.end = pos;
+        self.next_offset = offset;
+        self.last_arrival_ms = Some(arrival_ms);
+        if !new_entries.is_empty() {
+            let mut index = self.data.index.write().unwrap_or_else(|e| e.into_inner());
+            index.extend(new_entries);
+            if index.len() - self.index_file.persisted() >= INDEX_FLUSH_EVERY {
+                self.index_file.append_new(&index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the segment: completes its index file, writes the footer, cuts the file to its used
+    /// length and (when `limits.sync`) makes all of it durable. Returns the now-immutable data.
+    pub(crate) fn seal(mut self, now_ms: i64, sync: bool) -> Result<Arc<SegmentData>> {
+        self.index_file.append_new(&self.data.index())?;
+        self.reserve(0)?;
+        let footer = SegmentFooter {
+            record_count: self.next_offset.get() - self.data.base.get(),
+            data_end: self.end as u64,
+            first_arrival_ms: self
+                .data
+                .index()
+                .first()
+                .map_or(i64::MIN, |e| e.max_arrival_ms),
+            last_arrival_ms: self.last_arrival_ms.unwrap_or(i64::MIN),
+            sealed_ms: now_ms,
+        };
+        let end = self.end;
+        let path = self.data.path.clone();
+        self.writer
+            .unpublished_mut(end..end + FOOTER_LEN)
+            .expect("reserve() keeps room for the footer")
+            .copy_from_slice(&footer.encode());
+        self.writer
+            .set_file_len(end + FOOTER_LEN)
+            .map_err(Error::io_at("cut sealed segment", &path))?;
+        if sync {
+            self.writer
+                .file()
+                .sync_data()
+                .map_err(Error::io_at("sync sealed segment", &path))?;
+        }
+        let _ = self.data.sealed.set(SealInfo {
+            end_offset: self.next_offset,
+            data_end: end,
+            last_arrival_ms: self.last_arrival_ms,
+        });
+        Ok(Arc::clone(&self.data))
+    }
+}
+
+impl Drop for ActiveSegment {
+    fn drop(&mut self) {
+        // A clean close leaves a complete index, so the next open scans nothing. Best effort: the
+        // index is a cache, and an error here only means a longer scan then.
+        let _ = self.index_file.append_new(&self.data.index());
+    }
+}
+
+/// Reads and checks the footer of a file of `len` bytes.
+fn read_footer(file: &File, len: u64) -> Option<SegmentFooter> {
+    let at = len.checked_sub(FOOTER_LEN as u64)?;
+    let mut footer = [0u8; FOOTER_LEN];
+    file.read_exact_at(&mut footer, at).ok()?;
+    SegmentFooter::decode(&footer, at).ok()
+}
+
+fn is_all_zero(file: &File, len: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0u64;
+    while at < len {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// Makes a directory's entries (new or removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io_at("sync directory", dir))
+}

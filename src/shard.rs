@@ -1,0 +1,683 @@
+//! A shard: a directory of segments that together hold one ordered log of records.
+//!
+//! One writer at a time appends (a mutex around the active segment); readers never take that
+//! mutex. They take a snapshot of the segment list and read each segment up to the end its writer
+//! published, so they never see a partial frame and never wait for an append or an fsync.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, RecordError, Result};
+use crate::format::{
+    frame_len, parse_file_name, FOOTER_LEN, INDEX_EXT, MAX_PARTITION_KEY_LEN,
+    MAX_RECORD_BYTES_LIMIT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
+};
+use crate::lock::DirLock;
+use crate::segment::{
+    index_path, load_snapshot, segment_path, sync_dir, ActiveSegment, Budget, Segment,
+    SegmentLimits, Tail,
+};
+use crate::types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits};
+
+/// When an append counts as done, relative to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushPolicy {
+    /// Each append returns after its bytes are on disk (fdatasync). Concurrent appenders that
+    /// arrive while a sync runs share the next one.
+    Always,
+    /// Appenders wait for a shared fdatasync that runs at most once per `interval`: many appenders,
+    /// one sync. Same guarantee as `Always`, more throughput under concurrency, more latency.
+    GroupCommit {
+        /// Shortest time between the starts of two syncs.
+        interval: Duration,
+    },
+    /// The operating system writes pages back when it likes. Survives a crash of the process
+    /// (the page cache keeps every acknowledged record), not a crash of the machine.
+    #[default]
+    Never,
+}
+
+/// How a shard stores records. `ShardOptions::default()` suits most uses.
+#[derive(Debug, Clone)]
+pub struct ShardOptions {
+    /// A segment is sealed and a new one started once it holds this many bytes (default 128 MiB).
+    pub segment_bytes: u64,
+    /// A segment is also sealed once it is this old, at the next append (default: no limit).
+    pub max_segment_age: Option<Duration>,
+    /// Largest record, data plus partition key (default 1 MiB, at most 10 MiB).
+    pub max_record_bytes: usize,
+    /// When appends are durable.
+    pub flush: FlushPolicy,
+    /// Where arrival times come from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ShardOptions {
+    fn default() -> Self {
+        ShardOptions {
+            segment_bytes: 128 * 1024 * 1024,
+            max_segment_age: None,
+            max_record_bytes: 1024 * 1024,
+            flush: FlushPolicy::Never,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Smallest segment size accepted (small sizes are for tests of rolling).
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+/// Largest segment size accepted: byte positions in the index are 32-bit.
+pub const MAX_SEGMENT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+impl ShardOptions {
+    fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return Err(Error::InvalidOption {
+                name: "segment_bytes",
+                reason: format!(
+                    "{} is outside {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}",
+                    self.segment_bytes
+                ),
+            });
+        }
+        if !(1..=MAX_RECORD_BYTES_LIMIT).contains(&self.max_record_bytes) {
+            return Err(Error::InvalidOption {
+                name: "max_record_bytes",
+                reason: format!(
+                    "{} is outside 1..={MAX_RECORD_BYTES_LIMIT}",
+                    self.max_record_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn limits(&self) -> SegmentLimits {
+        let largest_frame = frame_len(MAX_PARTITION_KEY_LEN, self.max_record_bytes);
+        SegmentLimits {
+            capacity: (self.segment_bytes as usize + largest_frame + FOOTER_LEN)
+                .next_multiple_of(4096),
+            sync: self.flush != FlushPolicy::Never,
+        }
+    }
+
+    /// Checks one record against the limits.
+    pub fn check_record(&self, record: &NewRecord<'_>) -> Result<(), RecordError> {
+        let key = record.partition_key.len();
+        if key == 0 {
+            return Err(RecordError::EmptyPartitionKey);
+        }
+        if key > MAX_PARTITION_KEY_LEN {
+            return Err(RecordError::PartitionKeyTooLong {
+                len: key,
+                limit: MAX_PARTITION_KEY_LEN,
+            });
+        }
+        let size = key + record.data.len();
+        if size > self.max_record_bytes {
+            return Err(RecordError::TooLarge {
+                size,
+                limit: self.max_record_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What [`Shard::delete_before`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// Segments deleted.
+    pub segments: usize,
+    /// Records they held.
+    pub records: u64,
+    /// Bytes of disk they used.
+    pub bytes: u64,
+}
+
+struct Writer {
+    active: Option<ActiveSegment>,
+    next_offset: Offset,
+    last_arrival_ms: Option<i64>,
+    poisoned: Option<String>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Every offset below this is durable.
+    durable: Offset,
+    syncing: bool,
+    last_sync_start: Option<Instant>,
+}
+
+/// A directory of segments holding one ordered log. `Send + Sync`: share it with an `Arc`.
+pub struct Shard {
+    dir: PathBuf,
+    options: ShardOptions,
+    limits: SegmentLimits,
+    _lock: Option<DirLock>,
+    writer: Option<Mutex<Writer>>,
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    next_offset: AtomicU64,
+    sync_state: Mutex<SyncState>,
+    sync_done: Condvar,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("dir", &self.dir)
+            .field("read_only", &self.writer.is_none())
+            .field("next_offset", &self.next_offset())
+            .finish()
+    }
+}
+
+/// Lists the base offsets of the segments in `dir`, oldest first. With `tidy`, index files whose
+/// segment is gone (left by a crash while deleting) are removed.
+fn list_segments(dir: &Path, tidy: bool) -> Result<Vec<Offset>> {
+    let mut segments = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(Error::io_at("list", dir))? {
+        let entry = entry.map_err(Error::io_at("list", dir))?;
+        let name = entry.file_name();
+        match name.to_str().and_then(parse_file_name) {
+            Some((base, SEGMENT_EXT)) => segments.push(base),
+            Some((base, INDEX_EXT)) => indexes.push(base),
+            _ => {}
+        }
+    }
+    segments.sort_unstable();
+    if tidy {
+        for base in indexes {
+            if segments.binary_search(&base).is_err() {
+                let path = index_path(dir, base);
+                std::fs::remove_file(&path).map_err(Error::io_at("remove orphan index", &path))?;
+            }
+        }
+    }
+    Ok(segments)
+}
+
+impl Shard {
+    /// Opens (creating if needed) the shard in `dir` for writing, recovering from any crash: the
+    /// newest segment is verified from its last index entry on and cut at the first bad frame.
+    /// Fails with [`Error::Locked`] if another handle has it open for writing.
+    pub fn open(dir: impl AsRef<Path>, options: ShardOptions) -> Result<Shard> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        let lock = DirLock::acquire(&dir)?;
+        let limits = options.limits();
+        let bases = list_segments(&dir, true)?;
+        let now = options.clock.now_ms();
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len() + 1);
+        let mut writer = Writer {
+            active: None,
+            next_offset: Offset::new(0),
+            last_arrival_ms: None,
+            poisoned: None,
+        };
+        if let Some((&newest, older)) = bases.split_last() {
+            segments.extend(
+                older
+                    .iter()
+                    .map(|&b| Arc::new(Segment::lazy(&dir, b, false))),
+            );
+            match ActiveSegment::recover(&dir, newest, now, limits)? {
+                Tail::Sealed { end_offset } => {
+                    segments.push(Arc::new(Segment::lazy(&dir, newest, false)));
+                    writer.next_offset = end_offset;
+                }
+                Tail::Active(active) => {
+                    segments.push(Arc::new(Segment::loaded(
+                        &dir,
+                        Arc::clone(active.data()),
+                        false,
+                    )));
+                    writer.next_offset = active.next_offset();
+                    writer.last_arrival_ms = active.last_arrival_ms();
+                    writer.active = Some(active);
+                }
+            }
+            if writer.last_arrival_ms.is_none() {
+                // The newest segment is empty or sealed: keep arrival times non-decreasing across
+                // the restart by looking at the newest sealed records.
+                for seg in segments.iter().rev() {
+                    if let Some(t) = seg.data()?.seal_info().and_then(|s| s.last_arrival_ms) {
+                        writer.last_arrival_ms = Some(t);
+                        break;
+                    }
+                }
+            }
+        }
+        let next = writer.next_offset;
+        Ok(Shard {
+            dir,
+            limits,
+            options,
+            _lock: Some(lock),
+            writer: Some(Mutex::new(writer)),
+            segments: RwLock::new(Arc::new(segments)),
+            next_offset: AtomicU64::new(next.get()),
+            sync_state: Mutex::new(SyncState {
+                durable: next,
+                ..SyncState::default()
+            }),
+            sync_done: Condvar::new(),
+        })
+    }
+
+    /// Opens the shard in `dir` for reading only: takes no lock, changes no byte, and works while
+    /// another process writes it. It sees the records that were complete when it opened.
+    pub fn open_read_only(dir: impl AsRef<Path>, options: ShardOptions) -> Result<Shard> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let bases = list_segments(&dir, false)?;
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+        let mut next = Offset::new(0);
+        if let Some((&newest, older)) = bases.split_last() {
+            segments.extend(
+                older
+                    .iter()
+                    .map(|&b| Arc::new(Segment::lazy(&dir, b, true))),
+            );
+            let snapshot = Arc::new(load_snapshot(&dir, newest)?);
+            next = snapshot.seal_info().map_or(newest, |s| s.end_offset);
+            segments.push(Arc::new(Segment::loaded(&dir, snapshot, true)));
+        }
+        Ok(Shard {
+            limits: options.limits(),
+            options,
+            _lock: None,
+            writer: None,
+            segments: RwLock::new(Arc::new(segments)),
+            next_offset: AtomicU64::new(next.get()),
+            sync_state: Mutex::new(SyncState {
+                durable: next,
+                ..SyncState::default()
+            }),
+            sync_done: Condvar::new(),
+            dir,
+        })
+    }
+
+    /// The shard's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &ShardOptions {
+        &self.options
+    }
+
+    /// The offset the next appended record will get (one past the newest record).
+    pub fn next_offset(&self) -> Offset {
+        Offset::new(self.next_offset.load(Ordering::Acquire))
+    }
+
+    /// The oldest offset still stored (equal to [`Shard::next_offset`] when the shard is empty).
+    pub fn first_offset(&self) -> Offset {
+        self.snapshot()
+            .first()
+            .map_or_else(|| self.next_offset(), |s| s.base())
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
+        Arc::clone(&self.segments.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn replace_segments(&self, f: impl FnOnce(&mut Vec<Arc<Segment>>)) {
+        let mut guard = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        let mut list = Vec::clone(&guard);
+        f(&mut list);
+        *guard = Arc::new(list);
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        let writer = self.writer.as_ref().ok_or_else(|| Error::ReadOnly {
+            path: self.dir.clone(),
+        })?;
+        let guard = writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = &guard.poisoned {
+            return Err(Error::Poisoned {
+                path: self.dir.clone(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(guard)
+    }
+
+    /// Appends `records` in order and returns the offsets they got. Every record is checked first;
+    /// an invalid one fails the whole append with nothing written. Returns once the records are as
+    /// durable as the [`FlushPolicy`] promises.
+    ///
+    /// An append that fits in one segment becomes visible to readers all at once. One larger than
+    /// a segment is split across segments, and an error (a full disk) partway leaves the records of
+    /// the segments already filled stored.
+    pub fn append(&self, records: &[NewRecord<'_>]) -> Result<Appended> {
+        if records.is_empty() {
+            return Err(Error::InvalidOption {
+                name: "records",
+                reason: "an append needs at least one record".into(),
+            });
+        }
+        for (index, record) in records.iter().enumerate() {
+            self.options
+                .check_record(record)
+                .map_err(|error| Error::InvalidRecord { index, error })?;
+        }
+        let mut w = self.lock_writer()?;
+        let now = self.options.clock.now_ms();
+        let arrival_ms = w.last_arrival_ms.map_or(now, |last| now.max(last));
+        let first = w.next_offset;
+        let mut rest = records;
+        while !rest.is_empty() {
+            let fitting = self.prepare_active(&mut w, rest, now)?;
+            let active = w
+                .active
+                .as_mut()
+                .expect("prepare_active leaves an active segment");
+            active.append(&rest[..fitting], arrival_ms)?;
+            w.next_offset = active.next_offset();
+            w.last_arrival_ms = Some(arrival_ms);
+            self.next_offset
+                .store(w.next_offset.get(), Ordering::Release);
+            rest = &rest[fitting..];
+        }
+        let end = w.next_offset;
+        drop(w);
+        if self.options.flush != FlushPolicy::Never {
+            self.wait_durable(end)?;
+        }
+        Ok(Appended {
+            first,
+            last: Offset::new(end.get() - 1),
+        })
+    }
+
+    /// Makes sure an active segment exists that can take a first part of `records`, rolling when
+    /// the current one is full or too old; returns how many records go into it.
+    fn prepare_active(&self, w: &mut Writer, records: &[NewRecord<'_>], now: i64) -> Result<usize> {
+        let segment_bytes = self.options.segment_bytes as usize;
+        loop {
+            let Some(active) = w.active.as_ref() else {
+                self.start_segment(w, now)?;
+                continue;
+            };
+            if active.is_empty() {
+                // A fresh segment takes as much as fits, and always at least one record.
+                let fitting = count_fitting(records, segment_bytes - SEGMENT_HEADER_LEN).max(1);
+                return Ok(fitting);
+            }
+            let too_old = self.options.max_segment_age.is_some_and(|age| {
+                now.saturating_sub(active.created_ms()) >= age.as_millis() as i64
+            });
+            let room = segment_bytes.saturating_sub(active.end());
+            let fitting = count_fitting(records, room);
+            let all_fit_fresh =
+                count_fitting(records, segment_bytes - SEGMENT_HEADER_LEN) == records.len();
+            // Roll rather than split an append that a fresh segment would hold whole.
+            if too_old || fitting == 0 || (fitting < records.len() && all_fit_fresh) {
+                self.roll(w, now)?;
+                continue;
+            }
+            return Ok(fitting);
+        }
+    }
+
+    fn start_segment(&self, w: &mut Writer, now: i64) -> Result<()> {
+        let active = ActiveSegment::create(&self.dir, w.next_offset, now, self.limits)?;
+        let segment = Arc::new(Segment::loaded(&self.dir, Arc::clone(active.data()), false));
+        self.replace_segments(|list| list.push(segment));
+        w.active = Some(active);
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&self, w: &mut Writer, now: i64) -> Result<()> {
+        if let Some(active) = w.active.take() {
+            if let Err(e) = active.seal(now, self.limits.sync) {
+                w.poisoned = Some(format!("sealing a segment failed: {e}"));
+                return Err(e);
+            }
+        }
+        self.start_segment(w, now)
+    }
+
+    /// Blocks until every record below `end` is durable, leading a sync if none is running.
+    fn wait_durable(&self, end: Offset) -> Result<()> {
+        let mut state = self.sync_state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if state.durable >= end {
+                return Ok(());
+            }
+            if state.syncing {
+                state = self
+                    .sync_done
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            state.syncing = true;
+            let wait = match (self.options.flush, state.last_sync_start) {
+                (FlushPolicy::GroupCommit { interval }, Some(last)) => {
+                    interval.saturating_sub(last.elapsed())
+                }
+                _ => Duration::ZERO,
+            };
+            drop(state);
+            if !wait.is_zero() {
+                // Let more appenders join this sync.
+                std::thread::sleep(wait);
+            }
+            let started = Instant::now();
+            let synced = self.sync_active();
+            state = self.sync_state.lock().unwrap_or_else(|e| e.into_inner());
+            state.syncing = false;
+            state.last_sync_start = Some(started);
+            self.sync_done.notify_all();
+            match synced {
+                Ok(upto) => state.durable = state.durable.max(upto),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// fdatasyncs the active segment; returns the offset below which everything is durable.
+    fn sync_active(&self) -> Result<Offset> {
+        let (upto, file, path) = {
+            let w = self.lock_writer()?;
+            match w.active.as_ref() {
+                Some(a) => (
+                    w.next_offset,
+                    Some(Arc::clone(a.file())),
+                    a.data().path().to_path_buf(),
+                ),
+                // Sealed segments were synced when sealed.
+                None => (w.next_offset, None, self.dir.clone()),
+            }
+        };
+        if let Some(file) = file {
+            if let Err(source) = file.sync_data() {
+                let e = Error::io("sync", &path, source);
+                if let Some(writer) = &self.writer {
+                    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                    w.poisoned = Some(e.to_string());
+                }
+                return Err(e);
+            }
+        }
+        Ok(upto)
+    }
+
+    /// Makes every record appended so far durable, whatever the flush policy.
+    pub fn flush(&self) -> Result<()> {
+        let upto = self.sync_active()?;
+        let mut state = self.sync_state.lock().unwrap_or_else(|e| e.into_inner());
+        state.durable = state.durable.max(upto);
+        Ok(())
+    }
+
+    /// Reads records from `from` on (the first record at or after it; from the oldest record if
+    /// `from` was deleted), within `limits`. Every record's CRC is checked; damage is an
+    /// [`Error::Corrupt`] naming file and position, after the good records before it were returned.
+    pub fn read(&self, from: Offset, limits: ReadLimits) -> Result<ReadBatch> {
+        let segments = self.snapshot();
+        let Some(first) = segments.first() else {
+            return Ok(ReadBatch {
+                records: Vec::new(),
+                next_offset: from.max(self.next_offset()),
+            });
+        };
+        let mut cursor = from.max(first.base());
+        let start = segments.partition_point(|s| s.base() <= cursor) - 1;
+        let mut budget = Budget::new(limits);
+        let mut out = Vec::with_capacity(limits.max_records.min(1024));
+        for (i, segment) in segments.iter().enumerate().skip(start) {
+            if budget.exhausted() {
+                break;
+            }
+            let data = segment.data()?;
+            if let Some(next) = data.read(cursor, &mut budget, &mut out)? {
+                cursor = next;
+            }
+            if budget.exhausted() {
+                break;
+            }
+            let Some(newer) = segments.get(i + 1) else {
+                break;
+            };
+            if cursor < newer.base() {
+                // This segment ended before the next one begins: records are missing.
+                if !out.is_empty() {
+                    break;
+                }
+                let (position, reason) = match data.damage() {
+                    Some(d) => (d.position, d.reason.clone()),
+                    None => (0, format!("offsets {cursor}..{} are missing", newer.base())),
+                };
+                return Err(Error::corrupt(data.path(), position, reason));
+            }
+            cursor = cursor.max(newer.base());
+        }
+        Ok(ReadBatch {
+            records: out,
+            next_offset: cursor,
+        })
+    }
+
+    /// The offset of the first record that arrived at or after `t_ms` (ms since the Unix epoch),
+    /// or [`Shard::next_offset`] if none did.
+    pub fn seek_time(&self, t_ms: i64) -> Result<Offset> {
+        let segments = self.snapshot();
+        // Arrival times never decrease, so the segments whose newest record is older than t come
+        // first: binary search for the first one that is not.
+        let (mut lo, mut hi) = (0, segments.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let newest = match segments[mid].data()?.seal_info() {
+                Some(seal) => seal.last_arrival_ms.unwrap_or(i64::MIN),
+                None => i64::MAX, // the active segment: search it
+            };
+            if newest < t_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        for segment in &segments[lo..] {
+            if let Some(offset) = segment.data()?.seek_time(t_ms)? {
+                return Ok(offset);
+            }
+        }
+        Ok(self.next_offset())
+    }
+
+    /// Reads records from the first that arrived at or after `t_ms` on.
+    pub fn read_from_time(&self, t_ms: i64, limits: ReadLimits) -> Result<ReadBatch> {
+        let from = self.seek_time(t_ms)?;
+        self.read(from, limits)
+    }
+
+    /// Deletes, oldest first, whole segments whose newest record arrived before `cutoff_ms`. The
+    /// active segment counts too once everything before it is deleted: it is sealed and a new,
+    /// empty one takes over, so the shard keeps its next offset. Readers holding records of a
+    /// deleted segment keep them; later reads start at the oldest remaining record.
+    pub fn delete_before(&self, cutoff_ms: i64) -> Result<Deleted> {
+        let mut w = self.lock_writer()?;
+        let segments = self.snapshot();
+        let mut expired = 0;
+        for segment in segments.iter() {
+            match segment.data()?.seal_info() {
+                Some(seal) if seal.last_arrival_ms.is_none_or(|t| t < cutoff_ms) => expired += 1,
+                _ => break,
+            }
+        }
+        let active_expired = expired + 1 == segments.len()
+            && w.active.as_ref().is_some_and(|a| {
+                !a.is_empty() && a.last_arrival_ms().is_some_and(|t| t < cutoff_ms)
+            });
+        if active_expired {
+            self.roll(&mut w, self.options.clock.now_ms())?;
+            expired += 1;
+        }
+        if expired == 0 {
+            return Ok(Deleted::default());
+        }
+        let doomed: Vec<Arc<Segment>> = segments[..expired].to_vec();
+        self.replace_segments(|list| {
+            list.drain(..expired);
+        });
+        let mut deleted = Deleted::default();
+        for (i, segment) in doomed.iter().enumerate() {
+            let end = doomed
+                .get(i + 1)
+                .map(|s| s.base())
+                .or_else(|| self.snapshot().first().map(|s| s.base()))
+                .unwrap_or(w.next_offset);
+            deleted.records += end.get() - segment.base().get();
+            let path = segment.path();
+            deleted.bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
+            std::fs::remove_file(&path).map_err(Error::io_at("delete segment", &path))?;
+            let idx = segment.index_path();
+            match std::fs::remove_file(&idx) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete index", &idx, e)),
+            }
+            deleted.segments += 1;
+        }
+        if self.limits.sync {
+            sync_dir(&self.dir)?;
+        }
+        drop(w);
+        Ok(deleted)
+    }
+}
+
+/// How many leading records fit in `room` bytes of frames.
+fn count_fitting(records: &[NewRecord<'_>], room: usize) -> usize {
+    let mut used = 0;
+    records
+        .iter()
+        .take_while(|r| {
+            used += frame_len(r.partition_key.len(), r.data.len());
+            used <= room
+        })
+        .count()
+}
+
+/// The path of the segment file of `base` in a shard directory (for tools and tests).
+pub fn segment_file(dir: &Path, base: Offset) -> PathBuf {
+    segment_path(dir, base)
+}

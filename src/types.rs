@@ -1,0 +1,103 @@
+//! Typed ids and the record types that cross the public API.
+
+use bytes::Bytes;
+
+/// A record's position in its shard: 0, 1, 2, … with no gaps, stable across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Offset(u64);
+
+impl Offset {
+    /// Wraps a raw offset.
+    pub const fn new(raw: u64) -> Offset {
+        Offset(raw)
+    }
+
+    /// The raw offset.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The offset after this one.
+    pub const fn next(self) -> Offset {
+        Offset(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for Offset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A record to append: borrowed, since the bytes are copied straight into the segment.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    /// Partition key, 1 to 256 bytes.
+    pub partition_key: &'a [u8],
+    /// The 128-bit hash key that routed the record to this shard (MD5 of the partition key, or
+    /// an explicit hash key); stored so tools can show it.
+    pub hash_key: u128,
+    /// The payload.
+    pub data: &'a [u8],
+}
+
+/// A stored record. `partition_key` and `data` are views into the segment's memory map: reading
+/// copies nothing, and the views keep the mapping alive for as long as they live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Position in the shard.
+    pub offset: Offset,
+    /// When the shard accepted the record, ms since the Unix epoch. Non-decreasing within a shard.
+    pub arrival_ms: i64,
+    /// The 128-bit hash key stored with the record.
+    pub hash_key: u128,
+    /// Partition key bytes.
+    pub partition_key: Bytes,
+    /// Payload bytes.
+    pub data: Bytes,
+}
+
+/// Bounds on one read (Kinesis GetRecords allows 10,000 records and 10 MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Most records to return.
+    pub max_records: usize,
+    /// Most bytes (data + partition keys) to return. The first record is returned even if it alone
+    /// is larger, so a reader always makes progress.
+    pub max_bytes: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            max_records: 10_000,
+            max_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// The records one read returned and where the next read should start.
+#[derive(Debug, Clone, Default)]
+pub struct ReadBatch {
+    /// The records, in offset order.
+    pub records: Vec<Record>,
+    /// Offset to read from next: one past the last record returned, or, when nothing was
+    /// returned, where the next record will appear.
+    pub next_offset: Offset,
+}
+
+/// The offsets an append assigned: `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record of the append.
+    pub first: Offset,
+    /// Offset of the last record of the append.
+    pub last: Offset,
+}
+
+impl Appended {
+    /// Number of records appended.
+    pub fn count(&self) -> u64 {
+        self.last.get() - self.first.get() + 1
+    }
+}

@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shardlog::{ManualClock, NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions};
+
+/// Deterministic payload for an offset, of varying length (0..max_len), so any record can be
+/// checked without keeping a copy.
+pub fn payload(offset: u64, max_len: usize) -> Vec<u8> {
+    let mut x = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xDEAD_BEEF;
+    let len = (x % (max_len as u64 + 1)) as usize;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Deterministic partition key for an offset.
+pub fn key(offset: u64) -> Vec<u8> {
+    format!("key-{}", offset % 97).into_bytes()
+}
+
+/// Options with a manual clock and small segments, so tests roll often.
+pub fn small_options(clock: &Arc<ManualClock>, segment_bytes: u64) -> ShardOptions {
+    ShardOptions {
+        segment_bytes,
+        clock: Arc::clone(clock) as Arc<dyn shardlog::Clock>,
+        ..ShardOptions::default()
+    }
+}
+
+/// Appends the deterministic records for offsets `from..to` in batches of `batch`.
+pub fn append_range(shard: &Shard, from: u64, to: u64, batch: u64, max_len: usize) {
+    let mut o = from;
+    while o < to {
+        let end = (o + batch).min(to);
+        let keys: Vec<Vec<u8>> = (o..end).map(key).collect();
+        let datas: Vec<Vec<u8>> = (o..end).map(|i| payload(i, max_len)).collect();
+        let records: Vec<NewRecord<'_>> = (0..(end - o) as usize)
+            .map(|i| NewRecord {
+                partition_key: &keys[i],
+                hash_key: u128::from(o) + i as u128,
+                data: &datas[i],
+            })
+            .collect();
+        let appended = shard.append(&records).expect("append");
+        assert_eq!(appended.first, Offset::new(o));
+        assert_eq!(appended.last, Offset::new(end - 1));
+        o = end;
+    }
+}
+
+/// Reads every record from `from` to the end.
+pub fn read_all(shard: &Shard, from: u64) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut cursor = Offset::new(from);
+    loop {
+        let batch = shard.read(cursor, ReadLimits::default()).expect("read");
+        if batch.records.is_empty() {
+            return out;
+        }
+        cursor = batch.next_offset;
+        out.extend(batch.records);
+    }
+}
+
+/// Checks that `records` are exactly the deterministic records `from..to`.
+pub fn check_records(records: &[Record], from: u64, to: u64, max_len: usize) {
+    assert_eq!(records.len() as u64, to - from, "record count");
+    for (i, r) in records.iter().enumerate() {
+        let o = from + i as u64;
+        assert_eq!(r.offset, Offset::new(o));
+        assert_eq!(&r.partition_key[..], &key(o)[..], "key of {o}");
+        assert_eq!(&r.data[..], &payload(o, max_len)[..], "data of {o}");
+    }
+}
+
+/// Segment files in a shard directory, oldest first.
+pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}

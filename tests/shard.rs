@@ -1,0 +1,698 @@
+//! Behaviour of a shard through its public API.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use shardlog::{
+    Error, FlushPolicy, ManualClock, NewRecord, Offset, ReadLimits, RecordError, Shard,
+    ShardOptions,
+};
+
+fn record<'a>(key: &'a [u8], data: &'a [u8]) -> NewRecord<'a> {
+    NewRecord {
+        partition_key: key,
+        hash_key: 7,
+        data,
+    }
+}
+
+#[test]
+fn appends_get_consecutive_offsets_and_read_back_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), ShardOptions::default()).unwrap();
+    assert_eq!(shard.next_offset(), Offset::new(0));
+    append_range(&shard, 0, 1000, 37, 300);
+    assert_eq!(shard.next_offset(), Offset::new(1000));
+    let all = read_all(&shard, 0);
+    check_records(&all, 0, 1000, 300);
+    assert_eq!(all[5].hash_key, 5);
+    check_records(&read_all(&shard, 990), 990, 1000, 300);
+}
+
+#[test]
+fn rolls_into_many_segments_and_everything_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    {
+        let shard = Shard::open(dir.path(), small_options(&clock, 8192)).unwrap();
+        append_range(&shard, 0, 3000, 10, 200);
+        assert!(
+            shard.segment_count() > 10,
+            "{} segments",
+            shard.segment_count()
+        );
+        check_records(&read_all(&shard, 0), 0, 3000, 200);
+    }
+    let shard = Shard::open(dir.path(), small_options(&clock, 8192)).unwrap();
+    assert_eq!(shard.next_offset(), Offset::new(3000));
+    check_records(&read_all(&shard, 0), 0, 3000, 200);
+    check_records(&read_all(&shard, 1234), 1234, 3000, 200);
+    append_range(&shard, 3000, 3500, 50, 200);
+    check_records(&read_all(&shard, 2900), 2900, 3500, 200);
+}
+
+#[test]
+fn segment_files_are_named_by_their_first_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let shard = Shard::open(dir.path(), small_options(&clock, 8192)).unwrap();
+    append_range(&shard, 0, 500, 1, 100);
+    let files = segment_files(dir.path());
+    assert!(files.len() > 2);
+    for file in &files {
+        let name = file.file_stem().unwrap().to_str().unwrap();
+        assert_eq!(name.len(), 20, "{name}");
+        let base: u64 = name.parse().unwrap();
+        let first = shard
+            .read(Offset::new(base), ReadLimits::default())
+            .unwrap();
+        assert_eq!(first.records[0].offset, Offset::new(base));
+    }
+}
+
+#[test]
+fn read_limits_bound_records_and_bytes_but_always_make_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), ShardOptions::default()).unwrap();
+    let big = vec![1u8; 5000];
+    for _ in 0..10 {
+        shard.append(&[record(b"k", &big)]).unwrap();
+    }
+    let limits = ReadLimits {
+        max_records: 3,
+        max_bytes: usize::MAX,
+    };
+    let b = shard.read(Offset::new(0), limits).unwrap();
+    assert_eq!(b.records.len(), 3);
+    assert_eq!(b.next_offset, Offset::new(3));
+
+    let limits = ReadLimits {
+        max_records: 100,
+        max_bytes: 12_000,
+    };
+    let b = shard.read(Offset::new(0), limits).unwrap();
+    assert_eq!(
+        b.records.len(),
+        2,
+        "5001 + 5001 fit in 12000, a third does not"
+    );
+
+    let limits = ReadLimits {
+        max_records: 100,
+        max_bytes: 10,
+    };
+    let b = shard.read(Offset::new(4), limits).unwrap();
+    assert_eq!(
+        b.records.len(),
+        1,
+        "an oversized first record is still returned"
+    );
+    assert_eq!(b.next_offset, Offset::new(5));
+}
+
+#[test]
+fn reading_past_the_end_returns_nothing_and_waits_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), ShardOptions::default()).unwrap();
+    let empty = shard.read(Offset::new(0), ReadLimits::default()).unwrap();
+    assert!(empty.records.is_empty());
+    assert_eq!(empty.next_offset, Offset::new(0));
+    append_range(&shard, 0, 10, 10, 10);
+    let past = shard.read(Offset::new(50), ReadLimits::default()).unwrap();
+    assert!(past.records.is_empty());
+    assert_eq!(past.next_offset, Offset::new(50));
+    let at_end = shard.read(Offset::new(10), ReadLimits::default()).unwrap();
+    assert!(at_end.records.is_empty());
+    assert_eq!(at_end.next_offset, Offset::new(10));
+}
+
+#[test]
+fn seek_by_time_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(10_000));
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    // Offsets 0..400 arrive at 10_000 + 10 * (offset / 4): groups of four share a millisecond.
+    for o in (0..400u64).step_by(4) {
+        clock.set(10_000 + 10 * (o as i64 / 4));
+        append_range(&shard, o, o + 4, 4, 120);
+    }
+    assert!(shard.segment_count() > 5);
+    assert_eq!(shard.seek_time(0).unwrap(), Offset::new(0));
+    assert_eq!(shard.seek_time(10_000).unwrap(), Offset::new(0));
+    assert_eq!(shard.seek_time(10_001).unwrap(), Offset::new(4));
+    assert_eq!(shard.seek_time(10_010).unwrap(), Offset::new(4));
+    assert_eq!(shard.seek_time(10_500).unwrap(), Offset::new(200));
+    assert_eq!(shard.seek_time(10_990).unwrap(), Offset::new(396));
+    assert_eq!(
+        shard.seek_time(10_991).unwrap(),
+        Offset::new(400),
+        "none yet"
+    );
+    let b = shard.read_from_time(10_255, ReadLimits::default()).unwrap();
+    assert_eq!(b.records[0].offset, Offset::new(104));
+    assert_eq!(b.records[0].arrival_ms, 10_260);
+    // The same answers after a reopen, when sealed segments are loaded lazily.
+    drop(shard);
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    assert_eq!(shard.seek_time(10_500).unwrap(), Offset::new(200));
+    assert_eq!(shard.seek_time(10_001).unwrap(), Offset::new(4));
+}
+
+#[test]
+fn arrival_times_never_go_backwards_even_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(50_000));
+    {
+        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+        append_range(&shard, 0, 10, 1, 10);
+        clock.set(40_000); // the wall clock jumps back
+        append_range(&shard, 10, 20, 1, 10);
+    }
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    clock.set(30_000);
+    append_range(&shard, 20, 30, 1, 10);
+    let all = read_all(&shard, 0);
+    assert!(all.windows(2).all(|w| w[0].arrival_ms <= w[1].arrival_ms));
+    assert_eq!(all.last().unwrap().arrival_ms, 50_000);
+}
+
+#[test]
+fn invalid_records_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardOptions {
+        max_record_bytes: 1000,
+        ..ShardOptions::default()
+    };
+    let shard = Shard::open(dir.path(), options).unwrap();
+    let ok = [1u8; 10];
+    let long_key = [b'k'; 257];
+    let big = [0u8; 999];
+    let cases: Vec<(Vec<NewRecord<'_>>, usize, RecordError)> = vec![
+        (
+            vec![record(b"a", &ok), record(b"", &ok)],
+            1,
+            RecordError::EmptyPartitionKey,
+        ),
+        (
+            vec![record(&long_key, &ok)],
+            0,
+            RecordError::PartitionKeyTooLong {
+                len: 257,
+                limit: 256,
+            },
+        ),
+        (
+            vec![record(b"a", &ok), record(b"a", &ok), record(b"kk", &big)],
+            2,
+            RecordError::TooLarge {
+                size: 1001,
+                limit: 1000,
+            },
+        ),
+    ];
+    for (records, bad_index, expected) in cases {
+        match shard.append(&records) {
+            Err(Error::InvalidRecord { index, error }) => {
+                assert_eq!(index, bad_index);
+                assert_eq!(error, expected);
+            }
+            other => panic!("expected InvalidRecord, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        shard.append(&[]),
+        Err(Error::InvalidOption { .. })
+    ));
+    assert_eq!(shard.next_offset(), Offset::new(0));
+    assert!(read_all(&shard, 0).is_empty());
+    // A record of exactly the limit is fine, and a 256-byte key too.
+    shard.append(&[record(b"k", &big)]).unwrap();
+    shard.append(&[record(&long_key[..256], &ok)]).unwrap();
+    assert_eq!(read_all(&shard, 0).len(), 2);
+}
+
+#[test]
+fn options_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for options in [
+        ShardOptions {
+            segment_bytes: 100,
+            ..ShardOptions::default()
+        },
+        ShardOptions {
+            segment_bytes: 1 << 40,
+            ..ShardOptions::default()
+        },
+        ShardOptions {
+            max_record_bytes: 0,
+            ..ShardOptions::default()
+        },
+        ShardOptions {
+            max_record_bytes: 10 * 1024 * 1024 + 1,
+            ..ShardOptions::default()
+        },
+    ] {
+        assert!(matches!(
+            Shard::open(dir.path(), options),
+            Err(Error::InvalidOption { .. })
+        ));
+    }
+}
+
+#[test]
+fn ten_mib_records_are_accepted_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardOptions {
+        max_record_bytes: 10 * 1024 * 1024,
+        segment_bytes: 1 << 20,
+        ..ShardOptions::default()
+    };
+    let shard = Shard::open(dir.path(), options).unwrap();
+    let data = vec![0xAB; 10 * 1024 * 1024 - 1];
+    shard.append(&[record(b"k", &data)]).unwrap();
+    shard.append(&[record(b"k", b"small")]).unwrap();
+    let all = read_all(&shard, 0);
+    assert_eq!(all[0].data.len(), data.len());
+    assert_eq!(&all[1].data[..], b"small");
+}
+
+#[test]
+fn a_second_writer_is_locked_out_but_readers_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), ShardOptions::default()).unwrap();
+    append_range(&shard, 0, 100, 10, 50);
+    match Shard::open(dir.path(), ShardOptions::default()) {
+        Err(Error::Locked { path }) => assert_eq!(path, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let reader = Shard::open_read_only(dir.path(), ShardOptions::default()).unwrap();
+    check_records(&read_all(&reader, 0), 0, 100, 50);
+    assert!(matches!(
+        reader.append(&[record(b"k", b"x")]),
+        Err(Error::ReadOnly { .. })
+    ));
+    assert!(matches!(
+        reader.delete_before(i64::MAX),
+        Err(Error::ReadOnly { .. })
+    ));
+    drop(shard);
+    Shard::open(dir.path(), ShardOptions::default()).unwrap();
+}
+
+#[test]
+fn a_read_only_open_changes_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    {
+        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+        append_range(&shard, 0, 300, 7, 100);
+    }
+    // Damage the newest segment's tail and drop an index: a writer would repair both.
+    let files = segment_files(dir.path());
+    let newest = files.last().unwrap();
+    let mut bytes = std::fs::read(newest).unwrap();
+    let len = bytes.len();
+    bytes[len - 10] ^= 0xFF;
+    std::fs::write(newest, &bytes).unwrap();
+    std::fs::remove_file(files[0].with_extension("idx")).unwrap();
+    let before = snapshot_dir(dir.path());
+    let reader = Shard::open_read_only(dir.path(), small_options(&clock, 4096)).unwrap();
+    let all = read_all(&reader, 0);
+    assert!(!all.is_empty());
+    check_records(&all, 0, all.len() as u64, 100);
+    assert_eq!(snapshot_dir(dir.path()), before);
+}
+
+fn snapshot_dir(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn retention_deletes_whole_expired_segments_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    for o in (0..600u64).step_by(20) {
+        clock.set(o as i64); // arrival time == first offset of the batch
+        append_range(&shard, o, o + 20, 20, 100);
+    }
+    let segments_before = shard.segment_count();
+    let reader_batch = shard.read(Offset::new(0), ReadLimits::default()).unwrap();
+
+    let deleted = shard.delete_before(300).unwrap();
+    assert!(deleted.segments > 0 && deleted.segments < segments_before);
+    assert!(deleted.bytes > 0);
+    let first = shard.first_offset();
+    assert_eq!(deleted.records, first.get());
+    assert!(
+        first.get() <= 300,
+        "records at or after the cut-off are kept"
+    );
+    let kept = read_all(&shard, 0);
+    assert_eq!(
+        kept[0].offset, first,
+        "a read from a deleted offset starts at the oldest"
+    );
+    check_records(&kept, first.get(), 600, 100);
+    // Records a reader already holds stay valid after their segment is unlinked.
+    check_records(
+        &reader_batch.records,
+        0,
+        reader_batch.records.len() as u64,
+        100,
+    );
+
+    assert_eq!(
+        shard.delete_before(0).unwrap(),
+        shardlog::Deleted::default()
+    );
+    drop(shard);
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    assert_eq!(shard.first_offset(), first);
+    assert_eq!(shard.next_offset(), Offset::new(600));
+}
+
+#[test]
+fn retention_can_empty_a_shard_without_losing_its_next_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(100));
+    let shard = Shard::open(dir.path(), small_options(&clock, 1 << 20)).unwrap();
+    append_range(&shard, 0, 50, 10, 100);
+    assert_eq!(
+        shard.segment_count(),
+        1,
+        "everything is in the active segment"
+    );
+    clock.set(10_000);
+    let deleted = shard.delete_before(5_000).unwrap();
+    assert_eq!(deleted.segments, 1);
+    assert_eq!(deleted.records, 50);
+    assert!(read_all(&shard, 0).is_empty());
+    assert_eq!(shard.first_offset(), Offset::new(50));
+    drop(shard);
+    let shard = Shard::open(dir.path(), small_options(&clock, 1 << 20)).unwrap();
+    assert_eq!(shard.next_offset(), Offset::new(50));
+    append_range(&shard, 50, 60, 10, 100);
+    check_records(&read_all(&shard, 0), 50, 60, 100);
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let options = ShardOptions {
+        max_segment_age: Some(Duration::from_secs(60)),
+        ..small_options(&clock, 1 << 20)
+    };
+    let shard = Shard::open(dir.path(), options).unwrap();
+    append_range(&shard, 0, 10, 10, 10);
+    clock.advance(59_999);
+    append_range(&shard, 10, 20, 10, 10);
+    assert_eq!(shard.segment_count(), 1);
+    clock.advance(1);
+    append_range(&shard, 20, 30, 10, 10);
+    assert_eq!(shard.segment_count(), 2);
+    check_records(&read_all(&shard, 0), 0, 30, 10);
+}
+
+#[test]
+fn an_empty_shard_costs_no_segment_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), ShardOptions::default()).unwrap();
+    assert_eq!(shard.segment_count(), 0);
+    assert!(segment_files(dir.path()).is_empty());
+    shard.append(&[record(b"k", b"v")]).unwrap();
+    // One small record costs the first allocation chunk, not a whole 128 MiB segment.
+    let seg = &segment_files(dir.path())[0];
+    use std::os::unix::fs::MetadataExt;
+    let on_disk = std::fs::metadata(seg).unwrap().blocks() * 512;
+    assert!(on_disk <= 64 * 1024, "{on_disk} bytes on disk");
+}
+
+#[test]
+fn every_flush_policy_stores_the_same_records() {
+    for flush in [
+        FlushPolicy::Always,
+        FlushPolicy::GroupCommit {
+            interval: Duration::from_millis(2),
+        },
+        FlushPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ShardOptions {
+            flush,
+            segment_bytes: 64 * 1024,
+            ..ShardOptions::default()
+        };
+        let shard = Shard::open(dir.path(), options.clone()).unwrap();
+        append_range(&shard, 0, 400, 20, 500);
+        shard.flush().unwrap();
+        drop(shard);
+        let shard = Shard::open(dir.path(), options).unwrap();
+        check_records(&read_all(&shard, 0), 0, 400, 500);
+    }
+}
+
+#[test]
+fn concurrent_appenders_share_group_commits_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ShardOptions {
+        flush: FlushPolicy::GroupCommit {
+            interval: Duration::from_millis(1),
+        },
+        segment_bytes: 256 * 1024,
+        ..ShardOptions::default()
+    };
+    let shard = Arc::new(Shard::open(dir.path(), options).unwrap());
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let shard = Arc::clone(&shard);
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..50u32 {
+                    let data = [&[t][..], &i.to_le_bytes()].concat();
+                    let a = shard
+                        .append(&[NewRecord {
+                            partition_key: &[b'p', t],
+                            hash_key: 0,
+                            data: &data,
+                        }])
+                        .unwrap();
+                    mine.push((a.first, data));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut expected: Vec<(Offset, Vec<u8>)> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    expected.sort();
+    let all = read_all(&shard, 0);
+    assert_eq!(all.len(), 200);
+    for ((offset, data), record) in expected.iter().zip(&all) {
+        assert_eq!(record.offset, *offset);
+        assert_eq!(&record.data[..], &data[..]);
+    }
+}
+
+#[test]
+fn readers_never_see_a_partial_append_while_the_writer_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(5));
+    let shard = Arc::new(Shard::open(dir.path(), small_options(&clock, 16 * 1024)).unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let shard = Arc::clone(&shard);
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut cursor = 0u64;
+                let mut seen = 0u64;
+                while !done.load(Ordering::Acquire) || cursor < shard.next_offset().get() {
+                    let b = shard
+                        .read(Offset::new(cursor), ReadLimits::default())
+                        .unwrap();
+                    // Appends are batches of 25: a reader sees whole batches only.
+                    assert_eq!(b.next_offset.get() % 25, 0, "partial batch visible");
+                    check_records(&b.records, cursor, b.next_offset.get(), 200);
+                    seen += b.records.len() as u64;
+                    cursor = b.next_offset.get();
+                }
+                seen
+            })
+        })
+        .collect();
+    append_range(&shard, 0, 5000, 25, 200);
+    done.store(true, Ordering::Release);
+    for r in readers {
+        assert_eq!(r.join().unwrap(), 5000);
+    }
+}
+
+#[test]
+fn a_lost_index_is_rebuilt_and_reads_stay_correct() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    {
+        let shard = Shard::open(dir.path(), small_options(&clock, 64 * 1024)).unwrap();
+        append_range(&shard, 0, 2000, 10, 300);
+    }
+    let files = segment_files(dir.path());
+    // Remove one index, garble another, truncate a third.
+    std::fs::remove_file(files[0].with_extension("idx")).unwrap();
+    let idx1 = files[1].with_extension("idx");
+    let mut garbled = std::fs::read(&idx1).unwrap();
+    for b in garbled.iter_mut().skip(40) {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(&idx1, garbled).unwrap();
+    let idx_last = files.last().unwrap().with_extension("idx");
+    std::fs::write(&idx_last, &std::fs::read(&idx_last).unwrap()[..50]).unwrap();
+
+    let shard = Shard::open(dir.path(), small_options(&clock, 64 * 1024)).unwrap();
+    check_records(&read_all(&shard, 0), 0, 2000, 300);
+    for o in [0u64, 1, 333, 1000, 1999] {
+        let b = shard.read(Offset::new(o), ReadLimits::default()).unwrap();
+        assert_eq!(b.records[0].offset, Offset::new(o));
+    }
+    assert!(
+        files[0].with_extension("idx").exists(),
+        "the index was rewritten"
+    );
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_a_typed_error_naming_file_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    {
+        let shard = Shard::open(dir.path(), small_options(&clock, 8192)).unwrap();
+        append_range(&shard, 0, 500, 5, 200);
+    }
+    let files = segment_files(dir.path());
+    let victim = &files[1];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(victim, &bytes).unwrap();
+
+    let shard = Shard::open(dir.path(), small_options(&clock, 8192)).unwrap();
+    let mut cursor = Offset::new(0);
+    let mut good = Vec::new();
+    let error = loop {
+        match shard.read(cursor, ReadLimits::default()) {
+            Ok(b) if b.records.is_empty() => panic!("damage went unnoticed"),
+            Ok(b) => {
+                cursor = b.next_offset;
+                good.extend(b.records);
+            }
+            Err(e) => break e,
+        }
+    };
+    match &error {
+        Error::Corrupt { path, position, .. } => {
+            assert_eq!(path, victim);
+            assert!(*position <= at as u64 + 1, "{position} vs damage at {at}");
+            assert!(*position > 0);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // What was returned before the damage is intact.
+    check_records(&good, 0, good.len() as u64, 200);
+    // Reads past the damaged segment still work.
+    let after = files[2]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    check_records(&read_all(&shard, after), after, 500, 200);
+}
+
+#[test]
+fn a_segment_from_a_newer_format_version_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = Shard::open(dir.path(), ShardOptions::default()).unwrap();
+        append_range(&shard, 0, 10, 10, 10);
+    }
+    let seg = &segment_files(dir.path())[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[8] = 99; // version field
+    std::fs::write(seg, &bytes).unwrap();
+    match Shard::open(dir.path(), ShardOptions::default()) {
+        Err(Error::UnsupportedVersion { path, found, .. }) => {
+            assert_eq!(&path, seg);
+            assert_eq!(found, 99);
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_segment_left_half_created_by_a_crash_is_reinitialised() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    {
+        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+        append_range(&shard, 0, 100, 10, 100);
+    }
+    // A crash right after creating the next segment file, before its header reached the disk.
+    let files = segment_files(dir.path());
+    let last = files.last().unwrap();
+    let last_base: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    std::fs::remove_file(last).unwrap();
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    let next = shard.next_offset().get();
+    assert_eq!(next, last_base, "ends where the sealed segments end");
+    drop(shard);
+    let zeroed = dir.path().join(format!("{:020}.seg", next));
+    std::fs::write(&zeroed, vec![0u8; 8192]).unwrap();
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    assert_eq!(shard.next_offset().get(), next);
+    append_range(&shard, next, next + 20, 10, 100);
+    check_records(&read_all(&shard, 0), 0, next + 20, 100);
+}
+
+#[test]
+fn a_garbage_header_with_content_is_not_silently_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = Shard::open(dir.path(), ShardOptions::default()).unwrap();
+        append_range(&shard, 0, 10, 10, 10);
+    }
+    let seg = &segment_files(dir.path())[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[20] ^= 0xFF; // inside the header
+    std::fs::write(seg, &bytes).unwrap();
+    match Shard::open(dir.path(), ShardOptions::default()) {
+        Err(Error::Corrupt { path, position, .. }) => {
+            assert_eq!(&path, seg);
+            assert_eq!(position, 0);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(seg).unwrap(),
+        bytes,
+        "the file is left for repair"
+    );
+}
