@@ -43,13 +43,12 @@ pub(crate) fn follows(prev: Option<&IndexEntry>, next: &IndexEntry) -> bool {
 }
 
 /// Reads the index file of the segment based at `base` and returns its longest valid prefix of
-/// entries. A missing, foreign or damaged file yields fewer (or no) entries, never an error.
-pub(crate) fn load(path: &Path, base: Offset) -> Vec<IndexEntry> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Vec::new();
-    };
+/// entries, or `None` if the file is missing or its header is not this segment's. Damage only ever
+/// means fewer entries, never an error.
+pub(crate) fn load(path: &Path, base: Offset) -> Option<Vec<IndexEntry>> {
+    let bytes = std::fs::read(path).ok()?;
     if decode_index_header(&bytes) != Ok(base) {
-        return Vec::new();
+        return None;
     }
     let mut entries: Vec<IndexEntry> = Vec::with_capacity(bytes.len() / INDEX_ENTRY_LEN);
     for chunk in bytes[INDEX_HEADER_LEN..].chunks_exact(INDEX_ENTRY_LEN) {
@@ -58,7 +57,7 @@ pub(crate) fn load(path: &Path, base: Offset) -> Vec<IndexEntry> {
             _ => break,
         }
     }
-    entries
+    Some(entries)
 }
 
 /// The writable sidecar file of the active segment's index. Entries are appended in batches and
@@ -94,7 +93,7 @@ impl IndexFile {
         })
     }
 
-    /// Opens an index file already known (by [`load`]) to hold `entries` valid entries, to append.
+    /// Opens an index file that [`load`] found to hold `entries` valid entries, to append to it.
     pub(crate) fn open_for_append(path: &Path, entries: usize) -> Result<IndexFile> {
         let file = File::options()
             .write(true)
@@ -186,18 +185,18 @@ mod tests {
         let mut f = IndexFile::rewrite(&path, base, &entries[..2]).unwrap();
         f.append_new(&entries).unwrap();
         assert_eq!(f.persisted(), 4);
-        assert_eq!(load(&path, base), entries);
-        assert!(load(&path, Offset::new(999)).is_empty(), "foreign base");
+        assert_eq!(load(&path, base), Some(entries.clone()));
+        assert_eq!(load(&path, Offset::new(999)), None, "foreign base");
 
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[INDEX_HEADER_LEN + 2 * INDEX_ENTRY_LEN + 3] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(load(&path, base), entries[..2]);
+        assert_eq!(load(&path, base).unwrap(), entries[..2]);
 
         bytes.truncate(INDEX_HEADER_LEN + INDEX_ENTRY_LEN + 5);
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(load(&path, base), entries[..1]);
-        assert!(load(&dir.path().join("missing.idx"), base).is_empty());
+        assert_eq!(load(&path, base).unwrap(), entries[..1]);
+        assert_eq!(load(&dir.path().join("missing.idx"), base), None);
     }
 
     #[test]

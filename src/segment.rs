@@ -456,7 +456,7 @@ fn verify_final(
 
     let idx_path = index_path(dir, base);
     let loaded = index::load(&idx_path, base);
-    let mut entries = loaded.clone();
+    let mut entries = loaded.clone().unwrap_or_default();
     let (start, last_arrival) = trust_index(frames, base, &mut entries);
     let scan = scan(frames, base, start, last_arrival, &mut entries);
     let last_arrival_ms = match (scan.last_arrival_ms, footer) {
@@ -489,7 +489,7 @@ fn verify_final(
             ),
         }),
     };
-    if !read_only && entries != loaded {
+    if !read_only && loaded.as_ref() != Some(&entries) {
         // The sidecar was short or damaged: rewrite it. It is a cache, so a failure to write it
         // costs only a longer scan next time and is not an error.
         let _ = IndexFile::rewrite(&idx_path, base, &entries);
@@ -687,7 +687,7 @@ impl ActiveSegment {
             .map_err(Error::io_at("map segment", &path))?;
         let idx_path = index_path(dir, base);
         let loaded = index::load(&idx_path, base);
-        let mut entries = loaded.clone();
+        let mut entries = loaded.clone().unwrap_or_default();
         let scan = {
             // Nothing is published yet, so the writer's view covers the whole file.
             let content: &[u8] = writer
@@ -709,7 +709,7 @@ impl ActiveSegment {
                     .min(capacity),
             )
             .map_err(Error::io_at("allocate segment", &path))?;
-        let index_file = if entries == loaded {
+        let index_file = if loaded.as_ref() == Some(&entries) {
             IndexFile::open_for_append(&idx_path, entries.len())?
         } else {
             IndexFile::rewrite(&idx_path, base, &entries)?

@@ -696,3 +696,22 @@ fn a_garbage_header_with_content_is_not_silently_discarded() {
         "the file is left for repair"
     );
 }
+
+#[test]
+fn a_newest_segment_without_its_index_file_reopens() {
+    // A crash between creating a segment file and its index file leaves exactly this.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    {
+        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+        append_range(&shard, 0, 200, 10, 100);
+    }
+    let newest = segment_files(dir.path()).pop().unwrap();
+    std::fs::remove_file(newest.with_extension("idx")).unwrap();
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    check_records(&read_all(&shard, 0), 0, 200, 100);
+    append_range(&shard, 200, 210, 10, 100);
+    drop(shard);
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    check_records(&read_all(&shard, 0), 0, 210, 100);
+}
