@@ -129,8 +129,12 @@ impl MapWriter {
         self.map.raw.len()
     }
 
-    /// Extends the file to `new_end` bytes with real allocated blocks (`fallocate`), so a full disk
-    /// is an error here and never a SIGBUS on a later write into the map.
+    /// Extends the file to `new_end` bytes. The blocks are reserved first (`fallocate`), so a full
+    /// disk is an error here and never a SIGBUS on a later write into the map; then the new range
+    /// is written with zeros, which leaves it in the page cache as ready pages. Without that, the
+    /// first touch of each page through the map would fault into the filesystem, which reads
+    /// (zero-fills) whole readahead windows of the unwritten extent: measured at 70% of append
+    /// time on ext4.
     pub(crate) fn grow(&mut self, new_end: usize) -> io::Result<()> {
         if new_end > self.capacity() {
             return Err(io::Error::new(
@@ -138,10 +142,18 @@ impl MapWriter {
                 format!("cannot grow past the {}-byte mapping", self.capacity()),
             ));
         }
-        if new_end > self.writable_end {
-            fs2::FileExt::allocate(&*self.file, new_end as u64)?;
-            self.writable_end = new_end;
+        if new_end <= self.writable_end {
+            return Ok(());
         }
+        fs2::FileExt::allocate(&*self.file, new_end as u64)?;
+        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut at = self.writable_end;
+        while at < new_end {
+            let n = (new_end - at).min(ZEROS.len());
+            std::os::unix::fs::FileExt::write_all_at(&*self.file, &ZEROS[..n], at as u64)?;
+            at += n;
+        }
+        self.writable_end = new_end;
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use crate::format::{
     FrameFields, IndexEntry, SegmentFooter, SegmentHeader, FOOTER_LEN, INDEX_EXT, INDEX_INTERVAL,
     SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
-use crate::index::{self, IndexFile};
+use crate::index::{self, IndexFile, SparseIndex};
 use crate::mmap::{MapWriter, SharedMap};
 use crate::types::{NewRecord, Offset, ReadLimits, Record};
 
@@ -80,7 +80,7 @@ pub(crate) struct SegmentData {
     base: Offset,
     path: PathBuf,
     storage: Storage,
-    index: RwLock<Vec<IndexEntry>>,
+    index: RwLock<SparseIndex>,
     sealed: OnceLock<SealInfo>,
     /// A `Bytes` over the whole (immutable) readable range, made once the segment is sealed.
     sealed_bytes: OnceLock<Bytes>,
@@ -151,7 +151,7 @@ impl SegmentData {
         }
     }
 
-    fn index(&self) -> RwLockReadGuard<'_, Vec<IndexEntry>> {
+    fn index(&self) -> RwLockReadGuard<'_, SparseIndex> {
         // A poisoned lock means a writer panicked mid-push; the Vec itself is still valid.
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -209,14 +209,14 @@ impl SegmentData {
         let Ok(rel) = u32::try_from(offset.get() - self.base.get()) else {
             return Ok(None);
         };
-        let entry = index::entry_for_offset(&self.index(), rel);
+        let entry = self.index().for_offset(rel);
         self.skip_until(bytes, entry, |o, _| o >= offset)
     }
 
     /// The first record that arrived at or after `t`, if any is readable now.
     pub(crate) fn seek_time(&self, t: i64) -> Result<Option<Offset>> {
         let bytes = self.bytes();
-        let entry = index::entry_for_time(&self.index(), t);
+        let entry = self.index().for_time(t);
         Ok(self
             .skip_until(bytes, entry, |_, at| at >= t)?
             .map(|(_, o)| o))
@@ -338,7 +338,7 @@ fn scan(
     base: Offset,
     (mut pos, mut offset): (usize, Offset),
     mut last_arrival_ms: Option<i64>,
-    entries: &mut Vec<IndexEntry>,
+    entries: &mut SparseIndex,
 ) -> Scan {
     let corrupt = loop {
         let frame = match decode_frame(bytes, pos) {
@@ -367,7 +367,7 @@ fn scan(
 
 /// Adds an index entry for the frame at `pos` if it is the first or ~4 KiB past the last entry.
 fn note_index_entry(
-    entries: &mut Vec<IndexEntry>,
+    entries: &mut SparseIndex,
     base: Offset,
     offset: Offset,
     pos: usize,
@@ -390,9 +390,9 @@ fn note_index_entry(
 fn trust_index(
     bytes: &[u8],
     base: Offset,
-    entries: &mut Vec<IndexEntry>,
+    entries: &mut SparseIndex,
 ) -> ((usize, Offset), Option<i64>) {
-    while let Some(last) = entries.last().copied() {
+    while let Some(last) = entries.last() {
         let offset = Offset::new(base.get() + u64::from(last.relative_offset));
         match decode_frame(bytes, last.position as usize) {
             Ok(f) if f.offset == offset && f.arrival_ms == last.max_arrival_ms => {
@@ -612,7 +612,7 @@ impl ActiveSegment {
             .expect("the initial allocation holds the header")
             .copy_from_slice(&header.encode());
         writer.publish(SEGMENT_HEADER_LEN);
-        let index_file = IndexFile::rewrite(&index_path(dir, base), base, &[])?;
+        let index_file = IndexFile::rewrite(&index_path(dir, base), base, &SparseIndex::default())?;
         if limits.sync {
             writer
                 .file()
@@ -625,7 +625,7 @@ impl ActiveSegment {
                 base,
                 path,
                 storage: Storage::Mapped(map),
-                index: RwLock::new(Vec::new()),
+                index: RwLock::new(SparseIndex::default()),
                 sealed: OnceLock::new(),
                 sealed_bytes: OnceLock::new(),
                 damage: None,
@@ -799,7 +799,7 @@ impl ActiveSegment {
         let mut pos = self.end;
         let mut offset = self.next_offset;
         let mut new_entries = Vec::new();
-        let mut last_entry = self.data.index().last().copied();
+        let mut last_entry = self.data.index().last();
         for r in records {
             let len = frame_len(r.partition_key.len(), r.data.len());
             let dst = self
