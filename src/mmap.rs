@@ -146,7 +146,7 @@ impl MapWriter {
             return Ok(());
         }
         fs2::FileExt::allocate(&*self.file, new_end as u64)?;
-        const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut at = self.writable_end;
         while at < new_end {
             let n = (new_end - at).min(ZEROS.len());
