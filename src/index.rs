@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::format::{
     decode_index_header, encode_index_header, IndexEntry, INDEX_ENTRY_LEN, INDEX_HEADER_LEN,
-    SEGMENT_HEADER_LEN,
+    INDEX_INTERVAL, SEGMENT_HEADER_LEN,
 };
 use crate::Offset;
 
@@ -93,6 +93,12 @@ impl FromIterator<IndexEntry> for SparseIndex {
         index.extend(iter);
         index
     }
+}
+
+/// Whether the frame at byte `pos` gets an index entry, given the last entry so far: the first
+/// frame does, and then the first frame at least [`INDEX_INTERVAL`] bytes past the last entry.
+pub(crate) fn entry_due(last: Option<IndexEntry>, pos: usize) -> bool {
+    last.is_none_or(|e| pos >= e.position as usize + INDEX_INTERVAL)
 }
 
 /// Whether `next` may follow `prev` in an index (or start one, when `prev` is `None`).

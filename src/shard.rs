@@ -101,6 +101,7 @@ impl ShardOptions {
             capacity: (self.segment_bytes as usize + largest_frame + FOOTER_LEN)
                 .next_multiple_of(4096),
             sync: self.flush != FlushPolicy::Never,
+            write_through_map: self.flush == FlushPolicy::Never,
         }
     }
 
@@ -239,13 +240,17 @@ impl Shard {
                         false,
                     )));
                     writer.next_offset = active.next_offset();
-                    writer.last_arrival_ms = active.last_arrival_ms();
+                    // A segment is created no earlier than the last arrival before it, so its
+                    // creation time is a floor even when retention deleted everything older.
+                    let created = active.created_ms();
+                    writer.last_arrival_ms =
+                        Some(active.last_arrival_ms().map_or(created, |t| t.max(created)));
                     writer.active = Some(active);
                 }
             }
             if writer.last_arrival_ms.is_none() {
-                // The newest segment is empty or sealed: keep arrival times non-decreasing across
-                // the restart by looking at the newest sealed records.
+                // The newest segment is sealed: keep arrival times non-decreasing across the
+                // restart by looking at the newest sealed records.
                 for seg in segments.iter().rev() {
                     if let Some(t) = seg.data()?.seal_info().and_then(|s| s.last_arrival_ms) {
                         writer.last_arrival_ms = Some(t);
@@ -436,7 +441,8 @@ impl Shard {
     }
 
     fn start_segment(&self, w: &mut Writer, now: i64) -> Result<()> {
-        let active = ActiveSegment::create(&self.dir, w.next_offset, now, self.limits)?;
+        let created_ms = w.last_arrival_ms.map_or(now, |t| t.max(now));
+        let active = ActiveSegment::create(&self.dir, w.next_offset, created_ms, self.limits)?;
         let segment = Arc::new(Segment::loaded(&self.dir, Arc::clone(active.data()), false));
         self.replace_segments(|list| list.push(segment));
         w.active = Some(active);

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use shardlog::{Clock, ManualClock, NewRecord, Offset, ReadLimits, Shard, ShardOptions};
+use shardlog::{
+    Clock, FlushPolicy, ManualClock, NewRecord, Offset, ReadLimits, Shard, ShardOptions,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -78,18 +80,26 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn options(clock: &Arc<ManualClock>) -> ShardOptions {
+fn options(clock: &Arc<ManualClock>, flush: FlushPolicy) -> ShardOptions {
     ShardOptions {
         segment_bytes: 4096,
         max_record_bytes: 4096,
         clock: Arc::clone(clock) as Arc<dyn Clock>,
+        flush,
         ..ShardOptions::default()
     }
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// `durable` picks `Always`, whose appends go through pwrite instead of the map.
+fn run(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
+    let flush = if durable {
+        FlushPolicy::Always
+    } else {
+        FlushPolicy::Never
+    };
+    let options = |clock: &Arc<ManualClock>| options(clock, flush);
     let mut shard = Shard::open(dir.path(), options(&clock)).unwrap();
     let mut model = Model {
         records: Vec::new(),
@@ -224,7 +234,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn shard_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
-        run(ops)?;
+    fn shard_matches_the_model(ops in prop::collection::vec(op(), 1..60), durable: bool) {
+        run(ops, durable)?;
     }
 }

@@ -715,3 +715,23 @@ fn a_newest_segment_without_its_index_file_reopens() {
     let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
     check_records(&read_all(&shard, 0), 0, 210, 100);
 }
+
+#[test]
+fn arrival_times_stay_monotonic_after_retention_empties_the_shard_and_it_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    {
+        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+        append_range(&shard, 0, 5, 5, 10);
+        assert_eq!(shard.delete_before(1_000_001).unwrap().records, 5);
+    }
+    clock.set(999_000); // the wall clock steps back while the shard is down
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    append_range(&shard, 5, 6, 1, 10);
+    let all = read_all(&shard, 0);
+    assert_eq!(all[0].offset, Offset::new(5));
+    assert_eq!(
+        all[0].arrival_ms, 1_000_000,
+        "no earlier than the deleted records"
+    );
+}
