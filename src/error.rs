@@ -68,10 +68,10 @@ pub enum Error {
         #[source]
         error: RecordError,
     },
-    /// An option is out of its allowed range.
-    #[error("invalid option {name}: {reason}")]
-    InvalidOption {
-        /// The option's name.
+    /// An argument or option is out of its allowed range.
+    #[error("invalid argument {name}: {reason}")]
+    InvalidArgument {
+        /// The argument's or option's name.
         name: &'static str,
         /// The allowed range or the problem.
         reason: String,

@@ -36,3 +36,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};
 pub use shard::{Deleted, FlushPolicy, Shard, ShardOptions};
 pub use types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits, Record};
+
+/// The README's code blocks, compiled as doctests so they cannot drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

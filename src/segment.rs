@@ -511,27 +511,37 @@ fn verify_final(
 fn load_sealed(dir: &Path, base: Offset, read_only: bool) -> Result<SegmentData> {
     let path = segment_path(dir, base);
     let file = File::open(&path).map_err(Error::io_at("open segment", &path))?;
-    let len = file
-        .metadata()
-        .map_err(Error::io_at("stat segment", &path))?
-        .len();
-    let len = usize::try_from(len).map_err(|_| Error::corrupt(&path, 0, "file too large"))?;
-    if len < SEGMENT_HEADER_LEN {
-        return Err(Error::corrupt(&path, len as u64, "shorter than a header"));
-    }
+    let len = file_len(&file, &path)?;
     let map = SharedMap::map_immutable(&file, len).map_err(Error::io_at("map segment", &path))?;
     verify_final(dir, base, Storage::Mapped(map), false, read_only)
 }
 
-/// Reads the newest segment of a shard opened read-only: a copy (another process may still be
-/// appending to or truncating it), verified up to its first torn frame, never modified.
-pub(crate) fn load_snapshot(dir: &Path, base: Offset) -> Result<SegmentData> {
+/// The newest segment of a shard opened read-only, verified and never modified. Mapped if it is
+/// sealed; otherwise another process may still be appending to (or cutting) it, so it is copied
+/// and served up to its first torn frame.
+pub(crate) fn load_newest_read_only(dir: &Path, base: Offset) -> Result<SegmentData> {
     let path = segment_path(dir, base);
-    let mut bytes = Vec::new();
-    File::open(&path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
+    let mut file = File::open(&path).map_err(Error::io_at("open segment", &path))?;
+    let len = file_len(&file, &path)?;
+    if read_footer(&file, len as u64).is_some() {
+        return load_sealed(dir, base, true);
+    }
+    let mut bytes = Vec::with_capacity(len);
+    file.read_to_end(&mut bytes)
         .map_err(Error::io_at("read segment", &path))?;
     verify_final(dir, base, Storage::Owned(Bytes::from(bytes)), true, true)
+}
+
+fn file_len(file: &File, path: &Path) -> Result<usize> {
+    let len = file
+        .metadata()
+        .map_err(Error::io_at("stat segment", path))?
+        .len();
+    let len = usize::try_from(len).map_err(|_| Error::corrupt(path, 0, "file too large"))?;
+    if len < SEGMENT_HEADER_LEN {
+        return Err(Error::corrupt(path, len as u64, "shorter than a header"));
+    }
+    Ok(len)
 }
 
 /// Where the newest segment of a shard stands after recovery.

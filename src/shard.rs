@@ -17,7 +17,7 @@ use crate::format::{
 };
 use crate::lock::DirLock;
 use crate::segment::{
-    index_path, load_snapshot, segment_path, sync_dir, ActiveSegment, Budget, Segment,
+    index_path, load_newest_read_only, segment_path, sync_dir, ActiveSegment, Budget, Segment,
     SegmentLimits, Tail,
 };
 use crate::types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits};
@@ -75,7 +75,7 @@ pub const MAX_SEGMENT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 impl ShardOptions {
     fn validate(&self) -> Result<()> {
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
-            return Err(Error::InvalidOption {
+            return Err(Error::InvalidArgument {
                 name: "segment_bytes",
                 reason: format!(
                     "{} is outside {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}",
@@ -84,7 +84,7 @@ impl ShardOptions {
             });
         }
         if !(1..=MAX_RECORD_BYTES_LIMIT).contains(&self.max_record_bytes) {
-            return Err(Error::InvalidOption {
+            return Err(Error::InvalidArgument {
                 name: "max_record_bytes",
                 reason: format!(
                     "{} is outside 1..={MAX_RECORD_BYTES_LIMIT}",
@@ -290,7 +290,7 @@ impl Shard {
                     .iter()
                     .map(|&b| Arc::new(Segment::lazy(&dir, b, true))),
             );
-            let snapshot = Arc::new(load_snapshot(&dir, newest)?);
+            let snapshot = Arc::new(load_newest_read_only(&dir, newest)?);
             next = snapshot.seal_info().map_or(newest, |s| s.end_offset);
             segments.push(Arc::new(Segment::loaded(&dir, snapshot, true)));
         }
@@ -371,7 +371,7 @@ impl Shard {
     /// the segments already filled stored.
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<Appended> {
         if records.is_empty() {
-            return Err(Error::InvalidOption {
+            return Err(Error::InvalidArgument {
                 name: "records",
                 reason: "an append needs at least one record".into(),
             });
@@ -629,12 +629,18 @@ impl Shard {
                 _ => break,
             }
         }
-        let active_expired = expired + 1 == segments.len()
+        let now = self.options.clock.now_ms();
+        if expired == segments.len() && expired > 0 {
+            // Every segment is sealed and expired (no active one: the process died between
+            // sealing the newest and creating the next). An empty segment must hold the next
+            // offset before they go, or a restart would begin again at 0.
+            self.start_segment(&mut w, now)?;
+        } else if expired + 1 == segments.len()
             && w.active.as_ref().is_some_and(|a| {
                 !a.is_empty() && a.last_arrival_ms().is_some_and(|t| t < cutoff_ms)
-            });
-        if active_expired {
-            self.roll(&mut w, self.options.clock.now_ms())?;
+            })
+        {
+            self.roll(&mut w, now)?;
             expired += 1;
         }
         if expired == 0 {

@@ -225,7 +225,7 @@ fn invalid_records_are_refused_and_nothing_is_written() {
     }
     assert!(matches!(
         shard.append(&[]),
-        Err(Error::InvalidOption { .. })
+        Err(Error::InvalidArgument { .. })
     ));
     assert_eq!(shard.next_offset(), Offset::new(0));
     assert!(read_all(&shard, 0).is_empty());
@@ -258,7 +258,7 @@ fn options_out_of_range_are_refused() {
     ] {
         assert!(matches!(
             Shard::open(dir.path(), options),
-            Err(Error::InvalidOption { .. })
+            Err(Error::InvalidArgument { .. })
         ));
     }
 }
@@ -734,4 +734,40 @@ fn arrival_times_stay_monotonic_after_retention_empties_the_shard_and_it_restart
         all[0].arrival_ms, 1_000_000,
         "no earlier than the deleted records"
     );
+}
+
+#[test]
+fn retention_never_deletes_the_segment_that_holds_the_next_offset() {
+    // The newest segment is sealed (a crash came between sealing it and creating the next one),
+    // and everything has expired: deleting it all must not lose where the offsets continue.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    {
+        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+        append_range(&shard, 0, 100, 10, 100);
+    }
+    let newest = segment_files(dir.path()).pop().unwrap();
+    let newest_base: u64 = newest
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::remove_file(&newest).unwrap();
+    std::fs::remove_file(newest.with_extension("idx")).unwrap();
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    assert_eq!(shard.next_offset().get(), newest_base);
+    clock.set(10_000);
+    let deleted = shard.delete_before(5_000).unwrap();
+    assert_eq!(deleted.records, newest_base);
+    drop(shard);
+    let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
+    assert_eq!(
+        shard.next_offset().get(),
+        newest_base,
+        "offsets must never be reused"
+    );
+    append_range(&shard, newest_base, newest_base + 5, 5, 100);
+    check_records(&read_all(&shard, 0), newest_base, newest_base + 5, 100);
 }
