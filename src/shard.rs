@@ -546,6 +546,7 @@ impl Shard {
             });
         };
         let mut cursor = from.max(first.base());
+        // cursor >= the first segment's base, so at least one segment starts at or before it.
         let start = segments.partition_point(|s| s.base() <= cursor) - 1;
         let mut budget = Budget::new(limits);
         let mut out = Vec::with_capacity(limits.max_records.min(1024));

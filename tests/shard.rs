@@ -305,12 +305,7 @@ fn a_second_writer_is_locked_out_but_readers_are_not() {
 
 #[test]
 fn a_read_only_open_changes_no_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1));
-    {
-        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
-        append_range(&shard, 0, 300, 7, 100);
-    }
+    let (dir, clock) = written(1, 4096, 300, 7, 100);
     // Damage the newest segment's tail and drop an index: a writer would repair both.
     let files = segment_files(dir.path());
     let newest = files.last().unwrap();
@@ -548,12 +543,7 @@ fn readers_never_see_a_partial_append_while_the_writer_runs() {
 
 #[test]
 fn a_lost_index_is_rebuilt_and_reads_stay_correct() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1));
-    {
-        let shard = Shard::open(dir.path(), small_options(&clock, 64 * 1024)).unwrap();
-        append_range(&shard, 0, 2000, 10, 300);
-    }
+    let (dir, clock) = written(1, 64 * 1024, 2000, 10, 300);
     let files = segment_files(dir.path());
     // Remove one index, garble another, truncate a third.
     std::fs::remove_file(files[0].with_extension("idx")).unwrap();
@@ -580,12 +570,7 @@ fn a_lost_index_is_rebuilt_and_reads_stay_correct() {
 
 #[test]
 fn damage_in_a_sealed_segment_is_a_typed_error_naming_file_and_position() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1));
-    {
-        let shard = Shard::open(dir.path(), small_options(&clock, 8192)).unwrap();
-        append_range(&shard, 0, 500, 5, 200);
-    }
+    let (dir, clock) = written(1, 8192, 500, 5, 200);
     let files = segment_files(dir.path());
     let victim = &files[1];
     let mut bytes = std::fs::read(victim).unwrap();
@@ -617,13 +602,7 @@ fn damage_in_a_sealed_segment_is_a_typed_error_naming_file_and_position() {
     // What was returned before the damage is intact.
     check_records(&good, 0, good.len() as u64, 200);
     // Reads past the damaged segment still work.
-    let after = files[2]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let after = base_of(&files[2]);
     check_records(&read_all(&shard, after), after, 500, 200);
 }
 
@@ -649,16 +628,11 @@ fn a_segment_from_a_newer_format_version_is_refused_clearly() {
 
 #[test]
 fn a_segment_left_half_created_by_a_crash_is_reinitialised() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1));
-    {
-        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
-        append_range(&shard, 0, 100, 10, 100);
-    }
+    let (dir, clock) = written(1, 4096, 100, 10, 100);
     // A crash right after creating the next segment file, before its header reached the disk.
     let files = segment_files(dir.path());
     let last = files.last().unwrap();
-    let last_base: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let last_base: u64 = base_of(last);
     std::fs::remove_file(last).unwrap();
     let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
     let next = shard.next_offset().get();
@@ -700,12 +674,7 @@ fn a_garbage_header_with_content_is_not_silently_discarded() {
 #[test]
 fn a_newest_segment_without_its_index_file_reopens() {
     // A crash between creating a segment file and its index file leaves exactly this.
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1));
-    {
-        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
-        append_range(&shard, 0, 200, 10, 100);
-    }
+    let (dir, clock) = written(1, 4096, 200, 10, 100);
     let newest = segment_files(dir.path()).pop().unwrap();
     std::fs::remove_file(newest.with_extension("idx")).unwrap();
     let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
@@ -740,20 +709,9 @@ fn arrival_times_stay_monotonic_after_retention_empties_the_shard_and_it_restart
 fn retention_never_deletes_the_segment_that_holds_the_next_offset() {
     // The newest segment is sealed (a crash came between sealing it and creating the next one),
     // and everything has expired: deleting it all must not lose where the offsets continue.
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1_000));
-    {
-        let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();
-        append_range(&shard, 0, 100, 10, 100);
-    }
+    let (dir, clock) = written(1_000, 4096, 100, 10, 100);
     let newest = segment_files(dir.path()).pop().unwrap();
-    let newest_base: u64 = newest
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let newest_base = base_of(&newest);
     std::fs::remove_file(&newest).unwrap();
     std::fs::remove_file(newest.with_extension("idx")).unwrap();
     let shard = Shard::open(dir.path(), small_options(&clock, 4096)).unwrap();

@@ -91,3 +91,31 @@ pub fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// A shard directory holding the deterministic records `0..count`, written in batches of `batch`
+/// with a manual clock at `now_ms` and `segment_bytes` segments, then closed.
+pub fn written(
+    now_ms: i64,
+    segment_bytes: u64,
+    count: u64,
+    batch: u64,
+    max_len: usize,
+) -> (tempfile::TempDir, Arc<ManualClock>) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(now_ms));
+    let shard = Shard::open(dir.path(), small_options(&clock, segment_bytes)).unwrap();
+    append_range(&shard, 0, count, batch, max_len);
+    drop(shard);
+    (dir, clock)
+}
+
+/// The base offset a segment file is named after.
+pub fn base_of(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
