@@ -68,7 +68,8 @@ pub enum Error {
         #[source]
         error: RecordError,
     },
-    /// An argument or option is out of its allowed range.
+    /// An argument or option is out of its allowed range or malformed (Kinesis
+    /// InvalidArgumentException).
     #[error("invalid argument {name}: {reason}")]
     InvalidArgument {
         /// The argument's or option's name.
@@ -81,6 +82,49 @@ pub enum Error {
     ReadOnly {
         /// The shard directory.
         path: PathBuf,
+    },
+    /// The named stream or shard does not exist (Kinesis ResourceNotFoundException).
+    #[error("{kind} {name} not found")]
+    ResourceNotFound {
+        /// "stream" or "shard".
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// The resource exists already, or is in a state that forbids the operation (Kinesis
+    /// ResourceInUseException).
+    #[error("{kind} {name} is in use: {reason}")]
+    ResourceInUse {
+        /// "stream" or "shard".
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+        /// Why the operation cannot proceed.
+        reason: String,
+    },
+    /// A limit of the store was reached (Kinesis LimitExceededException).
+    #[error("limit exceeded: {reason}")]
+    LimitExceeded {
+        /// Which limit, and its value.
+        reason: String,
+    },
+    /// A shard's optional throughput limit was reached (Kinesis
+    /// ProvisionedThroughputExceededException). Retry later.
+    #[error("rate exceeded for {shard} of stream {stream}: {limit}")]
+    ProvisionedThroughputExceeded {
+        /// The stream.
+        stream: String,
+        /// The shard id.
+        shard: String,
+        /// The limit that was reached.
+        limit: String,
+    },
+    /// A shard iterator is too old, or its stream was deleted and created anew (Kinesis
+    /// ExpiredIteratorException). Get a new iterator.
+    #[error("shard iterator expired: {reason}")]
+    ExpiredIterator {
+        /// Why it is no longer valid.
+        reason: String,
     },
     /// An earlier fsync failed; the shard refuses writes because the kernel may have dropped the
     /// unsynced data. Reopen it (recovery keeps exactly what reached the disk).
@@ -136,6 +180,13 @@ impl Error {
         path: &'a Path,
     ) -> impl FnOnce(io::Error) -> Error + 'a {
         move |source| Error::io(op, path, source)
+    }
+
+    pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            name,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn corrupt(path: &Path, position: u64, reason: impl Into<String>) -> Error {

@@ -10,8 +10,9 @@ use crate::Offset;
 /// Version written into every segment and index header. Readers reject any other version.
 pub const FORMAT_VERSION: u16 = 1;
 
-/// Largest partition key, in bytes (Kinesis: 256).
-pub const MAX_PARTITION_KEY_LEN: usize = 256;
+/// Largest partition key, in bytes: Kinesis allows 256 characters, which take up to 1,024 bytes
+/// of UTF-8. (Streams check the 256 characters; the shard log checks the bytes.)
+pub const MAX_PARTITION_KEY_LEN: usize = 1024;
 
 /// The largest record (data + partition key) any stream may be configured for (Kinesis: 10 MiB).
 pub const MAX_RECORD_BYTES_LIMIT: usize = 10 * 1024 * 1024;
@@ -26,7 +27,7 @@ pub const INDEX_EXT: &str = "idx";
 // ---------------------------------------------------------------------------------------------
 // Segment header
 // Format: { magic[8] | version u16 | header_len u16 | flags u32 | base_offset u64 | created_ms i64
-//           | reserved[28] | crc32 u32 (over bytes 0..60) }    = 64 bytes
+//           | arrival_floor_ms i64 | reserved[20] | crc32 u32 (over bytes 0..60) }    = 64 bytes
 // ---------------------------------------------------------------------------------------------
 
 /// First bytes of every segment file.
@@ -39,6 +40,7 @@ const SH_HEADER_LEN: usize = SH_VERSION + 2;
 const SH_FLAGS: usize = SH_HEADER_LEN + 2;
 const SH_BASE: usize = SH_FLAGS + 4;
 const SH_CREATED: usize = SH_BASE + 8;
+const SH_FLOOR: usize = SH_CREATED + 8;
 const SH_CRC: usize = SEGMENT_HEADER_LEN - 4;
 
 /// The decoded header of a segment file.
@@ -48,6 +50,10 @@ pub struct SegmentHeader {
     pub base_offset: Offset,
     /// Wall-clock time the segment was created, in ms since the Unix epoch.
     pub created_ms: i64,
+    /// The newest arrival time of any record before this segment (`i64::MIN` if none): records
+    /// here arrive no earlier, even after the older segments are deleted and the clock stepped
+    /// back across a restart.
+    pub arrival_floor_ms: i64,
 }
 
 /// Why a header, footer or index could not be decoded.
@@ -88,7 +94,8 @@ impl SegmentHeader {
         b[SH_HEADER_LEN..SH_FLAGS].copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_le_bytes());
         b[SH_FLAGS..SH_BASE].copy_from_slice(&0u32.to_le_bytes());
         b[SH_BASE..SH_CREATED].copy_from_slice(&self.base_offset.get().to_le_bytes());
-        b[SH_CREATED..SH_CREATED + 8].copy_from_slice(&self.created_ms.to_le_bytes());
+        b[SH_CREATED..SH_FLOOR].copy_from_slice(&self.created_ms.to_le_bytes());
+        b[SH_FLOOR..SH_FLOOR + 8].copy_from_slice(&self.arrival_floor_ms.to_le_bytes());
         let crc = crc32fast::hash(&b[..SH_CRC]);
         b[SH_CRC..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -113,6 +120,7 @@ impl SegmentHeader {
         Ok(SegmentHeader {
             base_offset: Offset::new(read_u64(b, SH_BASE)),
             created_ms: read_i64(b, SH_CREATED),
+            arrival_floor_ms: read_i64(b, SH_FLOOR),
         })
     }
 }
@@ -120,7 +128,7 @@ impl SegmentHeader {
 // ---------------------------------------------------------------------------------------------
 // Record frame
 // Format: { body_len u32 | crc32 u32 (over body) | body }
-//   body: { offset u64 | arrival_ms i64 | hash_key u128 (big-endian) | key_len u16 | flags u16
+//   body: { offset u64 | arrival_ms i64 | hash_key u128 (big-endian) | key_len u16 (1..=1024) | flags u16
 //           | partition_key[key_len] | data[body_len - 36 - key_len] }
 // A body_len of zero marks the end of the frames (preallocated space is zero-filled).
 // ---------------------------------------------------------------------------------------------
@@ -157,7 +165,7 @@ pub struct FrameFields<'a> {
     pub arrival_ms: i64,
     /// The 128-bit hash key that routed the record to its shard.
     pub hash_key: u128,
-    /// Partition key bytes (1..=256).
+    /// Partition key bytes (1..=1024).
     pub partition_key: &'a [u8],
     /// Record payload.
     pub data: &'a [u8],
@@ -567,6 +575,7 @@ mod tests {
         let h = SegmentHeader {
             base_offset: Offset::new(1234),
             created_ms: 99,
+            arrival_floor_ms: -7,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b).unwrap(), h);

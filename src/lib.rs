@@ -18,23 +18,41 @@
 //! # }
 //! ```
 //!
+//! On top of shards, a [`Store`] holds [`Stream`]s with the semantics of Kinesis Data Streams:
+//! MD5 hash-key routing, sequence numbers, shard iterators, resharding and retention.
+//!
 //! Layers, bottom up (a module only uses the ones above it in this list): `format` (bytes on disk),
-//! `mmap` (the only `unsafe`), `index`, `segment`, `shard`. ARCHITECTURE.md describes them.
+//! `mmap` (the only `unsafe`), `index`, `segment`, `shard`, then `hash_key`, `sequence`,
+//! `iterator`, `manifest`, `stream`, `store`. ARCHITECTURE.md describes them.
 #![warn(missing_docs)]
 
 pub mod clock;
 pub mod error;
 pub mod format;
+pub mod hash_key;
 mod index;
+mod iterator;
 pub mod lock;
+pub mod manifest;
 mod mmap;
 mod segment;
+pub mod sequence;
 pub mod shard;
+pub mod store;
+pub mod stream;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};
+pub use hash_key::HashKeyRange;
+pub use manifest::StreamMode;
+pub use sequence::SequenceNumber;
 pub use shard::{Deleted, FlushPolicy, Shard, ShardOptions};
+pub use store::{RetentionReport, Store, StoreOptions, StreamConfig, StreamModeConfig};
+pub use stream::{
+    ChildShard, GetRecordsOutput, IteratorStart, Put, PutFailure, PutRecord, ShardDescription,
+    ShardFilter, Stream, StreamDescription, StreamRecord,
+};
 pub use types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits, Record};
 
 /// The README's code blocks, compiled as doctests so they cannot drift from the API.

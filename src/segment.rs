@@ -575,6 +575,7 @@ pub(crate) struct ActiveSegment {
     next_offset: Offset,
     last_arrival_ms: Option<i64>,
     created_ms: i64,
+    arrival_floor_ms: i64,
     write_through_map: bool,
     /// Frames of one append, encoded here first when they are written with pwrite.
     scratch: Vec<u8>,
@@ -586,6 +587,7 @@ impl ActiveSegment {
         dir: &Path,
         base: Offset,
         now_ms: i64,
+        arrival_floor_ms: i64,
         limits: SegmentLimits,
     ) -> Result<ActiveSegment> {
         let path = segment_path(dir, base);
@@ -595,7 +597,12 @@ impl ActiveSegment {
             .create_new(true)
             .open(&path)
             .map_err(Error::io_at("create segment", &path))?;
-        let created = Self::init(dir, base, file, now_ms, limits);
+        let header = SegmentHeader {
+            base_offset: base,
+            created_ms: now_ms,
+            arrival_floor_ms,
+        };
+        let created = Self::init(dir, header, file, limits);
         if created.is_err() {
             // Leave no half-made segment behind: the next attempt creates it afresh.
             let _ = std::fs::remove_file(&path);
@@ -605,11 +612,11 @@ impl ActiveSegment {
 
     fn init(
         dir: &Path,
-        base: Offset,
+        header: SegmentHeader,
         file: File,
-        now_ms: i64,
         limits: SegmentLimits,
     ) -> Result<ActiveSegment> {
+        let base = header.base_offset;
         let path = segment_path(dir, base);
         let (map, mut writer) = SharedMap::map_appendable(Arc::new(file), limits.capacity, 0)
             .map_err(Error::io_at("map segment", &path))?;
@@ -619,10 +626,6 @@ impl ActiveSegment {
                 limits.write_through_map,
             )
             .map_err(Error::io_at("allocate segment", &path))?;
-        let header = SegmentHeader {
-            base_offset: base,
-            created_ms: now_ms,
-        };
         writer
             .write_at(0, &header.encode())
             .map_err(Error::io_at("write segment header", &path))?;
@@ -647,7 +650,8 @@ impl ActiveSegment {
             end: SEGMENT_HEADER_LEN,
             next_offset: base,
             last_arrival_ms: None,
-            created_ms: now_ms,
+            created_ms: header.created_ms,
+            arrival_floor_ms: header.arrival_floor_ms,
             write_through_map: limits.write_through_map,
             scratch: Vec::new(),
         })
@@ -684,7 +688,7 @@ impl ActiveSegment {
                 }
                 drop(file);
                 std::fs::remove_file(&path).map_err(Error::io_at("remove empty segment", &path))?;
-                return Self::create(dir, base, now_ms, limits).map(Tail::Active);
+                return Self::create(dir, base, now_ms, i64::MIN, limits).map(Tail::Active);
             }
         };
         if let Some(footer) = read_footer(&file, len) {
@@ -735,6 +739,7 @@ impl ActiveSegment {
             next_offset: scan.next_offset,
             last_arrival_ms: scan.last_arrival_ms,
             created_ms: header.created_ms,
+            arrival_floor_ms: header.arrival_floor_ms,
             write_through_map: limits.write_through_map,
             scratch: Vec::new(),
         }))
@@ -754,6 +759,11 @@ impl ActiveSegment {
 
     pub(crate) fn created_ms(&self) -> i64 {
         self.created_ms
+    }
+
+    /// Arrival times of this segment's records are at least this (see `SegmentHeader`).
+    pub(crate) fn arrival_floor_ms(&self) -> i64 {
+        self.arrival_floor_ms
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -208,10 +208,21 @@ impl Shard {
     /// newest segment is verified from its last index entry on and cut at the first bad frame.
     /// Fails with [`Error::Locked`] if another handle has it open for writing.
     pub fn open(dir: impl AsRef<Path>, options: ShardOptions) -> Result<Shard> {
-        options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
         let lock = DirLock::acquire(&dir)?;
+        Shard::open_with_lock(dir, options, Some(lock))
+    }
+
+    /// Opens a shard whose directory lies inside one the caller holds the writer lock of (a
+    /// store's data directory): no lock file, no file descriptor held for the lock.
+    pub(crate) fn open_in_locked_dir(dir: PathBuf, options: ShardOptions) -> Result<Shard> {
+        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        Shard::open_with_lock(dir, options, None)
+    }
+
+    fn open_with_lock(dir: PathBuf, options: ShardOptions, lock: Option<DirLock>) -> Result<Shard> {
+        options.validate()?;
         let limits = options.limits();
         let bases = list_segments(&dir, true)?;
         let now = options.clock.now_ms();
@@ -240,11 +251,10 @@ impl Shard {
                         false,
                     )));
                     writer.next_offset = active.next_offset();
-                    // A segment is created no earlier than the last arrival before it, so its
-                    // creation time is a floor even when retention deleted everything older.
-                    let created = active.created_ms();
-                    writer.last_arrival_ms =
-                        Some(active.last_arrival_ms().map_or(created, |t| t.max(created)));
+                    // The header's floor keeps arrival times non-decreasing even when retention
+                    // deleted every older record.
+                    let floor = Some(active.arrival_floor_ms()).filter(|&t| t > i64::MIN);
+                    writer.last_arrival_ms = active.last_arrival_ms().max(floor);
                     writer.active = Some(active);
                 }
             }
@@ -264,7 +274,7 @@ impl Shard {
             dir,
             limits,
             options,
-            _lock: Some(lock),
+            _lock: lock,
             writer: Some(Mutex::new(writer)),
             segments: RwLock::new(Arc::new(segments)),
             next_offset: AtomicU64::new(next.get()),
@@ -441,8 +451,8 @@ impl Shard {
     }
 
     fn start_segment(&self, w: &mut Writer, now: i64) -> Result<()> {
-        let created_ms = w.last_arrival_ms.map_or(now, |t| t.max(now));
-        let active = ActiveSegment::create(&self.dir, w.next_offset, created_ms, self.limits)?;
+        let floor = w.last_arrival_ms.unwrap_or(i64::MIN);
+        let active = ActiveSegment::create(&self.dir, w.next_offset, now, floor, self.limits)?;
         let segment = Arc::new(Segment::loaded(&self.dir, Arc::clone(active.data()), false));
         self.replace_segments(|list| list.push(segment));
         w.active = Some(active);

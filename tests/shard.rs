@@ -184,13 +184,13 @@ fn arrival_times_never_go_backwards_even_across_restarts() {
 fn invalid_records_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let options = ShardOptions {
-        max_record_bytes: 1000,
+        max_record_bytes: 2000,
         ..ShardOptions::default()
     };
     let shard = Shard::open(dir.path(), options).unwrap();
     let ok = [1u8; 10];
-    let long_key = [b'k'; 257];
-    let big = [0u8; 999];
+    let long_key = [b'k'; 1025];
+    let big = [0u8; 1999];
     let cases: Vec<(Vec<NewRecord<'_>>, usize, RecordError)> = vec![
         (
             vec![record(b"a", &ok), record(b"", &ok)],
@@ -201,16 +201,16 @@ fn invalid_records_are_refused_and_nothing_is_written() {
             vec![record(&long_key, &ok)],
             0,
             RecordError::PartitionKeyTooLong {
-                len: 257,
-                limit: 256,
+                len: 1025,
+                limit: 1024,
             },
         ),
         (
             vec![record(b"a", &ok), record(b"a", &ok), record(b"kk", &big)],
             2,
             RecordError::TooLarge {
-                size: 1001,
-                limit: 1000,
+                size: 2001,
+                limit: 2000,
             },
         ),
     ];
@@ -229,9 +229,9 @@ fn invalid_records_are_refused_and_nothing_is_written() {
     ));
     assert_eq!(shard.next_offset(), Offset::new(0));
     assert!(read_all(&shard, 0).is_empty());
-    // A record of exactly the limit is fine, and a 256-byte key too.
+    // A record of exactly the limit is fine, and a 1024-byte key too.
     shard.append(&[record(b"k", &big)]).unwrap();
-    shard.append(&[record(&long_key[..256], &ok)]).unwrap();
+    shard.append(&[record(&long_key[..1024], &ok)]).unwrap();
     assert_eq!(read_all(&shard, 0).len(), 2);
 }
 

@@ -1,0 +1,164 @@
+//! The 128-bit hash-key space that routes partition keys to shards, exactly as Kinesis does: the
+//! MD5 of the partition key read as a big-endian number, or an explicit hash key given in decimal.
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+/// The hash key of a partition key: its MD5 digest as a big-endian 128-bit number.
+pub fn hash_key_of(partition_key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
+/// Parses an explicit hash key: a decimal number from 0 to 2^128 - 1 with no sign, no leading
+/// zeros and nothing else (Kinesis's pattern `0|([1-9]\d{0,38})`).
+pub fn parse_hash_key(text: &str) -> Option<u128> {
+    let digits_ok = !text.is_empty()
+        && text.len() <= 39
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    if digits_ok {
+        text.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// An inclusive range of hash keys owned by one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HashKeyRange {
+    /// First hash key in the range.
+    #[serde(with = "u128_string")]
+    pub start: u128,
+    /// Last hash key in the range (inclusive).
+    #[serde(with = "u128_string")]
+    pub end: u128,
+}
+
+impl HashKeyRange {
+    /// The whole space, 0 to 2^128 - 1.
+    pub const ALL: HashKeyRange = HashKeyRange {
+        start: 0,
+        end: u128::MAX,
+    };
+
+    /// Whether `key` falls in the range.
+    pub fn contains(&self, key: u128) -> bool {
+        self.start <= key && key <= self.end
+    }
+
+    /// `n` ranges of (almost) equal size covering the whole space, as Kinesis lays out the shards
+    /// of a new stream: each is 2^128 / n keys, and the last one takes the remainder.
+    pub fn uniform(n: u32) -> Vec<HashKeyRange> {
+        assert!(n > 0, "at least one range");
+        let step = if n == 1 {
+            0
+        } else {
+            // 2^128 / n, computed without overflowing: (2^128 - 1) / n, plus one if n divides 2^128.
+            let q = u128::MAX / u128::from(n);
+            let r = u128::MAX % u128::from(n);
+            if r + 1 == u128::from(n) {
+                q + 1
+            } else {
+                q
+            }
+        };
+        (0..n)
+            .map(|i| {
+                let start = step * u128::from(i);
+                let end = if i + 1 == n {
+                    u128::MAX
+                } else {
+                    step * u128::from(i + 1) - 1
+                };
+                HashKeyRange { start, end }
+            })
+            .collect()
+    }
+}
+
+/// Serde for u128 as a decimal string (JSON numbers cannot hold 128 bits).
+pub(crate) mod u128_string {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_hash_key(&text).ok_or_else(|| D::Error::custom("not a 128-bit number"))
+    }
+}
+
+/// The Kinesis name of the shard with this index: `shardId-000000000007`.
+pub fn shard_id(index: u32) -> String {
+    format!("shardId-{index:012}")
+}
+
+/// The index in a shard id made by [`shard_id`]; `None` for anything else.
+pub fn parse_shard_id(id: &str) -> Option<u32> {
+    let digits = id.strip_prefix("shardId-")?;
+    if digits.len() != 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_routing_matches_kinesis() {
+        // md5("a") = 0cc175b9c0f1b6a831c399e269772661
+        assert_eq!(hash_key_of("a"), 0x0cc175b9c0f1b6a831c399e269772661u128);
+    }
+
+    #[test]
+    fn uniform_ranges_match_kinesis_layout() {
+        let four = HashKeyRange::uniform(4);
+        assert_eq!(four[0].end, 85070591730234615865843651857942052863);
+        assert_eq!(four[1].start, 85070591730234615865843651857942052864);
+        assert_eq!(four[3].end, u128::MAX);
+        let three = HashKeyRange::uniform(3);
+        assert_eq!(three[0].end, 113427455640312821154458202477256070484);
+        assert_eq!(three[1].start, 113427455640312821154458202477256070485);
+        for n in [1u32, 2, 3, 5, 7, 64, 1000] {
+            let r = HashKeyRange::uniform(n);
+            assert_eq!(r.len(), n as usize);
+            assert_eq!(r[0].start, 0);
+            assert_eq!(r.last().unwrap().end, u128::MAX);
+            assert!(r.windows(2).all(|w| w[0].end + 1 == w[1].start));
+        }
+    }
+
+    #[test]
+    fn explicit_hash_keys_are_parsed_strictly() {
+        assert_eq!(parse_hash_key("0"), Some(0));
+        assert_eq!(
+            parse_hash_key("340282366920938463463374607431768211455"),
+            Some(u128::MAX)
+        );
+        for bad in [
+            "",
+            "00",
+            "01",
+            "-1",
+            "+1",
+            " 1",
+            "1.0",
+            "340282366920938463463374607431768211456",
+            "1a",
+        ] {
+            assert_eq!(parse_hash_key(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shard_ids_round_trip() {
+        assert_eq!(shard_id(7), "shardId-000000000007");
+        assert_eq!(parse_shard_id("shardId-000000000007"), Some(7));
+        assert_eq!(parse_shard_id("shardId-7"), None);
+        assert_eq!(parse_shard_id("shard-000000000007"), None);
+    }
+}

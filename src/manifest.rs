@@ -1,0 +1,195 @@
+//! A stream's manifest, `stream.json`: its settings and every shard it has (open or closed) with
+//! its hash-key range and parents. The manifest is the truth about a stream's topology; the shard
+//! directories hold only records.
+//!
+//! It is replaced atomically: written to a temporary file in the same directory, fsynced, renamed
+//! over the old one, and the directory fsynced. A crash leaves either the old or the new manifest.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::hash_key::HashKeyRange;
+
+/// File name of a stream's manifest.
+pub const MANIFEST_FILE: &str = "stream.json";
+/// Version of the manifest format; a manifest of another version is refused.
+pub const MANIFEST_VERSION: u16 = 1;
+
+/// How a stream's capacity is managed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StreamMode {
+    /// A fixed number of shards, changed by resharding.
+    Provisioned,
+    /// Shards are split automatically when their write rate stays above the per-shard limit.
+    OnDemand,
+}
+
+/// Everything `stream.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamManifest {
+    /// [`MANIFEST_VERSION`].
+    pub format_version: u16,
+    /// The stream's name.
+    pub name: String,
+    /// When the stream was created, ms since the Unix epoch. Part of every iterator token, so a
+    /// token does not outlive a re-creation of the stream under the same name.
+    pub created_ms: i64,
+    /// Provisioned or on-demand.
+    pub mode: StreamMode,
+    /// How long records are kept, in hours (24 to 8,760).
+    pub retention_hours: u32,
+    /// Largest record (data + partition key), in bytes.
+    pub max_record_bytes: usize,
+    /// Whether the Kinesis per-shard throughput limits apply (`None`: the store's default).
+    #[serde(default)]
+    pub throughput_limits: Option<bool>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Index the next new shard gets.
+    pub next_shard_index: u32,
+    /// Every shard still known, in index order.
+    pub shards: Vec<ShardEntry>,
+}
+
+/// One shard in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// Its index: `shardId-{index:012}`, and the high part of its sequence numbers.
+    pub index: u32,
+    /// The hash keys it owns.
+    pub hash_range: HashKeyRange,
+    /// The shard it was split from, or the first of the two it was merged from.
+    pub parent: Option<u32>,
+    /// The second shard it was merged from.
+    pub adjacent_parent: Option<u32>,
+    /// When it was created, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Set once the shard is closed by resharding: it takes no more records.
+    pub closed: Option<Closed>,
+}
+
+/// How a shard was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    /// One past its last offset: it holds offsets below this, and never more.
+    pub end_offset: u64,
+    /// When it was closed.
+    pub closed_ms: i64,
+}
+
+impl StreamManifest {
+    /// Reads and checks the manifest in `dir`.
+    pub fn read(dir: &Path) -> Result<StreamManifest> {
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = std::fs::read(&path).map_err(Error::io_at("read manifest", &path))?;
+        let manifest: StreamManifest = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::corrupt(
+                &path,
+                0,
+                format!("line {} column {}: {e}", e.line(), e.column()),
+            )
+        })?;
+        if manifest.format_version != MANIFEST_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path,
+                found: manifest.format_version,
+                supported: MANIFEST_VERSION,
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Replaces the manifest in `dir` atomically and durably.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Io {
+            op: "encode manifest",
+            path: dir.join(MANIFEST_FILE),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomically(dir, MANIFEST_FILE, &json)
+    }
+}
+
+/// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(Error::io_at("create temporary file", dir))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(Error::io_at("write temporary file", tmp.path()))?;
+    tmp.persist(&path)
+        .map_err(|e| Error::io("replace", &path, e.error))?;
+    crate::segment::sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StreamManifest {
+        StreamManifest {
+            format_version: MANIFEST_VERSION,
+            name: "orders".into(),
+            created_ms: 5,
+            mode: StreamMode::Provisioned,
+            retention_hours: 24,
+            max_record_bytes: 1 << 20,
+            throughput_limits: None,
+            tags: BTreeMap::from([("team".into(), "data".into())]),
+            next_shard_index: 1,
+            shards: vec![ShardEntry {
+                index: 0,
+                hash_range: HashKeyRange::ALL,
+                parent: None,
+                adjacent_parent: None,
+                created_ms: 5,
+                closed: Some(Closed {
+                    end_offset: 9,
+                    closed_ms: 7,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_keeps_128_bit_keys_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample();
+        m.write(dir.path()).unwrap();
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), m);
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(
+            text.contains("\"340282366920938463463374607431768211455\""),
+            "{text}"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn damage_and_other_versions_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), b"{\"format_version\": 1, ").unwrap();
+        assert!(matches!(
+            StreamManifest::read(dir.path()),
+            Err(Error::Corrupt { .. })
+        ));
+        let mut m = sample();
+        m.format_version = 2;
+        m.write(dir.path()).unwrap();
+        assert!(matches!(
+            StreamManifest::read(dir.path()),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
+    }
+}

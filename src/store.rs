@@ -1,0 +1,413 @@
+//! The store: a data directory holding streams, owned by one process, with a background thread
+//! that enforces retention.
+//!
+//! ```text
+//! DATA_DIR/
+//!   LOCK                                   the writer lock (flock), held while the store is open
+//!   streams/NAME/stream.json               the stream's manifest
+//!   streams/NAME/shards/shardId-000000000000/   that shard's segments (created on first write)
+//! ```
+//! A stream is created in `streams/.creating-NAME-*` and renamed into place once its manifest is
+//! durable; it is deleted by renaming it to `streams/.deleting-NAME-*` first. Either rename is
+//! atomic, so a crash leaves the stream fully there or fully gone, and opening removes leftovers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::hash_key::HashKeyRange;
+use crate::iterator::IteratorToken;
+use crate::lock::DirLock;
+use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_VERSION};
+use crate::segment::sync_dir;
+use crate::shard::ShardOptions;
+use crate::stream::{check_retention, check_stream_name, GetRecordsOutput, Stream, StreamContext};
+
+/// How a store runs. `StoreOptions::default()` suits most uses.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How shards store records (segment size, flush policy, clock). `max_record_bytes` is set per
+    /// stream.
+    pub shard: ShardOptions,
+    /// How often the background compactor deletes expired data (`None`: never by itself; call
+    /// [`Store::enforce_retention`]). Default: every minute.
+    pub retention_interval: Option<Duration>,
+    /// How long a shard iterator stays valid (Kinesis: 5 minutes).
+    pub iterator_ttl: Duration,
+    /// Most open shards one stream may have (Kinesis's default account quota is lower; an
+    /// embedded store can afford more).
+    pub max_open_shards_per_stream: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            shard: ShardOptions::default(),
+            retention_interval: Some(Duration::from_secs(60)),
+            iterator_ttl: Duration::from_secs(300),
+            max_open_shards_per_stream: 20_000,
+        }
+    }
+}
+
+/// How to create a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Provisioned with this many shards, or on-demand (which starts with 4).
+    pub mode: StreamModeConfig,
+    /// Retention in hours, 24 to 8,760 (default 24).
+    pub retention_hours: u32,
+    /// Largest record, data + partition key: 1 MiB to 10 MiB (default 1 MiB).
+    pub max_record_bytes: usize,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The capacity mode a stream is created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamModeConfig {
+    /// A fixed number of shards.
+    Provisioned {
+        /// How many.
+        shard_count: u32,
+    },
+    /// Starts with 4 shards.
+    OnDemand,
+}
+
+impl StreamConfig {
+    /// A provisioned stream with `shard_count` shards and default settings.
+    pub fn provisioned(shard_count: u32) -> StreamConfig {
+        StreamConfig {
+            mode: StreamModeConfig::Provisioned { shard_count },
+            retention_hours: 24,
+            max_record_bytes: 1024 * 1024,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    /// An on-demand stream with default settings.
+    pub fn on_demand() -> StreamConfig {
+        StreamConfig {
+            mode: StreamModeConfig::OnDemand,
+            ..StreamConfig::provisioned(4)
+        }
+    }
+}
+
+/// Shards an on-demand stream starts with.
+pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
+const STREAMS_DIR: &str = "streams";
+const CREATING_PREFIX: &str = ".creating-";
+const DELETING_PREFIX: &str = ".deleting-";
+
+struct Inner {
+    dir: PathBuf,
+    options: StoreOptions,
+    context: StreamContext,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serializes create and delete, which work on the directory as well as the map.
+    admin: Mutex<()>,
+    shutdown: Mutex<bool>,
+    wake: Condvar,
+    _lock: DirLock,
+}
+
+/// A data directory of streams. `Send + Sync`: share it across threads by reference or `Arc`.
+pub struct Store {
+    inner: Arc<Inner>,
+    compactor: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Records deleted.
+    pub records: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory `dir`. Fails with [`Error::Locked`] if
+    /// another store has it open. Streams' shards are opened only when first used, so opening
+    /// costs one manifest read per stream.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        let streams_dir = dir.join(STREAMS_DIR);
+        std::fs::create_dir_all(&streams_dir)
+            .map_err(Error::io_at("create directory", &streams_dir))?;
+        let lock = DirLock::acquire(&dir)?;
+        let context = StreamContext {
+            clock: Arc::clone(&options.shard.clock),
+            shard_options: options.shard.clone(),
+            iterator_ttl: options.iterator_ttl,
+            max_open_shards: options.max_open_shards_per_stream,
+        };
+        let mut streams = BTreeMap::new();
+        for entry in std::fs::read_dir(&streams_dir).map_err(Error::io_at("list", &streams_dir))? {
+            let entry = entry.map_err(Error::io_at("list", &streams_dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(CREATING_PREFIX) || name.starts_with(DELETING_PREFIX) {
+                // Left by a crash in the middle of a create or delete.
+                std::fs::remove_dir_all(&path).map_err(Error::io_at("remove leftover", &path))?;
+                continue;
+            }
+            if !path.is_dir() || check_stream_name(&name).is_err() {
+                continue;
+            }
+            let stream = Stream::open(path, context.clone())?;
+            streams.insert(name, Arc::new(stream));
+        }
+        let inner = Arc::new(Inner {
+            dir,
+            context,
+            streams: RwLock::new(streams),
+            admin: Mutex::new(()),
+            shutdown: Mutex::new(false),
+            wake: Condvar::new(),
+            _lock: lock,
+            options,
+        });
+        let compactor = inner.options.retention_interval.map(|interval| {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("shardlog-retention".into())
+                .spawn(move || compactor_loop(weak, interval))
+                .expect("spawning a thread succeeds unless the process is out of resources")
+        });
+        Ok(Store { inner, compactor })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn streams_dir(&self) -> PathBuf {
+        self.inner.dir.join(STREAMS_DIR)
+    }
+
+    /// Creates a stream. [`Error::ResourceInUse`] if one of that name exists.
+    pub fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<Stream>> {
+        check_stream_name(name)?;
+        check_retention(config.retention_hours)?;
+        if !(1024 * 1024..=10 * 1024 * 1024).contains(&config.max_record_bytes) {
+            return Err(Error::invalid(
+                "MaxRecordSizeInKiB",
+                format!("{} bytes is not 1024 to 10240 KiB", config.max_record_bytes),
+            ));
+        }
+        let (mode, shard_count) = match config.mode {
+            StreamModeConfig::Provisioned { shard_count } => (StreamMode::Provisioned, shard_count),
+            StreamModeConfig::OnDemand => (StreamMode::OnDemand, ON_DEMAND_INITIAL_SHARDS),
+        };
+        if shard_count == 0 {
+            return Err(Error::invalid(
+                "ShardCount",
+                "a stream needs at least one shard",
+            ));
+        }
+        if shard_count > self.inner.options.max_open_shards_per_stream {
+            return Err(Error::LimitExceeded {
+                reason: format!(
+                    "{shard_count} shards; a stream may have at most {}",
+                    self.inner.options.max_open_shards_per_stream
+                ),
+            });
+        }
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .inner
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+        {
+            return Err(Error::ResourceInUse {
+                kind: "stream",
+                name: name.into(),
+                reason: "a stream of that name exists".into(),
+            });
+        }
+        let now = self.inner.context.clock.now_ms();
+        let manifest = StreamManifest {
+            format_version: MANIFEST_VERSION,
+            name: name.into(),
+            created_ms: now,
+            mode,
+            retention_hours: config.retention_hours,
+            max_record_bytes: config.max_record_bytes,
+            throughput_limits: None,
+            tags: config.tags,
+            next_shard_index: shard_count,
+            shards: HashKeyRange::uniform(shard_count)
+                .into_iter()
+                .zip(0..)
+                .map(|(hash_range, index)| ShardEntry {
+                    index,
+                    hash_range,
+                    parent: None,
+                    adjacent_parent: None,
+                    created_ms: now,
+                    closed: None,
+                })
+                .collect(),
+        };
+        let streams_dir = self.streams_dir();
+        let staging = streams_dir.join(format!("{CREATING_PREFIX}{name}"));
+        let _ = std::fs::remove_dir_all(&staging);
+        Stream::create(staging.clone(), manifest, self.inner.context.clone())?;
+        let final_dir = streams_dir.join(name);
+        std::fs::rename(&staging, &final_dir).map_err(Error::io_at("create stream", &final_dir))?;
+        sync_dir(&streams_dir)?;
+        let stream = Arc::new(Stream::open(final_dir, self.inner.context.clone())?);
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.into(), Arc::clone(&stream));
+        Ok(stream)
+    }
+
+    /// Deletes a stream and all its records.
+    pub fn delete_stream(&self, name: &str) -> Result<()> {
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = self.stream(name)?;
+        let streams_dir = self.streams_dir();
+        let trash = streams_dir.join(format!(
+            "{DELETING_PREFIX}{name}-{}",
+            self.inner.context.clock.now_ms()
+        ));
+        std::fs::rename(stream.dir(), &trash)
+            .map_err(Error::io_at("delete stream", stream.dir()))?;
+        sync_dir(&streams_dir)?;
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        std::fs::remove_dir_all(&trash).map_err(Error::io_at("delete stream", &trash))
+    }
+
+    /// The stream called `name`, or [`Error::ResourceNotFound`].
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        self.inner
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::ResourceNotFound {
+                kind: "stream",
+                name: name.into(),
+            })
+    }
+
+    /// Names of all streams, sorted.
+    pub fn list_streams(&self) -> Vec<String> {
+        self.inner
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Reads records at a shard iterator (Kinesis GetRecords): up to `limit` records (1 to
+    /// 10,000) and 10 MiB.
+    pub fn get_records(&self, shard_iterator: &str, limit: usize) -> Result<GetRecordsOutput> {
+        let token = IteratorToken::decode(shard_iterator)
+            .ok_or_else(|| Error::invalid("ShardIterator", "not a shard iterator of this store"))?;
+        let stream = self.stream(&token.stream)?;
+        if stream.created_ms() != token.stream_created_ms {
+            return Err(Error::ExpiredIterator {
+                reason: format!("stream {} was deleted and created again", token.stream),
+            });
+        }
+        stream.get_records(&token, limit)
+    }
+
+    /// Deletes expired data in every stream now (the compactor does this every
+    /// `retention_interval`).
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        enforce_retention(&self.inner)
+    }
+}
+
+fn enforce_retention(inner: &Inner) -> Result<RetentionReport> {
+    let now = inner.context.clock.now_ms();
+    let streams: Vec<Arc<Stream>> = inner
+        .streams
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let mut report = RetentionReport::default();
+    for stream in streams {
+        report.records += stream.enforce_retention(now)?;
+    }
+    Ok(report)
+}
+
+fn compactor_loop(inner: Weak<Inner>, interval: Duration) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        {
+            let stop = strong.shutdown.lock().unwrap_or_else(|e| e.into_inner());
+            let (stop, _) = strong
+                .wake
+                .wait_timeout_while(stop, interval, |stop| !*stop)
+                .unwrap_or_else(|e| e.into_inner());
+            if *stop {
+                return;
+            }
+        }
+        // A failed pass (a full disk, say) is retried at the next interval; there is no caller
+        // to return the error to.
+        let _ = enforce_retention(&strong);
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        *self
+            .inner
+            .shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        self.inner.wake.notify_all();
+        if let Some(handle) = self.compactor.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_locked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert!(matches!(
+            Store::open(dir.path(), StoreOptions::default()),
+            Err(Error::Locked { .. })
+        ));
+    }
+}

@@ -1,0 +1,1184 @@
+//! A stream: shards that together own the 128-bit hash-key space, with Kinesis Data Streams
+//! semantics for putting records, iterating over shards, resharding and retention.
+//!
+//! The stream's topology (its manifest and shard handles) sits behind one `RwLock`. Puts and reads
+//! take it shared, so they run in parallel (each shard serializes its own appends); resharding and
+//! retention take it exclusively, so no put is in flight while a parent shard closes and its end
+//! offset is recorded. Shards are opened on first use: a store with many idle shards holds no file
+//! descriptor or mapping for them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::hash_key::{hash_key_of, parse_hash_key, parse_shard_id, shard_id, HashKeyRange};
+use crate::iterator::IteratorToken;
+use crate::manifest::{Closed, ShardEntry, StreamManifest, StreamMode};
+use crate::sequence::SequenceNumber;
+use crate::shard::{Shard, ShardOptions};
+use crate::types::{NewRecord, Offset, ReadLimits};
+
+/// Most records one put_records call takes.
+pub const MAX_PUT_RECORDS: usize = 500;
+/// Most bytes (data + partition keys) one put_records call takes.
+pub const MAX_PUT_RECORDS_BYTES: usize = 10 * 1024 * 1024;
+/// Most records one get_records call returns.
+pub const MAX_GET_RECORDS: usize = 10_000;
+/// Most bytes one get_records call returns.
+pub const MAX_GET_RECORDS_BYTES: usize = 10 * 1024 * 1024;
+/// Longest partition key, in characters.
+pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+/// Shortest retention, in hours.
+pub const MIN_RETENTION_HOURS: u32 = 24;
+/// Longest retention, in hours (365 days).
+pub const MAX_RETENTION_HOURS: u32 = 8_760;
+
+/// Store-wide settings a stream works with.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamContext {
+    pub shard_options: ShardOptions,
+    pub clock: Arc<dyn Clock>,
+    pub iterator_ttl: Duration,
+    pub max_open_shards: u32,
+}
+
+/// One record to put.
+#[derive(Debug, Clone, Copy)]
+pub struct PutRecord<'a> {
+    /// Partition key: 1 to 256 characters. Its MD5 picks the shard.
+    pub partition_key: &'a str,
+    /// The payload.
+    pub data: &'a [u8],
+    /// A decimal hash key that picks the shard instead of the partition key's MD5.
+    pub explicit_hash_key: Option<&'a str>,
+    /// A sequence number the new record's must be greater than (Kinesis
+    /// SequenceNumberForOrdering).
+    pub sequence_number_for_ordering: Option<&'a str>,
+}
+
+impl<'a> PutRecord<'a> {
+    /// A record routed by its partition key.
+    pub fn new(partition_key: &'a str, data: &'a [u8]) -> PutRecord<'a> {
+        PutRecord {
+            partition_key,
+            data,
+            explicit_hash_key: None,
+            sequence_number_for_ordering: None,
+        }
+    }
+}
+
+/// Where a put record went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    /// The shard's id, `shardId-000000000000`.
+    pub shard_id: String,
+    /// The record's sequence number.
+    pub sequence_number: SequenceNumber,
+}
+
+/// Why one entry of a put_records call failed while others may have succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutFailure {
+    /// `ProvisionedThroughputExceededException` or `InternalFailure`, as Kinesis reports.
+    pub error_code: String,
+    /// What happened.
+    pub error_message: String,
+}
+
+/// Where to start reading a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IteratorStart {
+    /// The oldest record still stored.
+    TrimHorizon,
+    /// Just after the newest record: only records put from now on.
+    Latest,
+    /// The record with this sequence number.
+    AtSequenceNumber(String),
+    /// The record after the one with this sequence number.
+    AfterSequenceNumber(String),
+    /// The first record that arrived at or after this time (ms since the Unix epoch).
+    AtTimestamp(i64),
+}
+
+/// A record as get_records returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// Its sequence number.
+    pub sequence_number: SequenceNumber,
+    /// When the shard accepted it, ms since the Unix epoch.
+    pub approximate_arrival_ms: i64,
+    /// Partition key.
+    pub partition_key: String,
+    /// Payload: a zero-copy view into the shard's memory map.
+    pub data: Bytes,
+}
+
+/// A shard that follows a closed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildShard {
+    /// Its id.
+    pub shard_id: String,
+    /// The shards it came from (one for a split, two for a merge).
+    pub parent_shards: Vec<String>,
+    /// The hash keys it owns.
+    pub hash_key_range: HashKeyRange,
+}
+
+/// What get_records returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetRecordsOutput {
+    /// The records, in order.
+    pub records: Vec<StreamRecord>,
+    /// The iterator to continue with; `None` once a closed shard has been read to its end.
+    pub next_shard_iterator: Option<String>,
+    /// How far behind the newest record of the shard the reader is, in ms (0 when caught up).
+    pub millis_behind_latest: i64,
+    /// Once a closed shard is read to its end: the shards to continue with.
+    pub child_shards: Vec<ChildShard>,
+}
+
+/// A shard as describe and list_shards show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardDescription {
+    /// Its id.
+    pub shard_id: String,
+    /// The shard it was split from, or the first it was merged from.
+    pub parent_shard_id: Option<String>,
+    /// The second shard it was merged from.
+    pub adjacent_parent_shard_id: Option<String>,
+    /// The hash keys it owns.
+    pub hash_key_range: HashKeyRange,
+    /// The sequence number of its first record, ever.
+    pub starting_sequence_number: SequenceNumber,
+    /// Once closed: the largest sequence number it can hold.
+    pub ending_sequence_number: Option<SequenceNumber>,
+}
+
+/// What describe_stream returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamDescription {
+    /// The stream's name.
+    pub name: String,
+    /// Always "ACTIVE": shardlog's operations complete before they return.
+    pub status: &'static str,
+    /// Provisioned or on-demand.
+    pub mode: StreamMode,
+    /// Retention in hours.
+    pub retention_hours: u32,
+    /// Creation time, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Largest record, in bytes.
+    pub max_record_bytes: usize,
+    /// Open shards.
+    pub open_shard_count: usize,
+    /// Every shard not yet removed by retention, in index order.
+    pub shards: Vec<ShardDescription>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Which shards list_shards returns (Kinesis ShardFilter).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ShardFilter {
+    /// All shards.
+    #[default]
+    All,
+    /// Shards after this shard id (index order).
+    AfterShardId(String),
+    /// Open shards at the trim horizon: those holding the oldest records still stored.
+    AtTrimHorizon,
+    /// All shards from the trim horizon on (every shard still listed).
+    FromTrimHorizon,
+    /// Open shards only.
+    AtLatest,
+    /// Shards open at this time (ms since the Unix epoch).
+    AtTimestamp(i64),
+    /// Shards open at or after this time.
+    FromTimestamp(i64),
+}
+
+/// A stream of shards. Obtain one from a [`crate::Store`].
+pub struct Stream {
+    name: String,
+    dir: PathBuf,
+    context: StreamContext,
+    topology: RwLock<Topology>,
+}
+
+struct Topology {
+    manifest: StreamManifest,
+    shards: BTreeMap<u32, Arc<ShardSlot>>,
+    /// Open shards' ranges, sorted by start: routing is a binary search.
+    routes: Vec<(HashKeyRange, u32)>,
+}
+
+/// A shard of a stream, opened on first use.
+struct ShardSlot {
+    dir: PathBuf,
+    shard: Mutex<Option<Arc<Shard>>>,
+}
+
+impl ShardSlot {
+    fn open(&self, options: &ShardOptions) -> Result<Arc<Shard>> {
+        let mut slot = self.shard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shard) = slot.as_ref() {
+            return Ok(Arc::clone(shard));
+        }
+        let shard = Arc::new(Shard::open_in_locked_dir(
+            self.dir.clone(),
+            options.clone(),
+        )?);
+        *slot = Some(Arc::clone(&shard));
+        Ok(shard)
+    }
+
+    /// The shard if it was ever written (its directory exists), without creating anything.
+    fn open_if_exists(&self, options: &ShardOptions) -> Result<Option<Arc<Shard>>> {
+        if self
+            .shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+            && !self.dir.exists()
+        {
+            return Ok(None);
+        }
+        self.open(options).map(Some)
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// Checks a stream name against Kinesis's rule: 1 to 128 of `[a-zA-Z0-9_.-]`.
+pub fn check_stream_name(name: &str) -> Result<()> {
+    let ok = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "StreamName",
+            format!("{name:?} must be 1 to 128 characters of [a-zA-Z0-9_.-]"),
+        ))
+    }
+}
+
+/// Checks a retention period against Kinesis's range.
+pub fn check_retention(hours: u32) -> Result<()> {
+    if (MIN_RETENTION_HOURS..=MAX_RETENTION_HOURS).contains(&hours) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "RetentionPeriodHours",
+            format!("{hours} is outside {MIN_RETENTION_HOURS}..={MAX_RETENTION_HOURS}"),
+        ))
+    }
+}
+
+fn shards_dir(stream_dir: &Path) -> PathBuf {
+    stream_dir.join("shards")
+}
+
+fn not_found_shard(id: &str) -> Error {
+    Error::ResourceNotFound {
+        kind: "shard",
+        name: id.to_string(),
+    }
+}
+
+impl Topology {
+    fn new(manifest: StreamManifest, stream_dir: &Path) -> Topology {
+        let mut t = Topology {
+            manifest,
+            shards: BTreeMap::new(),
+            routes: Vec::new(),
+        };
+        t.sync_with_manifest(stream_dir);
+        t
+    }
+
+    /// Rebuilds the routes and adds slots for new shards (keeping open handles of old ones).
+    fn sync_with_manifest(&mut self, stream_dir: &Path) {
+        let dir = shards_dir(stream_dir);
+        let mut shards = BTreeMap::new();
+        for entry in &self.manifest.shards {
+            let slot = self.shards.remove(&entry.index).unwrap_or_else(|| {
+                Arc::new(ShardSlot {
+                    dir: dir.join(shard_id(entry.index)),
+                    shard: Mutex::new(None),
+                })
+            });
+            shards.insert(entry.index, slot);
+        }
+        self.shards = shards;
+        self.routes = self
+            .manifest
+            .shards
+            .iter()
+            .filter(|s| s.closed.is_none())
+            .map(|s| (s.hash_range, s.index))
+            .collect();
+        self.routes.sort_unstable();
+    }
+
+    fn entry(&self, index: u32) -> Option<&ShardEntry> {
+        self.manifest
+            .shards
+            .binary_search_by_key(&index, |s| s.index)
+            .ok()
+            .map(|i| &self.manifest.shards[i])
+    }
+
+    fn entry_by_id(&self, id: &str) -> Result<&ShardEntry> {
+        parse_shard_id(id)
+            .and_then(|i| self.entry(i))
+            .ok_or_else(|| not_found_shard(id))
+    }
+
+    fn route(&self, hash_key: u128) -> u32 {
+        // The open shards' ranges cover the whole key space, so some range starts at or before
+        // any key.
+        let i = self.routes.partition_point(|(r, _)| r.start <= hash_key) - 1;
+        self.routes[i].1
+    }
+
+    fn children_of(&self, index: u32) -> Vec<ChildShard> {
+        self.manifest
+            .shards
+            .iter()
+            .filter(|s| s.parent == Some(index) || s.adjacent_parent == Some(index))
+            .map(|s| ChildShard {
+                shard_id: shard_id(s.index),
+                parent_shards: s
+                    .parent
+                    .iter()
+                    .chain(&s.adjacent_parent)
+                    .map(|&p| shard_id(p))
+                    .collect(),
+                hash_key_range: s.hash_range,
+            })
+            .collect()
+    }
+}
+
+fn describe_shard(entry: &ShardEntry) -> ShardDescription {
+    ShardDescription {
+        shard_id: shard_id(entry.index),
+        parent_shard_id: entry.parent.map(shard_id),
+        adjacent_parent_shard_id: entry.adjacent_parent.map(shard_id),
+        hash_key_range: entry.hash_range,
+        starting_sequence_number: SequenceNumber::new(entry.index, Offset::new(0)),
+        ending_sequence_number: entry
+            .closed
+            .map(|c| SequenceNumber::new(entry.index, Offset::new(c.end_offset.saturating_sub(1)))),
+    }
+}
+
+impl Stream {
+    /// Creates the stream's directory and manifest. `dir` must not exist.
+    pub(crate) fn create(
+        dir: PathBuf,
+        manifest: StreamManifest,
+        context: StreamContext,
+    ) -> Result<Stream> {
+        std::fs::create_dir_all(shards_dir(&dir)).map_err(Error::io_at("create stream", &dir))?;
+        manifest.write(&dir)?;
+        Ok(Stream::with_manifest(dir, manifest, context))
+    }
+
+    /// Opens an existing stream's directory.
+    pub(crate) fn open(dir: PathBuf, context: StreamContext) -> Result<Stream> {
+        let manifest = StreamManifest::read(&dir)?;
+        Ok(Stream::with_manifest(dir, manifest, context))
+    }
+
+    fn with_manifest(dir: PathBuf, manifest: StreamManifest, context: StreamContext) -> Stream {
+        Stream {
+            name: manifest.name.clone(),
+            topology: RwLock::new(Topology::new(manifest, &dir)),
+            dir,
+            context,
+        }
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read_topology(&self) -> RwLockReadGuard<'_, Topology> {
+        self.topology.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_topology(&self) -> RwLockWriteGuard<'_, Topology> {
+        self.topology.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn created_ms(&self) -> i64 {
+        self.read_topology().manifest.created_ms
+    }
+
+    fn shard_options(&self, manifest: &StreamManifest) -> ShardOptions {
+        ShardOptions {
+            max_record_bytes: manifest.max_record_bytes,
+            ..self.context.shard_options.clone()
+        }
+    }
+
+    /// Changes the manifest: `change` edits a copy, which is written durably and only then
+    /// becomes the stream's topology. On any error nothing changes.
+    fn update_manifest(
+        &self,
+        topology: &mut Topology,
+        change: impl FnOnce(&mut StreamManifest) -> Result<()>,
+    ) -> Result<()> {
+        let mut next = topology.manifest.clone();
+        change(&mut next)?;
+        next.write(&self.dir)?;
+        topology.manifest = next;
+        topology.sync_with_manifest(&self.dir);
+        Ok(())
+    }
+
+    fn check_record(&self, manifest: &StreamManifest, record: &PutRecord<'_>) -> Result<u128> {
+        let chars = record.partition_key.chars().count();
+        if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
+            return Err(Error::invalid(
+                "PartitionKey",
+                format!("{chars} characters; it must have 1 to {MAX_PARTITION_KEY_CHARS}"),
+            ));
+        }
+        let size = record.partition_key.len() + record.data.len();
+        if size > manifest.max_record_bytes {
+            return Err(Error::invalid(
+                "Data",
+                format!(
+                    "record of {size} bytes (data + partition key) exceeds the stream's limit of {} bytes",
+                    manifest.max_record_bytes
+                ),
+            ));
+        }
+        match record.explicit_hash_key {
+            Some(text) => parse_hash_key(text).ok_or_else(|| {
+                Error::invalid(
+                    "ExplicitHashKey",
+                    format!("{text:?} is not a decimal number from 0 to 2^128 - 1"),
+                )
+            }),
+            None => Ok(hash_key_of(record.partition_key)),
+        }
+    }
+
+    /// Puts one record: routes it to the open shard that owns its hash key and appends it.
+    pub fn put_record(&self, record: &PutRecord<'_>) -> Result<Put> {
+        let topology = self.read_topology();
+        let hash_key = self.check_record(&topology.manifest, record)?;
+        let index = topology.route(hash_key);
+        let ordering = record
+            .sequence_number_for_ordering
+            .map(|text| {
+                SequenceNumber::parse(text).ok_or_else(|| {
+                    Error::invalid(
+                        "SequenceNumberForOrdering",
+                        format!("{text:?} is not a sequence number of this store"),
+                    )
+                })
+            })
+            .transpose()?;
+        let shard = topology.shards[&index].open(&self.shard_options(&topology.manifest))?;
+        if let Some(bound) = ordering {
+            let next = SequenceNumber::new(index, shard.next_offset());
+            if bound >= next {
+                return Err(Error::invalid(
+                    "SequenceNumberForOrdering",
+                    format!(
+                        "{bound} is not below the number the record would get ({next}) in {}",
+                        shard_id(index)
+                    ),
+                ));
+            }
+        }
+        let appended = shard.append(&[NewRecord {
+            partition_key: record.partition_key.as_bytes(),
+            hash_key,
+            data: record.data,
+        }])?;
+        Ok(Put {
+            shard_id: shard_id(index),
+            sequence_number: SequenceNumber::new(index, appended.first),
+        })
+    }
+
+    /// Puts up to 500 records (10 MiB in all). A malformed request fails as a whole; otherwise
+    /// each entry succeeds or fails on its own, and entries for the same shard keep their order.
+    pub fn put_records(&self, records: &[PutRecord<'_>]) -> Result<Vec<Result<Put, PutFailure>>> {
+        if !(1..=MAX_PUT_RECORDS).contains(&records.len()) {
+            return Err(Error::invalid(
+                "Records",
+                format!(
+                    "{} records; a call takes 1 to {MAX_PUT_RECORDS}",
+                    records.len()
+                ),
+            ));
+        }
+        let total: usize = records
+            .iter()
+            .map(|r| r.partition_key.len() + r.data.len())
+            .sum();
+        if total > MAX_PUT_RECORDS_BYTES {
+            return Err(Error::invalid(
+                "Records",
+                format!("{total} bytes; a call takes at most {MAX_PUT_RECORDS_BYTES}"),
+            ));
+        }
+        let topology = self.read_topology();
+        let mut routed: Vec<(u32, usize, u128)> = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            if record.sequence_number_for_ordering.is_some() {
+                return Err(Error::invalid(
+                    "Records",
+                    "put_records takes no SequenceNumberForOrdering",
+                ));
+            }
+            let hash_key = self.check_record(&topology.manifest, record)?;
+            routed.push((topology.route(hash_key), i, hash_key));
+        }
+        // Group by shard, keeping each shard's entries in request order.
+        routed.sort_by_key(|&(shard, i, _)| (shard, i));
+        let options = self.shard_options(&topology.manifest);
+        let mut results: Vec<Option<Result<Put, PutFailure>>> = vec![None; records.len()];
+        let mut batch = Vec::new();
+        for group in routed.chunk_by(|a, b| a.0 == b.0) {
+            let index = group[0].0;
+            batch.clear();
+            batch.extend(group.iter().map(|&(_, i, hash_key)| NewRecord {
+                partition_key: records[i].partition_key.as_bytes(),
+                hash_key,
+                data: records[i].data,
+            }));
+            let appended = topology.shards[&index]
+                .open(&options)
+                .and_then(|shard| shard.append(&batch));
+            for (k, &(_, i, _)) in group.iter().enumerate() {
+                results[i] = Some(match &appended {
+                    Ok(a) => Ok(Put {
+                        shard_id: shard_id(index),
+                        sequence_number: SequenceNumber::new(
+                            index,
+                            Offset::new(a.first.get() + k as u64),
+                        ),
+                    }),
+                    Err(e) => Err(PutFailure {
+                        error_code: match e {
+                            Error::ProvisionedThroughputExceeded { .. } => {
+                                "ProvisionedThroughputExceededException".into()
+                            }
+                            _ => "InternalFailure".into(),
+                        },
+                        error_message: e.to_string(),
+                    }),
+                });
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.expect("every entry was routed to exactly one group"))
+            .collect())
+    }
+
+    /// An iterator for reading `shard_id` from `start`.
+    pub fn shard_iterator(&self, shard_id_text: &str, start: IteratorStart) -> Result<String> {
+        let topology = self.read_topology();
+        let entry = topology.entry_by_id(shard_id_text)?;
+        let index = entry.index;
+        let closed_end = entry.closed.map(|c| Offset::new(c.end_offset));
+        let slot = &topology.shards[&index];
+        let options = self.shard_options(&topology.manifest);
+        let shard_end = || -> Result<Offset> {
+            match closed_end {
+                Some(end) => Ok(end),
+                None => Ok(slot
+                    .open_if_exists(&options)?
+                    .map_or(Offset::new(0), |s| s.next_offset())),
+            }
+        };
+        let own_number = |text: &str| -> Result<Offset> {
+            SequenceNumber::parse(text)
+                .filter(|s| s.shard_index() == index)
+                .map(SequenceNumber::offset)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "StartingSequenceNumber",
+                        format!(
+                            "{text:?} is not a sequence number of {shard_id_text} in stream {}",
+                            self.name
+                        ),
+                    )
+                })
+        };
+        let offset = match start {
+            IteratorStart::TrimHorizon => Offset::new(0),
+            IteratorStart::Latest => shard_end()?,
+            IteratorStart::AtSequenceNumber(text) => own_number(&text)?,
+            IteratorStart::AfterSequenceNumber(text) => own_number(&text)?.next(),
+            IteratorStart::AtTimestamp(t) => match slot.open_if_exists(&options)? {
+                Some(shard) => shard.seek_time(t)?.min(shard_end()?),
+                None => Offset::new(0),
+            },
+        };
+        let end = shard_end()?;
+        if offset > end {
+            return Err(Error::invalid(
+                "StartingSequenceNumber",
+                format!("offset {offset} is past the end ({end}) of {shard_id_text}"),
+            ));
+        }
+        Ok(IteratorToken {
+            stream: self.name.clone(),
+            stream_created_ms: topology.manifest.created_ms,
+            shard_index: index,
+            offset,
+            issued_ms: self.context.clock.now_ms(),
+        }
+        .encode())
+    }
+
+    /// Reads from the position an iterator token names (already decoded and checked against this
+    /// stream by the store).
+    pub(crate) fn get_records(
+        &self,
+        token: &IteratorToken,
+        limit: usize,
+    ) -> Result<GetRecordsOutput> {
+        if !(1..=MAX_GET_RECORDS).contains(&limit) {
+            return Err(Error::invalid(
+                "Limit",
+                format!("{limit} is outside 1..={MAX_GET_RECORDS}"),
+            ));
+        }
+        let now = self.context.clock.now_ms();
+        if now.saturating_sub(token.issued_ms) > self.context.iterator_ttl.as_millis() as i64 {
+            return Err(Error::ExpiredIterator {
+                reason: format!(
+                    "issued {} ms ago; iterators last {} s",
+                    now - token.issued_ms,
+                    self.context.iterator_ttl.as_secs()
+                ),
+            });
+        }
+        let topology = self.read_topology();
+        let id = shard_id(token.shard_index);
+        let entry = topology
+            .entry(token.shard_index)
+            .ok_or_else(|| not_found_shard(&id))?;
+        let closed_end = entry.closed.map(|c| Offset::new(c.end_offset));
+        let slot = &topology.shards[&token.shard_index];
+        let shard = slot.open_if_exists(&self.shard_options(&topology.manifest))?;
+        let (records, next, latest) = match &shard {
+            Some(shard) => {
+                let batch = shard.read(
+                    token.offset,
+                    ReadLimits {
+                        max_records: limit,
+                        max_bytes: MAX_GET_RECORDS_BYTES,
+                    },
+                )?;
+                let latest = closed_end.unwrap_or_else(|| shard.next_offset());
+                let mut records = Vec::with_capacity(batch.records.len());
+                for r in batch.records {
+                    let partition_key =
+                        String::from_utf8(r.partition_key.to_vec()).map_err(|_| {
+                            Error::corrupt(
+                                shard.dir(),
+                                r.offset.get(),
+                                "partition key is not UTF-8",
+                            )
+                        })?;
+                    records.push(StreamRecord {
+                        sequence_number: SequenceNumber::new(token.shard_index, r.offset),
+                        approximate_arrival_ms: r.arrival_ms,
+                        partition_key,
+                        data: r.data,
+                    });
+                }
+                (records, batch.next_offset, latest)
+            }
+            None => (
+                Vec::new(),
+                token.offset,
+                closed_end.unwrap_or(Offset::new(0)),
+            ),
+        };
+        let millis_behind_latest = match records.last() {
+            Some(last) if next < latest => now.saturating_sub(last.approximate_arrival_ms).max(0),
+            _ => 0,
+        };
+        let finished = closed_end.is_some_and(|end| next >= end);
+        Ok(GetRecordsOutput {
+            records,
+            next_shard_iterator: (!finished).then(|| {
+                IteratorToken {
+                    offset: next,
+                    issued_ms: now,
+                    ..token.clone()
+                }
+                .encode()
+            }),
+            millis_behind_latest,
+            child_shards: if finished {
+                topology.children_of(token.shard_index)
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// The stream's settings and shards.
+    pub fn describe(&self) -> StreamDescription {
+        let topology = self.read_topology();
+        let m = &topology.manifest;
+        StreamDescription {
+            name: m.name.clone(),
+            status: "ACTIVE",
+            mode: m.mode,
+            retention_hours: m.retention_hours,
+            created_ms: m.created_ms,
+            max_record_bytes: m.max_record_bytes,
+            open_shard_count: topology.routes.len(),
+            shards: m.shards.iter().map(describe_shard).collect(),
+            tags: m.tags.clone(),
+        }
+    }
+
+    /// Shards matching `filter`, in index order.
+    pub fn list_shards(&self, filter: &ShardFilter) -> Result<Vec<ShardDescription>> {
+        let topology = self.read_topology();
+        let shards = &topology.manifest.shards;
+        let after = match filter {
+            ShardFilter::AfterShardId(id) => Some(parse_shard_id(id).ok_or_else(|| {
+                Error::invalid("ShardFilter.ShardId", format!("{id:?} is not a shard id"))
+            })?),
+            _ => None,
+        };
+        // The shards holding the trim horizon: those with no parent still listed.
+        let is_root = |s: &ShardEntry| {
+            s.parent.and_then(|p| topology.entry(p)).is_none()
+                && s.adjacent_parent.and_then(|p| topology.entry(p)).is_none()
+        };
+        let open_at =
+            |s: &ShardEntry, t: i64| s.created_ms <= t && s.closed.is_none_or(|c| c.closed_ms > t);
+        Ok(shards
+            .iter()
+            .filter(|s| match filter {
+                ShardFilter::All | ShardFilter::FromTrimHorizon => true,
+                ShardFilter::AfterShardId(_) => Some(s.index) > after,
+                ShardFilter::AtTrimHorizon => is_root(s),
+                ShardFilter::AtLatest => s.closed.is_none(),
+                ShardFilter::AtTimestamp(t) => open_at(s, *t) || (is_root(s) && s.created_ms > *t),
+                ShardFilter::FromTimestamp(t) => s.closed.is_none_or(|c| c.closed_ms > *t),
+            })
+            .map(describe_shard)
+            .collect())
+    }
+
+    /// Splits an open shard in two at `new_starting_hash_key` (decimal): the parent closes, and
+    /// two children own its keys below and from the new key.
+    pub fn split_shard(&self, shard_to_split: &str, new_starting_hash_key: &str) -> Result<()> {
+        let key = parse_hash_key(new_starting_hash_key).ok_or_else(|| {
+            Error::invalid(
+                "NewStartingHashKey",
+                format!("{new_starting_hash_key:?} is not a decimal 128-bit number"),
+            )
+        })?;
+        let mut topology = self.write_topology();
+        let parent = self.open_entry(&topology, shard_to_split)?;
+        let range = parent.hash_range;
+        if key <= range.start || key > range.end {
+            return Err(Error::invalid(
+                "NewStartingHashKey",
+                format!(
+                    "{key} must be above {} and at most {} to split {shard_to_split}",
+                    range.start, range.end
+                ),
+            ));
+        }
+        self.check_open_shard_limit(&topology, 1)?;
+        let now = self.context.clock.now_ms();
+        let end = self.close_point(&topology, parent.index)?;
+        let parent_index = parent.index;
+        self.update_manifest(&mut topology, |m| {
+            close(m, parent_index, end, now);
+            add_shard(
+                m,
+                HashKeyRange {
+                    start: range.start,
+                    end: key - 1,
+                },
+                Some(parent_index),
+                None,
+                now,
+            );
+            add_shard(
+                m,
+                HashKeyRange {
+                    start: key,
+                    end: range.end,
+                },
+                Some(parent_index),
+                None,
+                now,
+            );
+            Ok(())
+        })
+    }
+
+    /// Merges two open shards with adjacent hash-key ranges into one: both close, and a child owns
+    /// their keys. `shard_to_merge` becomes its parent, `adjacent_shard_to_merge` its adjacent parent.
+    pub fn merge_shards(&self, shard_to_merge: &str, adjacent_shard_to_merge: &str) -> Result<()> {
+        let mut topology = self.write_topology();
+        let a = self.open_entry(&topology, shard_to_merge)?;
+        let b = self.open_entry(&topology, adjacent_shard_to_merge)?;
+        let (low, high) = if a.hash_range.start < b.hash_range.start {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
+        if low.hash_range.end.checked_add(1) != Some(high.hash_range.start) {
+            return Err(Error::invalid(
+                "AdjacentShardToMerge",
+                format!("{shard_to_merge} and {adjacent_shard_to_merge} do not own adjacent hash-key ranges"),
+            ));
+        }
+        let merged = HashKeyRange {
+            start: low.hash_range.start,
+            end: high.hash_range.end,
+        };
+        let now = self.context.clock.now_ms();
+        let end_a = self.close_point(&topology, a.index)?;
+        let end_b = self.close_point(&topology, b.index)?;
+        let (ia, ib) = (a.index, b.index);
+        self.update_manifest(&mut topology, |m| {
+            close(m, ia, end_a, now);
+            close(m, ib, end_b, now);
+            add_shard(m, merged, Some(ia), Some(ib), now);
+            Ok(())
+        })
+    }
+
+    /// Reshards to `target` open shards of equal hash-key ranges (Kinesis UNIFORM_SCALING), from
+    /// half to double the current count. Like Kinesis, it splits shards at the new boundaries and
+    /// merges the pieces, so every new shard has at most two parents; pieces merged again right
+    /// away are short-lived shards that close with no records.
+    pub fn update_shard_count(&self, target: u32) -> Result<()> {
+        let mut topology = self.write_topology();
+        let open = topology.routes.len() as u32;
+        if target == 0 || target > open * 2 || target * 2 < open {
+            return Err(Error::invalid(
+                "TargetShardCount",
+                format!(
+                    "{target} must be from half ({}) to double ({}) the {open} open shards",
+                    open.div_ceil(2),
+                    open * 2
+                ),
+            ));
+        }
+        let targets = HashKeyRange::uniform(target);
+        let current: Vec<(HashKeyRange, u32)> = topology.routes.clone();
+        if current.iter().map(|(r, _)| *r).eq(targets.iter().copied()) {
+            return Ok(());
+        }
+        let now = self.context.clock.now_ms();
+        let mut ends = Vec::with_capacity(current.len());
+        for &(_, index) in &current {
+            ends.push((index, self.close_point(&topology, index)?));
+        }
+        self.check_open_shard_limit(&topology, target.saturating_sub(open))?;
+        self.update_manifest(&mut topology, |m| {
+            // Pieces: each open shard cut at the target boundaries inside it. A shard that needs
+            // no cut and is exactly a target range stays as it is.
+            let mut pieces: Vec<(HashKeyRange, u32)> = Vec::new();
+            for (&(range, index), &(_, end)) in current.iter().zip(&ends) {
+                let cuts: Vec<u128> = targets
+                    .iter()
+                    .map(|t| t.start)
+                    .filter(|&s| s > range.start && s <= range.end)
+                    .collect();
+                if cuts.is_empty() {
+                    pieces.push((range, index));
+                    continue;
+                }
+                close(m, index, end, now);
+                let mut rest = (range, index);
+                for cut in cuts {
+                    let low = add_shard(
+                        m,
+                        HashKeyRange {
+                            start: rest.0.start,
+                            end: cut - 1,
+                        },
+                        Some(rest.1),
+                        None,
+                        now,
+                    );
+                    let high = add_shard(
+                        m,
+                        HashKeyRange {
+                            start: cut,
+                            end: rest.0.end,
+                        },
+                        Some(rest.1),
+                        None,
+                        now,
+                    );
+                    if rest.1 != index {
+                        close(m, rest.1, 0, now); // a piece cut again at once: it never takes records
+                    }
+                    pieces.push((
+                        HashKeyRange {
+                            start: rest.0.start,
+                            end: cut - 1,
+                        },
+                        low,
+                    ));
+                    rest = (
+                        HashKeyRange {
+                            start: cut,
+                            end: rest.0.end,
+                        },
+                        high,
+                    );
+                }
+                pieces.push(rest);
+            }
+            // Merge the pieces of each target range, pairwise from the lowest. An old shard closes
+            // at its end offset; a piece made in this update never took records.
+            let end_of = |index: u32| {
+                ends.iter()
+                    .find(|&&(i, _)| i == index)
+                    .map_or(0, |&(_, e)| e)
+            };
+            for t in &targets {
+                let mut inside = pieces
+                    .iter()
+                    .filter(|(r, _)| r.start >= t.start && r.end <= t.end)
+                    .copied();
+                let Some(mut acc) = inside.next() else {
+                    continue;
+                };
+                for next in inside {
+                    close(m, acc.1, end_of(acc.1), now);
+                    close(m, next.1, end_of(next.1), now);
+                    let merged = HashKeyRange {
+                        start: acc.0.start,
+                        end: next.0.end,
+                    };
+                    acc = (merged, add_shard(m, merged, Some(acc.1), Some(next.1), now));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn open_entry(&self, topology: &Topology, id: &str) -> Result<ShardEntry> {
+        let entry = topology.entry_by_id(id)?;
+        if entry.closed.is_some() {
+            return Err(Error::ResourceInUse {
+                kind: "shard",
+                name: id.to_string(),
+                reason: "it is closed".into(),
+            });
+        }
+        Ok(entry.clone())
+    }
+
+    fn check_open_shard_limit(&self, topology: &Topology, more: u32) -> Result<()> {
+        let open = topology.routes.len() as u32;
+        if open + more > self.context.max_open_shards {
+            return Err(Error::LimitExceeded {
+                reason: format!(
+                    "stream {} would have {} open shards; the limit is {}",
+                    self.name,
+                    open + more,
+                    self.context.max_open_shards
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The end offset an open shard closes at: everything appended so far, made durable first.
+    /// Called under the exclusive topology lock, so no put is in flight.
+    fn close_point(&self, topology: &Topology, index: u32) -> Result<u64> {
+        match topology.shards[&index].open_if_exists(&self.shard_options(&topology.manifest))? {
+            Some(shard) => {
+                shard.flush()?;
+                Ok(shard.next_offset().get())
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Sets the retention period (24 to 8,760 hours); `increase` says which way it may move, as
+    /// Kinesis's IncreaseStreamRetentionPeriod and DecreaseStreamRetentionPeriod require.
+    pub fn set_retention_hours(&self, hours: u32, increase: bool) -> Result<()> {
+        check_retention(hours)?;
+        let mut topology = self.write_topology();
+        let current = topology.manifest.retention_hours;
+        if (increase && hours < current) || (!increase && hours > current) {
+            return Err(Error::invalid(
+                "RetentionPeriodHours",
+                format!(
+                    "{hours} would {} the current {current}",
+                    if increase { "decrease" } else { "increase" }
+                ),
+            ));
+        }
+        self.update_manifest(&mut topology, |m| {
+            m.retention_hours = hours;
+            Ok(())
+        })
+    }
+
+    /// Sets the largest record (data + partition key): 1 MiB to 10 MiB, in whole KiB.
+    pub fn set_max_record_bytes(&self, bytes: usize) -> Result<()> {
+        if !(1024 * 1024..=10 * 1024 * 1024).contains(&bytes) || bytes % 1024 != 0 {
+            return Err(Error::invalid(
+                "MaxRecordSizeInKiB",
+                format!("{bytes} bytes is not 1024 to 10240 KiB"),
+            ));
+        }
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| {
+            m.max_record_bytes = bytes;
+            Ok(())
+        })?;
+        // Open shards keep their old limit until reopened; drop them so the next use reopens.
+        for slot in topology.shards.values() {
+            *slot.shard.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        Ok(())
+    }
+
+    /// Adds or replaces tags (at most 50 per stream).
+    pub fn add_tags(&self, tags: &BTreeMap<String, String>) -> Result<()> {
+        for (k, v) in tags {
+            if !(1..=128).contains(&k.chars().count()) || v.chars().count() > 256 {
+                return Err(Error::invalid(
+                    "Tags",
+                    format!("tag {k:?}: keys take 1 to 128 characters, values up to 256"),
+                ));
+            }
+        }
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| {
+            m.tags
+                .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if m.tags.len() > 50 {
+                return Err(Error::LimitExceeded {
+                    reason: format!("{} tags; a stream has at most 50", m.tags.len()),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes tags.
+    pub fn remove_tags(&self, keys: &[String]) -> Result<()> {
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| {
+            for k in keys {
+                m.tags.remove(k);
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes what retention no longer keeps: whole segments older than the retention period in
+    /// every shard, and closed shards that no longer hold any record (they leave describe and
+    /// list, as in Kinesis). Returns the number of records deleted.
+    pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<u64> {
+        let mut topology = self.write_topology();
+        let cutoff = now_ms - i64::from(topology.manifest.retention_hours) * 3_600_000;
+        let options = self.shard_options(&topology.manifest);
+        let mut deleted = 0;
+        let mut emptied = Vec::new();
+        for entry in &topology.manifest.shards {
+            let slot = &topology.shards[&entry.index];
+            let remaining = match slot.open_if_exists(&options)? {
+                Some(shard) => {
+                    deleted += shard.delete_before(cutoff)?.records;
+                    shard.next_offset().get() - shard.first_offset().get()
+                }
+                None => 0,
+            };
+            if let Some(c) = entry.closed {
+                if remaining == 0 && c.closed_ms < cutoff {
+                    emptied.push(entry.index);
+                }
+            }
+        }
+        if !emptied.is_empty() {
+            self.update_manifest(&mut topology, |m| {
+                m.shards.retain(|s| !emptied.contains(&s.index));
+                Ok(())
+            })?;
+            for index in emptied {
+                let dir = shards_dir(&self.dir).join(shard_id(index));
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove expired shard", &dir, e)),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+fn close(m: &mut StreamManifest, index: u32, end_offset: u64, now: i64) {
+    if let Some(s) = m.shards.iter_mut().find(|s| s.index == index) {
+        s.closed.get_or_insert(Closed {
+            end_offset,
+            closed_ms: now,
+        });
+    }
+}
+
+fn add_shard(
+    m: &mut StreamManifest,
+    range: HashKeyRange,
+    parent: Option<u32>,
+    adjacent: Option<u32>,
+    now: i64,
+) -> u32 {
+    let index = m.next_shard_index;
+    m.next_shard_index += 1;
+    m.shards.push(ShardEntry {
+        index,
+        hash_range: range,
+        parent,
+        adjacent_parent: adjacent,
+        created_ms: now,
+        closed: None,
+    });
+    index
+}

@@ -1,0 +1,819 @@
+//! Streams with Kinesis Data Streams semantics, through the public API of `Store` and `Stream`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardlog::hash_key::{hash_key_of, shard_id};
+use shardlog::{
+    Clock, Error, HashKeyRange, IteratorStart, ManualClock, PutRecord, SequenceNumber, ShardFilter,
+    ShardOptions, Store, StoreOptions, Stream, StreamConfig, StreamRecord,
+};
+
+const HOUR: i64 = 3_600_000;
+
+fn options(clock: &Arc<ManualClock>) -> StoreOptions {
+    StoreOptions {
+        shard: ShardOptions {
+            segment_bytes: 16 * 1024,
+            clock: Arc::clone(clock) as Arc<dyn Clock>,
+            ..ShardOptions::default()
+        },
+        retention_interval: None,
+        ..StoreOptions::default()
+    }
+}
+
+fn store() -> (tempfile::TempDir, Arc<ManualClock>, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Store::open(dir.path(), options(&clock)).unwrap();
+    (dir, clock, store)
+}
+
+/// Reads a shard from the trim horizon to its current end (or, if closed, to its end).
+fn drain(store: &Store, stream: &Stream, shard: &str) -> (Vec<StreamRecord>, Vec<String>) {
+    let mut it = Some(
+        stream
+            .shard_iterator(shard, IteratorStart::TrimHorizon)
+            .unwrap(),
+    );
+    let mut out = Vec::new();
+    while let Some(token) = it {
+        let got = store.get_records(&token, 10_000).unwrap();
+        let done = got.records.is_empty();
+        out.extend(got.records);
+        if !got.child_shards.is_empty() {
+            return (
+                out,
+                got.child_shards.into_iter().map(|c| c.shard_id).collect(),
+            );
+        }
+        it = if done { None } else { got.next_shard_iterator };
+    }
+    (out, Vec::new())
+}
+
+#[test]
+fn create_describe_list_and_delete_streams() {
+    let (dir, clock, store) = store();
+    let s = store
+        .create_stream("orders", StreamConfig::provisioned(4))
+        .unwrap();
+    store
+        .create_stream("clicks", StreamConfig::provisioned(1))
+        .unwrap();
+    assert_eq!(store.list_streams(), ["clicks", "orders"]);
+
+    let d = s.describe();
+    assert_eq!(
+        (d.name.as_str(), d.status, d.retention_hours),
+        ("orders", "ACTIVE", 24)
+    );
+    assert_eq!(d.open_shard_count, 4);
+    let ids: Vec<&str> = d.shards.iter().map(|s| s.shard_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "shardId-000000000000",
+            "shardId-000000000001",
+            "shardId-000000000002",
+            "shardId-000000000003"
+        ]
+    );
+    let ranges: Vec<HashKeyRange> = d.shards.iter().map(|s| s.hash_key_range).collect();
+    assert_eq!(ranges, HashKeyRange::uniform(4));
+    assert!(d
+        .shards
+        .iter()
+        .all(|s| s.parent_shard_id.is_none() && s.ending_sequence_number.is_none()));
+
+    assert!(matches!(
+        store.create_stream("orders", StreamConfig::provisioned(1)),
+        Err(Error::ResourceInUse { .. })
+    ));
+    for bad in ["", "has space", "slash/", &"x".repeat(129)] {
+        assert!(
+            matches!(
+                store.create_stream(bad, StreamConfig::provisioned(1)),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        store.create_stream("z", StreamConfig::provisioned(0)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        store.create_stream("z", StreamConfig::provisioned(30_000)),
+        Err(Error::LimitExceeded { .. })
+    ));
+    let mut short = StreamConfig::provisioned(1);
+    short.retention_hours = 23;
+    assert!(matches!(
+        store.create_stream("z", short),
+        Err(Error::InvalidArgument { .. })
+    ));
+
+    s.put_record(&PutRecord::new("k", b"v")).unwrap();
+    drop(s);
+    drop(store);
+    let store = Store::open(dir.path(), options(&clock)).unwrap();
+    assert_eq!(store.list_streams(), ["clicks", "orders"]);
+    assert_eq!(
+        store.stream("orders").unwrap().describe().open_shard_count,
+        4
+    );
+    store.delete_stream("orders").unwrap();
+    assert_eq!(store.list_streams(), ["clicks"]);
+    assert!(matches!(
+        store.stream("orders"),
+        Err(Error::ResourceNotFound { kind: "stream", .. })
+    ));
+    assert!(matches!(
+        store.delete_stream("orders"),
+        Err(Error::ResourceNotFound { .. })
+    ));
+    assert!(!dir.path().join("streams/orders").exists());
+}
+
+#[test]
+fn records_route_by_md5_or_explicit_hash_key() {
+    let (_dir, _clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(4))
+        .unwrap();
+    let ranges = HashKeyRange::uniform(4);
+    for i in 0..200 {
+        let key = format!("user-{i}");
+        let put = s.put_record(&PutRecord::new(&key, b"x")).unwrap();
+        let expected = ranges
+            .iter()
+            .position(|r| r.contains(hash_key_of(&key)))
+            .unwrap();
+        assert_eq!(put.shard_id, shard_id(expected as u32), "{key}");
+        assert_eq!(put.sequence_number.shard_index(), expected as u32);
+    }
+    let explicit = ranges[2].start.to_string();
+    let put = s
+        .put_record(&PutRecord {
+            explicit_hash_key: Some(&explicit),
+            ..PutRecord::new("any", b"x")
+        })
+        .unwrap();
+    assert_eq!(put.shard_id, "shardId-000000000002");
+    for bad in ["-1", "01", "340282366920938463463374607431768211456", "x"] {
+        let r = s.put_record(&PutRecord {
+            explicit_hash_key: Some(bad),
+            ..PutRecord::new("k", b"x")
+        });
+        assert!(
+            matches!(
+                r,
+                Err(Error::InvalidArgument {
+                    name: "ExplicitHashKey",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn bad_records_are_refused_and_nothing_is_stored() {
+    let (_dir, _clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    let too_long = "k".repeat(257);
+    assert!(matches!(
+        s.put_record(&PutRecord::new("", b"x")),
+        Err(Error::InvalidArgument {
+            name: "PartitionKey",
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.put_record(&PutRecord::new(&too_long, b"x")),
+        Err(Error::InvalidArgument { .. })
+    ));
+    // 256 characters is fine even when they take 1,024 bytes.
+    s.put_record(&PutRecord::new(&"𝄞".repeat(256), b"x"))
+        .unwrap();
+    let big = vec![0u8; 1024 * 1024];
+    assert!(matches!(
+        s.put_record(&PutRecord::new("k", &big)),
+        Err(Error::InvalidArgument { name: "Data", .. })
+    ));
+    s.put_record(&PutRecord::new("k", &big[..1024 * 1024 - 1]))
+        .unwrap();
+    let (records, _) = drain(&store, &s, "shardId-000000000000");
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].partition_key, "𝄞".repeat(256));
+    // A larger limit lets larger records in.
+    s.set_max_record_bytes(2 * 1024 * 1024).unwrap();
+    s.put_record(&PutRecord::new("k", &big)).unwrap();
+    assert!(s.set_max_record_bytes(11 * 1024 * 1024).is_err());
+}
+
+#[test]
+fn sequence_numbers_increase_within_a_shard_and_respect_ordering_bounds() {
+    let (_dir, _clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(2))
+        .unwrap();
+    let mut last: HashMap<String, SequenceNumber> = HashMap::new();
+    for i in 0..100 {
+        let put = s
+            .put_record(&PutRecord::new(&format!("k{}", i % 7), b"x"))
+            .unwrap();
+        if let Some(prev) = last.insert(put.shard_id.clone(), put.sequence_number) {
+            assert!(put.sequence_number > prev);
+            assert!(
+                put.sequence_number.to_string() > prev.to_string(),
+                "string order too"
+            );
+        }
+    }
+    let first = s.put_record(&PutRecord::new("same", b"1")).unwrap();
+    let text = first.sequence_number.to_string();
+    let second = s
+        .put_record(&PutRecord {
+            sequence_number_for_ordering: Some(&text),
+            ..PutRecord::new("same", b"2")
+        })
+        .unwrap();
+    assert!(second.sequence_number > first.sequence_number);
+    let bad = s.put_record(&PutRecord {
+        sequence_number_for_ordering: Some("123"),
+        ..PutRecord::new("same", b"3")
+    });
+    assert!(matches!(
+        bad,
+        Err(Error::InvalidArgument {
+            name: "SequenceNumberForOrdering",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn put_records_reports_each_entry_and_keeps_order_per_shard() {
+    let (_dir, _clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(4))
+        .unwrap();
+    let keys: Vec<String> = (0..500).map(|i| format!("key-{}", i % 37)).collect();
+    let datas: Vec<Vec<u8>> = (0..500u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    let batch: Vec<PutRecord<'_>> = keys
+        .iter()
+        .zip(&datas)
+        .map(|(k, d)| PutRecord::new(k, d))
+        .collect();
+    let results = s.put_records(&batch).unwrap();
+    assert_eq!(results.len(), 500);
+    let mut per_shard: BTreeMap<String, Vec<(SequenceNumber, u32)>> = BTreeMap::new();
+    for (i, r) in results.iter().enumerate() {
+        let put = r.as_ref().unwrap();
+        per_shard
+            .entry(put.shard_id.clone())
+            .or_default()
+            .push((put.sequence_number, i as u32));
+    }
+    assert_eq!(per_shard.len(), 4);
+    for (shard, entries) in &per_shard {
+        assert!(
+            entries.windows(2).all(|w| w[0].0 < w[1].0),
+            "numbers follow request order in {shard}"
+        );
+        let (records, _) = drain(&store, &s, shard);
+        let stored: Vec<u32> = records
+            .iter()
+            .map(|r| u32::from_le_bytes(r.data[..].try_into().unwrap()))
+            .collect();
+        let sent: Vec<u32> = entries.iter().map(|e| e.1).collect();
+        assert_eq!(stored, sent);
+    }
+    let too_many: Vec<PutRecord<'_>> = (0..501).map(|_| PutRecord::new("k", b"x")).collect();
+    assert!(matches!(
+        s.put_records(&too_many),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        s.put_records(&[]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let mb = vec![0u8; 1024 * 1000];
+    let too_big: Vec<PutRecord<'_>> = (0..11).map(|_| PutRecord::new("k", &mb)).collect();
+    assert!(matches!(
+        s.put_records(&too_big),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let one_bad = [PutRecord::new("k", b"x"), PutRecord::new("", b"x")];
+    assert!(matches!(
+        s.put_records(&one_bad),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn iterators_start_where_asked() {
+    let (_dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    let shard = "shardId-000000000000";
+    let latest_before = s.shard_iterator(shard, IteratorStart::Latest).unwrap();
+    let mut puts = Vec::new();
+    for i in 0..50u32 {
+        clock.advance(10);
+        puts.push(
+            s.put_record(&PutRecord::new("k", &i.to_le_bytes()))
+                .unwrap(),
+        );
+    }
+    let first_data = |it: String| {
+        let got = store.get_records(&it, 1).unwrap();
+        got.records
+            .first()
+            .map(|r| u32::from_le_bytes(r.data[..].try_into().unwrap()))
+    };
+    assert_eq!(
+        first_data(latest_before),
+        Some(0),
+        "LATEST taken before the puts sees them"
+    );
+    assert_eq!(
+        first_data(s.shard_iterator(shard, IteratorStart::TrimHorizon).unwrap()),
+        Some(0)
+    );
+    assert_eq!(
+        first_data(s.shard_iterator(shard, IteratorStart::Latest).unwrap()),
+        None
+    );
+    let seq = puts[20].sequence_number.to_string();
+    assert_eq!(
+        first_data(
+            s.shard_iterator(shard, IteratorStart::AtSequenceNumber(seq.clone()))
+                .unwrap()
+        ),
+        Some(20)
+    );
+    assert_eq!(
+        first_data(
+            s.shard_iterator(shard, IteratorStart::AfterSequenceNumber(seq))
+                .unwrap()
+        ),
+        Some(21)
+    );
+    let t = 1_700_000_000_000 + 10 * 30;
+    assert_eq!(
+        first_data(
+            s.shard_iterator(shard, IteratorStart::AtTimestamp(t))
+                .unwrap()
+        ),
+        Some(29)
+    );
+    assert_eq!(
+        first_data(
+            s.shard_iterator(shard, IteratorStart::AtTimestamp(i64::MAX))
+                .unwrap()
+        ),
+        None
+    );
+
+    // Bad requests.
+    assert!(matches!(
+        s.shard_iterator("shardId-000000000009", IteratorStart::Latest),
+        Err(Error::ResourceNotFound { .. })
+    ));
+    assert!(matches!(
+        s.shard_iterator("nonsense", IteratorStart::Latest),
+        Err(Error::ResourceNotFound { .. })
+    ));
+    let other = s2_sequence_number();
+    assert!(matches!(
+        s.shard_iterator(shard, IteratorStart::AtSequenceNumber(other)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        s.shard_iterator(shard, IteratorStart::AtSequenceNumber("12".into())),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let it = s.shard_iterator(shard, IteratorStart::TrimHorizon).unwrap();
+    assert!(matches!(
+        store.get_records(&it, 0),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        store.get_records(&it, 10_001),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        store.get_records("garbage", 1),
+        Err(Error::InvalidArgument { .. })
+    ));
+    clock.advance(5 * 60 * 1000 + 1);
+    assert!(matches!(
+        store.get_records(&it, 1),
+        Err(Error::ExpiredIterator { .. })
+    ));
+}
+
+/// A sequence number of shard 1, which shard 0 must refuse.
+fn s2_sequence_number() -> String {
+    SequenceNumber::new(1, shardlog::Offset::new(0)).to_string()
+}
+
+#[test]
+fn get_records_pages_and_reports_how_far_behind() {
+    let (_dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    for i in 0..30u32 {
+        s.put_record(&PutRecord::new("k", &i.to_le_bytes()))
+            .unwrap();
+    }
+    clock.advance(1_000);
+    let it = s
+        .shard_iterator("shardId-000000000000", IteratorStart::TrimHorizon)
+        .unwrap();
+    let page = store.get_records(&it, 10).unwrap();
+    assert_eq!(page.records.len(), 10);
+    assert_eq!(page.millis_behind_latest, 1_000);
+    let rest = store
+        .get_records(page.next_shard_iterator.as_ref().unwrap(), 100)
+        .unwrap();
+    assert_eq!(rest.records.len(), 20);
+    assert_eq!(rest.millis_behind_latest, 0);
+    let empty = store
+        .get_records(rest.next_shard_iterator.as_ref().unwrap(), 100)
+        .unwrap();
+    assert!(
+        empty.records.is_empty()
+            && empty.next_shard_iterator.is_some()
+            && empty.child_shards.is_empty()
+    );
+}
+
+#[test]
+fn an_iterator_does_not_survive_its_stream_being_recreated() {
+    let (_dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    let it = s
+        .shard_iterator("shardId-000000000000", IteratorStart::TrimHorizon)
+        .unwrap();
+    store.delete_stream("s").unwrap();
+    assert!(matches!(
+        store.get_records(&it, 1),
+        Err(Error::ResourceNotFound { .. })
+    ));
+    clock.advance(1);
+    store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    assert!(matches!(
+        store.get_records(&it, 1),
+        Err(Error::ExpiredIterator { .. })
+    ));
+}
+
+#[test]
+fn split_closes_the_parent_and_children_take_over() {
+    let (dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    for i in 0..20 {
+        s.put_record(&PutRecord::new(&format!("k{i}"), b"before"))
+            .unwrap();
+    }
+    let half = (u128::MAX / 2 + 1).to_string();
+    assert!(matches!(
+        s.split_shard("shardId-000000000000", "0"),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        s.split_shard("shardId-000000000007", &half),
+        Err(Error::ResourceNotFound { .. })
+    ));
+    s.split_shard("shardId-000000000000", &half).unwrap();
+    assert!(matches!(
+        s.split_shard("shardId-000000000000", &half),
+        Err(Error::ResourceInUse { .. })
+    ));
+
+    let d = s.describe();
+    assert_eq!(d.open_shard_count, 2);
+    let parent = &d.shards[0];
+    let ending = parent.ending_sequence_number.unwrap();
+    assert_eq!(
+        ending.offset().get(),
+        19,
+        "the parent ends at its last record"
+    );
+    assert_eq!(
+        d.shards[1].parent_shard_id.as_deref(),
+        Some("shardId-000000000000")
+    );
+    assert_eq!(
+        d.shards[1].hash_key_range.end + 1,
+        d.shards[2].hash_key_range.start
+    );
+    assert_eq!(d.shards[2].hash_key_range.end, u128::MAX);
+
+    for i in 0..20 {
+        let put = s
+            .put_record(&PutRecord::new(&format!("k{i}"), b"after"))
+            .unwrap();
+        assert_ne!(put.shard_id, "shardId-000000000000");
+    }
+    let (records, children) = drain(&store, &s, "shardId-000000000000");
+    assert_eq!(records.len(), 20);
+    assert_eq!(children, ["shardId-000000000001", "shardId-000000000002"]);
+    let at_end = s
+        .shard_iterator("shardId-000000000000", IteratorStart::Latest)
+        .unwrap();
+    let got = store.get_records(&at_end, 10).unwrap();
+    assert!(got.next_shard_iterator.is_none() && got.child_shards.len() == 2);
+    assert_eq!(got.child_shards[0].parent_shards, ["shardId-000000000000"]);
+
+    // The topology survives a restart.
+    drop(s);
+    drop(store);
+    let store = Store::open(dir.path(), options(&clock)).unwrap();
+    let s = store.stream("s").unwrap();
+    assert_eq!(s.describe().open_shard_count, 2);
+    assert_eq!(s.list_shards(&ShardFilter::AtLatest).unwrap().len(), 2);
+    assert_eq!(s.list_shards(&ShardFilter::AtTrimHorizon).unwrap().len(), 1);
+    assert_eq!(
+        s.list_shards(&ShardFilter::AfterShardId("shardId-000000000001".into()))
+            .unwrap()[0]
+            .shard_id,
+        "shardId-000000000002"
+    );
+}
+
+#[test]
+fn merge_takes_adjacent_open_shards_only() {
+    let (_dir, _clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(3))
+        .unwrap();
+    assert!(matches!(
+        s.merge_shards("shardId-000000000000", "shardId-000000000002"),
+        Err(Error::InvalidArgument { .. })
+    ));
+    s.merge_shards("shardId-000000000001", "shardId-000000000000")
+        .unwrap();
+    let d = s.describe();
+    let child = d.shards.last().unwrap();
+    assert_eq!(child.shard_id, "shardId-000000000003");
+    assert_eq!(
+        child.parent_shard_id.as_deref(),
+        Some("shardId-000000000001")
+    );
+    assert_eq!(
+        child.adjacent_parent_shard_id.as_deref(),
+        Some("shardId-000000000000")
+    );
+    assert_eq!(child.hash_key_range.start, 0);
+    assert_eq!(
+        child.hash_key_range.end + 1,
+        d.shards[2].hash_key_range.start
+    );
+    assert!(matches!(
+        s.merge_shards("shardId-000000000000", "shardId-000000000002"),
+        Err(Error::ResourceInUse { .. })
+    ));
+}
+
+/// Reads a whole stream the way a consumer that respects resharding does: a shard only after all
+/// its parents are read to their end. Returns each partition key's data in the order read.
+fn consume_all(store: &Store, stream: &Stream) -> HashMap<String, Vec<Vec<u8>>> {
+    let d = stream.describe();
+    let mut done: Vec<String> = Vec::new();
+    let mut by_key: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut pending: Vec<_> = d.shards.clone();
+    while !pending.is_empty() {
+        let ready = pending
+            .iter()
+            .position(|s| {
+                [&s.parent_shard_id, &s.adjacent_parent_shard_id]
+                    .into_iter()
+                    .flatten()
+                    .all(|p| done.contains(p) || !d.shards.iter().any(|x| &x.shard_id == p))
+            })
+            .expect("some shard has all its parents read");
+        let shard = pending.remove(ready);
+        let (records, _) = drain(store, stream, &shard.shard_id);
+        for r in records {
+            by_key
+                .entry(r.partition_key)
+                .or_default()
+                .push(r.data.to_vec());
+        }
+        done.push(shard.shard_id);
+    }
+    by_key
+}
+
+#[test]
+fn update_shard_count_scales_uniformly_and_readers_lose_nothing() {
+    let (_dir, _clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(5))
+        .unwrap();
+    let mut sent: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut n = 0u32;
+    let mut put_some = |s: &Stream| {
+        for _ in 0..300 {
+            let key = format!("key-{}", n % 41);
+            let data = n.to_le_bytes().to_vec();
+            s.put_record(&PutRecord::new(&key, &data)).unwrap();
+            sent.entry(key).or_default().push(data);
+            n += 1;
+        }
+    };
+    put_some(&s);
+    for target in [3u32, 6, 4, 8, 7, 5] {
+        s.update_shard_count(target).unwrap();
+        let d = s.describe();
+        assert_eq!(d.open_shard_count, target as usize);
+        let mut open: Vec<HashKeyRange> = s
+            .list_shards(&ShardFilter::AtLatest)
+            .unwrap()
+            .iter()
+            .map(|x| x.hash_key_range)
+            .collect();
+        open.sort();
+        assert_eq!(
+            open,
+            HashKeyRange::uniform(target),
+            "uniform after scaling to {target}"
+        );
+        for sh in d.shards.iter().filter(|x| x.parent_shard_id.is_some()) {
+            assert!(sh.adjacent_parent_shard_id.is_none() || sh.parent_shard_id.is_some());
+        }
+        put_some(&s);
+    }
+    assert!(matches!(
+        s.update_shard_count(11),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        s.update_shard_count(2),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(
+        consume_all(&store, &s),
+        sent,
+        "every record once, in order per partition key"
+    );
+}
+
+#[test]
+fn retention_deletes_old_records_and_expired_closed_shards_disappear() {
+    let (_dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    for i in 0..200u32 {
+        s.put_record(&PutRecord::new("k", &[i as u8; 100])).unwrap();
+    }
+    let old_iterator = s
+        .shard_iterator("shardId-000000000000", IteratorStart::TrimHorizon)
+        .unwrap();
+    s.split_shard("shardId-000000000000", &(u128::MAX / 2).to_string())
+        .unwrap();
+    clock.advance(12 * HOUR);
+    s.put_record(&PutRecord::new("k", b"newer")).unwrap();
+    assert_eq!(
+        store.enforce_retention().unwrap().records,
+        0,
+        "nothing is 24 hours old yet"
+    );
+    clock.advance(13 * HOUR);
+    let report = store.enforce_retention().unwrap();
+    assert_eq!(report.records, 200);
+    let d = s.describe();
+    assert_eq!(d.shards.len(), 2, "the closed parent, now empty, is gone");
+    assert!(d
+        .shards
+        .iter()
+        .all(|x| x.parent_shard_id.as_deref() == Some("shardId-000000000000")));
+    let newer: Vec<StreamRecord> = d
+        .shards
+        .iter()
+        .flat_map(|x| drain(&store, &s, &x.shard_id).0)
+        .collect();
+    assert_eq!(newer.len(), 1);
+    // An iterator into the removed shard now names a shard that is gone.
+    let _ = old_iterator;
+    clock.advance(HOUR);
+    assert_eq!(store.enforce_retention().unwrap().records, 0);
+
+    assert!(
+        s.set_retention_hours(48, false).is_err(),
+        "a decrease cannot raise"
+    );
+    s.set_retention_hours(48, true).unwrap();
+    assert!(
+        s.set_retention_hours(24, true).is_err(),
+        "an increase cannot lower"
+    );
+    s.set_retention_hours(24, false).unwrap();
+    assert!(s.set_retention_hours(8_761, true).is_err());
+    assert_eq!(s.describe().retention_hours, 24);
+}
+
+#[test]
+fn a_reader_inside_expired_data_continues_at_the_oldest_record() {
+    let (_dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    let mut first = None;
+    for i in 0..300u32 {
+        let put = s.put_record(&PutRecord::new("k", &[0u8; 200])).unwrap();
+        first.get_or_insert(put.sequence_number);
+        if i == 149 {
+            clock.advance(20 * HOUR);
+        }
+    }
+    clock.advance(5 * HOUR);
+    assert!(store.enforce_retention().unwrap().records > 0);
+    // Positioned on a record that retention deleted.
+    let at_deleted = IteratorStart::AtSequenceNumber(first.unwrap().to_string());
+    let it = s
+        .shard_iterator("shardId-000000000000", at_deleted)
+        .unwrap();
+    let got = store.get_records(&it, 10_000).unwrap();
+    assert!(
+        got.records.len() >= 150 && got.records.len() < 300,
+        "{}",
+        got.records.len()
+    );
+    assert_eq!(
+        got.records.last().unwrap().sequence_number.offset().get(),
+        299
+    );
+}
+
+#[test]
+fn the_background_compactor_enforces_retention_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            retention_interval: Some(Duration::from_millis(20)),
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    s.put_record(&PutRecord::new("k", b"old")).unwrap();
+    clock.advance(25 * HOUR);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (records, _) = drain(&store, &s, "shardId-000000000000");
+        if records.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the compactor never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn tags_are_stored_and_validated() {
+    let (_dir, _clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    s.add_tags(&BTreeMap::from([("team".into(), "data".into())]))
+        .unwrap();
+    assert_eq!(
+        s.describe().tags.get("team").map(String::as_str),
+        Some("data")
+    );
+    let many: BTreeMap<String, String> =
+        (0..51).map(|i| (format!("t{i}"), String::new())).collect();
+    assert!(matches!(
+        s.add_tags(&many),
+        Err(Error::LimitExceeded { .. })
+    ));
+    s.remove_tags(&["team".into()]).unwrap();
+    assert!(s.describe().tags.is_empty());
+}
