@@ -179,6 +179,24 @@ pub struct FrameFields<'a> {
 pub fn encode_frame(fields: &FrameFields<'_>, dst: &mut [u8]) {
     let total = frame_len(fields.partition_key.len(), fields.data.len());
     assert_eq!(dst.len(), total, "frame buffer must match the frame length");
+    let (head, data) = dst.split_at_mut(FRAME_OVERHEAD + fields.partition_key.len());
+    data.copy_from_slice(fields.data);
+    encode_frame_head(fields, head);
+}
+
+/// Encodes everything of a frame but its data (`FRAME_OVERHEAD + key` bytes) into `dst`, with the
+/// CRC computed over the data too: the data can then be written from where it lies.
+///
+/// # Panics
+/// As [`encode_frame`], if `dst` is not exactly the head's length.
+pub fn encode_frame_head(fields: &FrameFields<'_>, dst: &mut [u8]) {
+    let head_len = FRAME_OVERHEAD + fields.partition_key.len();
+    assert_eq!(
+        dst.len(),
+        head_len,
+        "head buffer must match the head length"
+    );
+    let total = head_len + fields.data.len();
     let body_len = u32::try_from(total - FRAME_PREFIX_LEN).expect("frame length fits u32");
     let key_len = u16::try_from(fields.partition_key.len()).expect("partition key fits u16");
     dst[F_LEN..F_CRC].copy_from_slice(&body_len.to_le_bytes());
@@ -187,10 +205,11 @@ pub fn encode_frame(fields: &FrameFields<'_>, dst: &mut [u8]) {
     dst[F_HASH..F_KEY_LEN].copy_from_slice(&fields.hash_key.to_be_bytes());
     dst[F_KEY_LEN..F_FLAGS].copy_from_slice(&key_len.to_le_bytes());
     dst[F_FLAGS..F_KEY].copy_from_slice(&0u16.to_le_bytes());
-    let data_at = F_KEY + fields.partition_key.len();
-    dst[F_KEY..data_at].copy_from_slice(fields.partition_key);
-    dst[data_at..].copy_from_slice(fields.data);
-    let crc = crc32fast::hash(&dst[F_OFFSET..]);
+    dst[F_KEY..].copy_from_slice(fields.partition_key);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&dst[F_OFFSET..]);
+    crc.update(fields.data);
+    let crc = crc.finalize();
     dst[F_CRC..F_OFFSET].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -530,6 +549,24 @@ mod tests {
         let head = peek_frame(&buf, 0).unwrap();
         assert_eq!((head.len, head.offset), (buf.len(), Offset::new(42)));
         assert_eq!(head.arrival_ms, 1_700_000_000_123);
+    }
+
+    #[test]
+    fn a_head_plus_its_data_is_the_whole_frame() {
+        let key = b"key";
+        let data = vec![9u8; 5000];
+        let whole = sample_frame(key, &data);
+        let fields = FrameFields {
+            offset: Offset::new(42),
+            arrival_ms: 1_700_000_000_123,
+            hash_key: u128::MAX - 7,
+            partition_key: key,
+            data: &data,
+        };
+        let mut head = vec![0u8; FRAME_OVERHEAD + key.len()];
+        encode_frame_head(&fields, &mut head);
+        head.extend_from_slice(&data);
+        assert_eq!(head, whole);
     }
 
     #[test]

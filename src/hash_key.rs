@@ -90,9 +90,44 @@ pub(crate) mod u128_string {
     }
 }
 
+/// A shard's id: its index in the stream, shown the Kinesis way, `shardId-000000000007`.
+/// Formatting happens only when it is shown, so hot paths carry a `u32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId(pub u32);
+
+impl ShardId {
+    /// The shard's index.
+    pub fn index(self) -> u32 {
+        self.0
+    }
+
+    /// Parses `shardId-` and 12 digits.
+    pub fn parse(text: &str) -> Option<ShardId> {
+        parse_shard_id(text).map(ShardId)
+    }
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shardId-{:012}", self.0)
+    }
+}
+
+impl PartialEq<str> for ShardId {
+    fn eq(&self, other: &str) -> bool {
+        ShardId::parse(other) == Some(*self)
+    }
+}
+
+impl PartialEq<&str> for ShardId {
+    fn eq(&self, other: &&str) -> bool {
+        self == *other
+    }
+}
+
 /// The Kinesis name of the shard with this index: `shardId-000000000007`.
 pub fn shard_id(index: u32) -> String {
-    format!("shardId-{index:012}")
+    ShardId(index).to_string()
 }
 
 /// The index in a shard id made by [`shard_id`]; `None` for anything else.
@@ -160,5 +195,7 @@ mod tests {
         assert_eq!(parse_shard_id("shardId-000000000007"), Some(7));
         assert_eq!(parse_shard_id("shardId-7"), None);
         assert_eq!(parse_shard_id("shard-000000000007"), None);
+        assert_eq!(ShardId(7).to_string(), "shardId-000000000007");
+        assert_eq!(ShardId(7), "shardId-000000000007");
     }
 }

@@ -44,7 +44,7 @@ mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};
-pub use hash_key::HashKeyRange;
+pub use hash_key::{HashKeyRange, ShardId};
 pub use manifest::StreamMode;
 pub use sequence::SequenceNumber;
 pub use shard::{Deleted, FlushPolicy, Shard, ShardOptions};

@@ -83,10 +83,12 @@ impl SharedMap {
             raw,
             published: AtomicUsize::new(published),
         });
+        let writable_end = file_len.min(capacity);
         let writer = MapWriter {
             map: Arc::clone(&map),
             file,
-            writable_end: file_len.min(capacity),
+            writable_end,
+            prefilled_end: published,
         };
         Ok((map, writer))
     }
@@ -112,6 +114,9 @@ pub(crate) struct MapWriter {
     map: Arc<SharedMap>,
     file: Arc<File>,
     writable_end: usize,
+    /// Bytes below this are in the page cache as initialized pages (written, or zero-filled),
+    /// so storing into them through the map faults cheaply. Never above `writable_end`.
+    prefilled_end: usize,
 }
 
 impl MapWriter {
@@ -130,17 +135,9 @@ impl MapWriter {
         self.map.raw.len()
     }
 
-    /// Extends the file to `new_end` bytes. The blocks are reserved first (`fallocate`), so a full
-    /// disk is an error here and never a SIGBUS on a later write into the map.
-    ///
-    /// With `prefill`, the new range is also written with zeros in 2 MiB writes, leaving it in the
-    /// page cache as ready pages in large folios, for appends that store straight into the map.
-    /// Without that, the first touch of each page through the map faults into the filesystem,
-    /// which zero-fills whole readahead windows of the unwritten extent: measured at 71% of append
-    /// time on ext4 (and the large writes made random reads 13% faster). Appends that go through
-    /// [`MapWriter::write_at`] need no prefill, and must not have one: every fdatasync would write
-    /// the dirty zero pages too.
-    pub(crate) fn grow(&mut self, new_end: usize, prefill: bool) -> io::Result<()> {
+    /// Extends the file to `new_end` bytes with blocks reserved by `fallocate`, so a full disk
+    /// is an error here and never a SIGBUS on a later write into the map.
+    pub(crate) fn grow(&mut self, new_end: usize) -> io::Result<()> {
         if new_end > self.capacity() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -157,26 +154,42 @@ impl MapWriter {
         match rustix::fs::fallocate(&*self.file, rustix::fs::FallocateFlags::empty(), start, len) {
             Ok(()) => {}
             // A filesystem without fallocate: writing the range allocates it (and reports a
-            // full disk), so write it even when no prefill was asked for.
-            Err(rustix::io::Errno::OPNOTSUPP) => return self.fill_zeros(new_end),
+            // full disk).
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                let from = self.prefilled_end.max(self.writable_end);
+                self.zero_fill(from, new_end)?;
+            }
             Err(e) => return Err(e.into()),
-        }
-        if prefill {
-            return self.fill_zeros(new_end);
         }
         self.writable_end = new_end;
         Ok(())
     }
 
-    fn fill_zeros(&mut self, new_end: usize) -> io::Result<()> {
+    /// Makes sure bytes up to `needed` are initialized pages in the page cache: when they are not,
+    /// writes zeros from where nothing was written yet to `ahead` bytes past `needed` (within the
+    /// allocation), in writes of up to 2 MiB (large folios), so this happens once a chunk, not once
+    /// an append. Stores through the map into pages that are not there fault into the filesystem,
+    /// which zero-fills whole readahead windows of the unwritten extent: measured at 71% of append
+    /// time on ext4, against the cost of this one write.
+    pub(crate) fn prefill_ahead(&mut self, needed: usize, ahead: usize) -> io::Result<()> {
+        if needed <= self.prefilled_end {
+            return Ok(());
+        }
+        let upto = needed.saturating_add(ahead).min(self.writable_end);
+        self.zero_fill(self.prefilled_end, upto)?;
+        self.prefilled_end = upto;
+        Ok(())
+    }
+
+    fn zero_fill(&self, from: usize, to: usize) -> io::Result<()> {
         static ZEROS: [u8; 2 * 1024 * 1024] = [0; 2 * 1024 * 1024];
-        let mut at = self.writable_end;
-        while at < new_end {
-            let n = (new_end - at).min(ZEROS.len());
+        // Published bytes are frozen (invariant 1), whatever a caller's bookkeeping says.
+        let mut at = from.max(self.map.published());
+        while at < to {
+            let n = (to - at).min(ZEROS.len());
             self.file.write_all_at(&ZEROS[..n], at as u64)?;
             at += n;
         }
-        self.writable_end = new_end;
         Ok(())
     }
 
@@ -193,7 +206,11 @@ impl MapWriter {
                 ),
             ));
         }
-        self.file.write_all_at(bytes, pos as u64)
+        self.file.write_all_at(bytes, pos as u64)?;
+        if pos <= self.prefilled_end {
+            self.prefilled_end = self.prefilled_end.max(pos + bytes.len());
+        }
+        Ok(())
     }
 
     /// A mutable view of not-yet-published bytes, or `None` if `range` reaches into published bytes
@@ -226,6 +243,8 @@ impl MapWriter {
             self.writable_end
         );
         self.map.published.store(end, Ordering::Release);
+        // Published bytes are initialized pages; only what lies beyond may need zero-filling.
+        self.prefilled_end = self.prefilled_end.max(end);
     }
 
     /// Sets the file's length to `len`, which must not cut published bytes. Shrinking drops
@@ -238,8 +257,9 @@ impl MapWriter {
                 format!("cannot set length {len}: below published bytes or past the mapping"),
             ));
         }
-        // Lower the bound before shrinking, so no write can land past the new end.
+        // Lower the bounds before shrinking, so no write can land past the new end.
         self.writable_end = self.writable_end.min(len);
+        self.prefilled_end = self.prefilled_end.min(len);
         self.file.set_len(len as u64)?;
         self.writable_end = len;
         Ok(())
@@ -263,7 +283,8 @@ mod tests {
         let (map, mut w) = SharedMap::map_appendable(Arc::new(file), 1 << 20, 0).unwrap();
         assert_eq!(w.writable_end(), 0);
         assert!(w.unpublished_mut(0..1).is_none(), "nothing allocated yet");
-        w.grow(8192, true).unwrap();
+        w.grow(8192).unwrap();
+        w.prefill_ahead(5, 1 << 20).unwrap();
         w.unpublished_mut(0..5).unwrap().copy_from_slice(b"hello");
         assert!(map.bytes().is_empty(), "unpublished bytes are invisible");
         w.publish(5);
@@ -273,7 +294,7 @@ mod tests {
             "published bytes are frozen"
         );
         assert!(w.unpublished_mut(5..8193).is_none(), "past the allocation");
-        assert!(w.grow(2 << 20, false).is_err(), "past the mapping");
+        assert!(w.grow(2 << 20).is_err(), "past the mapping");
         assert!(
             w.write_at(3, b"xy").is_err(),
             "published bytes are frozen for pwrite too"
@@ -281,6 +302,9 @@ mod tests {
         assert!(w.write_at(8190, b"xyz").is_err(), "past the allocation");
         w.write_at(5, b"!!").unwrap();
         w.publish(7);
+        assert_eq!(map.bytes(), b"hello!!");
+        // Zero-filling never touches published bytes, even asked to start below them.
+        w.zero_fill(0, 8).unwrap();
         assert_eq!(map.bytes(), b"hello!!");
         assert!(w.set_file_len(6).is_err(), "would cut published bytes");
         w.set_file_len(7).unwrap();

@@ -101,7 +101,7 @@ impl ShardOptions {
             capacity: (self.segment_bytes as usize + largest_frame + FOOTER_LEN)
                 .next_multiple_of(4096),
             sync: self.flush != FlushPolicy::Never,
-            write_through_map: self.flush == FlushPolicy::Never,
+            map_small_appends: self.flush == FlushPolicy::Never,
         }
     }
 

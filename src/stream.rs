@@ -16,7 +16,9 @@ use bytes::Bytes;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::hash_key::{hash_key_of, parse_hash_key, parse_shard_id, shard_id, HashKeyRange};
+use crate::hash_key::{
+    hash_key_of, parse_hash_key, parse_shard_id, shard_id, HashKeyRange, ShardId,
+};
 use crate::iterator::IteratorToken;
 use crate::manifest::{Closed, ShardEntry, StreamManifest, StreamMode};
 use crate::sequence::SequenceNumber;
@@ -76,8 +78,8 @@ impl<'a> PutRecord<'a> {
 /// Where a put record went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Put {
-    /// The shard's id, `shardId-000000000000`.
-    pub shard_id: String,
+    /// The shard the record went to.
+    pub shard_id: ShardId,
     /// The record's sequence number.
     pub sequence_number: SequenceNumber,
 }
@@ -523,7 +525,7 @@ impl Stream {
             data: record.data,
         }])?;
         Ok(Put {
-            shard_id: shard_id(index),
+            shard_id: ShardId(index),
             sequence_number: SequenceNumber::new(index, appended.first),
         })
     }
@@ -581,7 +583,7 @@ impl Stream {
             for (k, &(_, i, _)) in group.iter().enumerate() {
                 results[i] = Some(match &appended {
                     Ok(a) => Ok(Put {
-                        shard_id: shard_id(index),
+                        shard_id: ShardId(index),
                         sequence_number: SequenceNumber::new(
                             index,
                             Offset::new(a.first.get() + k as u64),

@@ -152,7 +152,7 @@ fn records_route_by_md5_or_explicit_hash_key() {
             .iter()
             .position(|r| r.contains(hash_key_of(&key)))
             .unwrap();
-        assert_eq!(put.shard_id, shard_id(expected as u32), "{key}");
+        assert_eq!(put.shard_id.to_string(), shard_id(expected as u32), "{key}");
         assert_eq!(put.sequence_number.shard_index(), expected as u32);
     }
     let explicit = ranges[2].start.to_string();
@@ -229,7 +229,7 @@ fn sequence_numbers_increase_within_a_shard_and_respect_ordering_bounds() {
         let put = s
             .put_record(&PutRecord::new(&format!("k{}", i % 7), b"x"))
             .unwrap();
-        if let Some(prev) = last.insert(put.shard_id.clone(), put.sequence_number) {
+        if let Some(prev) = last.insert(put.shard_id.to_string(), put.sequence_number) {
             assert!(put.sequence_number > prev);
             assert!(
                 put.sequence_number.to_string() > prev.to_string(),
@@ -278,7 +278,7 @@ fn put_records_reports_each_entry_and_keeps_order_per_shard() {
     for (i, r) in results.iter().enumerate() {
         let put = r.as_ref().unwrap();
         per_shard
-            .entry(put.shard_id.clone())
+            .entry(put.shard_id.to_string())
             .or_default()
             .push((put.sequence_number, i as u32));
     }

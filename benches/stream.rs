@@ -1,0 +1,134 @@
+//! Stream benchmarks: put_records with MD5 routing, get_records draining a stream, opening a
+//! store of many empty shards, describe/list of many shards.
+//!
+//! `cargo bench --bench stream`. Like the shard benchmarks, puts write each sample into a fresh
+//! store that is deleted afterwards, so dirty page-cache data never reaches writeback throttling.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shardlog::{IteratorStart, PutRecord, ShardFilter, Store, StoreOptions, StreamConfig};
+
+fn bench_dir() -> std::path::PathBuf {
+    std::env::var_os("SHARDLOG_BENCH_DIR")
+        .map(Into::into)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        retention_interval: None,
+        ..StoreOptions::default()
+    }
+}
+
+fn put_records(c: &mut Criterion) {
+    let keys: Vec<String> = (0..500).map(|i| format!("user-{i:08}")).collect();
+    let data = [0x42u8; 100];
+    let batch: Vec<PutRecord<'_>> = keys.iter().map(|k| PutRecord::new(k, &data)).collect();
+    let mut group = c.benchmark_group("put_records_500x100B_4_shards");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(500));
+    for threads in [1usize, 2] {
+        group.bench_function(format!("{threads}_thread"), |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+                let store = Store::open(dir.path(), options()).unwrap();
+                let stream = store
+                    .create_stream("bench", StreamConfig::provisioned(4))
+                    .unwrap();
+                let per_thread = iters.div_ceil(threads as u64);
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for _ in 0..threads {
+                        s.spawn(|| {
+                            for _ in 0..per_thread {
+                                let results = stream.put_records(&batch).unwrap();
+                                assert!(results.iter().all(|r| r.is_ok()));
+                            }
+                        });
+                    }
+                });
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per_thread * threads as u64) as f64)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn get_records(c: &mut Criterion) {
+    const GIB: u64 = 1 << 30;
+    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    let stream = store
+        .create_stream("bench", StreamConfig::provisioned(4))
+        .unwrap();
+    let keys: Vec<String> = (0..500).map(|i| format!("user-{i:08}")).collect();
+    let data = vec![0x17u8; 1024];
+    let batch: Vec<PutRecord<'_>> = keys.iter().map(|k| PutRecord::new(k, &data)).collect();
+    let mut written = 0;
+    while written < GIB {
+        stream.put_records(&batch).unwrap();
+        written += 500 * 1024;
+    }
+    let shards: Vec<String> = stream
+        .describe()
+        .shards
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    let mut group = c.benchmark_group("get_records");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(written));
+    group.bench_function("drain_1GiB_of_1KiB_in_4_shards", |b| {
+        b.iter(|| {
+            let mut bytes = 0u64;
+            for shard in &shards {
+                let mut it = stream
+                    .shard_iterator(shard, IteratorStart::TrimHorizon)
+                    .unwrap();
+                loop {
+                    let got = store.get_records(&it, 10_000).unwrap();
+                    if got.records.is_empty() {
+                        break;
+                    }
+                    bytes += got.records.iter().map(|r| r.data.len() as u64).sum::<u64>();
+                    it = got.next_shard_iterator.unwrap();
+                }
+            }
+            assert_eq!(bytes, written);
+        })
+    });
+    group.finish();
+}
+
+fn many_shards(c: &mut Criterion) {
+    let mut group = c.benchmark_group("many_shards");
+    group.sample_size(10);
+    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        store
+            .create_stream("wide", StreamConfig::provisioned(10_000))
+            .unwrap();
+        store
+            .create_stream("thousand", StreamConfig::provisioned(1_000))
+            .unwrap();
+    }
+    group.bench_function("open_store_with_11000_empty_shards", |b| {
+        b.iter(|| Store::open(dir.path(), options()).unwrap())
+    });
+    let store = Store::open(dir.path(), options()).unwrap();
+    let stream = store.stream("thousand").unwrap();
+    group.bench_function("describe_1000_shards", |b| b.iter(|| stream.describe()));
+    group.bench_function("list_shards_1000", |b| {
+        b.iter(|| stream.list_shards(&ShardFilter::All).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, put_records, get_records, many_shards);
+criterion_main!(benches);
