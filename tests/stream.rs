@@ -1,6 +1,10 @@
 //! Streams with Kinesis Data Streams semantics, through the public API of `Store` and `Stream`.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
+
+use common::{consume_all, drain};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,29 +33,6 @@ fn store() -> (tempfile::TempDir, Arc<ManualClock>, Store) {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let store = Store::open(dir.path(), options(&clock)).unwrap();
     (dir, clock, store)
-}
-
-/// Reads a shard from the trim horizon to its current end (or, if closed, to its end).
-fn drain(store: &Store, stream: &Stream, shard: &str) -> (Vec<StreamRecord>, Vec<String>) {
-    let mut it = Some(
-        stream
-            .shard_iterator(shard, IteratorStart::TrimHorizon)
-            .unwrap(),
-    );
-    let mut out = Vec::new();
-    while let Some(token) = it {
-        let got = store.get_records(&token, 10_000).unwrap();
-        let done = got.records.is_empty();
-        out.extend(got.records);
-        if !got.child_shards.is_empty() {
-            return (
-                out,
-                got.child_shards.into_iter().map(|c| c.shard_id).collect(),
-            );
-        }
-        it = if done { None } else { got.next_shard_iterator };
-    }
-    (out, Vec::new())
 }
 
 #[test]
@@ -591,36 +572,6 @@ fn merge_takes_adjacent_open_shards_only() {
         s.merge_shards("shardId-000000000000", "shardId-000000000002"),
         Err(Error::ResourceInUse { .. })
     ));
-}
-
-/// Reads a whole stream the way a consumer that respects resharding does: a shard only after all
-/// its parents are read to their end. Returns each partition key's data in the order read.
-fn consume_all(store: &Store, stream: &Stream) -> HashMap<String, Vec<Vec<u8>>> {
-    let d = stream.describe();
-    let mut done: Vec<String> = Vec::new();
-    let mut by_key: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-    let mut pending: Vec<_> = d.shards.clone();
-    while !pending.is_empty() {
-        let ready = pending
-            .iter()
-            .position(|s| {
-                [&s.parent_shard_id, &s.adjacent_parent_shard_id]
-                    .into_iter()
-                    .flatten()
-                    .all(|p| done.contains(p) || !d.shards.iter().any(|x| &x.shard_id == p))
-            })
-            .expect("some shard has all its parents read");
-        let shard = pending.remove(ready);
-        let (records, _) = drain(store, stream, &shard.shard_id);
-        for r in records {
-            by_key
-                .entry(r.partition_key)
-                .or_default()
-                .push(r.data.to_vec());
-        }
-        done.push(shard.shard_id);
-    }
-    by_key
 }
 
 #[test]
