@@ -40,6 +40,7 @@ pub mod sequence;
 pub mod shard;
 pub mod store;
 pub mod stream;
+pub mod throttle;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};

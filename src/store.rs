@@ -40,6 +40,13 @@ pub struct StoreOptions {
     /// Most open shards one stream may have (Kinesis's default account quota is lower; an
     /// embedded store can afford more).
     pub max_open_shards_per_stream: u32,
+    /// Whether streams enforce Kinesis's per-shard throughput limits (writes 1 MiB/s or 1,000
+    /// records/s, reads 2 MiB/s and 5 calls/s) unless a stream says otherwise. Off by default:
+    /// an embedded store has no reason to slow itself down.
+    pub throughput_limits: bool,
+    /// The window over which an on-demand stream measures each shard's write rate; a shard that
+    /// wrote faster than a shard's limit over it is split by the background thread.
+    pub on_demand_window: Duration,
 }
 
 impl Default for StoreOptions {
@@ -49,6 +56,8 @@ impl Default for StoreOptions {
             retention_interval: Some(Duration::from_secs(60)),
             iterator_ttl: Duration::from_secs(300),
             max_open_shards_per_stream: 20_000,
+            throughput_limits: false,
+            on_demand_window: Duration::from_secs(60),
         }
     }
 }
@@ -152,6 +161,8 @@ impl Store {
             shard_options: options.shard.clone(),
             iterator_ttl: options.iterator_ttl,
             max_open_shards: options.max_open_shards_per_stream,
+            throughput_limits: options.throughput_limits,
+            on_demand_window: options.on_demand_window,
         };
         let mut streams = BTreeMap::new();
         for entry in std::fs::read_dir(&streams_dir).map_err(Error::io_at("list", &streams_dir))? {
@@ -344,6 +355,27 @@ impl Store {
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         enforce_retention(&self.inner)
     }
+
+    /// Lets every on-demand stream split its hot shards now (the background thread does this
+    /// every `retention_interval`). Returns how many shards were split.
+    pub fn autoscale(&self) -> Result<usize> {
+        autoscale(&self.inner)
+    }
+}
+
+fn autoscale(inner: &Inner) -> Result<usize> {
+    let streams: Vec<Arc<Stream>> = inner
+        .streams
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let mut split = 0;
+    for stream in streams {
+        split += stream.autoscale()?;
+    }
+    Ok(split)
 }
 
 fn enforce_retention(inner: &Inner) -> Result<RetentionReport> {
@@ -380,6 +412,7 @@ fn compactor_loop(inner: Weak<Inner>, interval: Duration) {
         // A failed pass (a full disk, say) is retried at the next interval; there is no caller
         // to return the error to.
         let _ = enforce_retention(&strong);
+        let _ = autoscale(&strong);
     }
 }
 

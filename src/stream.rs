@@ -23,6 +23,7 @@ use crate::iterator::IteratorToken;
 use crate::manifest::{Closed, ShardEntry, StreamManifest, StreamMode};
 use crate::sequence::SequenceNumber;
 use crate::shard::{Shard, ShardOptions};
+use crate::throttle::ShardThrottle;
 use crate::types::{NewRecord, Offset, ReadLimits};
 
 /// Most records one put_records call takes.
@@ -47,6 +48,10 @@ pub(crate) struct StreamContext {
     pub clock: Arc<dyn Clock>,
     pub iterator_ttl: Duration,
     pub max_open_shards: u32,
+    /// Whether streams enforce the per-shard throughput limits unless they say otherwise.
+    pub throughput_limits: bool,
+    /// The window over which an on-demand stream measures each shard's write rate.
+    pub on_demand_window: Duration,
 }
 
 /// One record to put.
@@ -171,6 +176,8 @@ pub struct StreamDescription {
     pub status: &'static str,
     /// Provisioned or on-demand.
     pub mode: StreamMode,
+    /// Whether the per-shard throughput limits are enforced.
+    pub throughput_limits: bool,
     /// Retention in hours.
     pub retention_hours: u32,
     /// Creation time, ms since the Unix epoch.
@@ -224,9 +231,14 @@ struct Topology {
 struct ShardSlot {
     dir: PathBuf,
     shard: Mutex<Option<Arc<Shard>>>,
+    throttle: Mutex<ShardThrottle>,
 }
 
 impl ShardSlot {
+    fn throttle(&self) -> std::sync::MutexGuard<'_, ShardThrottle> {
+        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn open(&self, options: &ShardOptions) -> Result<Arc<Shard>> {
         let mut slot = self.shard.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shard) = slot.as_ref() {
@@ -323,6 +335,7 @@ impl Topology {
                 Arc::new(ShardSlot {
                     dir: dir.join(shard_id(entry.index)),
                     shard: Mutex::new(None),
+                    throttle: Mutex::new(ShardThrottle::default()),
                 })
             });
             shards.insert(entry.index, slot);
@@ -461,6 +474,52 @@ impl Stream {
         Ok(())
     }
 
+    fn limits_apply(&self, manifest: &StreamManifest) -> bool {
+        manifest
+            .throughput_limits
+            .unwrap_or(self.context.throughput_limits)
+    }
+
+    fn throttled(&self, index: u32, limit: &str) -> Error {
+        Error::ProvisionedThroughputExceeded {
+            stream: self.name.clone(),
+            shard: shard_id(index),
+            limit: limit.into(),
+        }
+    }
+
+    /// Whether puts must pass [`Stream::admit_writes`]: throughput limits apply, or the stream is
+    /// on-demand and counts its shards' write rates.
+    fn watches_writes(&self, manifest: &StreamManifest) -> bool {
+        self.limits_apply(manifest) || manifest.mode == StreamMode::OnDemand
+    }
+
+    /// Admits writes of these sizes to a shard under its limits (if they apply) and counts the
+    /// admitted ones for on-demand scaling; returns which were admitted.
+    fn admit_writes(
+        &self,
+        manifest: &StreamManifest,
+        slot: &ShardSlot,
+        sizes: &[usize],
+    ) -> Vec<bool> {
+        let limits = self.limits_apply(manifest);
+        let now = self.context.clock.now_ms();
+        let mut throttle = slot.throttle();
+        let admitted: Vec<bool> = sizes
+            .iter()
+            .map(|&size| !limits || throttle.try_write(now, size))
+            .collect();
+        if manifest.mode == StreamMode::OnDemand {
+            let (records, bytes) = sizes
+                .iter()
+                .zip(&admitted)
+                .filter(|(_, &a)| a)
+                .fold((0u64, 0u64), |(n, b), (&size, _)| (n + 1, b + size as u64));
+            throttle.note_written(now, records, bytes);
+        }
+        admitted
+    }
+
     fn check_record(&self, manifest: &StreamManifest, record: &PutRecord<'_>) -> Result<u128> {
         let chars = record.partition_key.chars().count();
         if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
@@ -506,7 +565,14 @@ impl Stream {
                 })
             })
             .transpose()?;
-        let shard = topology.shards[&index].open(&self.shard_options(&topology.manifest))?;
+        let slot = &topology.shards[&index];
+        let shard = slot.open(&self.shard_options(&topology.manifest))?;
+        if self.watches_writes(&topology.manifest) {
+            let size = record.partition_key.len() + record.data.len();
+            if !self.admit_writes(&topology.manifest, slot, &[size])[0] {
+                return Err(self.throttled(index, "1 MiB or 1,000 records per second"));
+            }
+        }
         if let Some(bound) = ordering {
             let next = SequenceNumber::new(index, shard.next_offset());
             if bound >= next {
@@ -567,19 +633,51 @@ impl Stream {
         // Group by shard, keeping each shard's entries in request order.
         routed.sort_by_key(|&(shard, i, _)| (shard, i));
         let options = self.shard_options(&topology.manifest);
+        let watch = self.watches_writes(&topology.manifest);
         let mut results: Vec<Option<Result<Put, PutFailure>>> = vec![None; records.len()];
         let mut batch = Vec::new();
+        let mut sizes = Vec::new();
+        let mut kept: Vec<(u32, usize, u128)> = Vec::new();
         for group in routed.chunk_by(|a, b| a.0 == b.0) {
             let index = group[0].0;
+            let slot = &topology.shards[&index];
+            // Entries over the shard's throughput limit fail alone; the rest go in one append.
+            kept.clear();
+            kept.extend_from_slice(group);
+            let group = &mut kept;
+            if watch {
+                sizes.clear();
+                sizes.extend(
+                    group
+                        .iter()
+                        .map(|&(_, i, _)| records[i].partition_key.len() + records[i].data.len()),
+                );
+                let admitted = self.admit_writes(&topology.manifest, slot, &sizes);
+                let mut k = 0;
+                group.retain(|&(_, i, _)| {
+                    let keep = admitted[k];
+                    k += 1;
+                    if !keep {
+                        results[i] = Some(Err(PutFailure {
+                            error_code: "ProvisionedThroughputExceededException".into(),
+                            error_message: self
+                                .throttled(index, "1 MiB or 1,000 records per second")
+                                .to_string(),
+                        }));
+                    }
+                    keep
+                });
+                if group.is_empty() {
+                    continue;
+                }
+            }
             batch.clear();
             batch.extend(group.iter().map(|&(_, i, hash_key)| NewRecord {
                 partition_key: records[i].partition_key.as_bytes(),
                 hash_key,
                 data: records[i].data,
             }));
-            let appended = topology.shards[&index]
-                .open(&options)
-                .and_then(|shard| shard.append(&batch));
+            let appended = slot.open(&options).and_then(|shard| shard.append(&batch));
             for (k, &(_, i, _)) in group.iter().enumerate() {
                 results[i] = Some(match &appended {
                     Ok(a) => Ok(Put {
@@ -694,6 +792,10 @@ impl Stream {
             .ok_or_else(|| not_found_shard(&id))?;
         let closed_end = entry.closed.map(|c| Offset::new(c.end_offset));
         let slot = &topology.shards[&token.shard_index];
+        let limits = self.limits_apply(&topology.manifest);
+        if limits && !slot.throttle().try_read_call(now) {
+            return Err(self.throttled(token.shard_index, "5 GetRecords calls or 2 MiB per second"));
+        }
         let shard = slot.open_if_exists(&self.shard_options(&topology.manifest))?;
         let (records, next, latest) = match &shard {
             Some(shard) => {
@@ -730,6 +832,13 @@ impl Stream {
                 closed_end.unwrap_or(Offset::new(0)),
             ),
         };
+        if limits {
+            let bytes = records
+                .iter()
+                .map(|r| r.data.len() + r.partition_key.len())
+                .sum();
+            slot.throttle().charge_read(bytes);
+        }
         let millis_behind_latest = match records.last() {
             Some(last) if next < latest => now.saturating_sub(last.approximate_arrival_ms).max(0),
             _ => 0,
@@ -762,6 +871,7 @@ impl Stream {
             name: m.name.clone(),
             status: "ACTIVE",
             mode: m.mode,
+            throughput_limits: self.limits_apply(m),
             retention_hours: m.retention_hours,
             created_ms: m.created_ms,
             max_record_bytes: m.max_record_bytes,
@@ -1037,6 +1147,85 @@ impl Stream {
             }
             None => Ok(0),
         }
+    }
+
+    /// Switches between provisioned and on-demand capacity (Kinesis UpdateStreamMode).
+    pub fn set_mode(&self, mode: StreamMode) -> Result<()> {
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| {
+            m.mode = mode;
+            Ok(())
+        })
+    }
+
+    /// Turns the per-shard throughput limits on or off for this stream (`None`: the store's
+    /// default).
+    pub fn set_throughput_limits(&self, enforce: Option<bool>) -> Result<()> {
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| {
+            m.throughput_limits = enforce;
+            Ok(())
+        })
+    }
+
+    /// For an on-demand stream: splits, at the middle of its hash-key range, every open shard
+    /// whose write rate stayed above a shard's limit over the last window. Returns how many were
+    /// split. The store's background thread calls this; it can be called any time.
+    pub fn autoscale(&self) -> Result<usize> {
+        let mut topology = self.write_topology();
+        if topology.manifest.mode != StreamMode::OnDemand {
+            return Ok(0);
+        }
+        let now = self.context.clock.now_ms();
+        let window = self.context.on_demand_window.as_millis() as i64;
+        let hot: Vec<u32> = topology
+            .routes
+            .iter()
+            .filter(|(range, index)| {
+                range.end > range.start
+                    && topology.shards[index].throttle().close_window(now, window) == Some(true)
+            })
+            .map(|&(_, index)| index)
+            .collect();
+        let room = self
+            .context
+            .max_open_shards
+            .saturating_sub(topology.routes.len() as u32) as usize;
+        let mut split = 0;
+        for index in hot.into_iter().take(room) {
+            let Some(entry) = topology.entry(index).cloned() else {
+                continue;
+            };
+            let range = entry.hash_range;
+            let middle = range.start + (range.end - range.start) / 2 + 1;
+            let end = self.close_point(&topology, index)?;
+            self.update_manifest(&mut topology, |m| {
+                close(m, index, end, now);
+                add_shard(
+                    m,
+                    HashKeyRange {
+                        start: range.start,
+                        end: middle - 1,
+                    },
+                    Some(index),
+                    None,
+                    now,
+                );
+                add_shard(
+                    m,
+                    HashKeyRange {
+                        start: middle,
+                        end: range.end,
+                    },
+                    Some(index),
+                    None,
+                    now,
+                );
+                Ok(())
+            })?;
+            split += 1;
+        }
+        Ok(split)
     }
 
     /// Sets the retention period (24 to 8,760 hours); `increase` says which way it may move, as

@@ -768,3 +768,111 @@ fn tags_are_stored_and_validated() {
     s.remove_tags(&["team".into()]).unwrap();
     assert!(s.describe().tags.is_empty());
 }
+
+#[test]
+fn throughput_limits_throttle_writes_and_reads_per_shard_when_on() {
+    let (_dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    assert!(!s.describe().throughput_limits, "off by default");
+    for _ in 0..1500 {
+        s.put_record(&PutRecord::new("k", b"x")).unwrap();
+    }
+    s.set_throughput_limits(Some(true)).unwrap();
+    let mut accepted = 0;
+    let throttled = loop {
+        match s.put_record(&PutRecord::new("k", b"x")) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(accepted, 1000, "1,000 records a second");
+    assert!(
+        matches!(throttled, Error::ProvisionedThroughputExceeded { .. }),
+        "{throttled}"
+    );
+    // put_records: the entries over the limit fail alone.
+    clock.advance(1000);
+    let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+    let batch: Vec<PutRecord<'_>> = keys.iter().map(|k| PutRecord::new(k, b"x")).collect();
+    let first = s.put_records(&batch).unwrap();
+    assert!(first.iter().all(|r| r.is_ok()));
+    let second = s.put_records(&batch).unwrap();
+    assert!(second.iter().all(|r| r.is_ok()));
+    let third = s.put_records(&batch).unwrap();
+    let failed: Vec<_> = third.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(failed.len(), 500);
+    assert_eq!(
+        failed[0].error_code,
+        "ProvisionedThroughputExceededException"
+    );
+    // Reads: five calls a second.
+    let it = s
+        .shard_iterator("shardId-000000000000", IteratorStart::TrimHorizon)
+        .unwrap();
+    for _ in 0..5 {
+        store.get_records(&it, 1).unwrap();
+    }
+    assert!(matches!(
+        store.get_records(&it, 1),
+        Err(Error::ProvisionedThroughputExceeded { .. })
+    ));
+    clock.advance(1000);
+    store.get_records(&it, 1).unwrap();
+    s.set_throughput_limits(Some(false)).unwrap();
+    for _ in 0..20 {
+        store.get_records(&it, 1).unwrap();
+    }
+}
+
+#[test]
+fn an_on_demand_stream_splits_shards_that_stay_hot() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            on_demand_window: Duration::from_secs(10),
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    let s = store
+        .create_stream("od", StreamConfig::on_demand())
+        .unwrap();
+    let d = s.describe();
+    assert_eq!(
+        (d.mode, d.open_shard_count),
+        (shardlog::StreamMode::OnDemand, 4)
+    );
+    // One hot key: ~2,000 records/s for the whole window into one shard; the others stay cool.
+    let hot = s
+        .put_record(&PutRecord::new("hot", b"x"))
+        .unwrap()
+        .shard_id
+        .to_string();
+    for _ in 0..10 {
+        for _ in 0..2_000 {
+            s.put_record(&PutRecord::new("hot", b"x")).unwrap();
+        }
+        s.put_record(&PutRecord::new("cool-1", b"x")).unwrap();
+        clock.advance(1_000);
+    }
+    assert_eq!(store.autoscale().unwrap(), 1);
+    let d = s.describe();
+    assert_eq!(d.open_shard_count, 5);
+    let children: Vec<_> = d
+        .shards
+        .iter()
+        .filter(|x| x.parent_shard_id.as_deref() == Some(hot.as_str()))
+        .collect();
+    assert_eq!(children.len(), 2, "the hot shard was split");
+    // A quiet window splits nothing; a provisioned stream never autoscales.
+    clock.advance(10_000);
+    s.put_record(&PutRecord::new("hot", b"x")).unwrap();
+    clock.advance(10_000);
+    assert_eq!(store.autoscale().unwrap(), 0);
+    s.set_mode(shardlog::StreamMode::Provisioned).unwrap();
+    assert_eq!(s.describe().mode, shardlog::StreamMode::Provisioned);
+}
