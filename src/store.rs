@@ -47,6 +47,9 @@ pub struct StoreOptions {
     /// The window over which an on-demand stream measures each shard's write rate; a shard that
     /// wrote faster than a shard's limit over it is split by the background thread.
     pub on_demand_window: Duration,
+    /// Shards unused this long are closed by the background thread (their maps and file
+    /// descriptors released), so a store of many idle shards holds few resources.
+    pub idle_shard_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +61,7 @@ impl Default for StoreOptions {
             max_open_shards_per_stream: 20_000,
             throughput_limits: false,
             on_demand_window: Duration::from_secs(60),
+            idle_shard_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -356,11 +360,31 @@ impl Store {
         enforce_retention(&self.inner)
     }
 
+    /// Closes shards unused for `idle_shard_timeout` now (the background thread does this every
+    /// `retention_interval`). Returns how many were closed.
+    pub fn close_idle_shards(&self) -> usize {
+        close_idle_shards(&self.inner)
+    }
+
     /// Lets every on-demand stream split its hot shards now (the background thread does this
     /// every `retention_interval`). Returns how many shards were split.
     pub fn autoscale(&self) -> Result<usize> {
         autoscale(&self.inner)
     }
+}
+
+fn close_idle_shards(inner: &Inner) -> usize {
+    let streams: Vec<Arc<Stream>> = inner
+        .streams
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    streams
+        .iter()
+        .map(|s| s.close_idle_shards(inner.options.idle_shard_timeout))
+        .sum()
 }
 
 fn autoscale(inner: &Inner) -> Result<usize> {
@@ -413,6 +437,7 @@ fn compactor_loop(inner: Weak<Inner>, interval: Duration) {
         // to return the error to.
         let _ = enforce_retention(&strong);
         let _ = autoscale(&strong);
+        close_idle_shards(&strong);
     }
 }
 

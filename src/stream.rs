@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -232,6 +233,8 @@ struct ShardSlot {
     dir: PathBuf,
     shard: Mutex<Option<Arc<Shard>>>,
     throttle: Mutex<ShardThrottle>,
+    /// When the shard was last used (store clock), so idle shards can be closed.
+    last_used_ms: AtomicI64,
 }
 
 impl ShardSlot {
@@ -240,6 +243,8 @@ impl ShardSlot {
     }
 
     fn open(&self, options: &ShardOptions) -> Result<Arc<Shard>> {
+        self.last_used_ms
+            .store(options.clock.now_ms(), AtomicOrdering::Relaxed);
         let mut slot = self.shard.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shard) = slot.as_ref() {
             return Ok(Arc::clone(shard));
@@ -336,6 +341,7 @@ impl Topology {
                     dir: dir.join(shard_id(entry.index)),
                     shard: Mutex::new(None),
                     throttle: Mutex::new(ShardThrottle::default()),
+                    last_used_ms: AtomicI64::new(i64::MIN),
                 })
             });
             shards.insert(entry.index, slot);
@@ -1226,6 +1232,30 @@ impl Stream {
             split += 1;
         }
         Ok(split)
+    }
+
+    /// Closes shards not used for `idle`: their maps are unmapped and files closed (the next use
+    /// reopens them, which verifies only the tail after the last index entry). A shard some
+    /// reader or writer still holds stays open. Returns how many were closed.
+    pub fn close_idle_shards(&self, idle: Duration) -> usize {
+        let topology = self.read_topology();
+        let cutoff = self
+            .context
+            .clock
+            .now_ms()
+            .saturating_sub(idle.as_millis() as i64);
+        let mut closed = 0;
+        for slot in topology.shards.values() {
+            if slot.last_used_ms.load(AtomicOrdering::Relaxed) > cutoff {
+                continue;
+            }
+            let mut shard = slot.shard.lock().unwrap_or_else(|e| e.into_inner());
+            if shard.as_ref().is_some_and(|s| Arc::strong_count(s) == 1) {
+                *shard = None;
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Sets the retention period (24 to 8,760 hours); `increase` says which way it may move, as

@@ -876,3 +876,57 @@ fn an_on_demand_stream_splits_shards_that_stay_hot() {
     s.set_mode(shardlog::StreamMode::Provisioned).unwrap();
     assert_eq!(s.describe().mode, shardlog::StreamMode::Provisioned);
 }
+
+/// File descriptors this process holds on files under `dir`.
+fn open_files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn idle_shards_hold_no_file_and_never_written_shards_cost_no_disk() {
+    let (dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(100))
+        .unwrap();
+    // Listing, describing and iterating over never-written shards creates nothing.
+    for shard in s.list_shards(&ShardFilter::All).unwrap() {
+        let it = s
+            .shard_iterator(&shard.shard_id, IteratorStart::Latest)
+            .unwrap();
+        assert!(store.get_records(&it, 10).unwrap().records.is_empty());
+    }
+    let shard_dirs = std::fs::read_dir(dir.path().join("streams/s/shards"))
+        .unwrap()
+        .count();
+    assert_eq!(shard_dirs, 0, "no directory for a shard never written");
+    assert_eq!(
+        open_files_under(dir.path()),
+        1,
+        "only the LOCK file is open"
+    );
+
+    for i in 0..50 {
+        s.put_record(&PutRecord::new(&format!("k{i}"), b"x"))
+            .unwrap();
+    }
+    let busy = open_files_under(dir.path());
+    assert!(busy > 10, "{busy} files open while shards are in use");
+    assert_eq!(store.close_idle_shards(), 0, "nothing is idle yet");
+    clock.advance(301_000);
+    assert!(store.close_idle_shards() > 10);
+    assert_eq!(open_files_under(dir.path()), 1, "idle shards were closed");
+    // A closed shard reopens on use, with everything in it.
+    let (records, _) = drain(
+        &store,
+        &s,
+        &s.put_record(&PutRecord::new("k1", b"y"))
+            .unwrap()
+            .shard_id
+            .to_string(),
+    );
+    assert!(records.iter().any(|r| &r.data[..] == b"y"));
+}

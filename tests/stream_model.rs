@@ -14,12 +14,26 @@ use shardlog::{
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { key: u8, len: usize },
+    Put {
+        key: u8,
+        len: usize,
+    },
     PutRecords(Vec<(u8, usize)>),
-    Read { shard: usize, start: Start, limit: usize },
-    Split { shard: usize, at: f64 },
-    Merge { shard: usize },
-    Rescale { up: bool },
+    Read {
+        shard: usize,
+        start: Start,
+        limit: usize,
+    },
+    Split {
+        shard: usize,
+        at: f64,
+    },
+    Merge {
+        shard: usize,
+    },
+    Rescale {
+        up: bool,
+    },
     Clock(i64),
     Reopen,
 }
@@ -78,7 +92,12 @@ impl Model {
     }
 
     fn open_sorted(&self) -> Vec<(u32, HashKeyRange)> {
-        let mut v: Vec<_> = self.shards.iter().filter(|(_, s)| s.open).map(|(&i, s)| (i, s.range)).collect();
+        let mut v: Vec<_> = self
+            .shards
+            .iter()
+            .filter(|(_, s)| s.open)
+            .map(|(&i, s)| (i, s.range))
+            .collect();
         v.sort_by_key(|(_, r)| r.start);
         v
     }
@@ -104,12 +123,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let mut store = Store::open(dir.path(), options(&clock)).unwrap();
-    let mut stream = store.create_stream("m", StreamConfig::provisioned(3)).unwrap();
+    let mut stream = store
+        .create_stream("m", StreamConfig::provisioned(3))
+        .unwrap();
     let mut model = Model {
         shards: HashKeyRange::uniform(3)
             .into_iter()
             .zip(0..)
-            .map(|(range, i)| (i, ModelShard { range, open: true, records: Vec::new() }))
+            .map(|(range, i)| {
+                (
+                    i,
+                    ModelShard {
+                        range,
+                        open: true,
+                        records: Vec::new(),
+                    },
+                )
+            })
             .collect(),
         last_arrival: BTreeMap::new(),
     };
@@ -129,27 +159,45 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let expected = model.route(&k);
                 prop_assert_eq!(put.shard_id.index(), expected, "routing of {}", k);
                 let shard = model.shards.get_mut(&expected).unwrap();
-                prop_assert_eq!(put.sequence_number.offset().get(), shard.records.len() as u64);
-                let t = clock.now_ms().max(*model.last_arrival.get(&expected).unwrap_or(&i64::MIN));
+                prop_assert_eq!(
+                    put.sequence_number.offset().get(),
+                    shard.records.len() as u64
+                );
+                let t = clock
+                    .now_ms()
+                    .max(*model.last_arrival.get(&expected).unwrap_or(&i64::MIN));
                 model.last_arrival.insert(expected, t);
                 shard.records.push((t, k, d));
             }
             Op::PutRecords(entries) => {
-                let owned: Vec<(String, Vec<u8>)> = entries.iter().map(|&(k, len)| (key_name(k), data_for(len))).collect();
-                let batch: Vec<PutRecord<'_>> = owned.iter().map(|(k, d)| PutRecord::new(k, d)).collect();
+                let owned: Vec<(String, Vec<u8>)> = entries
+                    .iter()
+                    .map(|&(k, len)| (key_name(k), data_for(len)))
+                    .collect();
+                let batch: Vec<PutRecord<'_>> =
+                    owned.iter().map(|(k, d)| PutRecord::new(k, d)).collect();
                 let results = stream.put_records(&batch).unwrap();
                 for ((k, d), r) in owned.into_iter().zip(results) {
                     let put = r.unwrap();
                     let expected = model.route(&k);
                     prop_assert_eq!(put.shard_id.index(), expected);
                     let shard = model.shards.get_mut(&expected).unwrap();
-                    prop_assert_eq!(put.sequence_number.offset().get(), shard.records.len() as u64);
-                    let t = clock.now_ms().max(*model.last_arrival.get(&expected).unwrap_or(&i64::MIN));
+                    prop_assert_eq!(
+                        put.sequence_number.offset().get(),
+                        shard.records.len() as u64
+                    );
+                    let t = clock
+                        .now_ms()
+                        .max(*model.last_arrival.get(&expected).unwrap_or(&i64::MIN));
                     model.last_arrival.insert(expected, t);
                     shard.records.push((t, k, d));
                 }
             }
-            Op::Read { shard, start, limit } => {
+            Op::Read {
+                shard,
+                start,
+                limit,
+            } => {
                 let indexes: Vec<u32> = model.shards.keys().copied().collect();
                 let index = indexes[shard % indexes.len()];
                 let records = &model.shards[&index].records;
@@ -163,33 +211,57 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                     Start::At(f) => {
                         let i = pick(f);
-                        let seq = shardlog::SequenceNumber::new(index, shardlog::Offset::new(i as u64));
+                        let seq =
+                            shardlog::SequenceNumber::new(index, shardlog::Offset::new(i as u64));
                         (IteratorStart::AtSequenceNumber(seq.to_string()), i)
                     }
                     Start::After(f) => {
                         let i = pick(f);
-                        let seq = shardlog::SequenceNumber::new(index, shardlog::Offset::new(i as u64));
+                        let seq =
+                            shardlog::SequenceNumber::new(index, shardlog::Offset::new(i as u64));
                         (IteratorStart::AfterSequenceNumber(seq.to_string()), i + 1)
                     }
                     Start::Timestamp(f) => {
-                        let (lo, hi) = records.first().zip(records.last()).map_or((0, 0), |(a, b)| (a.0, b.0));
+                        let (lo, hi) = records
+                            .first()
+                            .zip(records.last())
+                            .map_or((0, 0), |(a, b)| (a.0, b.0));
                         let t = lo + ((hi - lo + 2) as f64 * f) as i64 - 1;
-                        (IteratorStart::AtTimestamp(t), records.iter().position(|r| r.0 >= t).unwrap_or(records.len()))
+                        (
+                            IteratorStart::AtTimestamp(t),
+                            records
+                                .iter()
+                                .position(|r| r.0 >= t)
+                                .unwrap_or(records.len()),
+                        )
                     }
                 };
-                let it = stream.shard_iterator(&shard_id(index), iterator_start).unwrap();
+                let it = stream
+                    .shard_iterator(&shard_id(index), iterator_start)
+                    .unwrap();
                 let got = store.get_records(&it, limit).unwrap();
                 let want: Vec<_> = records.iter().skip(from).take(limit).collect();
-                prop_assert_eq!(got.records.len(), want.len(), "read of {} from {}", index, from);
+                prop_assert_eq!(
+                    got.records.len(),
+                    want.len(),
+                    "read of {} from {}",
+                    index,
+                    from
+                );
                 for (g, w) in got.records.iter().zip(&want) {
                     prop_assert_eq!(g.approximate_arrival_ms, w.0);
                     prop_assert_eq!(&g.partition_key, &w.1);
                     prop_assert_eq!(&g.data[..], &w.2[..]);
                 }
-                let closed_and_done = !model.shards[&index].open && from + got.records.len() >= records.len();
+                let closed_and_done =
+                    !model.shards[&index].open && from + got.records.len() >= records.len();
                 prop_assert_eq!(got.next_shard_iterator.is_none(), closed_and_done);
                 if closed_and_done {
-                    let children: Vec<u32> = got.child_shards.iter().map(|c| shardlog::ShardId::parse(&c.shard_id).unwrap().index()).collect();
+                    let children: Vec<u32> = got
+                        .child_shards
+                        .iter()
+                        .map(|c| shardlog::ShardId::parse(&c.shard_id).unwrap().index())
+                        .collect();
                     prop_assert!(!children.is_empty());
                 }
             }
@@ -200,11 +272,33 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let key = range.start + 1 + ((range.end - range.start - 1) as f64 * at) as u128;
-                stream.split_shard(&shard_id(index), &key.to_string()).unwrap();
+                stream
+                    .split_shard(&shard_id(index), &key.to_string())
+                    .unwrap();
                 model.shards.get_mut(&index).unwrap().open = false;
                 let next = *model.shards.keys().last().unwrap() + 1;
-                model.shards.insert(next, ModelShard { range: HashKeyRange { start: range.start, end: key - 1 }, open: true, records: Vec::new() });
-                model.shards.insert(next + 1, ModelShard { range: HashKeyRange { start: key, end: range.end }, open: true, records: Vec::new() });
+                model.shards.insert(
+                    next,
+                    ModelShard {
+                        range: HashKeyRange {
+                            start: range.start,
+                            end: key - 1,
+                        },
+                        open: true,
+                        records: Vec::new(),
+                    },
+                );
+                model.shards.insert(
+                    next + 1,
+                    ModelShard {
+                        range: HashKeyRange {
+                            start: key,
+                            end: range.end,
+                        },
+                        open: true,
+                        records: Vec::new(),
+                    },
+                );
             }
             Op::Merge { shard } => {
                 let open = model.open_sorted();
@@ -217,24 +311,46 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 model.shards.get_mut(&a).unwrap().open = false;
                 model.shards.get_mut(&b).unwrap().open = false;
                 let next = *model.shards.keys().last().unwrap() + 1;
-                model.shards.insert(next, ModelShard { range: HashKeyRange { start: ra.start, end: rb.end }, open: true, records: Vec::new() });
+                model.shards.insert(
+                    next,
+                    ModelShard {
+                        range: HashKeyRange {
+                            start: ra.start,
+                            end: rb.end,
+                        },
+                        open: true,
+                        records: Vec::new(),
+                    },
+                );
             }
             Op::Rescale { up } => {
                 let open = model.open_sorted().len() as u32;
-                let target = if up { (open + 1).min(open * 2).min(8) } else { open.div_ceil(2).max(1).max(open - 1) };
+                let target = if up {
+                    (open + 1).min(open * 2).min(8)
+                } else {
+                    open.div_ceil(2).max(1).max(open - 1)
+                };
                 if target == open {
                     continue;
                 }
                 stream.update_shard_count(target).unwrap();
                 // Adopt the stream's new topology after checking it.
                 let listed = stream.list_shards(&ShardFilter::All).unwrap();
-                let mut open_ranges: Vec<HashKeyRange> = listed.iter().filter(|s| s.ending_sequence_number.is_none()).map(|s| s.hash_key_range).collect();
+                let mut open_ranges: Vec<HashKeyRange> = listed
+                    .iter()
+                    .filter(|s| s.ending_sequence_number.is_none())
+                    .map(|s| s.hash_key_range)
+                    .collect();
                 open_ranges.sort();
                 prop_assert_eq!(open_ranges, HashKeyRange::uniform(target));
                 for s in &listed {
                     let index = shardlog::ShardId::parse(&s.shard_id).unwrap().index();
                     let open = s.ending_sequence_number.is_none();
-                    let entry = model.shards.entry(index).or_insert(ModelShard { range: s.hash_key_range, open, records: Vec::new() });
+                    let entry = model.shards.entry(index).or_insert(ModelShard {
+                        range: s.hash_key_range,
+                        open,
+                        records: Vec::new(),
+                    });
                     prop_assert_eq!(entry.range, s.hash_key_range);
                     entry.open = open;
                 }
