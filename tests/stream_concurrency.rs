@@ -74,6 +74,9 @@ fn producers_resharding_and_consumers_together_lose_and_duplicate_nothing() {
                 loop {
                     assert!(Instant::now() < deadline, "consumers did not finish");
                     // Claim a shard whose parents are all finished.
+                    // Read the flag before the list: a list fetched after production (and so
+                    // resharding) ended is final.
+                    let production_over = !producing.load(Ordering::Acquire);
                     let shards = stream.list_shards(&ShardFilter::All).unwrap();
                     let next = {
                         let finished = finished.lock().unwrap();
@@ -91,7 +94,7 @@ fn producers_resharding_and_consumers_together_lose_and_duplicate_nothing() {
                         })
                     };
                     let Some(shard) = next else {
-                        let all_done = !producing.load(Ordering::Acquire)
+                        let all_done = production_over
                             && shards
                                 .iter()
                                 .all(|sh| claimed.lock().unwrap().contains(&sh.shard_id));
@@ -105,6 +108,8 @@ fn producers_resharding_and_consumers_together_lose_and_duplicate_nothing() {
                         .shard_iterator(&shard, IteratorStart::TrimHorizon)
                         .unwrap();
                     loop {
+                        // Likewise before the read: an empty read after production ended is the end.
+                        let ended_before_read = !producing.load(Ordering::Acquire);
                         let got = store.get_records(&it, 1000).unwrap();
                         let mut mine = Vec::with_capacity(got.records.len());
                         for r in &got.records {
@@ -118,7 +123,7 @@ fn producers_resharding_and_consumers_together_lose_and_duplicate_nothing() {
                             Some(next) => {
                                 // An open shard: keep polling until it closes, or until all
                                 // production is over and it is drained.
-                                if got.records.is_empty() && !producing.load(Ordering::Acquire) {
+                                if got.records.is_empty() && ended_before_read {
                                     let open_still = stream
                                         .list_shards(&ShardFilter::AtLatest)
                                         .unwrap()
@@ -150,7 +155,18 @@ fn producers_resharding_and_consumers_together_lose_and_duplicate_nothing() {
     for (_, id) in &consumed {
         assert!(seen.insert(*id), "record {id} consumed twice");
     }
-    assert_eq!(seen, expected, "every record put is consumed");
+    let mut missing: Vec<u64> = expected.difference(&seen).copied().collect();
+    let mut extra: Vec<u64> = seen.difference(&expected).copied().collect();
+    missing.sort_unstable();
+    extra.sort_unstable();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} records never consumed (first {:?}), {} consumed but never put (first {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        extra.len(),
+        &extra[..extra.len().min(10)]
+    );
     let mut last: HashMap<&str, u64> = HashMap::new();
     for (key, id) in &consumed {
         if let Some(prev) = last.insert(key, *id) {
