@@ -32,7 +32,7 @@ pub(crate) const MAP_APPEND_MAX: usize = 128 * 1024;
 /// Payloads at least this large are written straight from the caller's slice.
 pub(crate) const DIRECT_WRITE_MIN: usize = 32 * 1024;
 /// Frames are gathered in a buffer of about this size between pwrites: small enough to stay in
-/// cache, large enough to make the system calls cheap.
+/// cache, large enough to make the system calls cheap and the page cache's folios large.
 const PWRITE_CHUNK: usize = 256 * 1024;
 /// How far ahead of small appends the file is zero-filled at a time.
 const PREFILL_AHEAD: usize = 256 * 1024;
