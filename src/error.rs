@@ -126,6 +126,12 @@ pub enum Error {
         /// Why it is no longer valid.
         reason: String,
     },
+    /// A list_shards paging token is too old (Kinesis ExpiredNextTokenException).
+    #[error("next token expired: {reason}")]
+    ExpiredNextToken {
+        /// Why it is no longer valid.
+        reason: String,
+    },
     /// An earlier fsync failed; the shard refuses writes because the kernel may have dropped the
     /// unsynced data. Reopen it (recovery keeps exactly what reached the disk).
     #[error("{} refuses writes after a failed sync: {reason}", path.display())]

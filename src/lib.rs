@@ -51,8 +51,8 @@ pub use sequence::SequenceNumber;
 pub use shard::{Deleted, FlushPolicy, Shard, ShardOptions};
 pub use store::{RetentionReport, Store, StoreOptions, StreamConfig, StreamModeConfig};
 pub use stream::{
-    ChildShard, GetRecordsOutput, IteratorStart, Put, PutFailure, PutRecord, ShardDescription,
-    ShardFilter, Stream, StreamDescription, StreamRecord,
+    ChildShard, GetRecordsOutput, IteratorStart, ListShards, Put, PutFailure, PutRecord,
+    ShardDescription, ShardFilter, ShardPage, Stream, StreamDescription, StreamRecord,
 };
 pub use types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits, Record};
 

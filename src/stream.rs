@@ -194,7 +194,7 @@ pub struct StreamDescription {
 }
 
 /// Which shards list_shards returns (Kinesis ShardFilter).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum ShardFilter {
     /// All shards.
     #[default]
@@ -211,6 +211,39 @@ pub enum ShardFilter {
     AtTimestamp(i64),
     /// Shards open at or after this time.
     FromTimestamp(i64),
+}
+
+/// One page of a paged list_shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPage {
+    /// Shards of this page, in index order.
+    pub shards: Vec<ShardDescription>,
+    /// Pass to [`Stream::list_shards_page`] for the next page; `None` on the last page. Valid for
+    /// 5 minutes, like Kinesis's.
+    pub next_token: Option<String>,
+}
+
+/// What a paged list_shards asks for (Kinesis ListShards: a filter, or a NextToken, and
+/// MaxResults from 1 to 10,000).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListShards<'a> {
+    /// The first page of shards matching a filter.
+    First(ShardFilter),
+    /// The page after the one that returned this token.
+    Next(&'a str),
+}
+
+/// Longest a list_shards page may be.
+pub const MAX_LIST_SHARDS: usize = 10_000;
+const NEXT_TOKEN_TTL_MS: i64 = 300_000;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NextToken {
+    /// The stream's creation time: a token does not page through a re-created stream.
+    created_ms: i64,
+    issued_ms: i64,
+    after_index: u32,
+    filter: ShardFilter,
 }
 
 /// A stream of shards. Obtain one from a [`crate::Store`].
@@ -916,6 +949,69 @@ impl Stream {
             })
             .map(describe_shard)
             .collect())
+    }
+
+    /// Shards page by page: at most `max_results` (1 to 10,000) at a time, with a token for the
+    /// next page.
+    pub fn list_shards_page(
+        &self,
+        request: ListShards<'_>,
+        max_results: usize,
+    ) -> Result<ShardPage> {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        if !(1..=MAX_LIST_SHARDS).contains(&max_results) {
+            return Err(Error::invalid(
+                "MaxResults",
+                format!("{max_results} is outside 1..={MAX_LIST_SHARDS}"),
+            ));
+        }
+        let now = self.context.clock.now_ms();
+        let created_ms = self.created_ms();
+        let (filter, after) = match request {
+            ListShards::First(filter) => (filter, None),
+            ListShards::Next(text) => {
+                let token: NextToken = engine
+                    .decode(text)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .filter(|t: &NextToken| t.created_ms == created_ms)
+                    .ok_or_else(|| {
+                        Error::invalid("NextToken", "not a list_shards token of this stream")
+                    })?;
+                if now.saturating_sub(token.issued_ms) > NEXT_TOKEN_TTL_MS {
+                    return Err(Error::ExpiredNextToken {
+                        reason: format!(
+                            "issued {} ms ago; tokens last 300 s",
+                            now - token.issued_ms
+                        ),
+                    });
+                }
+                (token.filter, Some(token.after_index))
+            }
+        };
+        let all = self.list_shards(&filter)?;
+        let mut rest = all
+            .into_iter()
+            .filter(|s| {
+                after.is_none_or(|a| ShardId::parse(&s.shard_id).is_some_and(|id| id.index() > a))
+            })
+            .peekable();
+        let shards: Vec<ShardDescription> = rest.by_ref().take(max_results).collect();
+        let next_token = match (rest.peek(), shards.last()) {
+            (Some(_), Some(last)) => {
+                let token = NextToken {
+                    created_ms,
+                    issued_ms: now,
+                    after_index: ShardId::parse(&last.shard_id).map_or(0, ShardId::index),
+                    filter,
+                };
+                let json = serde_json::to_vec(&token).expect("a token always serializes");
+                Some(engine.encode(json))
+            }
+            _ => None,
+        };
+        Ok(ShardPage { shards, next_token })
     }
 
     /// Splits an open shard in two at `new_starting_hash_key` (decimal): the parent closes, and

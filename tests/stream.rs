@@ -930,3 +930,101 @@ fn idle_shards_hold_no_file_and_never_written_shards_cost_no_disk() {
     );
     assert!(records.iter().any(|r| &r.data[..] == b"y"));
 }
+
+#[test]
+fn list_shards_pages_with_tokens_that_expire() {
+    let (_dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(25))
+        .unwrap();
+    s.split_shard(
+        "shardId-000000000003",
+        &(HashKeyRange::uniform(25)[3].start + 1000).to_string(),
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    let mut page = s
+        .list_shards_page(shardlog::ListShards::First(ShardFilter::AtLatest), 10)
+        .unwrap();
+    let mut pages = 1;
+    loop {
+        ids.extend(page.shards.iter().map(|x| x.shard_id.clone()));
+        let Some(token) = page.next_token else { break };
+        page = s
+            .list_shards_page(shardlog::ListShards::Next(&token), 10)
+            .unwrap();
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(ids.len(), 26, "25 shards, one split into two");
+    assert!(
+        !ids.contains(&"shardId-000000000003".to_string()),
+        "the filter carries over pages"
+    );
+    assert_eq!(ids, {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted
+    });
+    let first = s
+        .list_shards_page(shardlog::ListShards::First(ShardFilter::All), 5)
+        .unwrap();
+    let token = first.next_token.unwrap();
+    assert!(matches!(
+        s.list_shards_page(shardlog::ListShards::Next("bogus"), 5),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        s.list_shards_page(shardlog::ListShards::First(ShardFilter::All), 0),
+        Err(Error::InvalidArgument { .. })
+    ));
+    clock.advance(300_001);
+    assert!(matches!(
+        s.list_shards_page(shardlog::ListShards::Next(&token), 5),
+        Err(Error::ExpiredNextToken { .. })
+    ));
+}
+
+#[test]
+fn list_shards_filters_by_time() {
+    let (_dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    let t0 = clock.now_ms();
+    clock.advance(1_000);
+    s.split_shard("shardId-000000000000", &(u128::MAX / 2).to_string())
+        .unwrap();
+    let t1 = clock.now_ms();
+    clock.advance(1_000);
+    let at = |t| -> Vec<String> {
+        s.list_shards(&ShardFilter::AtTimestamp(t))
+            .unwrap()
+            .into_iter()
+            .map(|x| x.shard_id)
+            .collect()
+    };
+    assert_eq!(
+        at(t0 + 500),
+        ["shardId-000000000000"],
+        "open then: the parent"
+    );
+    assert_eq!(
+        at(t1 + 500),
+        ["shardId-000000000001", "shardId-000000000002"]
+    );
+    let from = s
+        .list_shards(&ShardFilter::FromTimestamp(t0 + 500))
+        .unwrap();
+    assert_eq!(
+        from.len(),
+        3,
+        "the parent was still open then, the children came after"
+    );
+    assert_eq!(
+        s.list_shards(&ShardFilter::FromTimestamp(t1 + 500))
+            .unwrap()
+            .len(),
+        2
+    );
+}
