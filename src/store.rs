@@ -374,13 +374,7 @@ impl Store {
 }
 
 fn close_idle_shards(inner: &Inner) -> usize {
-    let streams: Vec<Arc<Stream>> = inner
-        .streams
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let streams = all_streams(inner);
     streams
         .iter()
         .map(|s| s.close_idle_shards(inner.options.idle_shard_timeout))
@@ -388,13 +382,7 @@ fn close_idle_shards(inner: &Inner) -> usize {
 }
 
 fn autoscale(inner: &Inner) -> Result<usize> {
-    let streams: Vec<Arc<Stream>> = inner
-        .streams
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let streams = all_streams(inner);
     let mut split = 0;
     for stream in streams {
         split += stream.autoscale()?;
@@ -402,15 +390,20 @@ fn autoscale(inner: &Inner) -> Result<usize> {
     Ok(split)
 }
 
-fn enforce_retention(inner: &Inner) -> Result<RetentionReport> {
-    let now = inner.context.clock.now_ms();
-    let streams: Vec<Arc<Stream>> = inner
+/// The streams open now, so background work can go through them without holding the map.
+fn all_streams(inner: &Inner) -> Vec<Arc<Stream>> {
+    inner
         .streams
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .values()
         .cloned()
-        .collect();
+        .collect()
+}
+
+fn enforce_retention(inner: &Inner) -> Result<RetentionReport> {
+    let now = inner.context.clock.now_ms();
+    let streams = all_streams(inner);
     let mut report = RetentionReport::default();
     for stream in streams {
         report.records += stream.enforce_retention(now)?;

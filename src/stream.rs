@@ -1036,28 +1036,33 @@ impl Stream {
             ));
         }
         self.check_open_shard_limit(&topology, 1)?;
+        self.split_at(&mut topology, parent.index, key)
+    }
+
+    /// Closes open shard `index` and adds two children owning its keys below `key` and from it.
+    /// Called under the exclusive topology lock; `key` lies inside the shard's range, above its
+    /// start.
+    fn split_at(&self, topology: &mut Topology, index: u32, key: u128) -> Result<()> {
+        let range = topology
+            .entry(index)
+            .map(|e| e.hash_range)
+            .ok_or_else(|| not_found_shard(&shard_id(index)))?;
         let now = self.context.clock.now_ms();
-        let end = self.close_point(&topology, parent.index)?;
-        let parent_index = parent.index;
-        self.update_manifest(&mut topology, |m| {
-            close(m, parent_index, end, now);
-            add_shard(
-                m,
-                HashKeyRange {
-                    start: range.start,
-                    end: key - 1,
-                },
-                Some(parent_index),
-                None,
-                now,
-            );
+        let end = self.close_point(topology, index)?;
+        self.update_manifest(topology, |m| {
+            close(m, index, end, now);
+            let low = HashKeyRange {
+                start: range.start,
+                end: key - 1,
+            };
+            add_shard(m, low, Some(index), None, now);
             add_shard(
                 m,
                 HashKeyRange {
                     start: key,
                     end: range.end,
                 },
-                Some(parent_index),
+                Some(index),
                 None,
                 now,
             );
@@ -1295,36 +1300,11 @@ impl Stream {
             .saturating_sub(topology.routes.len() as u32) as usize;
         let mut split = 0;
         for index in hot.into_iter().take(room) {
-            let Some(entry) = topology.entry(index).cloned() else {
+            let Some(range) = topology.entry(index).map(|e| e.hash_range) else {
                 continue;
             };
-            let range = entry.hash_range;
             let middle = range.start + (range.end - range.start) / 2 + 1;
-            let end = self.close_point(&topology, index)?;
-            self.update_manifest(&mut topology, |m| {
-                close(m, index, end, now);
-                add_shard(
-                    m,
-                    HashKeyRange {
-                        start: range.start,
-                        end: middle - 1,
-                    },
-                    Some(index),
-                    None,
-                    now,
-                );
-                add_shard(
-                    m,
-                    HashKeyRange {
-                        start: middle,
-                        end: range.end,
-                    },
-                    Some(index),
-                    None,
-                    now,
-                );
-                Ok(())
-            })?;
+            self.split_at(&mut topology, index, middle)?;
             split += 1;
         }
         Ok(split)

@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -61,32 +60,14 @@ fn crash_rounds(policy: &str, rounds: u32) {
     eprintln!("crash test ({policy}) seed {seed}: rerun with SHARDLOG_CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acked = 0u64;
     let mut kills_mid_run = 0;
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args(["child_writer", "--exact", "--ignored", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(DIR_ENV, dir.path())
-            .env(POLICY_ENV, policy)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // libtest prints "test child_writer ... " without a newline before the test runs,
-                // so the first acknowledgement may share that line.
-                if let Some((_, n)) = line.rsplit_once("ack ") {
-                    last = Some(n.trim().parse::<u64>().unwrap());
-                }
-            }
-            last
-        });
+        let envs = [
+            (DIR_ENV, dir.path().display().to_string()),
+            (POLICY_ENV, policy.to_string()),
+        ];
+        let (mut child, reader) = spawn_acking_child("child_writer", &envs);
         std::thread::sleep(Duration::from_millis(rng.gen_range(2..80)));
         child.kill().expect("SIGKILL the child");
         let status = child.wait().unwrap();

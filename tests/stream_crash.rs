@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
-use common::consume_all;
+use common::{consume_all, spawn_acking_child};
 use rand::{Rng, SeedableRng};
 use shardlog::{
     FlushPolicy, PutRecord, ShardFilter, ShardOptions, Store, StoreOptions, StreamConfig,
@@ -104,38 +103,16 @@ fn sigkill_during_puts_and_resharding_keeps_streams_consistent_and_records_exact
     eprintln!("stream crash test seed {seed}: rerun with SHARDLOG_CRASH_SEED={seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     // Ids the children acknowledged, as ranges, and where the next child starts.
     let mut acked_ranges: Vec<(u64, u64)> = Vec::new();
     let mut next_start = 0u64;
     let mut reshards_seen = 0;
     for round in 0..15 {
-        let mut child = Command::new(&exe)
-            .args([
-                "child_putter",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(DIR_ENV, dir.path())
-            .env(START_ENV, next_start.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some((_, n)) = line.rsplit_once("ack ") {
-                    last = Some(n.trim().parse::<u64>().unwrap());
-                }
-            }
-            last
-        });
+        let envs = [
+            (DIR_ENV, dir.path().display().to_string()),
+            (START_ENV, next_start.to_string()),
+        ];
+        let (mut child, reader) = spawn_acking_child("child_putter", &envs);
         std::thread::sleep(Duration::from_millis(rng.gen_range(5..120)));
         child.kill().unwrap();
         child.wait().unwrap();

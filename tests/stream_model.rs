@@ -8,8 +8,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use shardlog::hash_key::{hash_key_of, shard_id};
 use shardlog::{
-    Clock, HashKeyRange, IteratorStart, ManualClock, PutRecord, ShardFilter, ShardOptions, Store,
-    StoreOptions, StreamConfig,
+    Clock, HashKeyRange, IteratorStart, ManualClock, Put, PutRecord, ShardFilter, ShardOptions,
+    Store, StoreOptions, StreamConfig,
 };
 
 #[derive(Debug, Clone)]
@@ -89,6 +89,27 @@ impl Model {
             .find(|(_, s)| s.open && s.range.contains(h))
             .expect("open shards cover the key space")
             .0
+    }
+
+    /// Checks where a put went against the model's routing and records it.
+    fn record_put(
+        &mut self,
+        put: &Put,
+        key: String,
+        data: Vec<u8>,
+        now: i64,
+    ) -> Result<(), TestCaseError> {
+        let expected = self.route(&key);
+        prop_assert_eq!(put.shard_id.index(), expected, "routing of {}", key);
+        let shard = self.shards.get_mut(&expected).unwrap();
+        prop_assert_eq!(
+            put.sequence_number.offset().get(),
+            shard.records.len() as u64
+        );
+        let arrival = now.max(*self.last_arrival.get(&expected).unwrap_or(&i64::MIN));
+        self.last_arrival.insert(expected, arrival);
+        shard.records.push((arrival, key, data));
+        Ok(())
     }
 
     fn open_sorted(&self) -> Vec<(u32, HashKeyRange)> {
@@ -178,19 +199,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     owned.iter().map(|(k, d)| PutRecord::new(k, d)).collect();
                 let results = stream.put_records(&batch).unwrap();
                 for ((k, d), r) in owned.into_iter().zip(results) {
-                    let put = r.unwrap();
-                    let expected = model.route(&k);
-                    prop_assert_eq!(put.shard_id.index(), expected);
-                    let shard = model.shards.get_mut(&expected).unwrap();
-                    prop_assert_eq!(
-                        put.sequence_number.offset().get(),
-                        shard.records.len() as u64
-                    );
-                    let t = clock
-                        .now_ms()
-                        .max(*model.last_arrival.get(&expected).unwrap_or(&i64::MIN));
-                    model.last_arrival.insert(expected, t);
-                    shard.records.push((t, k, d));
+                    model.record_put(&r.unwrap(), k, d, clock.now_ms())?;
                 }
             }
             Op::Read {

@@ -177,3 +177,39 @@ pub fn consume_all(store: &Store, stream: &Stream) -> HashMap<String, Vec<Vec<u8
     }
     by_key
 }
+
+/// Runs the ignored test `name` of this test binary as a child process with `envs`, its stdout
+/// read by a thread that returns the largest `ack N` it printed. libtest prints
+/// "test NAME ... " without a newline before the test runs, so an acknowledgement may share a line.
+pub fn spawn_acking_child(
+    name: &str,
+    envs: &[(&str, String)],
+) -> (std::process::Child, std::thread::JoinHandle<Option<u64>>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the child test process");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut last = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some((_, n)) = line.rsplit_once("ack ") {
+                last = Some(n.trim().parse::<u64>().unwrap());
+            }
+        }
+        last
+    });
+    (child, reader)
+}
