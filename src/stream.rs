@@ -1413,27 +1413,34 @@ impl Stream {
     /// every shard, and closed shards that no longer hold any record (they leave describe and
     /// list, as in Kinesis). Returns the number of records deleted.
     pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<u64> {
-        let mut topology = self.write_topology();
-        let cutoff = now_ms - i64::from(topology.manifest.retention_hours) * 3_600_000;
-        let options = self.shard_options(&topology.manifest);
-        let mut deleted = 0;
-        let mut emptied = Vec::new();
-        for entry in &topology.manifest.shards {
-            let slot = &topology.shards[&entry.index];
-            let remaining = match slot.open_if_exists(&options)? {
-                Some(shard) => {
-                    deleted += shard.delete_before(cutoff)?.records;
-                    shard.next_offset().get() - shard.first_offset().get()
-                }
-                None => 0,
-            };
-            if let Some(c) = entry.closed {
-                if remaining == 0 && c.closed_ms < cutoff {
-                    emptied.push(entry.index);
+        // Deleting segments needs only the shared lock (each shard serializes itself), so puts
+        // go on meanwhile; the exclusive lock is taken only to drop emptied closed shards.
+        let (deleted, emptied) = {
+            let topology = self.read_topology();
+            let cutoff = now_ms - i64::from(topology.manifest.retention_hours) * 3_600_000;
+            let options = self.shard_options(&topology.manifest);
+            let mut deleted = 0;
+            let mut emptied = Vec::new();
+            for entry in &topology.manifest.shards {
+                let slot = &topology.shards[&entry.index];
+                let remaining = match slot.open_if_exists(&options)? {
+                    Some(shard) => {
+                        deleted += shard.delete_before(cutoff)?.records;
+                        shard.next_offset().get() - shard.first_offset().get()
+                    }
+                    None => 0,
+                };
+                if let Some(c) = entry.closed {
+                    if remaining == 0 && c.closed_ms < cutoff {
+                        emptied.push(entry.index);
+                    }
                 }
             }
-        }
+            (deleted, emptied)
+        };
         if !emptied.is_empty() {
+            // Closed shards take no more records, so what was empty stays empty.
+            let mut topology = self.write_topology();
             self.update_manifest(&mut topology, |m| {
                 m.shards.retain(|s| !emptied.contains(&s.index));
                 Ok(())
