@@ -102,7 +102,57 @@ impl StreamManifest {
                 supported: MANIFEST_VERSION,
             });
         }
+        manifest
+            .check()
+            .map_err(|reason| Error::corrupt(&path, 0, reason))?;
         Ok(manifest)
+    }
+
+    /// Checks what the code relies on: shards in strictly increasing index order, all below
+    /// `next_shard_index`; valid ranges; open shards tiling the whole hash-key space exactly.
+    pub fn check(&self) -> Result<(), String> {
+        if crate::stream::check_stream_name(&self.name).is_err() {
+            return Err(format!("invalid stream name {:?}", self.name));
+        }
+        if !self.shards.windows(2).all(|w| w[0].index < w[1].index) {
+            return Err("shards are not in strictly increasing index order".into());
+        }
+        if self
+            .shards
+            .last()
+            .is_some_and(|s| s.index >= self.next_shard_index)
+        {
+            return Err("a shard index is not below next_shard_index".into());
+        }
+        if let Some(s) = self
+            .shards
+            .iter()
+            .find(|s| s.hash_range.start > s.hash_range.end)
+        {
+            return Err(format!("shard {} has an empty hash-key range", s.index));
+        }
+        let mut open: Vec<HashKeyRange> = self
+            .shards
+            .iter()
+            .filter(|s| s.closed.is_none())
+            .map(|s| s.hash_range)
+            .collect();
+        open.sort();
+        let tiles = open.first().is_some_and(|r| r.start == 0)
+            && open.last().is_some_and(|r| r.end == u128::MAX)
+            && open
+                .windows(2)
+                .all(|w| w[0].end.checked_add(1) == Some(w[1].start));
+        if !tiles {
+            return Err("the open shards do not cover the hash-key space exactly".into());
+        }
+        if !(1024 * 1024..=10 * 1024 * 1024).contains(&self.max_record_bytes) {
+            return Err(format!(
+                "max_record_bytes {} is out of range",
+                self.max_record_bytes
+            ));
+        }
+        Ok(())
     }
 
     /// Replaces the manifest in `dir` atomically and durably.
@@ -146,18 +196,28 @@ mod tests {
             max_record_bytes: 1 << 20,
             throughput_limits: None,
             tags: BTreeMap::from([("team".into(), "data".into())]),
-            next_shard_index: 1,
-            shards: vec![ShardEntry {
-                index: 0,
-                hash_range: HashKeyRange::ALL,
-                parent: None,
-                adjacent_parent: None,
-                created_ms: 5,
-                closed: Some(Closed {
-                    end_offset: 9,
-                    closed_ms: 7,
-                }),
-            }],
+            next_shard_index: 2,
+            shards: vec![
+                ShardEntry {
+                    index: 0,
+                    hash_range: HashKeyRange::ALL,
+                    parent: None,
+                    adjacent_parent: None,
+                    created_ms: 5,
+                    closed: Some(Closed {
+                        end_offset: 9,
+                        closed_ms: 7,
+                    }),
+                },
+                ShardEntry {
+                    index: 1,
+                    hash_range: HashKeyRange::ALL,
+                    parent: Some(0),
+                    adjacent_parent: None,
+                    created_ms: 7,
+                    closed: None,
+                },
+            ],
         }
     }
 
@@ -174,6 +234,29 @@ mod tests {
         );
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_topology_the_code_cannot_route_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gap = sample();
+        gap.shards[1].hash_range.start = 1;
+        let mut none_open = sample();
+        none_open.shards[1].closed = Some(Closed {
+            end_offset: 0,
+            closed_ms: 0,
+        });
+        let mut overlap = sample();
+        overlap.shards[0].closed = None;
+        let mut index_too_high = sample();
+        index_too_high.next_shard_index = 1;
+        for bad in [gap, none_open, overlap, index_too_high] {
+            bad.write(dir.path()).unwrap();
+            assert!(
+                matches!(StreamManifest::read(dir.path()), Err(Error::Corrupt { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
