@@ -1,0 +1,311 @@
+// Bodies of the fuzz targets: plain functions of arbitrary bytes, shared by the cargo-fuzz targets
+// (fuzz/fuzz_targets) and by `cargo test` (tests/fuzz_corpus.rs), which runs them over the
+// committed seeds in fuzz/seeds. A panic anywhere is a finding: the engine must return errors,
+// never panic, on any bytes from disk, and must only ever serve records whose checks passed.
+//
+// `unwrap` here is on the harness's own work (temporary directories, writing its inputs), never
+// on what the engine does with them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use shardlog::format::{
+    decode_frame, encode_frame, encode_index_header, frame_len, peek_frame, FrameFields,
+    SegmentHeader, SEGMENT_HEADER_LEN,
+};
+use shardlog::{
+    Clock, IteratorStart, ListShards, ManualClock, NewRecord, Offset, PutRecord, ReadLimits,
+    Record, Shard, ShardFilter, ShardOptions, Store, StoreOptions,
+};
+
+/// Records in the template shard.
+const KNOWN: u64 = 300;
+/// Arrival time of known record `i` is `T0 + i`.
+const T0: i64 = 1_700_000_000_000;
+
+fn known(i: u64) -> (Vec<u8>, Vec<u8>) {
+    let key = format!("k{}", i % 7).into_bytes();
+    let data = vec![i as u8; ((i * 37) % 300) as usize];
+    (key, data)
+}
+
+fn options(segment_bytes: u64) -> ShardOptions {
+    ShardOptions {
+        segment_bytes,
+        clock: Arc::new(ManualClock::new(T0 + 10_000)) as Arc<dyn Clock>,
+        ..ShardOptions::default()
+    }
+}
+
+/// A valid shard written once per process: the known records in 16 KiB segments, closed cleanly.
+/// Returns its files (name, bytes), oldest segment first.
+fn template() -> &'static Vec<(String, Vec<u8>)> {
+    static TEMPLATE: OnceLock<Vec<(String, Vec<u8>)>> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let shard = Shard::open(
+            dir.path(),
+            ShardOptions {
+                segment_bytes: 16 * 1024,
+                clock: Arc::clone(&clock) as Arc<dyn Clock>,
+                ..ShardOptions::default()
+            },
+        )
+        .unwrap();
+        for i in 0..KNOWN {
+            let (key, data) = known(i);
+            clock.set(T0 + i as i64);
+            shard
+                .append(&[NewRecord {
+                    partition_key: &key,
+                    hash_key: u128::from(i),
+                    data: &data,
+                }])
+                .unwrap();
+        }
+        drop(shard);
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name() != "LOCK")
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    })
+}
+
+fn segment_files() -> Vec<&'static (String, Vec<u8>)> {
+    template()
+        .iter()
+        .filter(|(n, _)| n.ends_with(".seg"))
+        .collect()
+}
+
+fn write_template(dir: &Path) {
+    for (name, bytes) in template() {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// Every record a shard serves from the start, stopping at the first error (damage is allowed to
+/// be an error; it is not allowed to be a panic or wrong data).
+fn read_all(shard: &Shard) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut cursor = Offset::new(0);
+    while let Ok(batch) = shard.read(cursor, ReadLimits::default()) {
+        if batch.records.is_empty() || batch.next_offset <= cursor {
+            break;
+        }
+        cursor = batch.next_offset;
+        out.extend(batch.records);
+    }
+    out
+}
+
+/// Served records come in offset order, and those that a valid file held match it exactly.
+fn check_served(records: &[Record], trusted_below: u64) {
+    for w in records.windows(2) {
+        assert!(w[0].offset < w[1].offset, "offsets out of order");
+    }
+    for r in records.iter().filter(|r| r.offset.get() < trusted_below) {
+        let (key, data) = known(r.offset.get());
+        assert_eq!(&r.partition_key[..], &key[..], "key of {}", r.offset);
+        assert_eq!(&r.data[..], &data[..], "data of {}", r.offset);
+        assert_eq!(r.arrival_ms, T0 + r.offset.get() as i64);
+    }
+}
+
+/// How many known records lie wholly in the first `len` bytes of the first template segment.
+fn known_within(len: usize) -> u64 {
+    let mut end = SEGMENT_HEADER_LEN;
+    let mut n = 0;
+    while n < KNOWN {
+        let (key, data) = known(n);
+        end += frame_len(key.len(), data.len());
+        if end > len {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Arbitrary bytes as a segment file: alone, as the tail of a valid segment, or as an older
+/// (sealed) segment with a newer one after it. Opening read-only changes no byte; opening for
+/// writing recovers; neither panics, and every served record checks out.
+pub fn segment(data: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let first = segment_files()[0];
+    let mode = data.first().copied().unwrap_or(0) % 3;
+    let rest = data.get(2..).unwrap_or(&[]);
+    let (bytes, trusted) = match mode {
+        0 => (data.to_vec(), 0),
+        _ => {
+            // A valid segment cut somewhere, then the fuzz bytes.
+            let cut = usize::from(data.get(1).copied().unwrap_or(0)) * first.1.len() / 255;
+            let cut = cut.max(SEGMENT_HEADER_LEN).min(first.1.len());
+            let mut bytes = first.1[..cut].to_vec();
+            bytes.extend_from_slice(rest);
+            (bytes, known_within(cut))
+        }
+    };
+    std::fs::write(dir.path().join(&first.0), &bytes).unwrap();
+    if mode == 2 {
+        // Make it an older segment: a newer, empty one follows far ahead.
+        let header = SegmentHeader {
+            base_offset: Offset::new(1_000_000),
+            created_ms: T0,
+            arrival_floor_ms: i64::MIN,
+        };
+        let mut newer = header.encode().to_vec();
+        newer.resize(4096, 0);
+        std::fs::write(dir.path().join("00000000000001000000.seg"), newer).unwrap();
+    }
+    if let Ok(shard) = Shard::open_read_only(dir.path(), options(64 * 1024)) {
+        check_served(&read_all(&shard), trusted);
+        let _ = shard.seek_time(T0 + 100);
+    }
+    let after: PathBuf = dir.path().join(&first.0);
+    assert_eq!(
+        std::fs::read(&after).unwrap(),
+        bytes,
+        "a read-only open changed the file"
+    );
+    if let Ok(shard) = Shard::open(dir.path(), options(64 * 1024)) {
+        check_served(&read_all(&shard), trusted);
+        let _ = shard.seek_time(T0 + 100);
+        let next = shard.next_offset();
+        if let Ok(a) = shard.append(&[NewRecord {
+            partition_key: b"new",
+            hash_key: 1,
+            data: b"after recovery",
+        }]) {
+            assert_eq!(a.first, next, "an append continues where the shard ends");
+            let one = ReadLimits {
+                max_records: 1,
+                max_bytes: usize::MAX,
+            };
+            let back = shard.read(a.first, one).expect("a fresh append reads back");
+            assert_eq!(&back.records[0].data[..], b"after recovery");
+        }
+    }
+}
+
+/// Arbitrary bytes as the index file of a valid segment (the active one, or a sealed one), raw or
+/// after a valid index header. The index is a cache: whatever it holds, reads and seeks return
+/// exactly the right records.
+pub fn index(data: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    write_template(dir.path());
+    let segments = segment_files();
+    let mode = data.first().copied().unwrap_or(0);
+    let (name, _) = if mode % 2 == 0 {
+        segments[0]
+    } else {
+        segments[segments.len() - 1]
+    };
+    let base = Offset::new(name[..20].parse().unwrap());
+    let mut bytes = Vec::new();
+    if mode % 4 < 2 {
+        bytes.extend_from_slice(&encode_index_header(base));
+    }
+    bytes.extend_from_slice(data.get(1..).unwrap_or(&[]));
+    std::fs::write(dir.path().join(name.replace(".seg", ".idx")), &bytes).unwrap();
+    for read_only in [true, false] {
+        let shard = if read_only {
+            Shard::open_read_only(dir.path(), options(16 * 1024))
+        } else {
+            Shard::open(dir.path(), options(16 * 1024))
+        }
+        .expect("a valid segment opens whatever its index holds");
+        let one = ReadLimits {
+            max_records: 1,
+            max_bytes: usize::MAX,
+        };
+        for o in [0, 1, 57, 150, 151, KNOWN - 1] {
+            let got = shard.read(Offset::new(o), one).expect("valid data reads");
+            assert_eq!(got.records[0].offset, Offset::new(o));
+            check_served(&got.records, KNOWN);
+            assert_eq!(shard.seek_time(T0 + o as i64).unwrap(), Offset::new(o));
+        }
+        assert_eq!(read_all(&shard).len() as u64, KNOWN);
+    }
+}
+
+/// Arbitrary bytes as a stream manifest: opening the store is an error or a working store, and
+/// every operation on what opened works or fails cleanly.
+pub fn manifest(data: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let stream_dir = dir.path().join("streams").join("s");
+    std::fs::create_dir_all(stream_dir.join("shards")).unwrap();
+    std::fs::write(stream_dir.join("stream.json"), data).unwrap();
+    let options = StoreOptions {
+        retention_interval: None,
+        ..StoreOptions::default()
+    };
+    let Ok(store) = Store::open(dir.path(), options) else {
+        return;
+    };
+    for name in store.list_streams() {
+        let Ok(stream) = store.stream(&name) else {
+            continue;
+        };
+        let description = stream.describe();
+        let _ = stream.list_shards_page(ListShards::First(ShardFilter::AtTrimHorizon), 3);
+        let put = stream.put_record(&PutRecord::new("key", b"value"));
+        if let Some(shard) = description.shards.first() {
+            if let Ok(it) = stream.shard_iterator(&shard.shard_id, IteratorStart::TrimHorizon) {
+                let _ = store.get_records(&it, 10);
+            }
+        }
+        if put.is_ok() {
+            let _ = stream.update_shard_count(description.open_shard_count.max(1) as u32);
+            let _ = store.enforce_retention();
+        }
+    }
+}
+
+/// Arbitrary records: encoding then decoding gives them back exactly; and the raw bytes, decoded
+/// as a frame, are an error or a frame whose CRC matched.
+pub fn frame(data: &[u8]) {
+    let _ = decode_frame(data, 0);
+    let _ = peek_frame(data, data.len() / 2);
+    let mut rest = data;
+    let mut offset = 0u64;
+    while rest.len() >= 3 {
+        let key_len = 1 + usize::from(rest[0]) % 32;
+        let data_len = usize::from(rest[1]) * 5;
+        let payload: Vec<u8> = rest[2..]
+            .iter()
+            .copied()
+            .cycle()
+            .take(data_len + key_len)
+            .collect();
+        let (key, value) = payload.split_at(key_len);
+        let fields = FrameFields {
+            offset: Offset::new(offset),
+            arrival_ms: i64::from(rest[2]) * 1_000_003 - 7,
+            hash_key: u128::from(rest[0]) << 120 | u128::from(offset),
+            partition_key: key,
+            data: value,
+        };
+        let mut buf = vec![0u8; frame_len(key.len(), value.len())];
+        encode_frame(&fields, &mut buf);
+        let decoded = decode_frame(&buf, 0).expect("an encoded frame decodes");
+        assert_eq!(decoded.offset, fields.offset);
+        assert_eq!(decoded.arrival_ms, fields.arrival_ms);
+        assert_eq!(decoded.hash_key, fields.hash_key);
+        assert_eq!(decoded.partition_key, key);
+        assert_eq!(decoded.data, value);
+        assert_eq!(decoded.len, buf.len());
+        let head = peek_frame(&buf, 0).expect("an encoded frame peeks");
+        assert_eq!((head.len, head.offset), (buf.len(), fields.offset));
+        rest = &rest[3..];
+        offset += 1;
+    }
+}
