@@ -16,8 +16,8 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::format::{
     decode_frame, encode_frame, encode_frame_head, file_name, frame_len, peek_frame, DecodeError,
-    FrameError, FrameFields, IndexEntry, SegmentFooter, SegmentHeader, FOOTER_LEN, INDEX_EXT,
-    SEGMENT_EXT, SEGMENT_HEADER_LEN,
+    FrameError, FrameFields, IndexEntry, SegmentFooter, SegmentHeader, FOOTER_LEN, INDEX_ENTRY_LEN,
+    INDEX_EXT, INDEX_HEADER_LEN, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::index::{self, IndexFile, SparseIndex};
 use crate::mmap::{MapWriter, SharedMap};
@@ -551,6 +551,171 @@ fn file_len(file: &File, path: &Path) -> Result<usize> {
         return Err(Error::corrupt(path, len as u64, "shorter than a header"));
     }
     Ok(len)
+}
+
+/// A problem `verify` found in a shard directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub path: PathBuf,
+    /// Byte position in the file, where one applies.
+    pub position: Option<u64>,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.position {
+            Some(p) => write!(f, "{} at byte {p}: {}", self.path.display(), self.what),
+            None => write!(f, "{}: {}", self.path.display(), self.what),
+        }
+    }
+}
+
+/// Reads a whole segment and its index file, checking every frame's CRC and offset, the seal
+/// against the frames, and every index entry against the frame it points to. `next_base` is the
+/// base offset of the next segment (`None` for the newest). Returns the problems found, and the
+/// offset after the segment's last good frame. Changes nothing.
+pub(crate) fn verify_segment(
+    dir: &Path,
+    base: Offset,
+    next_base: Option<Offset>,
+) -> Result<(Vec<Problem>, Offset)> {
+    let path = segment_path(dir, base);
+    let problem = |position: Option<u64>, what: String| Problem {
+        path: path.clone(),
+        position,
+        what,
+    };
+    let bytes = std::fs::read(&path).map_err(Error::io_at("read segment", &path))?;
+    if let Err(e) = check_header(&path, &bytes, base) {
+        return Ok((vec![problem(Some(0), e.to_string())], base));
+    }
+    let mut problems = Vec::new();
+    let footer = SegmentFooter::decode_at_end(&bytes).ok();
+    if footer.is_none() && next_base.is_some() {
+        problems.push(problem(
+            None,
+            "not sealed, though a newer segment follows".into(),
+        ));
+    }
+    let frames_end = footer.map_or(bytes.len(), |f| f.data_end as usize);
+    let mut rebuilt = SparseIndex::default();
+    let mut starts = std::collections::HashMap::new();
+    let (mut pos, mut offset) = (SEGMENT_HEADER_LEN, base);
+    let mut last_arrival = None;
+    let stop = loop {
+        let frame = match decode_frame(&bytes[..frames_end], pos) {
+            Ok(f) => f,
+            Err(FrameError::End) => break None,
+            Err(FrameError::Corrupt(reason)) => break Some(reason.to_string()),
+        };
+        if frame.offset != offset {
+            break Some(format!(
+                "frame holds offset {}, expected {offset}",
+                frame.offset
+            ));
+        }
+        if last_arrival.is_some_and(|t| frame.arrival_ms < t) {
+            break Some("arrival time went backwards".into());
+        }
+        if index::entry_due(rebuilt.last(), pos) {
+            rebuilt.push(index_entry(base, offset, pos, frame.arrival_ms));
+        }
+        starts.insert(pos, (offset, frame.arrival_ms));
+        last_arrival = Some(frame.arrival_ms);
+        pos += frame.len;
+        offset = offset.next();
+    };
+    let damaged = stop.is_some();
+    match (stop, footer) {
+        (Some(reason), _) => problems.push(problem(
+            Some(pos as u64),
+            format!(
+                "{reason}; {} bytes of frames after it are unreadable",
+                frames_end - pos
+            ),
+        )),
+        (None, Some(f)) if pos != frames_end || offset.get() - base.get() != f.record_count => {
+            problems.push(problem(
+                Some(pos as u64),
+                format!(
+                    "frames end early: the seal promises {} records ending at byte {}",
+                    f.record_count, f.data_end
+                ),
+            ))
+        }
+        (None, None) if bytes[pos..].iter().any(|&b| b != 0) => problems.push(problem(
+            Some(pos as u64),
+            "bytes after the last frame (a torn write?)".into(),
+        )),
+        _ => {}
+    }
+    // Offsets lost to damage reported above are not reported again.
+    if let Some(next) = next_base.filter(|_| !damaged) {
+        if offset != next {
+            problems.push(problem(
+                None,
+                format!("holds offsets up to {offset}, but the next segment starts at {next}"),
+            ));
+        }
+    }
+    let idx_path = index_path(dir, base);
+    match (std::fs::metadata(&idx_path), index::load(&idx_path, base)) {
+        (Err(_), _) => problems.push(Problem {
+            path: idx_path,
+            position: None,
+            what: "index file missing (it will be rebuilt)".into(),
+        }),
+        (Ok(_), None) => problems.push(Problem {
+            path: idx_path,
+            position: Some(0),
+            what: "index header is damaged or names another segment".into(),
+        }),
+        (Ok(meta), Some(entries)) => {
+            // Entries past damage reported above cannot be checked, and are not blamed.
+            let wrong = entries
+                .iter()
+                .take_while(|e| (e.position as usize) < pos)
+                .position(|e| {
+                    starts.get(&(e.position as usize))
+                        != Some(&(
+                            Offset::new(base.get() + u64::from(e.relative_offset)),
+                            e.max_arrival_ms,
+                        ))
+                });
+            let expected_len = (INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN) as u64;
+            if let Some(i) = wrong {
+                problems.push(Problem {
+                    path: idx_path,
+                    position: Some((INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN) as u64),
+                    what: format!("entry {i} does not point at the frame it names"),
+                });
+            } else if meta.len() != expected_len {
+                problems.push(Problem {
+                    path: idx_path,
+                    position: Some(expected_len),
+                    what: format!(
+                        "{} bytes of damaged entries after entry {}",
+                        meta.len() - expected_len,
+                        entries.len()
+                    ),
+                });
+            } else if entries.len() < rebuilt.len() && footer.is_some() {
+                problems.push(Problem {
+                    path: idx_path,
+                    position: Some(expected_len),
+                    what: format!(
+                        "holds {} of the segment's {} entries",
+                        entries.len(),
+                        rebuilt.len()
+                    ),
+                });
+            }
+        }
+    }
+    Ok((problems, offset))
 }
 
 /// Where the newest segment of a shard stands after recovery.

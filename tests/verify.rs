@@ -1,0 +1,148 @@
+//! `shard::verify` on a directory the engine wrote is clean; on damaged copies it reports each
+//! problem with its file and byte position, and changes nothing.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use shardlog::format::{frame_len, SEGMENT_HEADER_LEN};
+use shardlog::shard::{verify, Problem};
+
+fn problems(dir: &Path) -> Vec<Problem> {
+    let before = snapshot(dir);
+    let found = verify(dir).unwrap();
+    assert_eq!(snapshot(dir), before, "verify changed a file");
+    found
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Byte position of the frame of offset `o` in the first segment (records written by `written`).
+fn frame_position(o: u64, max_len: usize) -> usize {
+    SEGMENT_HEADER_LEN
+        + (0..o)
+            .map(|i| frame_len(key(i).len(), payload(i, max_len).len()))
+            .sum::<usize>()
+}
+
+#[test]
+fn a_directory_the_engine_wrote_is_clean() {
+    let (dir, _clock) = written(1, 16 * 1024, 2000, 7, 200);
+    assert!(segment_files(dir.path()).len() > 5);
+    assert_eq!(problems(dir.path()), []);
+}
+
+#[test]
+fn a_flipped_bit_is_reported_at_its_frame() {
+    let (dir, _clock) = written(1, 16 * 1024, 2000, 7, 200);
+    let seg = &segment_files(dir.path())[0];
+    let at = frame_position(10, 200) + 30;
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[at] ^= 0x04;
+    std::fs::write(seg, &bytes).unwrap();
+    let found = problems(dir.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(&found[0].path, seg);
+    assert_eq!(found[0].position, Some(frame_position(10, 200) as u64));
+    assert!(found[0].what.contains("CRC"), "{}", found[0]);
+}
+
+#[test]
+fn a_truncated_segment_and_a_zeroed_page_are_reported() {
+    let (dir, _clock) = written(1, 16 * 1024, 2000, 7, 200);
+    let segs = segment_files(dir.path());
+    let bytes = std::fs::read(&segs[1]).unwrap();
+    std::fs::write(&segs[1], &bytes[..bytes.len() - 500]).unwrap();
+    let bytes_len_before = |_: &std::path::PathBuf| bytes.len();
+    let mut bytes = std::fs::read(&segs[2]).unwrap();
+    bytes[8192..12288].fill(0);
+    std::fs::write(&segs[2], &bytes).unwrap();
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.path == segs[1] && p.what.contains("not sealed")),
+        "{found:?}"
+    );
+    let cut = found
+        .iter()
+        .find(|p| p.path == segs[1] && p.position.is_some())
+        .expect("the cut is reported");
+    assert!(cut.what.contains("cut off"), "{cut}");
+    assert!(
+        cut.position.unwrap() < (bytes_len_before(&segs[1]) as u64),
+        "{cut}"
+    );
+    let zeroed = found
+        .iter()
+        .find(|p| p.path == segs[2])
+        .expect("the zeroed page is reported");
+    assert!(zeroed.position.unwrap() <= 8192, "{zeroed}");
+}
+
+#[test]
+fn a_deleted_index_and_a_deleted_middle_segment_are_reported() {
+    let (dir, _clock) = written(1, 16 * 1024, 2000, 7, 200);
+    let segs = segment_files(dir.path());
+    std::fs::remove_file(segs[0].with_extension("idx")).unwrap();
+    std::fs::remove_file(&segs[2]).unwrap();
+    std::fs::remove_file(segs[2].with_extension("idx")).unwrap();
+    let found = problems(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.path == segs[0].with_extension("idx") && p.what.contains("missing")),
+        "{found:?}"
+    );
+    let gap = found
+        .iter()
+        .find(|p| p.path == segs[1])
+        .expect("the gap is reported");
+    assert!(
+        gap.what
+            .contains(&format!("next segment starts at {}", base_of(&segs[3]))),
+        "{gap}"
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+}
+
+#[test]
+fn a_damaged_index_entry_and_garbage_after_the_last_frame_are_reported() {
+    let (dir, _clock) = written(1, 16 * 1024, 2000, 7, 200);
+    let segs = segment_files(dir.path());
+    let idx = segs[0].with_extension("idx");
+    let mut bytes = std::fs::read(&idx).unwrap();
+    bytes[32 + 24 + 4] ^= 0x01; // the second entry's position
+    std::fs::write(&idx, &bytes).unwrap();
+    let newest = segs.last().unwrap();
+    let mut bytes = std::fs::read(newest).unwrap();
+    let len = bytes.len();
+    bytes[len - 10] = 0x5A; // past the last frame of the active segment
+    std::fs::write(newest, &bytes).unwrap();
+    let found = problems(dir.path());
+    let entry = found
+        .iter()
+        .find(|p| p.path == idx)
+        .expect("the index damage is reported");
+    assert_eq!(entry.position, Some(32 + 24), "{entry}");
+    assert!(
+        found
+            .iter()
+            .any(|p| &p.path == newest && p.what.contains("after the last frame")),
+        "{found:?}"
+    );
+}
