@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use shardlog::format::{
     decode_frame, encode_frame, encode_index_header, frame_len, peek_frame, FrameFields,
-    SegmentHeader, SEGMENT_HEADER_LEN,
+    IndexEntry, SegmentHeader, SEGMENT_HEADER_LEN,
 };
 use shardlog::{
     Clock, IteratorStart, ListShards, ManualClock, NewRecord, Offset, PutRecord, ReadLimits,
@@ -196,9 +196,10 @@ pub fn segment(data: &[u8]) {
     }
 }
 
-/// Arbitrary bytes as the index file of a valid segment (the active one, or a sealed one), raw or
-/// after a valid index header. The index is a cache: whatever it holds, reads and seeks return
-/// exactly the right records.
+/// Arbitrary bytes as the index file of a valid segment (the active one, or a sealed one): raw,
+/// after a valid index header, or read as (offset, position, time) triples encoded as entries
+/// with valid CRCs, which reach the checks behind the CRC. The index is a cache: whatever it
+/// holds, reads and seeks return exactly the right records.
 pub fn index(data: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     write_template(dir.path());
@@ -211,10 +212,23 @@ pub fn index(data: &[u8]) {
     };
     let base = Offset::new(name[..20].parse().unwrap());
     let mut bytes = Vec::new();
-    if mode % 4 < 2 {
+    let rest = data.get(1..).unwrap_or(&[]);
+    if mode % 6 < 4 {
         bytes.extend_from_slice(&encode_index_header(base));
     }
-    bytes.extend_from_slice(data.get(1..).unwrap_or(&[]));
+    if mode % 6 < 2 {
+        // Structured: plausible-looking entries with valid CRCs.
+        for t in rest.chunks_exact(6) {
+            let entry = IndexEntry {
+                relative_offset: u32::from(u16::from_le_bytes([t[0], t[1]])),
+                position: u32::from(u16::from_le_bytes([t[2], t[3]])),
+                max_arrival_ms: T0 + i64::from(u16::from_le_bytes([t[4], t[5]])) - 1000,
+            };
+            bytes.extend_from_slice(&entry.encode());
+        }
+    } else {
+        bytes.extend_from_slice(rest);
+    }
     std::fs::write(dir.path().join(name.replace(".seg", ".idx")), &bytes).unwrap();
     for read_only in [true, false] {
         let shard = if read_only {
