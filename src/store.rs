@@ -194,13 +194,16 @@ impl Store {
             _lock: lock,
             options,
         });
-        let compactor = inner.options.retention_interval.map(|interval| {
-            let weak = Arc::downgrade(&inner);
-            std::thread::Builder::new()
-                .name("shardlog-retention".into())
-                .spawn(move || compactor_loop(weak, interval))
-                .expect("spawning a thread succeeds unless the process is out of resources")
-        });
+        let compactor = match inner.options.retention_interval {
+            Some(interval) => {
+                let weak = Arc::downgrade(&inner);
+                let spawned = std::thread::Builder::new()
+                    .name("shardlog-retention".into())
+                    .spawn(move || compactor_loop(weak, interval));
+                Some(spawned.map_err(Error::io_at("start background thread", &inner.dir))?)
+            }
+            None => None,
+        };
         Ok(Store { inner, compactor })
     }
 
