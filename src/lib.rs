@@ -26,6 +26,8 @@
 //! `iterator`, `manifest`, `stream`, `store`. ARCHITECTURE.md describes them.
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod clock;
 pub mod error;
 pub mod format;
