@@ -322,21 +322,6 @@ fn a_read_only_open_changes_no_byte() {
     assert_eq!(snapshot_dir(dir.path()), before);
 }
 
-fn snapshot_dir(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn retention_deletes_whole_expired_segments_oldest_first() {
     let dir = tempfile::tempdir().unwrap();

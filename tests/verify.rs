@@ -10,25 +10,10 @@ use shardlog::format::{frame_len, SEGMENT_HEADER_LEN};
 use shardlog::shard::{verify, Problem};
 
 fn problems(dir: &Path) -> Vec<Problem> {
-    let before = snapshot(dir);
+    let before = snapshot_dir(dir);
     let found = verify(dir).unwrap();
-    assert_eq!(snapshot(dir), before, "verify changed a file");
+    assert_eq!(snapshot_dir(dir), before, "verify changed a file");
     found
-}
-
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// Byte position of the frame of offset `o` in the first segment (records written by `written`).

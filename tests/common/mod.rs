@@ -213,3 +213,19 @@ pub fn spawn_acking_child(
     });
     (child, reader)
 }
+
+/// Every file directly in `dir` with its bytes, sorted by name.
+pub fn snapshot_dir(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
