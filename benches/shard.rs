@@ -10,6 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::bench_dir;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use shardlog::{FlushPolicy, ManualClock, NewRecord, Offset, ReadLimits, Shard, ShardOptions};
@@ -54,13 +57,6 @@ fn timed_appends(options: &ShardOptions, batch: &[NewRecord<'_>], iters: u64) ->
     let elapsed = start.elapsed();
     drop(shard);
     elapsed
-}
-
-/// Where benchmark data goes: $SHARDLOG_BENCH_DIR, else the system temp directory.
-fn bench_dir() -> std::path::PathBuf {
-    std::env::var_os("SHARDLOG_BENCH_DIR")
-        .map(Into::into)
-        .unwrap_or_else(std::env::temp_dir)
 }
 
 fn append(c: &mut Criterion) {

@@ -6,14 +6,11 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::bench_dir;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardlog::{IteratorStart, PutRecord, ShardFilter, Store, StoreOptions, StreamConfig};
-
-fn bench_dir() -> std::path::PathBuf {
-    std::env::var_os("SHARDLOG_BENCH_DIR")
-        .map(Into::into)
-        .unwrap_or_else(std::env::temp_dir)
-}
 
 fn options() -> StoreOptions {
     StoreOptions {

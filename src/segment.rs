@@ -602,32 +602,14 @@ pub(crate) fn verify_segment(
     }
     let frames_end = footer.map_or(bytes.len(), |f| f.data_end as usize);
     let mut rebuilt = SparseIndex::default();
-    let mut starts = std::collections::HashMap::new();
-    let (mut pos, mut offset) = (SEGMENT_HEADER_LEN, base);
-    let mut last_arrival = None;
-    let stop = loop {
-        let frame = match decode_frame(&bytes[..frames_end], pos) {
-            Ok(f) => f,
-            Err(FrameError::End) => break None,
-            Err(FrameError::Corrupt(reason)) => break Some(reason.to_string()),
-        };
-        if frame.offset != offset {
-            break Some(format!(
-                "frame holds offset {}, expected {offset}",
-                frame.offset
-            ));
-        }
-        if last_arrival.is_some_and(|t| frame.arrival_ms < t) {
-            break Some("arrival time went backwards".into());
-        }
-        if index::entry_due(rebuilt.last(), pos) {
-            rebuilt.push(index_entry(base, offset, pos, frame.arrival_ms));
-        }
-        starts.insert(pos, (offset, frame.arrival_ms));
-        last_arrival = Some(frame.arrival_ms);
-        pos += frame.len;
-        offset = offset.next();
-    };
+    let scanned = scan(
+        &bytes[..frames_end],
+        base,
+        (SEGMENT_HEADER_LEN, base),
+        &mut rebuilt,
+    );
+    let (pos, offset) = (scanned.end, scanned.next_offset);
+    let stop = scanned.corrupt;
     let damaged = stop.is_some();
     match (stop, footer) {
         (Some(reason), _) => problems.push(problem(
@@ -674,17 +656,14 @@ pub(crate) fn verify_segment(
             what: "index header is damaged or names another segment".into(),
         }),
         (Ok(meta), Some(entries)) => {
-            // Entries past damage reported above cannot be checked, and are not blamed.
+            // An index is determined by its frames, so every stored entry must equal the one the
+            // scan rebuilt. Entries past damage reported above cannot be checked, and are not
+            // blamed.
             let wrong = entries
                 .iter()
                 .take_while(|e| (e.position as usize) < pos)
-                .position(|e| {
-                    starts.get(&(e.position as usize))
-                        != Some(&(
-                            Offset::new(base.get() + u64::from(e.relative_offset)),
-                            e.max_arrival_ms,
-                        ))
-                });
+                .enumerate()
+                .position(|(i, e)| rebuilt.get(i) != Some(e));
             let expected_len = (INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN) as u64;
             if let Some(i) = wrong {
                 problems.push(Problem {

@@ -53,12 +53,7 @@ fn child_writer() {
 }
 
 fn crash_rounds(policy: &str, rounds: u32) {
-    let seed: u64 = std::env::var("SHARDLOG_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("crash test ({policy}) seed {seed}: rerun with SHARDLOG_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crash_rng(&format!("crash test ({policy})"));
     let dir = tempfile::tempdir().unwrap();
     let mut acked = 0u64;
     let mut kills_mid_run = 0;

@@ -8,8 +8,8 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::spawn_acking_child;
-use rand::{Rng, SeedableRng};
+use common::{crash_rng, spawn_acking_child};
+use rand::Rng;
 use shardlog::{
     FlushPolicy, IteratorStart, PutRecord, ShardOptions, Store, StoreOptions, StreamConfig,
 };
@@ -54,12 +54,7 @@ fn child_creator() {
 
 #[test]
 fn sigkill_during_create_and_delete_leaves_whole_streams_or_none() {
-    let seed: u64 = std::env::var("SHARDLOG_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("store crash test seed {seed}: rerun with SHARDLOG_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crash_rng("store crash test");
     let mut steps_seen = 0;
     for round in 0..12 {
         let dir = tempfile::tempdir().unwrap();

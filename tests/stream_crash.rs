@@ -10,7 +10,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{consume_all, spawn_acking_child};
+use common::{consume_all, crash_rng, spawn_acking_child};
 use rand::{Rng, SeedableRng};
 use shardlog::{
     FlushPolicy, PutRecord, ShardFilter, ShardOptions, Store, StoreOptions, StreamConfig,
@@ -96,12 +96,7 @@ fn child_putter() {
 
 #[test]
 fn sigkill_during_puts_and_resharding_keeps_streams_consistent_and_records_exactly_once() {
-    let seed: u64 = std::env::var("SHARDLOG_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("stream crash test seed {seed}: rerun with SHARDLOG_CRASH_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crash_rng("stream crash test");
     let dir = tempfile::tempdir().unwrap();
     // Ids the children acknowledged, as ranges, and where the next child starts.
     let mut acked_ranges: Vec<(u64, u64)> = Vec::new();

@@ -229,3 +229,15 @@ pub fn snapshot_dir(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// The random source of a crash test: seeded from `SHARDLOG_CRASH_SEED` when set (to replay a
+/// failure), else at random; the seed is printed either way.
+pub fn crash_rng(test: &str) -> rand::rngs::StdRng {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("SHARDLOG_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("{test} seed {seed}: rerun with SHARDLOG_CRASH_SEED={seed}");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
