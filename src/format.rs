@@ -7,8 +7,15 @@
 
 use crate::Offset;
 
-/// Version written into every segment and index header. Readers reject any other version.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version written into every segment and index header.
+pub const FORMAT_VERSION: u16 = 2;
+/// Oldest version this build still reads. Version 1 differs only in the footer's last 8 bytes,
+/// which it always wrote as zeros: they read as "no offsets lost after this segment".
+pub const OLDEST_READABLE_VERSION: u16 = 1;
+
+fn readable(version: u16) -> bool {
+    (OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version)
+}
 
 /// Largest partition key, in bytes: Kinesis allows 256 characters, which take up to 1,024 bytes
 /// of UTF-8. (Streams check the 256 characters; the shard log checks the bytes.)
@@ -77,7 +84,10 @@ impl std::fmt::Display for DecodeError {
             DecodeError::Short => write!(f, "truncated"),
             DecodeError::BadMagic => write!(f, "bad magic bytes"),
             DecodeError::Version(v) => {
-                write!(f, "format version {v}, this build reads {FORMAT_VERSION}")
+                write!(
+                    f,
+                    "format version {v}, this build reads {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}"
+                )
             }
             DecodeError::Checksum => write!(f, "checksum mismatch"),
             DecodeError::Invalid(what) => write!(f, "invalid {what}"),
@@ -108,7 +118,7 @@ impl SegmentHeader {
             return Err(DecodeError::BadMagic);
         }
         let version = read_u16(b, SH_VERSION);
-        if version != FORMAT_VERSION {
+        if !readable(version) {
             return Err(DecodeError::Version(version));
         }
         if read_u32(b, SH_CRC) != crc32fast::hash(&b[..SH_CRC]) {
@@ -317,7 +327,8 @@ pub fn decode_frame(bytes: &[u8], pos: usize) -> Result<Frame<'_>, FrameError> {
 // ---------------------------------------------------------------------------------------------
 // Segment footer (the seal), the last 64 bytes of a sealed segment, starting at `data_end`.
 // Format: { zero u32 (ends the frames) | crc32 u32 (over bytes 8..64) | magic[8] | record_count u64
-//           | data_end u64 | first_arrival_ms i64 | last_arrival_ms i64 | sealed_ms i64 | reserved u64 }
+//           | data_end u64 | first_arrival_ms i64 | last_arrival_ms i64 | sealed_ms i64
+//           | lost_after u64 (version 2; version 1 wrote zeros) }
 // ---------------------------------------------------------------------------------------------
 
 /// Magic bytes of a segment footer.
@@ -332,6 +343,7 @@ const FT_DATA_END: usize = FT_COUNT + 8;
 const FT_FIRST: usize = FT_DATA_END + 8;
 const FT_LAST: usize = FT_FIRST + 8;
 const FT_SEALED: usize = FT_LAST + 8;
+const FT_LOST: usize = FT_SEALED + 8;
 
 /// What a sealed segment's footer records about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +358,10 @@ pub struct SegmentFooter {
     pub last_arrival_ms: i64,
     /// When the segment was sealed.
     pub sealed_ms: i64,
+    /// Offsets known to be lost between this segment's last record and the next segment's first:
+    /// `repair` sets it when it cuts out damaged records, so the gap reads as accounted for.
+    /// Zero for every segment the engine itself seals.
+    pub lost_after: u64,
 }
 
 impl SegmentFooter {
@@ -357,7 +373,8 @@ impl SegmentFooter {
         b[FT_DATA_END..FT_FIRST].copy_from_slice(&self.data_end.to_le_bytes());
         b[FT_FIRST..FT_LAST].copy_from_slice(&self.first_arrival_ms.to_le_bytes());
         b[FT_LAST..FT_SEALED].copy_from_slice(&self.last_arrival_ms.to_le_bytes());
-        b[FT_SEALED..FT_SEALED + 8].copy_from_slice(&self.sealed_ms.to_le_bytes());
+        b[FT_SEALED..FT_LOST].copy_from_slice(&self.sealed_ms.to_le_bytes());
+        b[FT_LOST..FT_LOST + 8].copy_from_slice(&self.lost_after.to_le_bytes());
         let crc = crc32fast::hash(&b[FT_MAGIC..]);
         b[FT_CRC..FT_MAGIC].copy_from_slice(&crc.to_le_bytes());
         b
@@ -388,6 +405,7 @@ impl SegmentFooter {
             first_arrival_ms: read_i64(b, FT_FIRST),
             last_arrival_ms: read_i64(b, FT_LAST),
             sealed_ms: read_i64(b, FT_SEALED),
+            lost_after: read_u64(b, FT_LOST),
         };
         if footer.data_end != position || position < SEGMENT_HEADER_LEN as u64 {
             return Err(DecodeError::Invalid("footer position"));
@@ -450,7 +468,7 @@ pub fn decode_index_header(bytes: &[u8]) -> Result<Offset, DecodeError> {
         return Err(DecodeError::BadMagic);
     }
     let version = read_u16(b, IH_VERSION);
-    if version != FORMAT_VERSION {
+    if !readable(version) {
         return Err(DecodeError::Version(version));
     }
     if read_u32(b, IH_CRC) != crc32fast::hash(&b[..IH_CRC]) {
@@ -628,6 +646,12 @@ mod tests {
             SegmentHeader::decode(&other_version),
             Err(DecodeError::Version(9))
         );
+        // Version 1 files (footers without `lost_after`) are still read.
+        let mut v1 = b;
+        v1[SH_VERSION] = 1;
+        let crc = crc32fast::hash(&v1[..SH_CRC]);
+        v1[SH_CRC..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&v1).unwrap(), h);
         assert_eq!(SegmentHeader::decode(&b[..10]), Err(DecodeError::Short));
     }
 
@@ -639,6 +663,7 @@ mod tests {
             first_arrival_ms: 5,
             last_arrival_ms: 9,
             sealed_ms: 11,
+            lost_after: 13,
         };
         let mut file = vec![7u8; 100];
         file.extend_from_slice(&footer.encode());

@@ -22,7 +22,7 @@
 //! MD5 hash-key routing, sequence numbers, shard iterators, resharding and retention.
 //!
 //! Layers, bottom up (a module only uses the ones above it in this list): `format` (bytes on disk),
-//! `mmap` (the only `unsafe`), `index`, `segment`, `shard`, then `hash_key`, `sequence`,
+//! `mmap` (the only `unsafe`), `index`, `segment`, `shard` and `repair`, then `hash_key`, `sequence`,
 //! `iterator`, `manifest`, `stream`, `store`. ARCHITECTURE.md describes them.
 #![warn(missing_docs)]
 
@@ -37,6 +37,7 @@ mod iterator;
 pub mod lock;
 pub mod manifest;
 mod mmap;
+pub mod repair;
 mod segment;
 pub mod sequence;
 pub mod shard;

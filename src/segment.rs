@@ -58,6 +58,8 @@ pub(crate) struct SealInfo {
     pub data_end: usize,
     /// Arrival time of its newest record (`None` if it holds none).
     pub last_arrival_ms: Option<i64>,
+    /// Offsets `repair` recorded as lost between this segment and the next (see the footer).
+    pub lost_after: u64,
 }
 
 /// Damage found in a segment: verified frames stop short of what it should hold.
@@ -344,17 +346,17 @@ impl Segment {
 
 /// What a scan of frames found.
 #[derive(Debug)]
-struct Scan {
-    end: usize,
-    next_offset: Offset,
-    last_arrival_ms: Option<i64>,
+pub(crate) struct Scan {
+    pub end: usize,
+    pub next_offset: Offset,
+    pub last_arrival_ms: Option<i64>,
     /// Why the scan stopped before a clean end (zero length or end of bytes), if it did.
-    corrupt: Option<&'static str>,
+    pub corrupt: Option<&'static str>,
 }
 
 /// Verifies frames from `(pos, offset)` on (CRC, offset sequence, non-decreasing arrival time) and
 /// extends `entries` with the index entries the frames call for.
-fn scan(
+pub(crate) fn scan(
     bytes: &[u8],
     base: Offset,
     (mut pos, mut offset): (usize, Offset),
@@ -511,6 +513,10 @@ fn verify_final(
         end_offset: scan.next_offset,
         data_end: scan.end,
         last_arrival_ms,
+        // Only an intact seal vouches for a gap after the segment.
+        lost_after: footer
+            .filter(|_| data.damage.is_none())
+            .map_or(0, |f| f.lost_after),
     });
     Ok(data)
 }
@@ -573,24 +579,135 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// What a look at one segment file found: its shape, and (for a full verification) every problem.
+/// `inspect`, `verify` and `repair` are built on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentReport {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Its base offset (from the file name).
+    pub base: Offset,
+    /// Size of the file in bytes.
+    pub file_bytes: u64,
+    /// Whether it carries a valid footer (takes no more records).
+    pub sealed: bool,
+    /// Records in it: those that verified, or (summary of a sealed segment) the seal's count.
+    pub records: u64,
+    /// Arrival time of its first and last record, ms since the Unix epoch.
+    pub first_arrival_ms: Option<i64>,
+    /// See `first_arrival_ms`.
+    pub last_arrival_ms: Option<i64>,
+    /// Offsets the seal records as lost after this segment (set by `repair`).
+    pub lost_after: u64,
+    /// Entries in its index file (0 if the file is missing or its header is bad).
+    pub index_entries: u64,
+    /// Everything found wrong; empty when clean.
+    pub problems: Vec<Problem>,
+}
+
+impl SegmentReport {
+    /// One past the offset of its last record.
+    pub fn end_offset(&self) -> Offset {
+        Offset::new(self.base.get().saturating_add(self.records))
+    }
+}
+
+/// Entries an index file of `len` bytes holds (whole entries after the header).
+fn index_entries_in(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| {
+        m.len().saturating_sub(INDEX_HEADER_LEN as u64) / INDEX_ENTRY_LEN as u64
+    })
+}
+
+/// The shape of a segment from its header, footer and index file size alone, without reading its
+/// frames, except for an unsealed segment, whose frames are scanned to count them. Problems found
+/// on the way (a bad header) are reported; the frames are not verified.
+pub(crate) fn summarize_segment(dir: &Path, base: Offset) -> Result<SegmentReport> {
+    let path = segment_path(dir, base);
+    let file = File::open(&path).map_err(Error::io_at("open segment", &path))?;
+    let file_bytes = file
+        .metadata()
+        .map_err(Error::io_at("stat segment", &path))?
+        .len();
+    let mut report = SegmentReport {
+        path: path.clone(),
+        base,
+        file_bytes,
+        sealed: false,
+        records: 0,
+        first_arrival_ms: None,
+        last_arrival_ms: None,
+        lost_after: 0,
+        index_entries: index_entries_in(&index_path(dir, base)),
+        problems: Vec::new(),
+    };
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    let header = file
+        .read_exact_at(&mut head, 0)
+        .map_err(|_| Error::corrupt(&path, file_bytes, "shorter than a header"))
+        .and_then(|()| check_header(&path, &head, base));
+    if let Err(e) = header {
+        report.problems.push(Problem {
+            path,
+            position: Some(0),
+            what: e.to_string(),
+        });
+        return Ok(report);
+    }
+    if let Some(f) = read_footer(&file, file_bytes) {
+        let known = |t: i64| Some(t).filter(|_| f.record_count > 0);
+        return Ok(SegmentReport {
+            sealed: true,
+            records: f.record_count,
+            first_arrival_ms: known(f.first_arrival_ms),
+            last_arrival_ms: known(f.last_arrival_ms),
+            lost_after: f.lost_after,
+            ..report
+        });
+    }
+    drop(file);
+    let bytes = std::fs::read(&path).map_err(Error::io_at("read segment", &path))?;
+    let mut entries = SparseIndex::default();
+    let scanned = scan(&bytes, base, (SEGMENT_HEADER_LEN, base), &mut entries);
+    Ok(SegmentReport {
+        records: scanned.next_offset.get() - base.get(),
+        first_arrival_ms: entries.first().map(|e| e.max_arrival_ms),
+        last_arrival_ms: scanned.last_arrival_ms,
+        ..report
+    })
+}
+
 /// Reads a whole segment and its index file, checking every frame's CRC and offset, the seal
 /// against the frames, and every index entry against the frame it points to. `next_base` is the
-/// base offset of the next segment (`None` for the newest). Returns the problems found, and the
-/// offset after the segment's last good frame. Changes nothing.
+/// base offset of the next segment (`None` for the newest). Changes nothing.
 pub(crate) fn verify_segment(
     dir: &Path,
     base: Offset,
     next_base: Option<Offset>,
-) -> Result<(Vec<Problem>, Offset)> {
+) -> Result<SegmentReport> {
     let path = segment_path(dir, base);
     let problem = |position: Option<u64>, what: String| Problem {
         path: path.clone(),
         position,
         what,
     };
+    let idx_path = index_path(dir, base);
     let bytes = std::fs::read(&path).map_err(Error::io_at("read segment", &path))?;
+    let mut report = SegmentReport {
+        path: path.clone(),
+        base,
+        file_bytes: bytes.len() as u64,
+        sealed: false,
+        records: 0,
+        first_arrival_ms: None,
+        last_arrival_ms: None,
+        lost_after: 0,
+        index_entries: index_entries_in(&idx_path),
+        problems: Vec::new(),
+    };
     if let Err(e) = check_header(&path, &bytes, base) {
-        return Ok((vec![problem(Some(0), e.to_string())], base));
+        report.problems.push(problem(Some(0), e.to_string()));
+        return Ok(report);
     }
     let mut problems = Vec::new();
     let footer = SegmentFooter::decode_at_end(&bytes).ok();
@@ -634,16 +751,23 @@ pub(crate) fn verify_segment(
         )),
         _ => {}
     }
+    let lost_after = footer.map_or(0, |f| f.lost_after);
     // Offsets lost to damage reported above are not reported again.
     if let Some(next) = next_base.filter(|_| !damaged) {
-        if offset != next {
+        if offset.get().saturating_add(lost_after) != next.get() {
+            let accounted = if lost_after > 0 {
+                format!(" (the seal accounts for {lost_after} lost offsets)")
+            } else {
+                String::new()
+            };
             problems.push(problem(
                 None,
-                format!("holds offsets up to {offset}, but the next segment starts at {next}"),
+                format!(
+                    "holds offsets up to {offset}{accounted}, but the next segment starts at {next}"
+                ),
             ));
         }
     }
-    let idx_path = index_path(dir, base);
     match (std::fs::metadata(&idx_path), index::load(&idx_path, base)) {
         (Err(_), _) => problems.push(Problem {
             path: idx_path,
@@ -694,7 +818,15 @@ pub(crate) fn verify_segment(
             }
         }
     }
-    Ok((problems, offset))
+    Ok(SegmentReport {
+        sealed: footer.is_some(),
+        records: offset.get() - base.get(),
+        first_arrival_ms: rebuilt.first().map(|e| e.max_arrival_ms),
+        last_arrival_ms: scanned.last_arrival_ms,
+        lost_after,
+        problems,
+        ..report
+    })
 }
 
 /// Where the newest segment of a shard stands after recovery.
@@ -843,8 +975,13 @@ impl ActiveSegment {
             }
         };
         if let Some(footer) = read_footer(&file, len) {
+            // Offsets lost after the newest segment are never handed out again.
             return Ok(Tail::Sealed {
-                end_offset: Offset::new(base.get() + footer.record_count),
+                end_offset: Offset::new(
+                    base.get()
+                        .saturating_add(footer.record_count)
+                        .saturating_add(footer.lost_after),
+                ),
             });
         }
 
@@ -1043,6 +1180,7 @@ impl ActiveSegment {
                 .map_or(i64::MIN, |e| e.max_arrival_ms),
             last_arrival_ms: self.last_arrival_ms.unwrap_or(i64::MIN),
             sealed_ms: now_ms,
+            lost_after: 0,
         };
         let end = self.end;
         let path = self.data.path.clone();
@@ -1062,6 +1200,7 @@ impl ActiveSegment {
             end_offset: self.next_offset,
             data_end: end,
             last_arrival_ms: self.last_arrival_ms,
+            lost_after: 0,
         });
         Ok(Arc::clone(&self.data))
     }

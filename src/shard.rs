@@ -16,11 +16,11 @@ use crate::format::{
     MAX_RECORD_BYTES_LIMIT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::lock::DirLock;
-pub use crate::segment::Problem;
 use crate::segment::{
-    index_path, load_newest_read_only, segment_path, sync_dir, verify_segment, ActiveSegment,
-    Budget, Segment, SegmentLimits, Tail,
+    self, index_path, load_newest_read_only, segment_path, sync_dir, ActiveSegment, Budget,
+    Segment, SegmentLimits, Tail,
 };
+pub use crate::segment::{Problem, SegmentReport};
 use crate::types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits};
 
 /// When an append counts as done, relative to the disk.
@@ -302,7 +302,9 @@ impl Shard {
                     .map(|&b| Arc::new(Segment::lazy(&dir, b, true))),
             );
             let snapshot = Arc::new(load_newest_read_only(&dir, newest)?);
-            next = snapshot.seal_info().map_or(newest, |s| s.end_offset);
+            next = snapshot.seal_info().map_or(newest, |s| {
+                Offset::new(s.end_offset.get().saturating_add(s.lost_after))
+            });
             segments.push(Arc::new(Segment::loaded(&dir, snapshot, true)));
         }
         Ok(Shard {
@@ -575,8 +577,10 @@ impl Shard {
             let Some(newer) = segments.get(i + 1) else {
                 break;
             };
-            if cursor < newer.base() {
-                // This segment ended before the next one begins: records are missing.
+            let lost = data.seal_info().map_or(0, |s| s.lost_after);
+            if cursor < newer.base() && cursor.get().saturating_add(lost) != newer.base().get() {
+                // This segment ended before the next one begins, and no repair accounted for the
+                // gap: records are missing.
                 if !out.is_empty() {
                     break;
                 }
@@ -708,13 +712,33 @@ fn count_fitting(records: &[NewRecord<'_>], room: usize) -> usize {
 /// the newest segment as it is at that moment).
 pub fn verify(dir: impl AsRef<Path>) -> Result<Vec<Problem>> {
     let dir = dir.as_ref();
-    let bases = list_segments(dir, false)?;
+    let bases = segment_bases(dir)?;
     let mut problems = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
-        let (found, _) = verify_segment(dir, base, bases.get(i + 1).copied())?;
-        problems.extend(found);
+        problems.extend(verify_segment(dir, base, bases.get(i + 1).copied())?.problems);
     }
     Ok(problems)
+}
+
+/// The base offsets of the segment files in a shard directory, oldest first. Changes nothing.
+pub fn segment_bases(dir: impl AsRef<Path>) -> Result<Vec<Offset>> {
+    list_segments(dir.as_ref(), false)
+}
+
+/// Verifies one segment of a shard directory as [`verify`] does (`next_base`: the base offset
+/// of the segment after it, `None` for the newest), reporting its shape and every problem.
+pub fn verify_segment(
+    dir: &Path,
+    base: Offset,
+    next_base: Option<Offset>,
+) -> Result<SegmentReport> {
+    segment::verify_segment(dir, base, next_base)
+}
+
+/// The shape of one segment (records, arrival times, seal, index size) from its header, footer
+/// and index file size; only an unsealed segment's frames are read. Verifies nothing else.
+pub fn summarize_segment(dir: &Path, base: Offset) -> Result<SegmentReport> {
+    segment::summarize_segment(dir, base)
 }
 
 /// The path of the segment file of `base` in a shard directory (for tools and tests).

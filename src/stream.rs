@@ -23,7 +23,7 @@ use crate::hash_key::{
 use crate::iterator::IteratorToken;
 use crate::manifest::{Closed, ShardEntry, StreamManifest, StreamMode};
 use crate::sequence::SequenceNumber;
-use crate::shard::{Shard, ShardOptions};
+use crate::shard::{Problem, Shard, ShardOptions};
 use crate::throttle::ShardThrottle;
 use crate::types::{NewRecord, Offset, ReadLimits};
 
@@ -1485,4 +1485,82 @@ fn add_shard(
         closed: None,
     });
     index
+}
+
+/// Checks a stream directory's manifest and shard directories against each other, changing
+/// nothing: the manifest reads and is consistent, every shard directory belongs to a shard of the
+/// manifest, and every closed shard ends exactly at the offset the manifest closed it at. (Each
+/// shard's own files are checked by [`crate::shard::verify`].)
+pub fn verify_layout(stream_dir: &Path) -> Result<Vec<Problem>> {
+    let manifest_path = stream_dir.join(crate::manifest::MANIFEST_FILE);
+    let manifest = match StreamManifest::read(stream_dir) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(vec![Problem {
+                path: manifest_path,
+                position: None,
+                what: e.to_string(),
+            }])
+        }
+    };
+    let mut problems = Vec::new();
+    let dir = shards_dir(stream_dir);
+    let listed = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(Error::io_at("list", &dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    for name in listed {
+        let text = name.to_string_lossy();
+        let known = parse_shard_id(&text).is_some_and(|i| {
+            manifest
+                .shards
+                .binary_search_by_key(&i, |s| s.index)
+                .is_ok()
+        });
+        if !known && !text.starts_with('.') {
+            problems.push(Problem {
+                path: dir.join(&name),
+                position: None,
+                what: format!(
+                    "not a shard of the manifest {} (left by a crash while removing an expired \
+                     shard?)",
+                    manifest_path.display()
+                ),
+            });
+        }
+    }
+    for entry in &manifest.shards {
+        let Some(closed) = entry.closed else {
+            continue;
+        };
+        let shard_dir = dir.join(shard_id(entry.index));
+        let bases = match crate::shard::segment_bases(&shard_dir) {
+            Ok(bases) => bases,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(&newest) = bases.last() else {
+            continue;
+        };
+        let report = crate::shard::summarize_segment(&shard_dir, newest)?;
+        let end = report.end_offset().get().saturating_add(report.lost_after);
+        if report.problems.is_empty() && end != closed.end_offset {
+            problems.push(Problem {
+                path: report.path,
+                position: None,
+                what: format!(
+                    "shard {} was closed at offset {} but its segments end at {end}",
+                    shard_id(entry.index),
+                    closed.end_offset
+                ),
+            });
+        }
+    }
+    Ok(problems)
 }

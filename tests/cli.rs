@@ -15,25 +15,6 @@ fn shardlog(args: &[&str]) -> Output {
         .expect("run shardlog")
 }
 
-/// Every file under `dir` with its bytes, sorted by path.
-fn every_file(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                out.push((p, bytes));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -64,12 +45,12 @@ fn store_with_records(dir: &std::path::Path) {
 fn verify_is_clean_on_what_the_engine_wrote_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     store_with_records(dir.path());
-    let before = every_file(dir.path());
+    let before = snapshot_dir(dir.path());
     let out = shardlog(&["verify", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stdout));
-    assert_eq!(every_file(dir.path()), before, "verify changed a file");
+    assert_eq!(snapshot_dir(dir.path()), before, "verify changed a file");
     assert!(
-        text(&out.stdout).contains("clean: 3 shard directories checked"),
+        text(&out.stdout).contains("clean: 3 segments (192.0 KiB) in 3 shard directories checked"),
         "{}",
         text(&out.stdout)
     );
@@ -134,7 +115,7 @@ fn dump_prints_records_from_an_offset() {
     assert_eq!(fields[0], "100");
     assert_eq!(fields[1], "2023-11-14T22:13:20.000Z");
     assert_eq!(fields[2], String::from_utf8(key(100)).unwrap());
-    assert_eq!(fields[3], payload(100, 50).len().to_string());
+    assert_eq!(fields[4], payload(100, 50).len().to_string());
 }
 
 #[test]

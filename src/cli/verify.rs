@@ -1,0 +1,105 @@
+//! `shardlog verify`: every frame, seal and index, and each manifest against its shards.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::target::{self, Target};
+use super::CliResult;
+use crate::shard::{segment_bases, verify_segment, Problem};
+use crate::Offset;
+
+/// Directories smaller than this verify too fast to need a progress bar.
+const PROGRESS_MIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One segment to check: its shard directory, base offset and the next segment's base.
+struct Job {
+    dir: PathBuf,
+    base: Offset,
+    next: Option<Offset>,
+    bytes: u64,
+}
+
+fn jobs_for_shard(dir: &Path, only: Option<Offset>) -> CliResult<Vec<Job>> {
+    let bases = match segment_bases(dir) {
+        Ok(bases) => bases,
+        Err(crate::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && only.is_none() =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(bases
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| only.is_none_or(|o| o == b))
+        .map(|(i, &base)| Job {
+            dir: dir.to_path_buf(),
+            base,
+            next: bases.get(i + 1).copied(),
+            bytes: std::fs::metadata(crate::shard::segment_file(dir, base)).map_or(0, |m| m.len()),
+        })
+        .collect())
+}
+
+pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut jobs = Vec::new();
+    let mut shards = 0;
+    let mut stream_dirs = Vec::new();
+    match target::resolve(path)? {
+        Target::Data(dir) => stream_dirs = target::stream_dirs(&dir)?,
+        Target::Stream(dir) => stream_dirs.push(dir),
+        Target::Shard { dir, .. } => {
+            shards += 1;
+            jobs.extend(jobs_for_shard(&dir, None)?);
+        }
+        Target::Segment { dir, base, .. } => jobs.extend(jobs_for_shard(&dir, Some(base))?),
+    }
+    for stream in &stream_dirs {
+        problems.extend(crate::stream::verify_layout(stream)?);
+        for shard in target::shard_dirs_on_disk(stream)? {
+            shards += 1;
+            jobs.extend(jobs_for_shard(&shard, None)?);
+        }
+    }
+
+    let total: u64 = jobs.iter().map(|j| j.bytes).sum();
+    let progress = (std::io::stderr().is_terminal() && total >= PROGRESS_MIN_BYTES).then(|| {
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template(
+            "verifying {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    for job in &jobs {
+        problems.extend(verify_segment(&job.dir, job.base, job.next)?.problems);
+        if let Some(bar) = &progress {
+            bar.inc(job.bytes);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+
+    for p in &problems {
+        writeln!(out, "{p}")?;
+    }
+    let checked = format!(
+        "{} segments ({}) in {shards} shard directories",
+        jobs.len(),
+        super::human_bytes(total)
+    );
+    if problems.is_empty() {
+        writeln!(out, "clean: {checked} checked")?;
+        Ok(ExitCode::SUCCESS)
+    } else {
+        writeln!(out, "{} problems in {checked}", problems.len())?;
+        Ok(ExitCode::from(1))
+    }
+}
