@@ -72,6 +72,11 @@ impl SparseIndex {
         (0..self.len()).filter_map(|i| self.get(i))
     }
 
+    /// How many entries point at frames starting before byte `position`.
+    pub(crate) fn count_before(&self, position: usize) -> usize {
+        self.positions.partition_point(|&p| (p as usize) < position)
+    }
+
     /// The entry to start scanning from to find relative offset `rel`: the last one at or
     /// before it.
     pub(crate) fn for_offset(&self, rel: u32) -> Option<IndexEntry> {
@@ -182,20 +187,21 @@ impl IndexFile {
         self.persisted
     }
 
-    /// Writes the entries of `all` that the file does not hold yet.
-    pub(crate) fn append_new(&mut self, all: &SparseIndex) -> Result<()> {
-        if all.len() <= self.persisted {
+    /// Writes the first `upto` entries of `all` that the file does not hold yet.
+    pub(crate) fn append_new(&mut self, all: &SparseIndex, upto: usize) -> Result<()> {
+        let upto = upto.min(all.len());
+        if upto <= self.persisted {
             return Ok(());
         }
-        let mut bytes = Vec::with_capacity((all.len() - self.persisted) * INDEX_ENTRY_LEN);
-        for e in all.iter().skip(self.persisted) {
+        let mut bytes = Vec::with_capacity((upto - self.persisted) * INDEX_ENTRY_LEN);
+        for e in all.iter().take(upto).skip(self.persisted) {
             bytes.extend_from_slice(&e.encode());
         }
         let at = INDEX_HEADER_LEN + self.persisted * INDEX_ENTRY_LEN;
         self.file
             .write_all_at(&bytes, at as u64)
             .map_err(Error::io_at("write index", &self.path))?;
-        self.persisted = all.len();
+        self.persisted = upto;
         Ok(())
     }
 }
@@ -256,7 +262,7 @@ mod tests {
         let entries = sample();
         let first_two: SparseIndex = entries.iter().take(2).collect();
         let mut f = IndexFile::rewrite(&path, base, &first_two).unwrap();
-        f.append_new(&entries).unwrap();
+        f.append_new(&entries, entries.len()).unwrap();
         assert_eq!(f.persisted(), 4);
         assert_eq!(load(&path, base), Some(entries.clone()));
         assert_eq!(load(&path, Offset::new(999)), None, "foreign base");

@@ -30,6 +30,10 @@
 pub mod cli;
 pub mod clock;
 pub mod error;
+#[cfg(feature = "failpoints")]
+pub mod faults;
+#[cfg(not(feature = "failpoints"))]
+mod faults;
 pub mod format;
 pub mod hash_key;
 mod index;

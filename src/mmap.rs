@@ -24,11 +24,12 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
+
+use crate::faults;
 
 /// Zero-fills are written in pieces of this size, aligned to it: the page cache then holds the
 /// range in large folios. Measured on the dev VM (A/B, same benchmark): 2 MiB pieces made random
@@ -158,15 +159,15 @@ impl MapWriter {
         let len = (new_end - self.writable_end) as u64;
         // Not fs2's `allocate`: it reads errno after posix_fallocate, which returns its error
         // instead of setting errno, so a full disk came back as "Success".
-        match rustix::fs::fallocate(&*self.file, rustix::fs::FallocateFlags::empty(), start, len) {
+        match faults::allocate(&self.file, start, len) {
             Ok(()) => {}
             // A filesystem without fallocate: writing the range allocates it (and reports a
             // full disk).
-            Err(rustix::io::Errno::OPNOTSUPP) => {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) => {
                 let from = self.prefilled_end.max(self.writable_end);
                 self.zero_fill(from, new_end)?;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
         self.writable_end = new_end;
         Ok(())
@@ -200,7 +201,7 @@ impl MapWriter {
         while at < to {
             // Up to the next chunk boundary, so later pieces are aligned.
             let n = (to - at).min(ZERO_CHUNK - at % ZERO_CHUNK);
-            self.file.write_all_at(&ZEROS[..n], at as u64)?;
+            faults::write_all_at(&self.file, &ZEROS[..n], at as u64)?;
             at += n;
         }
         Ok(())
@@ -219,7 +220,7 @@ impl MapWriter {
                 ),
             ));
         }
-        self.file.write_all_at(bytes, pos as u64)?;
+        faults::write_all_at(&self.file, bytes, pos as u64)?;
         if pos <= self.prefilled_end {
             self.prefilled_end = self.prefilled_end.max(pos + bytes.len());
         }
@@ -273,7 +274,7 @@ impl MapWriter {
         // Lower the bounds before shrinking, so no write can land past the new end.
         self.writable_end = self.writable_end.min(len);
         self.prefilled_end = self.prefilled_end.min(len);
-        self.file.set_len(len as u64)?;
+        faults::set_len(&self.file, len as u64)?;
         self.writable_end = len;
         Ok(())
     }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::faults;
 use crate::format::{
     decode_frame, encode_frame, encode_frame_head, file_name, frame_len, peek_frame, DecodeError,
     FrameError, FrameFields, IndexEntry, SegmentFooter, SegmentHeader, FOOTER_LEN, INDEX_ENTRY_LEN,
@@ -863,6 +864,13 @@ pub(crate) struct ActiveSegment {
     created_ms: i64,
     arrival_floor_ms: i64,
     map_small_appends: bool,
+    /// Whether the shard's policy syncs (see [`ActiveSegment::mark_durable`]).
+    sync: bool,
+    /// Bytes known to be on disk (fsynced). Under a syncing policy, index entries reach the index
+    /// file only for frames below this: an entry written before its frames are durable could
+    /// survive a power cut that its frames, or frames before them, do not, and recovery would
+    /// trust it past a hole.
+    durable_end: usize,
     /// Frames of one append, encoded here first when they are written with pwrite.
     scratch: Vec<u8>,
 }
@@ -915,10 +923,7 @@ impl ActiveSegment {
         writer.publish(SEGMENT_HEADER_LEN);
         let index_file = IndexFile::rewrite(&index_path(dir, base), base, &SparseIndex::default())?;
         if limits.sync {
-            writer
-                .file()
-                .sync_data()
-                .map_err(Error::io_at("sync segment", &path))?;
+            faults::sync_data(writer.file(), &path).map_err(Error::io_at("sync segment", &path))?;
             sync_dir(dir)?;
         }
         Ok(ActiveSegment {
@@ -936,6 +941,8 @@ impl ActiveSegment {
             created_ms: header.created_ms,
             arrival_floor_ms: header.arrival_floor_ms,
             map_small_appends: limits.map_small_appends,
+            sync: limits.sync,
+            durable_end: SEGMENT_HEADER_LEN,
             scratch: Vec::new(),
         })
     }
@@ -1013,6 +1020,10 @@ impl ActiveSegment {
                     .min(capacity),
             )
             .map_err(Error::io_at("allocate segment", &path))?;
+        if limits.sync {
+            // What recovery keeps becomes durable before the index may point into it.
+            faults::sync_data(writer.file(), &path).map_err(Error::io_at("sync segment", &path))?;
+        }
         let index_file = if loaded.as_ref() == Some(&entries) {
             IndexFile::open_for_append(&idx_path, entries.len())?
         } else {
@@ -1028,6 +1039,8 @@ impl ActiveSegment {
             created_ms: header.created_ms,
             arrival_floor_ms: header.arrival_floor_ms,
             map_small_appends: limits.map_small_appends,
+            sync: limits.sync,
+            durable_end: scan.end,
             scratch: Vec::new(),
         }))
     }
@@ -1154,21 +1167,35 @@ impl ActiveSegment {
         if !new_entries.is_empty() {
             let mut index = self.data.index.write().unwrap_or_else(|e| e.into_inner());
             index.extend(new_entries);
-            if index.len() - self.index_file.persisted() >= INDEX_FLUSH_EVERY {
+            let persistable = self.persistable(&index);
+            if persistable.saturating_sub(self.index_file.persisted()) >= INDEX_FLUSH_EVERY {
                 // The records are stored and visible: failing the append now would invite a
                 // retry that duplicates them. The index file is a cache; what it misses now is
                 // written with the next group, or rebuilt by the next open.
-                let _ = self.index_file.append_new(&index);
+                let _ = self.index_file.append_new(&index, persistable);
             }
         }
         Ok(())
     }
 
-    /// Seals the segment: completes its index file, writes the footer, cuts the file to its used
-    /// length and (when `limits.sync`) makes all of it durable. Returns the now-immutable data.
+    /// How many index entries may be written to the index file: all of them, or under a syncing
+    /// policy those of frames already durable.
+    fn persistable(&self, index: &SparseIndex) -> usize {
+        if self.sync {
+            index.count_before(self.durable_end)
+        } else {
+            index.len()
+        }
+    }
+
+    /// Records that every byte below `end` has been fsynced.
+    pub(crate) fn mark_durable(&mut self, end: usize) {
+        self.durable_end = self.durable_end.max(end.min(self.end));
+    }
+
+    /// Seals the segment: writes the footer, cuts the file to its used length, (when `sync`)
+    /// makes all of it durable, and completes its index file. Returns the now-immutable data.
     pub(crate) fn seal(mut self, now_ms: i64, sync: bool) -> Result<Arc<SegmentData>> {
-        // A cache: if it cannot be completed, a later load rebuilds it from the frames.
-        let _ = self.index_file.append_new(&self.data.index());
         self.reserve(0)?;
         let footer = SegmentFooter {
             record_count: self.next_offset.get() - self.data.base.get(),
@@ -1191,11 +1218,15 @@ impl ActiveSegment {
             .set_file_len(end + FOOTER_LEN)
             .map_err(Error::io_at("cut sealed segment", &path))?;
         if sync {
-            self.writer
-                .file()
-                .sync_data()
+            faults::sync_data(self.writer.file(), &path)
                 .map_err(Error::io_at("sync sealed segment", &path))?;
+            self.durable_end = end;
         }
+        // A cache: if it cannot be completed, a later load rebuilds it from the frames.
+        let index = self.data.index();
+        let persistable = self.persistable(&index);
+        let _ = self.index_file.append_new(&index, persistable);
+        drop(index);
         let _ = self.data.sealed.set(SealInfo {
             end_offset: self.next_offset,
             data_end: end,
@@ -1258,7 +1289,9 @@ impl Drop for ActiveSegment {
     fn drop(&mut self) {
         // A clean close leaves a complete index, so the next open scans nothing. Best effort: the
         // index is a cache, and an error here only means a longer scan then.
-        let _ = self.index_file.append_new(&self.data.index());
+        let index = self.data.index();
+        let persistable = self.persistable(&index);
+        let _ = self.index_file.append_new(&index, persistable);
     }
 }
 

@@ -145,6 +145,9 @@ struct Writer {
     next_offset: Offset,
     last_arrival_ms: Option<i64>,
     poisoned: Option<String>,
+    /// Segments sealed without a sync (policy `Never`), which [`Shard::flush`] must still sync,
+    /// with the directory that names them.
+    unsynced: Vec<(Arc<std::fs::File>, PathBuf)>,
 }
 
 #[derive(Default)]
@@ -233,6 +236,7 @@ impl Shard {
             next_offset: Offset::new(0),
             last_arrival_ms: None,
             poisoned: None,
+            unsynced: Vec::new(),
         };
         if let Some((&newest, older)) = bases.split_last() {
             segments.extend(
@@ -465,9 +469,14 @@ impl Shard {
     /// Seals the active segment and starts the next one.
     fn roll(&self, w: &mut Writer, now: i64) -> Result<()> {
         if let Some(active) = w.active.take() {
-            if let Err(e) = active.seal(now, self.limits.sync) {
-                w.poisoned = Some(format!("sealing a segment failed: {e}"));
-                return Err(e);
+            let file = Arc::clone(active.file());
+            match active.seal(now, self.limits.sync) {
+                Ok(data) if !self.limits.sync => w.unsynced.push((file, data.path().to_path_buf())),
+                Ok(_) => {}
+                Err(e) => {
+                    w.poisoned = Some(format!("sealing a segment failed: {e}"));
+                    return Err(e);
+                }
             }
         }
         self.start_segment(w, now)
@@ -512,28 +521,36 @@ impl Shard {
         }
     }
 
-    /// fdatasyncs the active segment; returns the offset below which everything is durable.
+    /// fdatasyncs the active segment (and any segment sealed without a sync, and then the
+    /// directory); returns the offset below which everything is durable.
     fn sync_active(&self) -> Result<Offset> {
-        let (upto, file, path) = {
-            let w = self.lock_writer()?;
-            match w.active.as_ref() {
-                Some(a) => (
-                    w.next_offset,
-                    Some(Arc::clone(a.file())),
-                    a.data().path().to_path_buf(),
-                ),
-                // Sealed segments were synced when sealed.
-                None => (w.next_offset, None, self.dir.clone()),
-            }
+        let (upto, active, unsynced) = {
+            let mut w = self.lock_writer()?;
+            let active = w
+                .active
+                .as_ref()
+                .map(|a| (Arc::clone(a.file()), a.data().path().to_path_buf(), a.end()));
+            (w.next_offset, active, std::mem::take(&mut w.unsynced))
         };
-        if let Some(file) = file {
-            if let Err(source) = file.sync_data() {
-                let e = Error::io("sync", &path, source);
-                if let Some(writer) = &self.writer {
-                    let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
-                    w.poisoned = Some(e.to_string());
-                }
-                return Err(e);
+        let poison = |e: Error| {
+            if let Some(writer) = &self.writer {
+                let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+                w.poisoned = Some(e.to_string());
+            }
+            e
+        };
+        for (file, path) in &unsynced {
+            crate::faults::sync_data(file, path).map_err(|e| poison(Error::io("sync", path, e)))?;
+        }
+        if !unsynced.is_empty() {
+            sync_dir(&self.dir).map_err(poison)?;
+        }
+        if let Some((file, path, end)) = active {
+            crate::faults::sync_data(&file, &path)
+                .map_err(|e| poison(Error::io("sync", &path, e)))?;
+            let mut w = self.lock_writer()?;
+            if let Some(a) = w.active.as_mut().filter(|a| a.data().path() == path) {
+                a.mark_durable(end);
             }
         }
         Ok(upto)
@@ -542,6 +559,10 @@ impl Shard {
     /// Makes every record appended so far durable, whatever the flush policy.
     pub fn flush(&self) -> Result<()> {
         let upto = self.sync_active()?;
+        if !self.limits.sync {
+            // Segments created without a sync of the directory that names them.
+            sync_dir(&self.dir)?;
+        }
         let mut state = self.sync_state.lock().unwrap_or_else(|e| e.into_inner());
         state.durable = state.durable.max(upto);
         Ok(())

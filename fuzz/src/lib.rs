@@ -1,4 +1,8 @@
-//! The fuzz targets' bodies. They live in `bodies.rs`, which the main crate's
-//! `tests/fuzz_corpus.rs` also compiles, so `cargo test` runs them over the committed seeds.
+//! The fuzz targets' bodies. They live in `bodies.rs` and `operations.rs`, which the main crate's
+//! `tests/fuzz_corpus.rs` and `tests/fuzz_operations.rs` also compile, so `cargo test` runs them
+//! over the committed seeds.
 
 include!("bodies.rs");
+
+mod operations;
+pub use operations::operations;

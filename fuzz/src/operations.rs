@@ -1,0 +1,413 @@
+// Body of the `operations` fuzz target: arbitrary sequences of appends, reads, seeks, rolls,
+// reopens, retention deletes, injected I/O faults and crashes against an in-memory model of the
+// shard. Shared by the cargo-fuzz target and by `cargo test --features failpoints`
+// (tests/fuzz_operations.rs), which runs it over the committed seeds.
+//
+// The I/O layer is shardlog's `failpoints` feature: an armed fault makes the n-th write,
+// allocation, truncation or sync fail (a write first writes a torn prefix). Any error ends the
+// process's life: the shard is dropped and "crashes" — under `Never` the page cache survives (a
+// killed process), under `Always` and `GroupCommit` the power is cut: every file goes back to its
+// last fsynced contents plus an arbitrary subset of the 4 KiB pages written since. After reopening,
+// the shard must hold exactly the acknowledged records (under every policy, as each survives its
+// crash model) followed by a prefix of the batch that failed, and nothing else.
+//
+// `unwrap`/`expect` here are on the harness's own work, or state what the engine must do.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardlog::faults;
+use shardlog::{
+    Clock, FlushPolicy, ManualClock, NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions,
+};
+
+/// Prints what the harness does when `SHARDLOG_FUZZ_TRACE` is set (to replay a finding).
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if std::env::var_os("SHARDLOG_FUZZ_TRACE").is_some() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
+const T0: i64 = 1_700_000_000_000;
+
+/// A record as the model holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    key: Vec<u8>,
+    data: Vec<u8>,
+    arrival_ms: i64,
+}
+
+/// Bytes of fuzz input, read as small numbers; zeros once it runs out.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.byte(), self.byte()])
+    }
+
+    fn coin(&mut self) -> bool {
+        self.byte() & 1 == 1
+    }
+
+    fn done(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    options: ShardOptions,
+    clock: Arc<ManualClock>,
+    durable_policy: bool,
+    shard: Option<Shard>,
+    /// Offset of `acked[0]`.
+    first: u64,
+    /// Records that must be there (acknowledged, or found after a crash).
+    acked: Vec<Rec>,
+}
+
+fn same(record: &Record, rec: &Rec) -> bool {
+    record.partition_key[..] == rec.key[..]
+        && record.data[..] == rec.data[..]
+        && record.arrival_ms == rec.arrival_ms
+}
+
+/// The files of a directory with their sizes, for traces.
+fn files(dir: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    let len = e.metadata().map_or(0, |m| m.len());
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn read_all(shard: &Shard) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut cursor = shard.first_offset();
+    loop {
+        let batch = shard
+            .read(cursor, ReadLimits::default())
+            .expect("an undamaged shard reads");
+        if batch.records.is_empty() {
+            return out;
+        }
+        cursor = batch.next_offset;
+        out.extend(batch.records);
+    }
+}
+
+impl Harness {
+    fn new(input: &mut Input<'_>) -> Harness {
+        let clock = Arc::new(ManualClock::new(T0));
+        let flush = match input.byte() % 3 {
+            0 => FlushPolicy::Always,
+            1 => FlushPolicy::GroupCommit {
+                interval: Duration::ZERO,
+            },
+            _ => FlushPolicy::Never,
+        };
+        let options = ShardOptions {
+            segment_bytes: 4096 + u64::from(input.byte()) * 256,
+            max_segment_age: match input.byte() % 4 {
+                0 => Some(Duration::from_millis(200)),
+                _ => None,
+            },
+            max_record_bytes: 64 * 1024,
+            flush,
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        faults::reset();
+        faults::mark_durable(dir.path()).unwrap();
+        let shard = Shard::open(dir.path(), options.clone()).expect("a new shard opens");
+        Harness {
+            dir,
+            durable_policy: flush != FlushPolicy::Never,
+            options,
+            clock,
+            shard: Some(shard),
+            first: 0,
+            acked: Vec::new(),
+        }
+    }
+
+    fn shard(&self) -> &Shard {
+        self.shard
+            .as_ref()
+            .expect("the shard is open between operations")
+    }
+
+    fn end(&self) -> u64 {
+        self.first + self.acked.len() as u64
+    }
+
+    fn append(&mut self, input: &mut Input<'_>) {
+        let count = 1 + usize::from(input.byte() % 8);
+        let now = self.clock.now_ms();
+        let batch: Vec<Rec> = (0..count)
+            .map(|_| {
+                let key = format!("k{}", input.byte() % 16).into_bytes();
+                let len = match input.byte() {
+                    // Now and then a record large enough for the direct-write path.
+                    255 => 40 * 1024,
+                    b => usize::from(b) * 3,
+                };
+                let fill = input.byte();
+                let data = (0..len).map(|i| fill.wrapping_add(i as u8)).collect();
+                Rec {
+                    key,
+                    data,
+                    arrival_ms: now,
+                }
+            })
+            .collect();
+        let records: Vec<NewRecord<'_>> = batch
+            .iter()
+            .map(|r| NewRecord {
+                partition_key: &r.key,
+                hash_key: 7,
+                data: &r.data,
+            })
+            .collect();
+        trace!("append {count} at {} (t={now})", self.end());
+        match self.shard().append(&records) {
+            Ok(appended) => {
+                assert_eq!(appended.first, Offset::new(self.end()));
+                self.acked.extend(batch);
+            }
+            Err(e) => {
+                trace!("append failed: {e}");
+                assert!(
+                    faults::fired(),
+                    "append failed without an injected fault: {e}"
+                );
+                self.crash(input, &batch)
+            }
+        }
+    }
+
+    /// Drops the shard, applies the crash model, reopens, and checks the shard holds the
+    /// acknowledged records followed by a prefix of `failed`. What it holds becomes the model.
+    fn crash(&mut self, input: &mut Input<'_>, failed: &[Rec]) {
+        drop(self.shard.take()); // may be None already: a reopen failed
+        faults::disarm();
+        if self.durable_policy {
+            faults::power_cut(self.dir.path(), &mut || input.coin()).unwrap();
+        }
+        if let Some(keep) = std::env::var_os("SHARDLOG_FUZZ_KEEP") {
+            let to = Path::new(&keep).join(format!("{}", self.end()));
+            std::fs::create_dir_all(&to).unwrap();
+            for (name, _) in files(self.dir.path()) {
+                std::fs::copy(self.dir.path().join(&name), to.join(&name)).unwrap();
+            }
+        }
+        let shard = Shard::open(self.dir.path(), self.options.clone())
+            .expect("a shard opens after any crash");
+        let found = read_all(&shard);
+        trace!(
+            "read at end: {:?}",
+            shard
+                .read(Offset::new(self.end()), ReadLimits::default())
+                .map(|b| (b.records.len(), b.next_offset))
+        );
+        trace!(
+            "crash: acked {}..{}, failed {}, found {} records, next offset {}, files {:?}",
+            self.first,
+            self.end(),
+            failed.len(),
+            found.len(),
+            shard.next_offset(),
+            files(self.dir.path())
+        );
+        let first = found
+            .first()
+            .map_or(shard.next_offset().get(), |r| r.offset.get());
+        assert_eq!(
+            first, self.first,
+            "the first offset moved across a crash (acknowledged records lost?)"
+        );
+        assert!(
+            found.len() >= self.acked.len(),
+            "acknowledged records lost: {} of {} survived",
+            found.len(),
+            self.acked.len()
+        );
+        for (i, record) in found.iter().enumerate() {
+            assert_eq!(record.offset.get(), self.first + i as u64);
+            let expected = match self.acked.get(i) {
+                Some(rec) => rec,
+                None => failed
+                    .get(i - self.acked.len())
+                    .expect("records beyond the acknowledged ones come from the failed batch"),
+            };
+            assert!(same(record, expected), "offset {} changed", record.offset);
+        }
+        let adopted = &failed[..found.len() - self.acked.len()];
+        self.acked.extend_from_slice(adopted);
+        assert_eq!(shard.next_offset().get(), self.end());
+        faults::mark_durable(self.dir.path()).unwrap();
+        self.shard = Some(shard);
+    }
+
+    fn check_read(&self, input: &mut Input<'_>) {
+        let span = self.acked.len() as u64 + 2;
+        let from = self.first + u64::from(input.u16()) % span;
+        let max = 1 + usize::from(input.byte());
+        let batch = self
+            .shard()
+            .read(
+                Offset::new(from),
+                ReadLimits {
+                    max_records: max,
+                    ..ReadLimits::default()
+                },
+            )
+            .expect("reads of an undamaged shard succeed");
+        let start = from.max(self.first);
+        let expected_len = (self.end().saturating_sub(start) as usize).min(max);
+        assert_eq!(batch.records.len(), expected_len, "read from {from}");
+        for (i, record) in batch.records.iter().enumerate() {
+            let o = start + i as u64;
+            assert_eq!(record.offset.get(), o);
+            assert!(same(record, &self.acked[(o - self.first) as usize]));
+        }
+    }
+
+    fn check_seek(&self, input: &mut Input<'_>) {
+        let t = T0 - 50 + i64::from(input.u16());
+        let expected = self
+            .acked
+            .iter()
+            .position(|r| r.arrival_ms >= t)
+            .map_or(self.end(), |i| self.first + i as u64);
+        let found = self.shard().seek_time(t).expect("seek works");
+        assert_eq!(found.get(), expected, "seek_time({t})");
+    }
+
+    fn delete_before(&mut self, input: &mut Input<'_>) {
+        let cutoff = self.clock.now_ms() - i64::from(input.byte()) * 4;
+        match self.shard().delete_before(cutoff) {
+            Ok(deleted) => {
+                trace!("delete_before {cutoff}: {deleted:?}");
+                let first = self.shard().first_offset().get();
+                assert!(first >= self.first);
+                let gone = (first - self.first) as usize;
+                assert!(gone <= self.acked.len(), "retention deleted past the end");
+                assert!(
+                    self.acked[..gone].iter().all(|r| r.arrival_ms < cutoff),
+                    "retention deleted a record newer than the cutoff"
+                );
+                self.acked.drain(..gone);
+                self.first = first;
+            }
+            Err(e) => {
+                assert!(
+                    faults::fired(),
+                    "delete failed without an injected fault: {e}"
+                );
+                self.crash(input, &[])
+            }
+        }
+    }
+
+    /// Closes and reopens the shard; an armed fault may hit the open's recovery, which then
+    /// counts as a crash.
+    fn reopen(&mut self, input: &mut Input<'_>) {
+        drop(self.shard.take());
+        match Shard::open(self.dir.path(), self.options.clone()) {
+            Ok(shard) => {
+                self.shard = Some(shard);
+                self.check_everything();
+            }
+            Err(e) => {
+                assert!(
+                    faults::fired(),
+                    "reopen failed without an injected fault: {e}"
+                );
+                self.crash(input, &[]);
+            }
+        }
+    }
+
+    fn check_everything(&self) {
+        let found = read_all(self.shard());
+        assert_eq!(found.len(), self.acked.len());
+        for (i, (record, rec)) in found.iter().zip(&self.acked).enumerate() {
+            assert_eq!(record.offset.get(), self.first + i as u64);
+            assert!(same(record, rec), "offset {} differs", record.offset);
+        }
+        assert_eq!(self.shard().next_offset().get(), self.end());
+    }
+}
+
+/// Runs the operations the input describes. Panics (a finding) if the shard ever disagrees with
+/// the model.
+pub fn operations(data: &[u8]) {
+    let mut input = Input(data);
+    let mut h = Harness::new(&mut input);
+    let mut steps = 0;
+    while !input.done() && steps < 200 {
+        steps += 1;
+        match input.byte() % 10 {
+            0..=2 => h.append(&mut input),
+            3 => h.check_read(&mut input),
+            4 => h.check_seek(&mut input),
+            5 => {
+                let after = u32::from(input.byte() % 24);
+                let tear = usize::from(input.u16());
+                trace!("arm after {after} ops, tear {tear}");
+                faults::arm(after, tear);
+            }
+            6 => h.clock.advance(i64::from(input.byte())),
+            7 => h.delete_before(&mut input),
+            8 => {
+                trace!("reopen");
+                h.reopen(&mut input)
+            }
+            _ => {
+                trace!("crash");
+                h.crash(&mut input, &[])
+            }
+        }
+    }
+    // Whatever happened, a crash now keeps every acknowledged record.
+    h.crash(&mut input, &[]);
+    h.check_everything();
+    faults::disarm();
+    check_dir_verifies(h.dir.path());
+}
+
+/// A shard the engine wrote and recovered verifies clean, apart from what a power cut may leave
+/// behind that the engine repairs on its own (torn tails, index caches).
+fn check_dir_verifies(dir: &Path) {
+    let problems = shardlog::shard::verify(dir).expect("verify runs");
+    for p in &problems {
+        let cache = p.path.extension().is_some_and(|e| e == "idx");
+        assert!(
+            cache || p.what.contains("torn"),
+            "verify after recovery: {p}"
+        );
+    }
+}
