@@ -1211,6 +1211,14 @@ impl ActiveSegment {
         };
         let end = self.end;
         let path = self.data.path.clone();
+        if sync && self.durable_end < end {
+            // The seal vouches for the frames (recovery trusts a valid footer without scanning),
+            // so the frames must be on disk before it can be: a power cut may keep a later page
+            // and lose an earlier one.
+            faults::sync_data(self.writer.file(), &path)
+                .map_err(Error::io_at("sync segment before sealing", &path))?;
+            self.durable_end = end;
+        }
         self.writer
             .write_at(end, &footer.encode())
             .map_err(Error::io_at("write footer", &path))?;
@@ -1220,7 +1228,6 @@ impl ActiveSegment {
         if sync {
             faults::sync_data(self.writer.file(), &path)
                 .map_err(Error::io_at("sync sealed segment", &path))?;
-            self.durable_end = end;
         }
         // A cache: if it cannot be completed, a later load rebuilds it from the frames.
         let index = self.data.index();
