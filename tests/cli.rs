@@ -8,17 +8,6 @@ use std::process::{Command, Output, Stdio};
 use common::*;
 use shardlog::{PutRecord, Store, StoreOptions, StreamConfig};
 
-fn shardlog(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(args)
-        .output()
-        .expect("run shardlog")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn store_with_records(dir: &std::path::Path) {
     let store = Store::open(
         dir,

@@ -9,24 +9,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use common::*;
 use shardlog::format::{decode_frame, SEGMENT_HEADER_LEN};
 use shardlog::{PutRecord, ShardOptions, Store, StoreOptions, StreamConfig};
 
 const SHARD: &str = "shardId-000000000001";
-
-fn shardlog(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(args)
-        .output()
-        .expect("run shardlog")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn options() -> StoreOptions {
     StoreOptions {

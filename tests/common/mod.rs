@@ -244,3 +244,16 @@ pub fn crash_rng(test: &str) -> rand::rngs::StdRng {
     eprintln!("{test} seed {seed}: rerun with SHARDLOG_CRASH_SEED={seed}");
     rand::rngs::StdRng::seed_from_u64(seed)
 }
+
+/// Runs the `shardlog` binary this package built.
+pub fn shardlog(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(args)
+        .output()
+        .expect("run shardlog")
+}
+
+/// Bytes as text, for assertion messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
