@@ -280,8 +280,10 @@ fn examine(dir: &Path, base: Offset, limit: Option<Offset>) -> Result<Found> {
     })
 }
 
-/// Works out the repairs a shard directory needs, changing nothing.
-pub fn plan_repair(dir: &Path) -> Result<RepairPlan> {
+/// Works out the repairs a shard directory needs, changing nothing. `closed_at` is, for a shard
+/// its stream has closed, the offset the stream's manifest closed it at: records missing before
+/// it are recorded as lost too, so the shard ends where the manifest says.
+pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> {
     let mut plan = RepairPlan::default();
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
@@ -322,9 +324,12 @@ pub fn plan_repair(dir: &Path) -> Result<RepairPlan> {
         .flat_map(|f| f.pieces.iter().copied())
         .collect();
     let lost_after = |piece: &Piece| -> u64 {
-        kept.iter()
+        let next = kept
+            .iter()
             .find(|p| p.first > piece.first)
-            .map_or(0, |next| next.first.get() - piece.end_offset().get())
+            .map(|p| p.first)
+            .or(closed_at);
+        next.map_or(0, |n| n.get().saturating_sub(piece.end_offset().get()))
     };
     for f in &found {
         let path = segment_path(dir, f.base);
@@ -347,6 +352,17 @@ pub fn plan_repair(dir: &Path) -> Result<RepairPlan> {
             });
             continue;
         }
+        let lost = f.pieces.first().map_or(0, lost_after);
+        if f.footer.is_none() && lost > 0 {
+            // The newest segment of a closed shard, ending before the manifest's end: seal it
+            // with the gap recorded.
+            plan.repairs.push(Repair::Rewrite {
+                segment: path,
+                why: "ends before the offset its stream closed the shard at".into(),
+                pieces: f.pieces.iter().map(|p| (*p, lost)).collect(),
+            });
+            continue;
+        }
         if let Some((at, len)) = f.torn_tail {
             plan.repairs.push(Repair::CutTail {
                 segment: path.clone(),
@@ -362,14 +378,12 @@ pub fn plan_repair(dir: &Path) -> Result<RepairPlan> {
                 segment: path.clone(),
             });
         }
-        if let (Some(piece), Some(footer)) = (f.pieces.first(), f.footer) {
-            let lost = lost_after(piece);
-            if lost != footer.lost_after {
-                plan.repairs.push(Repair::RecordGap {
-                    segment: path,
-                    lost,
-                });
-            }
+        let recorded = f.footer.map(|footer| footer.lost_after);
+        if !f.pieces.is_empty() && recorded.is_some_and(|r| r != lost) {
+            plan.repairs.push(Repair::RecordGap {
+                segment: path,
+                lost,
+            });
         }
     }
     // Records lost for good: before the first run kept, and in every gap between runs that no
@@ -390,8 +404,8 @@ pub fn plan_repair(dir: &Path) -> Result<RepairPlan> {
 
 /// Works out and carries out the repairs of a shard directory. The caller must hold the
 /// directory's writer lock (the shard's, or its store's).
-pub fn apply_repair(dir: &Path, now_ms: i64) -> Result<RepairPlan> {
-    let plan = plan_repair(dir)?;
+pub fn apply_repair(dir: &Path, closed_at: Option<Offset>, now_ms: i64) -> Result<RepairPlan> {
+    let plan = plan_repair(dir, closed_at)?;
     for repair in &plan.repairs {
         match repair {
             Repair::RemoveStray { path, .. } => remove(path)?,

@@ -319,3 +319,43 @@ fn a_half_written_segment_from_a_crash_during_a_roll_is_removed() {
     assert!(shardlog(&["verify", path]).status.success());
     assert_eq!(contents(dir.path()), all);
 }
+
+#[test]
+fn a_closed_shard_that_lost_its_last_records_still_ends_where_its_manifest_closed_it() {
+    let (dir, all) = pristine();
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        let stream = store.stream("orders").unwrap();
+        let start = u128::MAX / 4 * 3;
+        stream.split_shard(SHARD, &start.to_string()).unwrap();
+    }
+    let shard = dir.path().join("streams/orders/shards").join(SHARD);
+    let newest = segment_files(&shard).pop().unwrap();
+    let f = frames(&newest);
+    let (last_offset, last) = f.last().cloned().unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes[last.start + 30] ^= 0x01;
+    std::fs::write(&newest, &bytes).unwrap();
+
+    let path = dir.path().to_str().unwrap();
+    let out = shardlog(&["verify", path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains(&format!("at byte {}: CRC mismatch", last.start)),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = shardlog(&["repair", "--apply", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 records are lost"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = shardlog(&["verify", path]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let mut expected = all;
+    expected.remove(&(SHARD.to_string(), last_offset));
+    let after = contents(dir.path());
+    assert_eq!(after, expected);
+}

@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use super::target::{self, Target};
 use super::{CliError, CliResult};
 use crate::clock::{Clock, SystemClock};
+use crate::hash_key::parse_shard_id;
 use crate::lock::{DirLock, LOCK_FILE_NAME};
+use crate::manifest::StreamManifest;
 use crate::repair::{apply_repair, plan_repair};
+use crate::Offset;
 
 /// How far up from the given path a store's or shard's lock file is looked for
 /// (shard → shards → stream → streams → data directory).
@@ -35,17 +38,41 @@ fn lock_writers_out(path: &Path) -> CliResult<Vec<DirLock>> {
     Ok(locks)
 }
 
+/// Where the stream's manifest closed shard `index`, if it did (and the manifest reads).
+fn closed_at(stream_dir: &Path, index: u32) -> Option<Offset> {
+    let manifest = StreamManifest::read(stream_dir).ok()?;
+    let entry = manifest.shards.iter().find(|s| s.index == index)?;
+    entry.closed.map(|c| Offset::new(c.end_offset))
+}
+
+/// The shard directories of a stream, each with where the manifest closed it.
+fn shards_of_stream(stream_dir: &Path) -> CliResult<Vec<(PathBuf, Option<Offset>)>> {
+    Ok(target::shard_dirs_on_disk(stream_dir)?
+        .into_iter()
+        .map(|dir| {
+            let index = dir
+                .file_name()
+                .and_then(|n| parse_shard_id(&n.to_string_lossy()));
+            let closed = index.and_then(|i| closed_at(stream_dir, i));
+            (dir, closed)
+        })
+        .collect())
+}
+
 pub(super) fn run(path: &Path, apply: bool, out: &mut impl Write) -> CliResult<ExitCode> {
-    let shards: Vec<PathBuf> = match target::resolve(path)? {
+    let shards: Vec<(PathBuf, Option<Offset>)> = match target::resolve(path)? {
         Target::Data(dir) => {
             let mut all = Vec::new();
             for stream in target::stream_dirs(&dir)? {
-                all.extend(target::shard_dirs_on_disk(&stream)?);
+                all.extend(shards_of_stream(&stream)?);
             }
             all
         }
-        Target::Stream(dir) => target::shard_dirs_on_disk(&dir)?,
-        Target::Shard { dir, .. } => vec![dir],
+        Target::Stream(dir) => shards_of_stream(&dir)?,
+        Target::Shard { dir, stream } => {
+            let closed = stream.and_then(|s| closed_at(&s.stream_dir, s.index));
+            vec![(dir, closed)]
+        }
         Target::Segment { dir, .. } => {
             return Err(CliError::Usage(format!(
                 "repair works on whole shards: give the shard directory {}",
@@ -55,11 +82,11 @@ pub(super) fn run(path: &Path, apply: bool, out: &mut impl Write) -> CliResult<E
     };
     let _locks = lock_writers_out(path)?;
     let (mut repairs, mut lost) = (0, 0);
-    for shard in &shards {
+    for (shard, closed) in &shards {
         let plan = if apply {
-            apply_repair(shard, SystemClock.now_ms())?
+            apply_repair(shard, *closed, SystemClock.now_ms())?
         } else {
-            plan_repair(shard)?
+            plan_repair(shard, *closed)?
         };
         for repair in &plan.repairs {
             writeln!(out, "{}{repair}", if apply { "repaired: " } else { "" })?;
