@@ -39,3 +39,8 @@ fn manifest_seeds() {
 fn frame_seeds() {
     run_seeds("frame", bodies::frame);
 }
+
+#[test]
+fn repair_seeds() {
+    run_seeds("repair", bodies::repair);
+}
