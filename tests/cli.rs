@@ -320,6 +320,7 @@ fn dump_starts_at_a_sequence_number_or_a_time_and_prints_whole_payloads() {
         .find(|r| r["partition_key"] == "k42")
         .expect("k42 dumped");
     assert_eq!(r["arrival_ms"], T0 + 42_000);
+    assert_eq!(r["stream"], "orders");
     assert_eq!(r["arrival"], "2023-11-14T22:14:02.000Z");
     use base64::Engine as _;
     assert_eq!(

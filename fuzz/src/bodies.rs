@@ -402,5 +402,9 @@ pub fn repair(data: &[u8]) {
     }
     drop(shard);
     let again = shardlog::repair::plan_repair(dir.path(), None).expect("plan");
-    assert!(again.repairs.is_empty(), "a second repair: {:?}", again.repairs);
+    assert!(
+        again.repairs.is_empty(),
+        "a second repair: {:?}",
+        again.repairs
+    );
 }

@@ -227,6 +227,9 @@ fn print_record(
             "data": data,
         });
         if let Some(s) = stream {
+            if let Some(name) = s.stream_dir.file_name() {
+                line["stream"] = name.to_string_lossy().into();
+            }
             line["shard_id"] = shard_id(s.index).into();
             line["sequence_number"] = position.into();
         }
