@@ -54,6 +54,15 @@ impl DirLock {
     }
 }
 
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Unlock explicitly rather than by closing: a child process forked by another thread
+        // holds a copy of the descriptor until it execs, and the lock would outlive this handle
+        // until then. Unlocking acts on the shared open file description, so it is released now.
+        let _ = FileExt::unlock(&self._file);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,8 +217,10 @@ fn salvage(bytes: &[u8], base: Offset, limit: Option<Offset>) -> Vec<Piece> {
                 end: pos,
             });
         }
-        // Look for the next good frame after the damage (or after zeros: a zeroed page).
-        match (pos + 1..bytes.len()).find(|&p| acceptable(p, expected, last_arrival)) {
+        // Look for the next good frame after the damage (or after zeros: a zeroed page). The
+        // search starts at the frame that stopped the run: it may be good, only out of sequence.
+        // It cannot be found again as it is: a frame `acceptable` takes extends the next run.
+        match (pos..bytes.len()).find(|&p| acceptable(p, expected, last_arrival)) {
             Some(p) => {
                 pos = p;
                 // `acceptable` decoded it.
