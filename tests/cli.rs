@@ -261,7 +261,7 @@ fn inspect_summarizes_streams_shards_segments_and_retention_while_a_writer_runs(
     );
     assert!(human.contains("totals: 5 shards"), "{human}");
 
-    // A single segment file.
+    // A single segment file: inspect, verify.
     let seg = dir
         .path()
         .join("streams/orders/shards/shardId-000000000001/00000000000000000000.seg");
@@ -269,6 +269,16 @@ fn inspect_summarizes_streams_shards_segments_and_retention_while_a_writer_runs(
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["shards"][0]["segments"].as_array().unwrap().len(), 1);
     assert_eq!(v["shards"][0]["shard_id"], "shardId-000000000001");
+    let out = shardlog(&["verify", seg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("clean: 1 segments"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = shardlog(&["repair", seg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("repair works on whole shards"));
 
     // Records that arrived just now are deleted 24 h after the newest of their segment.
     let fresh = tempfile::tempdir().unwrap();
