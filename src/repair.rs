@@ -325,11 +325,21 @@ pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> 
         .iter()
         .flat_map(|f| f.pieces.iter().copied())
         .collect();
+    // Where the files that remain after the repair begin: a segment kept as it is (even one
+    // without records) at its base, a rewritten one at each of its pieces.
+    let starts: Vec<Offset> = found
+        .iter()
+        .flat_map(|f| match (&f.damage, f.pieces.is_empty()) {
+            (None, _) if f.torn_tail.is_none() || !f.pieces.is_empty() => vec![f.base],
+            (Some(_), false) => f.pieces.iter().map(|p| p.first).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     let lost_after = |piece: &Piece| -> u64 {
-        let next = kept
+        let next = starts
             .iter()
-            .find(|p| p.first > piece.first)
-            .map(|p| p.first)
+            .copied()
+            .find(|&s| s > piece.first)
             .or(closed_at);
         next.map_or(0, |n| n.get().saturating_sub(piece.end_offset().get()))
     };

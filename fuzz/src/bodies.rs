@@ -378,8 +378,14 @@ pub fn repair(data: &[u8]) {
         std::fs::write(&path, &bytes).unwrap();
     }
 
-    shardlog::repair::apply_repair(dir.path(), None, T0 + 20_000)
+    let plan = shardlog::repair::apply_repair(dir.path(), None, T0 + 20_000)
         .expect("repair works on any damage");
+    if std::env::var_os("SHARDLOG_FUZZ_TRACE").is_some() {
+        eprintln!("damaged: {damaged:?} of {names:?}");
+        for r in &plan.repairs {
+            eprintln!("{r}");
+        }
+    }
     let shard = Shard::open(dir.path(), options(16 * 1024)).expect("a repaired shard opens");
     let problems = shardlog::shard::verify(dir.path()).expect("verify runs");
     assert!(problems.is_empty(), "not clean after repair: {problems:?}");
