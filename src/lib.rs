@@ -34,6 +34,8 @@ pub mod error;
 pub mod faults;
 #[cfg(not(feature = "failpoints"))]
 mod faults;
+#[cfg(feature = "firehose")]
+pub mod firehose;
 pub mod format;
 pub mod hash_key;
 mod index;
@@ -49,6 +51,8 @@ pub mod store;
 pub mod stream;
 pub mod throttle;
 mod types;
+#[cfg(any(feature = "cli", feature = "firehose"))]
+mod utc;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use base64::Engine as _;
 
 use super::target::{self, StreamShard, Target};
-use super::time::{parse_time, rfc3339_utc};
 use super::{CliError, CliResult, DataEncoding};
 use crate::hash_key::shard_id;
 use crate::sequence::SequenceNumber;
 use crate::shard::segment_bases;
+use crate::utc::{parse_time, rfc3339_utc};
 use crate::{Offset, ReadLimits, Record, Shard, ShardOptions};
 
 /// Characters of data a preview shows.

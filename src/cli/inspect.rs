@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::target::{self, StreamShard, Target};
-use super::time::rfc3339_utc;
 use super::{human_bytes, CliResult};
 use crate::clock::{Clock, SystemClock};
 use crate::hash_key::shard_id;
 use crate::manifest::StreamManifest;
 use crate::sequence::SequenceNumber;
 use crate::shard::{segment_bases, summarize_segment, SegmentReport};
+use crate::utc::rfc3339_utc;
 use crate::Offset;
 
 /// Everything `inspect` reports, as printed by `--json`.

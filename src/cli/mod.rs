@@ -12,7 +12,6 @@ mod dump;
 mod inspect;
 mod repair;
 mod target;
-mod time;
 mod verify;
 
 use std::io::{self, Write};

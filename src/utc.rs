@@ -1,7 +1,10 @@
-//! UTC timestamps in RFC 3339, printed and parsed without a date-time dependency.
+//! UTC dates and times without a date-time dependency: RFC 3339 printing and parsing (for the
+//! tool) and civil dates (for Firehose object names).
+// The tool prints and parses times, Firehose names objects by them: each uses part of this.
+#![cfg_attr(not(all(feature = "cli", feature = "firehose")), allow(dead_code))]
 
 /// Milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub(super) fn rfc3339_utc(ms: i64) -> String {
+pub(crate) fn rfc3339_utc(ms: i64) -> String {
     let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (year, month, day) = civil_from_days(days);
     let s = ms_of_day / 1000;
@@ -14,9 +17,17 @@ pub(super) fn rfc3339_utc(ms: i64) -> String {
     )
 }
 
+/// A time in ms since the Unix epoch as a UTC civil date and time of day:
+/// `((year, month, day), (hour, minute, second))`.
+pub(crate) fn civil_utc(ms: i64) -> ((i64, i64, i64), (i64, i64, i64)) {
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let s = ms_of_day / 1000;
+    (civil_from_days(days), (s / 3600, s / 60 % 60, s % 60))
+}
+
 /// Parses a time given on the command line: milliseconds since the Unix epoch, or RFC 3339
 /// (`2026-11-25T10:00:00Z`, `2026-11-25T10:00:00.250+01:00`; a space may replace the `T`).
-pub(super) fn parse_time(text: &str) -> Option<i64> {
+pub(crate) fn parse_time(text: &str) -> Option<i64> {
     if let Ok(ms) = text.parse::<i64>() {
         return Some(ms);
     }
@@ -94,7 +105,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 }
 
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
