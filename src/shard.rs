@@ -657,12 +657,35 @@ impl Shard {
     /// empty one takes over, so the shard keeps its next offset. Readers holding records of a
     /// deleted segment keep them; later reads start at the oldest remaining record.
     pub fn delete_before(&self, cutoff_ms: i64) -> Result<Deleted> {
+        self.delete_where(
+            |seal| seal.last_arrival_ms.is_none_or(|t| t < cutoff_ms),
+            |active| active.last_arrival_ms().is_some_and(|t| t < cutoff_ms),
+        )
+    }
+
+    /// Deletes, oldest first, whole segments holding only offsets below `offset` (records
+    /// already consumed, like a delivery stream's delivered buffer), the active segment included
+    /// as in [`Shard::delete_before`].
+    pub fn delete_below(&self, offset: Offset) -> Result<Deleted> {
+        self.delete_where(
+            |seal| seal.end_offset <= offset,
+            |active| active.next_offset() <= offset,
+        )
+    }
+
+    /// Deletes the leading segments `sealed_expired` accepts (and the active segment, sealing it
+    /// first, when all before it went and `active_expired` accepts it).
+    fn delete_where(
+        &self,
+        sealed_expired: impl Fn(&crate::segment::SealInfo) -> bool,
+        active_expired: impl Fn(&ActiveSegment) -> bool,
+    ) -> Result<Deleted> {
         let mut w = self.lock_writer()?;
         let segments = self.snapshot();
         let mut expired = 0;
         for segment in segments.iter() {
             match segment.data()?.seal_info() {
-                Some(seal) if seal.last_arrival_ms.is_none_or(|t| t < cutoff_ms) => expired += 1,
+                Some(seal) if sealed_expired(&seal) => expired += 1,
                 _ => break,
             }
         }
@@ -673,9 +696,9 @@ impl Shard {
             // offset before they go, or a restart would begin again at 0.
             self.start_segment(&mut w, now)?;
         } else if expired + 1 == segments.len()
-            && w.active.as_ref().is_some_and(|a| {
-                !a.is_empty() && a.last_arrival_ms().is_some_and(|t| t < cutoff_ms)
-            })
+            && w.active
+                .as_ref()
+                .is_some_and(|a| !a.is_empty() && active_expired(a))
         {
             self.roll(&mut w, now)?;
             expired += 1;

@@ -1,10 +1,22 @@
 //! Firehose delivery: records buffered by size or time, optionally transformed, compressed and
 //! written as objects with Firehose's names, exactly once.
 //!
-//! Built so far: the codecs ([`codec`]) and object naming ([`naming`]). The delivery engine
-//! (buffer, checkpoint, destinations, workers) builds on them.
+//! Built so far: codecs ([`codec`]), object naming ([`naming`]), configuration ([`config`]), a
+//! destination trait with a local directory ([`destination`]), and direct-put delivery streams
+//! with exactly-once delivery ([`delivery`]). Still to come: delivery streams in the `Store`
+//! (create/describe/list/update/delete, background workers), a Kinesis stream as the source, and
+//! object-store destinations.
 
 pub mod codec;
+pub mod config;
+pub mod delivery;
+pub mod destination;
 pub mod naming;
 
 pub use codec::{Compression, ObjectEncoder};
+pub use config::{BufferingHints, DeliveryConfig};
+pub use delivery::{
+    DeliveryReport, DeliveryStats, DeliveryStream, DeliveryStreamSpec, PutFailure, Transform,
+    Transformed,
+};
+pub use destination::{Destination, LocalDirectory};

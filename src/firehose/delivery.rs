@@ -1,0 +1,533 @@
+//! A direct-put delivery stream: records are buffered in the stream's own shard log (so they
+//! survive a crash), cut into batches by the buffering hints, optionally transformed, compressed
+//! and written as objects, exactly once.
+//!
+//! Exactly once: before a batch's objects are written, the batch (its offsets and object keys) is
+//! recorded in the checkpoint file as pending; after the destination reports them durable, the
+//! checkpoint moves past the batch. After a crash a pending batch is delivered again as recorded,
+//! under the same keys and (the codecs being deterministic) with the same bytes, so objects are
+//! replaced, never duplicated, and no record is skipped.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::codec::ObjectEncoder;
+use super::config::{
+    check_name, DeliveryConfig, MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES,
+};
+use super::destination::Destination;
+use super::naming::{error_object_key, object_key, NameParts};
+use crate::error::{Error, Result};
+use crate::manifest::write_atomically;
+use crate::sequence::SequenceNumber;
+use crate::{NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions};
+
+/// File of the delivery checkpoint in a delivery stream's directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+/// Subdirectory holding the buffer's shard log.
+pub const BUFFER_DIR: &str = "buffer";
+/// The partition key every buffered record carries (the buffer is one shard; keys do not route).
+const BUFFER_KEY: &[u8] = b"f";
+/// Firehose's error output type for records a transform failed.
+pub const PROCESSING_FAILED: &str = "processing-failed";
+
+/// What a transform did with one record (Firehose's Lambda contract: `Ok`, `Dropped`,
+/// `ProcessingFailed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transformed {
+    /// Deliver these bytes instead.
+    Ok(Vec<u8>),
+    /// Deliver nothing for this record (on purpose).
+    Dropped,
+    /// The record could not be processed: it goes to the error output, with this reason.
+    ProcessingFailed(String),
+}
+
+/// A record transformation hook. It gets a batch of (record id, data) and returns one result per
+/// record, in order. It should be deterministic: a batch delivered again after a crash is
+/// transformed again.
+pub trait Transform: Send + Sync {
+    /// Transforms a batch.
+    fn transform(&self, records: &[(String, &[u8])]) -> Vec<Transformed>;
+}
+
+impl<F> Transform for F
+where
+    F: Fn(&[(String, &[u8])]) -> Vec<Transformed> + Send + Sync,
+{
+    fn transform(&self, records: &[(String, &[u8])]) -> Vec<Transformed> {
+        self(records)
+    }
+}
+
+/// A batch whose objects may be (partly) written but whose delivery is not yet recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Pending {
+    from: u64,
+    to: u64,
+    key: String,
+    error_key: String,
+}
+
+/// The durable delivery position.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Every buffered record below this offset is delivered.
+    delivered: u64,
+    pending: Option<Pending>,
+}
+
+/// Delivery statistics, for describe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryStats {
+    /// Records written into objects.
+    pub records_delivered: u64,
+    /// Bytes of records (after transformation, before compression) written into objects.
+    pub bytes_delivered: u64,
+    /// Objects written (error objects included).
+    pub objects_written: u64,
+    /// Records a transform dropped.
+    pub records_dropped: u64,
+    /// Records sent to the error output.
+    pub records_failed: u64,
+    /// When the last batch was delivered, ms since the Unix epoch.
+    pub last_delivery_ms: Option<i64>,
+    /// The last delivery error, until a delivery succeeds.
+    pub last_error: Option<String>,
+}
+
+/// Why one record of a put_record_batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutFailure {
+    /// Firehose's error code (`InvalidArgumentException`, `ServiceUnavailableException`).
+    pub error_code: &'static str,
+    /// What was wrong.
+    pub error_message: String,
+}
+
+struct State {
+    checkpoint: Checkpoint,
+    stats: DeliveryStats,
+}
+
+/// A direct-put delivery stream. `Send + Sync`.
+pub struct DeliveryStream {
+    name: String,
+    dir: PathBuf,
+    version: u64,
+    config: DeliveryConfig,
+    buffer: Shard,
+    destination: Arc<dyn Destination>,
+    transform: Option<Arc<dyn Transform>>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for DeliveryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryStream")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// What a delivery pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Batches delivered.
+    pub batches: u64,
+    /// Keys of the objects written.
+    pub keys: Vec<String>,
+}
+
+/// How to open a delivery stream.
+pub struct DeliveryStreamSpec {
+    /// Its name.
+    pub name: String,
+    /// Its configuration version (1, then one more per update): part of object names.
+    pub version: u64,
+    /// How it delivers.
+    pub config: DeliveryConfig,
+    /// Where objects go.
+    pub destination: Arc<dyn Destination>,
+    /// An optional transformation.
+    pub transform: Option<Arc<dyn Transform>>,
+    /// Options of the buffer's shard log (flush policy, clock, segment size). Its largest
+    /// record is raised to Firehose's 1,000 KiB.
+    pub buffer: ShardOptions,
+}
+
+impl DeliveryStream {
+    /// Opens (creating if needed) the delivery stream in `dir`, recovering its buffer and
+    /// checkpoint. A batch left pending by a crash is delivered by the next delivery pass.
+    pub fn open(dir: impl AsRef<Path>, spec: DeliveryStreamSpec) -> Result<DeliveryStream> {
+        check_name(&spec.name)?;
+        spec.config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        let buffer = Shard::open(
+            dir.join(BUFFER_DIR),
+            ShardOptions {
+                max_record_bytes: MAX_RECORD_BYTES + BUFFER_KEY.len(),
+                ..spec.buffer
+            },
+        )?;
+        let path = dir.join(CHECKPOINT_FILE);
+        let checkpoint = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::default(),
+            Err(e) => return Err(Error::io("read checkpoint", &path, e)),
+        };
+        Ok(DeliveryStream {
+            name: spec.name,
+            dir,
+            version: spec.version,
+            config: spec.config,
+            buffer,
+            destination: spec.destination,
+            transform: spec.transform,
+            state: Mutex::new(State {
+                checkpoint,
+                stats: DeliveryStats::default(),
+            }),
+        })
+    }
+
+    /// The delivery stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &DeliveryConfig {
+        &self.config
+    }
+
+    /// Records buffered and not yet delivered.
+    pub fn backlog(&self) -> u64 {
+        let delivered = self.lock().checkpoint.delivered;
+        self.buffer.next_offset().get().saturating_sub(delivered)
+    }
+
+    /// Delivery statistics since the stream was opened.
+    pub fn stats(&self) -> DeliveryStats {
+        self.lock().stats.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Buffers one record (up to 1,000 KiB); returns its record id once it is stored as the
+    /// buffer's flush policy promises.
+    pub fn put_record(&self, data: &[u8]) -> Result<String> {
+        check_record(data).map_err(|reason| Error::invalid("Record.Data", reason))?;
+        let appended = self.buffer.append(&[NewRecord {
+            partition_key: BUFFER_KEY,
+            hash_key: 0,
+            data,
+        }])?;
+        Ok(record_id(appended.first))
+    }
+
+    /// Buffers up to 500 records (4 MiB in all), all or none stored; returns a result per record.
+    /// Records that break a per-record rule fail alone; the others are stored.
+    pub fn put_record_batch(
+        &self,
+        records: &[&[u8]],
+    ) -> Result<Vec<std::result::Result<String, PutFailure>>> {
+        if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
+            return Err(Error::invalid(
+                "Records",
+                format!(
+                    "{} records; a batch holds 1 to {MAX_BATCH_RECORDS}",
+                    records.len()
+                ),
+            ));
+        }
+        let total: usize = records.iter().map(|r| r.len()).sum();
+        if total > MAX_BATCH_BYTES {
+            return Err(Error::invalid(
+                "Records",
+                format!("{total} bytes; a batch holds at most {MAX_BATCH_BYTES}"),
+            ));
+        }
+        let checks: Vec<std::result::Result<(), String>> =
+            records.iter().map(|r| check_record(r)).collect();
+        let good: Vec<NewRecord<'_>> = records
+            .iter()
+            .zip(&checks)
+            .filter(|(_, c)| c.is_ok())
+            .map(|(data, _)| NewRecord {
+                partition_key: BUFFER_KEY,
+                hash_key: 0,
+                data,
+            })
+            .collect();
+        let mut next = if good.is_empty() {
+            Offset::new(0)
+        } else {
+            self.buffer.append(&good)?.first
+        };
+        Ok(checks
+            .into_iter()
+            .map(|c| match c {
+                Ok(()) => {
+                    let id = record_id(next);
+                    next = next.next();
+                    Ok(id)
+                }
+                Err(reason) => Err(PutFailure {
+                    error_code: "InvalidArgumentException",
+                    error_message: reason,
+                }),
+            })
+            .collect())
+    }
+
+    /// Delivers every batch that is due now: one whose size reached the size hint, or whose
+    /// oldest record has waited the interval hint. Also finishes a batch a crash left pending.
+    pub fn deliver_due(&self) -> Result<DeliveryReport> {
+        self.deliver(false)
+    }
+
+    /// Delivers everything buffered now, whatever the hints (for shutdown and tests).
+    pub fn flush(&self) -> Result<DeliveryReport> {
+        self.deliver(true)
+    }
+
+    fn deliver(&self, force: bool) -> Result<DeliveryReport> {
+        let mut state = self.lock();
+        let mut report = DeliveryReport::default();
+        loop {
+            let pending = match state.checkpoint.pending.clone() {
+                Some(p) => p,
+                None => match self.cut(state.checkpoint.delivered, force)? {
+                    Some(p) => {
+                        let mut next = state.checkpoint.clone();
+                        next.pending = Some(p.clone());
+                        self.save(&next)?;
+                        state.checkpoint = next;
+                        p
+                    }
+                    None => break,
+                },
+            };
+            match self.write_batch(&pending, &mut state.stats) {
+                Ok(keys) => report.keys.extend(keys),
+                Err(e) => {
+                    state.stats.last_error = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+            let done = Checkpoint {
+                delivered: pending.to,
+                pending: None,
+            };
+            self.save(&done)?;
+            state.checkpoint = done;
+            state.stats.last_error = None;
+            report.batches += 1;
+            // The buffer's delivered segments are no longer needed. A failure here only keeps
+            // them longer.
+            let _ = self.buffer.delete_below(Offset::new(pending.to));
+        }
+        Ok(report)
+    }
+
+    /// The next batch from `from`, if one is due: records up to the size hint, cut when the
+    /// size is reached, the oldest record has waited the interval, or `force`.
+    fn cut(&self, from: u64, force: bool) -> Result<Option<Pending>> {
+        let end = self.buffer.next_offset().get();
+        if from >= end {
+            return Ok(None);
+        }
+        let hints = self.config.buffering;
+        let limit = hints.size_bytes();
+        let (mut to, mut bytes, mut first_arrival) = (from, 0usize, None);
+        while to < end && bytes < limit {
+            let batch = self.buffer.read(
+                Offset::new(to),
+                ReadLimits {
+                    max_records: 10_000,
+                    max_bytes: limit - bytes,
+                },
+            )?;
+            if batch.records.is_empty() {
+                break;
+            }
+            for r in &batch.records {
+                first_arrival.get_or_insert(r.arrival_ms);
+                bytes += r.data.len();
+                to = r.offset.get() + 1;
+                if bytes >= limit {
+                    break;
+                }
+            }
+        }
+        let Some(first_arrival) = first_arrival else {
+            return Ok(None);
+        };
+        let now = self.buffer.options().clock.now_ms();
+        let due =
+            force || bytes >= limit || now.saturating_sub(first_arrival) >= hints.interval_ms();
+        if !due {
+            return Ok(None);
+        }
+        let batch_id = format!("{}:{from}-{to}", self.name);
+        let parts = NameParts {
+            stream: &self.name,
+            version: self.version,
+            time_ms: first_arrival,
+            batch_id: batch_id.as_bytes(),
+            compression: self.config.compression,
+        };
+        let invalid = |e: super::naming::PrefixError| Error::invalid("Prefix", e.to_string());
+        Ok(Some(Pending {
+            from,
+            to,
+            key: object_key(self.config.prefix.as_deref(), &parts).map_err(invalid)?,
+            error_key: error_object_key(
+                self.config.error_output_prefix.as_deref(),
+                PROCESSING_FAILED,
+                &parts,
+            )
+            .map_err(invalid)?,
+        }))
+    }
+
+    /// Reads, transforms, encodes and writes one batch's objects; returns their keys.
+    fn write_batch(&self, p: &Pending, stats: &mut DeliveryStats) -> Result<Vec<String>> {
+        let records = self.read_range(p.from, p.to)?;
+        let first_arrival = records.first().map_or(0, |r| r.arrival_ms);
+        let ids: Vec<(String, &[u8])> = records
+            .iter()
+            .map(|r| (record_id(r.offset), &r.data[..]))
+            .collect();
+        let results = match &self.transform {
+            None => ids
+                .iter()
+                .map(|(_, d)| Transformed::Ok(d.to_vec()))
+                .collect(),
+            Some(t) => {
+                let out = t.transform(&ids);
+                if out.len() == ids.len() {
+                    out
+                } else {
+                    let reason = format!(
+                        "the transform returned {} results for {} records",
+                        out.len(),
+                        ids.len()
+                    );
+                    vec![Transformed::ProcessingFailed(reason); ids.len()]
+                }
+            }
+        };
+        let entry_name = p.key.rsplit('/').next().unwrap_or(&p.key);
+        let entry_name = entry_name
+            .strip_suffix(self.config.compression.extension())
+            .unwrap_or(entry_name);
+        let io = |e: std::io::Error| Error::io("encode object", &self.dir, e);
+        let mut main =
+            ObjectEncoder::new(self.config.compression, entry_name, first_arrival).map_err(io)?;
+        let mut errors =
+            ObjectEncoder::new(self.config.compression, entry_name, first_arrival).map_err(io)?;
+        let (mut delivered, mut bytes, mut dropped, mut failed) = (0u64, 0u64, 0u64, 0u64);
+        let now = self.buffer.options().clock.now_ms();
+        for (((id, raw), record), result) in ids.iter().zip(&records).zip(&results) {
+            match result {
+                Transformed::Ok(data) => {
+                    main.write(data).map_err(io)?;
+                    if let Some(d) = &self.config.record_delimiter {
+                        main.write(d).map_err(io)?;
+                    }
+                    delivered += 1;
+                    bytes += data.len() as u64;
+                }
+                Transformed::Dropped => dropped += 1,
+                Transformed::ProcessingFailed(reason) => {
+                    let line = serde_json::json!({
+                        "attemptsMade": 1,
+                        "arrivalTimestamp": record.arrival_ms,
+                        "errorCode": "Lambda.ProcessingFailed",
+                        "errorMessage": reason,
+                        "attemptEndingTimestamp": now,
+                        "rawData": base64::engine::general_purpose::STANDARD.encode(raw),
+                        "recordId": id,
+                    });
+                    errors.write(line.to_string().as_bytes()).map_err(io)?;
+                    errors.write(b"\n").map_err(io)?;
+                    failed += 1;
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        if failed > 0 {
+            self.destination
+                .put(&p.error_key, &errors.finish().map_err(io)?)?;
+            keys.push(p.error_key.clone());
+        }
+        if delivered > 0 {
+            self.destination.put(&p.key, &main.finish().map_err(io)?)?;
+            keys.push(p.key.clone());
+        }
+        stats.records_delivered += delivered;
+        stats.bytes_delivered += bytes;
+        stats.records_dropped += dropped;
+        stats.records_failed += failed;
+        stats.objects_written += keys.len() as u64;
+        stats.last_delivery_ms = Some(now);
+        Ok(keys)
+    }
+
+    fn read_range(&self, from: u64, to: u64) -> Result<Vec<Record>> {
+        let mut out = Vec::with_capacity((to - from) as usize);
+        let mut cursor = Offset::new(from);
+        while cursor.get() < to {
+            let batch = self.buffer.read(
+                cursor,
+                ReadLimits {
+                    max_records: (to - cursor.get()).min(10_000) as usize,
+                    ..ReadLimits::default()
+                },
+            )?;
+            if batch.records.is_empty() {
+                return Err(Error::corrupt(
+                    &self.dir.join(BUFFER_DIR),
+                    0,
+                    format!("buffered records {cursor}..{to} of a pending batch are missing"),
+                ));
+            }
+            cursor = batch.next_offset;
+            out.extend(batch.records.into_iter().filter(|r| r.offset.get() < to));
+        }
+        Ok(out)
+    }
+
+    fn save(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(checkpoint)
+            .map_err(|e| Error::io("encode checkpoint", &self.dir, std::io::Error::other(e)))?;
+        write_atomically(&self.dir, CHECKPOINT_FILE, &bytes)
+    }
+}
+
+fn check_record(data: &[u8]) -> std::result::Result<(), String> {
+    if data.len() > MAX_RECORD_BYTES {
+        Err(format!(
+            "{} bytes is over the record limit of {MAX_RECORD_BYTES}",
+            data.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A record's id: its position in the buffer, as a 39-digit number like a sequence number.
+fn record_id(offset: Offset) -> String {
+    SequenceNumber::new(0, offset).to_string()
+}
