@@ -91,6 +91,19 @@ pub enum Error {
         /// Its name or id.
         name: String,
     },
+    /// An update named a version that is no longer current (Firehose
+    /// ConcurrentModificationException).
+    #[error("{kind} {name} is at version {current}, not {given}")]
+    ConcurrentModification {
+        /// "delivery stream".
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The version the caller named.
+        given: u64,
+        /// The current version.
+        current: u64,
+    },
     /// The resource exists already, or is in a state that forbids the operation (Kinesis
     /// ResourceInUseException).
     #[error("{kind} {name} is in use: {reason}")]

@@ -212,6 +212,11 @@ impl Store {
         &self.inner.dir
     }
 
+    /// The options it was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
     fn streams_dir(&self) -> PathBuf {
         self.inner.dir.join(STREAMS_DIR)
     }

@@ -33,6 +33,7 @@ fn spec(
             clock: clock.clone(),
             ..ShardOptions::default()
         },
+        paused: None,
     }
 }
 

@@ -113,15 +113,22 @@ struct State {
     stats: DeliveryStats,
 }
 
+/// What can change by an update: applies to batches cut after it.
+#[derive(Clone)]
+struct Setup {
+    version: u64,
+    config: DeliveryConfig,
+    destination: Arc<dyn Destination>,
+    transform: Option<Arc<dyn Transform>>,
+    paused: Option<String>,
+}
+
 /// A direct-put delivery stream. `Send + Sync`.
 pub struct DeliveryStream {
     name: String,
     dir: PathBuf,
-    version: u64,
-    config: DeliveryConfig,
+    setup: std::sync::RwLock<Setup>,
     buffer: Shard,
-    destination: Arc<dyn Destination>,
-    transform: Option<Arc<dyn Transform>>,
     state: Mutex<State>,
 }
 
@@ -130,7 +137,7 @@ impl std::fmt::Debug for DeliveryStream {
         f.debug_struct("DeliveryStream")
             .field("name", &self.name)
             .field("dir", &self.dir)
-            .field("version", &self.version)
+            .field("version", &self.setup().version)
             .finish()
     }
 }
@@ -159,23 +166,44 @@ pub struct DeliveryStreamSpec {
     /// Options of the buffer's shard log (flush policy, clock, segment size). Its largest
     /// record is raised to Firehose's 1,000 KiB.
     pub buffer: ShardOptions,
+    /// If set, delivery is refused with this reason (records stay buffered): for example a
+    /// configured transform that is not registered.
+    pub paused: Option<String>,
 }
 
 impl DeliveryStream {
     /// Opens (creating if needed) the delivery stream in `dir`, recovering its buffer and
     /// checkpoint. A batch left pending by a crash is delivered by the next delivery pass.
     pub fn open(dir: impl AsRef<Path>, spec: DeliveryStreamSpec) -> Result<DeliveryStream> {
-        check_name(&spec.name)?;
-        spec.config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
-        let buffer = Shard::open(
-            dir.join(BUFFER_DIR),
-            ShardOptions {
-                max_record_bytes: MAX_RECORD_BYTES + BUFFER_KEY.len(),
-                ..spec.buffer
-            },
-        )?;
+        let buffer = Shard::open(dir.join(BUFFER_DIR), Self::buffer_options(&spec))?;
+        Self::with_buffer(dir, spec, buffer)
+    }
+
+    /// Opens a delivery stream inside a directory whose writer lock the caller holds (a store's).
+    pub(crate) fn open_in_locked_dir(
+        dir: PathBuf,
+        spec: DeliveryStreamSpec,
+    ) -> Result<DeliveryStream> {
+        let buffer = Shard::open_in_locked_dir(dir.join(BUFFER_DIR), Self::buffer_options(&spec))?;
+        Self::with_buffer(dir, spec, buffer)
+    }
+
+    fn buffer_options(spec: &DeliveryStreamSpec) -> ShardOptions {
+        ShardOptions {
+            max_record_bytes: MAX_RECORD_BYTES + BUFFER_KEY.len(),
+            ..spec.buffer.clone()
+        }
+    }
+
+    fn with_buffer(
+        dir: PathBuf,
+        spec: DeliveryStreamSpec,
+        buffer: Shard,
+    ) -> Result<DeliveryStream> {
+        check_name(&spec.name)?;
+        spec.config.validate()?;
         let path = dir.join(CHECKPOINT_FILE);
         let checkpoint = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -186,16 +214,58 @@ impl DeliveryStream {
         Ok(DeliveryStream {
             name: spec.name,
             dir,
-            version: spec.version,
-            config: spec.config,
+            setup: std::sync::RwLock::new(Setup {
+                version: spec.version,
+                config: spec.config,
+                destination: spec.destination,
+                transform: spec.transform,
+                paused: spec.paused,
+            }),
             buffer,
-            destination: spec.destination,
-            transform: spec.transform,
             state: Mutex::new(State {
                 checkpoint,
                 stats: DeliveryStats::default(),
             }),
         })
+    }
+
+    fn setup(&self) -> Setup {
+        self.setup.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies a new configuration (and version) to batches cut from now on. A batch already
+    /// pending is delivered first, as it was cut; if that fails, nothing changes.
+    pub(crate) fn update(
+        &self,
+        version: u64,
+        config: DeliveryConfig,
+        destination: Arc<dyn Destination>,
+    ) -> Result<()> {
+        config.validate()?;
+        let mut state = self.lock();
+        if let Some(p) = state.checkpoint.pending.clone() {
+            self.finish(&mut state, &p, &self.setup())?;
+        }
+        let mut setup = self.setup.write().unwrap_or_else(|e| e.into_inner());
+        setup.version = version;
+        setup.config = config;
+        setup.destination = destination;
+        Ok(())
+    }
+
+    /// The configuration version.
+    pub fn version(&self) -> u64 {
+        self.setup().version
+    }
+
+    /// Where objects go, as the destination describes itself.
+    pub fn destination(&self) -> String {
+        self.setup().destination.describe()
+    }
+
+    /// Every buffered record below this offset is delivered.
+    pub fn delivered(&self) -> u64 {
+        self.lock().checkpoint.delivered
     }
 
     /// The delivery stream's name.
@@ -204,8 +274,8 @@ impl DeliveryStream {
     }
 
     /// Its configuration.
-    pub fn config(&self) -> &DeliveryConfig {
-        &self.config
+    pub fn config(&self) -> DeliveryConfig {
+        self.setup().config
     }
 
     /// Records buffered and not yet delivered.
@@ -303,11 +373,16 @@ impl DeliveryStream {
 
     fn deliver(&self, force: bool) -> Result<DeliveryReport> {
         let mut state = self.lock();
+        let setup = self.setup();
+        if let Some(reason) = &setup.paused {
+            state.stats.last_error = Some(reason.clone());
+            return Err(Error::invalid("ProcessingConfiguration", reason.clone()));
+        }
         let mut report = DeliveryReport::default();
         loop {
             let pending = match state.checkpoint.pending.clone() {
                 Some(p) => p,
-                None => match self.cut(state.checkpoint.delivered, force)? {
+                None => match self.cut(state.checkpoint.delivered, force, &setup)? {
                     Some(p) => {
                         let mut next = state.checkpoint.clone();
                         next.pending = Some(p.clone());
@@ -318,36 +393,44 @@ impl DeliveryStream {
                     None => break,
                 },
             };
-            match self.write_batch(&pending, &mut state.stats) {
-                Ok(keys) => report.keys.extend(keys),
-                Err(e) => {
-                    state.stats.last_error = Some(e.to_string());
-                    return Err(e);
-                }
-            }
-            let done = Checkpoint {
-                delivered: pending.to,
-                pending: None,
-            };
-            self.save(&done)?;
-            state.checkpoint = done;
-            state.stats.last_error = None;
+            report
+                .keys
+                .extend(self.finish(&mut state, &pending, &setup)?);
             report.batches += 1;
-            // The buffer's delivered segments are no longer needed. A failure here only keeps
-            // them longer.
-            let _ = self.buffer.delete_below(Offset::new(pending.to));
         }
         Ok(report)
     }
 
+    /// Writes a pending batch's objects and records its delivery.
+    fn finish(&self, state: &mut State, pending: &Pending, setup: &Setup) -> Result<Vec<String>> {
+        let keys = match self.write_batch(pending, setup, &mut state.stats) {
+            Ok(keys) => keys,
+            Err(e) => {
+                state.stats.last_error = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        let done = Checkpoint {
+            delivered: pending.to,
+            pending: None,
+        };
+        self.save(&done)?;
+        state.checkpoint = done;
+        state.stats.last_error = None;
+        // The buffer's delivered segments are no longer needed. A failure here only keeps them
+        // longer.
+        let _ = self.buffer.delete_below(Offset::new(pending.to));
+        Ok(keys)
+    }
+
     /// The next batch from `from`, if one is due: records up to the size hint, cut when the
     /// size is reached, the oldest record has waited the interval, or `force`.
-    fn cut(&self, from: u64, force: bool) -> Result<Option<Pending>> {
+    fn cut(&self, from: u64, force: bool, setup: &Setup) -> Result<Option<Pending>> {
         let end = self.buffer.next_offset().get();
         if from >= end {
             return Ok(None);
         }
-        let hints = self.config.buffering;
+        let hints = setup.config.buffering;
         let limit = hints.size_bytes();
         let (mut to, mut bytes, mut first_arrival) = (from, 0usize, None);
         while to < end && bytes < limit {
@@ -382,18 +465,18 @@ impl DeliveryStream {
         let batch_id = format!("{}:{from}-{to}", self.name);
         let parts = NameParts {
             stream: &self.name,
-            version: self.version,
+            version: setup.version,
             time_ms: first_arrival,
             batch_id: batch_id.as_bytes(),
-            compression: self.config.compression,
+            compression: setup.config.compression,
         };
         let invalid = |e: super::naming::PrefixError| Error::invalid("Prefix", e.to_string());
         Ok(Some(Pending {
             from,
             to,
-            key: object_key(self.config.prefix.as_deref(), &parts).map_err(invalid)?,
+            key: object_key(setup.config.prefix.as_deref(), &parts).map_err(invalid)?,
             error_key: error_object_key(
-                self.config.error_output_prefix.as_deref(),
+                setup.config.error_output_prefix.as_deref(),
                 PROCESSING_FAILED,
                 &parts,
             )
@@ -402,14 +485,19 @@ impl DeliveryStream {
     }
 
     /// Reads, transforms, encodes and writes one batch's objects; returns their keys.
-    fn write_batch(&self, p: &Pending, stats: &mut DeliveryStats) -> Result<Vec<String>> {
+    fn write_batch(
+        &self,
+        p: &Pending,
+        setup: &Setup,
+        stats: &mut DeliveryStats,
+    ) -> Result<Vec<String>> {
         let records = self.read_range(p.from, p.to)?;
         let first_arrival = records.first().map_or(0, |r| r.arrival_ms);
         let ids: Vec<(String, &[u8])> = records
             .iter()
             .map(|r| (record_id(r.offset), &r.data[..]))
             .collect();
-        let results = match &self.transform {
+        let results = match &setup.transform {
             None => ids
                 .iter()
                 .map(|(_, d)| Transformed::Ok(d.to_vec()))
@@ -430,20 +518,20 @@ impl DeliveryStream {
         };
         let entry_name = p.key.rsplit('/').next().unwrap_or(&p.key);
         let entry_name = entry_name
-            .strip_suffix(self.config.compression.extension())
+            .strip_suffix(setup.config.compression.extension())
             .unwrap_or(entry_name);
         let io = |e: std::io::Error| Error::io("encode object", &self.dir, e);
         let mut main =
-            ObjectEncoder::new(self.config.compression, entry_name, first_arrival).map_err(io)?;
+            ObjectEncoder::new(setup.config.compression, entry_name, first_arrival).map_err(io)?;
         let mut errors =
-            ObjectEncoder::new(self.config.compression, entry_name, first_arrival).map_err(io)?;
+            ObjectEncoder::new(setup.config.compression, entry_name, first_arrival).map_err(io)?;
         let (mut delivered, mut bytes, mut dropped, mut failed) = (0u64, 0u64, 0u64, 0u64);
         let now = self.buffer.options().clock.now_ms();
         for (((id, raw), record), result) in ids.iter().zip(&records).zip(&results) {
             match result {
                 Transformed::Ok(data) => {
                     main.write(data).map_err(io)?;
-                    if let Some(d) = &self.config.record_delimiter {
+                    if let Some(d) = &setup.config.record_delimiter {
                         main.write(d).map_err(io)?;
                     }
                     delivered += 1;
@@ -468,12 +556,13 @@ impl DeliveryStream {
         }
         let mut keys = Vec::new();
         if failed > 0 {
-            self.destination
+            setup
+                .destination
                 .put(&p.error_key, &errors.finish().map_err(io)?)?;
             keys.push(p.error_key.clone());
         }
         if delivered > 0 {
-            self.destination.put(&p.key, &main.finish().map_err(io)?)?;
+            setup.destination.put(&p.key, &main.finish().map_err(io)?)?;
             keys.push(p.key.clone());
         }
         stats.records_delivered += delivered;

@@ -2,9 +2,9 @@
 //! written as objects with Firehose's names, exactly once.
 //!
 //! Built so far: codecs ([`codec`]), object naming ([`naming`]), configuration ([`config`]), a
-//! destination trait with a local directory ([`destination`]), and direct-put delivery streams
-//! with exactly-once delivery ([`delivery`]). Still to come: delivery streams in the `Store`
-//! (create/describe/list/update/delete, background workers), a Kinesis stream as the source, and
+//! destination trait with a local directory ([`destination`]), direct-put delivery streams with
+//! exactly-once delivery ([`delivery`]), and the service keeping them in a store's data directory
+//! with a background worker ([`service`]). Still to come: a Kinesis stream as the source, and
 //! object-store destinations.
 
 pub mod codec;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod destination;
 pub mod naming;
+pub mod service;
 
 pub use codec::{Compression, ObjectEncoder};
 pub use config::{BufferingHints, DeliveryConfig};
@@ -20,3 +21,6 @@ pub use delivery::{
     Transformed,
 };
 pub use destination::{Destination, LocalDirectory};
+pub use service::{
+    DeliveryStreamConfig, DeliveryStreamDescription, DestinationConfig, Firehose, FirehoseOptions,
+};

@@ -1,0 +1,536 @@
+//! Delivery streams kept in a store's data directory, delivered by a background worker: what
+//! Firehose's CreateDeliveryStream, DescribeDeliveryStream, ListDeliveryStreams,
+//! UpdateDestination and DeleteDeliveryStream do.
+//!
+//! ```text
+//! DATA_DIR/firehose/NAME/delivery.json    name, version, creation time, config, destination
+//! DATA_DIR/firehose/NAME/checkpoint.json  the delivery checkpoint (see `delivery`)
+//! DATA_DIR/firehose/NAME/buffer/          the buffer's shard log
+//! ```
+//! Creation and deletion go through `.creating-` / `.deleting-` staging directories renamed
+//! atomically, as streams do, so a crash leaves a delivery stream whole or gone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::{check_name, DeliveryConfig};
+use super::delivery::{DeliveryStats, DeliveryStream, DeliveryStreamSpec, Transform};
+use super::destination::{Destination, LocalDirectory};
+use crate::error::{Error, Result};
+use crate::manifest::write_atomically;
+use crate::segment::sync_dir;
+use crate::{FlushPolicy, ShardOptions, Store};
+
+/// Directory of delivery streams in a data directory.
+pub const FIREHOSE_DIR: &str = "firehose";
+/// A delivery stream's description file.
+pub const DELIVERY_FILE: &str = "delivery.json";
+/// Version of `delivery.json`'s format.
+pub const DELIVERY_FORMAT_VERSION: u16 = 1;
+const CREATING_PREFIX: &str = ".creating-";
+const DELETING_PREFIX: &str = ".deleting-";
+/// Longest wait between delivery attempts of a stream whose destination keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where a delivery stream's objects go, as stored in `delivery.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum DestinationConfig {
+    /// Files under a local directory.
+    LocalDirectory {
+        /// The root directory.
+        path: PathBuf,
+    },
+}
+
+impl DestinationConfig {
+    fn open(&self) -> Arc<dyn Destination> {
+        match self {
+            DestinationConfig::LocalDirectory { path } => Arc::new(LocalDirectory::new(path)),
+        }
+    }
+}
+
+/// Everything `delivery.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DeliveryRecord {
+    format_version: u16,
+    name: String,
+    created_ms: i64,
+    version: u64,
+    config: DeliveryConfig,
+    destination: DestinationConfig,
+    /// Name of a transform registered in [`FirehoseOptions::transforms`].
+    transform: Option<String>,
+}
+
+/// How to create a delivery stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryStreamConfig {
+    /// Buffering, compression, prefixes, delimiter.
+    pub delivery: DeliveryConfig,
+    /// Where objects go.
+    pub destination: DestinationConfig,
+    /// Name of a registered transform, if records are to be transformed.
+    pub transform: Option<String>,
+}
+
+/// How the delivery service runs.
+#[derive(Clone)]
+pub struct FirehoseOptions {
+    /// Transforms delivery streams may name. A stream naming one that is not here holds its
+    /// records (its delivery reports the error) until it is registered.
+    pub transforms: HashMap<String, Arc<dyn Transform>>,
+    /// How often the background worker looks for due batches (`None`: never by itself; call
+    /// [`Firehose::deliver_due`]). Default: every second.
+    pub delivery_interval: Option<Duration>,
+    /// Flush policy of the buffers: a put returns once its record is stored this way.
+    /// Default `Always`, so an acknowledged put survives a machine crash.
+    pub buffer_flush: FlushPolicy,
+}
+
+impl Default for FirehoseOptions {
+    fn default() -> Self {
+        FirehoseOptions {
+            transforms: HashMap::new(),
+            delivery_interval: Some(Duration::from_secs(1)),
+            buffer_flush: FlushPolicy::Always,
+        }
+    }
+}
+
+impl std::fmt::Debug for FirehoseOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirehoseOptions")
+            .field("transforms", &self.transforms.keys().collect::<Vec<_>>())
+            .field("delivery_interval", &self.delivery_interval)
+            .field("buffer_flush", &self.buffer_flush)
+            .finish()
+    }
+}
+
+/// A delivery stream as describe shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryStreamDescription {
+    /// Its name.
+    pub name: String,
+    /// Always `ACTIVE` (creation and deletion are immediate).
+    pub status: &'static str,
+    /// Configuration version: 1, then one more per update (Firehose's VersionId).
+    pub version: u64,
+    /// When it was created, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Its delivery configuration.
+    pub config: DeliveryConfig,
+    /// Where objects go.
+    pub destination: DestinationConfig,
+    /// The registered transform it uses.
+    pub transform: Option<String>,
+    /// Records buffered and not yet delivered.
+    pub backlog: u64,
+    /// The delivery checkpoint: every buffered record below this offset is delivered.
+    pub delivered: u64,
+    /// Delivery statistics since the store opened.
+    pub stats: DeliveryStats,
+}
+
+struct Entry {
+    record: DeliveryRecord,
+    stream: Arc<DeliveryStream>,
+    /// When the worker may try again after a failed delivery, and the last wait.
+    backoff: Mutex<Option<(Instant, Duration)>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    store: Arc<Store>,
+    options: FirehoseOptions,
+    streams: RwLock<BTreeMap<String, Arc<Entry>>>,
+    admin: Mutex<()>,
+    shutdown: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The delivery streams of a store, with their background delivery. Holds the store open.
+pub struct Firehose {
+    inner: Arc<Inner>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Firehose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Firehose")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+fn not_found(name: &str) -> Error {
+    Error::ResourceNotFound {
+        kind: "delivery stream",
+        name: name.to_string(),
+    }
+}
+
+impl Firehose {
+    /// Opens the delivery streams of `store` (creating `firehose/` if needed) and starts the
+    /// background worker.
+    pub fn open(store: Arc<Store>, options: FirehoseOptions) -> Result<Firehose> {
+        let dir = store.dir().join(FIREHOSE_DIR);
+        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        let inner = Arc::new(Inner {
+            dir: dir.clone(),
+            store,
+            options,
+            streams: RwLock::new(BTreeMap::new()),
+            admin: Mutex::new(()),
+            shutdown: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let mut streams = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(Error::io_at("list", &dir))? {
+            let entry = entry.map_err(Error::io_at("list", &dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(CREATING_PREFIX) || name.starts_with(DELETING_PREFIX) {
+                std::fs::remove_dir_all(&path).map_err(Error::io_at("remove leftover", &path))?;
+                continue;
+            }
+            if !path.is_dir() || check_name(&name).is_err() {
+                continue;
+            }
+            let record = read_record(&path)?;
+            let entry = inner.open_entry(&path, record)?;
+            streams.insert(name, Arc::new(entry));
+        }
+        *inner.streams.write().unwrap_or_else(|e| e.into_inner()) = streams;
+        let worker = match inner.options.delivery_interval {
+            Some(interval) => {
+                let weak = Arc::downgrade(&inner);
+                let spawned = std::thread::Builder::new()
+                    .name("shardlog-firehose".into())
+                    .spawn(move || worker_loop(weak, interval));
+                Some(spawned.map_err(Error::io_at("start delivery thread", &dir))?)
+            }
+            None => None,
+        };
+        Ok(Firehose { inner, worker })
+    }
+
+    /// Creates a delivery stream ([`Error::ResourceInUse`] if the name is taken).
+    pub fn create_delivery_stream(
+        &self,
+        name: &str,
+        config: DeliveryStreamConfig,
+    ) -> Result<Arc<DeliveryStream>> {
+        check_name(name)?;
+        config.delivery.validate()?;
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if self.streams().contains_key(name) {
+            return Err(Error::ResourceInUse {
+                kind: "delivery stream",
+                name: name.to_string(),
+                reason: "a delivery stream of that name exists".into(),
+            });
+        }
+        let record = DeliveryRecord {
+            format_version: DELIVERY_FORMAT_VERSION,
+            name: name.to_string(),
+            created_ms: self.inner.store.options().shard.clock.now_ms(),
+            version: 1,
+            config: config.delivery,
+            destination: config.destination,
+            transform: config.transform,
+        };
+        let staging = tempfile::Builder::new()
+            .prefix(&format!("{CREATING_PREFIX}{name}-"))
+            .tempdir_in(&self.inner.dir)
+            .map_err(Error::io_at("create staging directory", &self.inner.dir))?
+            .keep();
+        write_record(&staging, &record)?;
+        let path = self.inner.dir.join(name);
+        std::fs::rename(&staging, &path).map_err(Error::io_at("create delivery stream", &path))?;
+        sync_dir(&self.inner.dir)?;
+        let entry = Arc::new(self.inner.open_entry(&path, record)?);
+        let stream = Arc::clone(&entry.stream);
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), entry);
+        Ok(stream)
+    }
+
+    /// The delivery stream `name`.
+    pub fn delivery_stream(&self, name: &str) -> Result<Arc<DeliveryStream>> {
+        self.entry(name).map(|e| Arc::clone(&e.stream))
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>> {
+        self.streams()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
+
+    fn streams(&self) -> BTreeMap<String, Arc<Entry>> {
+        self.inner
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Names of the delivery streams, sorted.
+    pub fn list_delivery_streams(&self) -> Vec<String> {
+        self.streams().keys().cloned().collect()
+    }
+
+    /// Describes a delivery stream: configuration, version, backlog, checkpoint, statistics.
+    pub fn describe_delivery_stream(&self, name: &str) -> Result<DeliveryStreamDescription> {
+        let entry = self.entry(name)?;
+        let record = &entry.record;
+        Ok(DeliveryStreamDescription {
+            name: record.name.clone(),
+            status: "ACTIVE",
+            version: entry.stream.version(),
+            created_ms: record.created_ms,
+            config: entry.stream.config(),
+            destination: record.destination.clone(),
+            transform: record.transform.clone(),
+            backlog: entry.stream.backlog(),
+            delivered: entry.stream.delivered(),
+            stats: entry.stream.stats(),
+        })
+    }
+
+    /// Changes how a delivery stream delivers (Firehose UpdateDestination): `current_version`
+    /// must be its version ([`Error::ConcurrentModification`] otherwise); the version goes up by
+    /// one. Batches cut from now on use the new configuration.
+    pub fn update_delivery_stream(
+        &self,
+        name: &str,
+        current_version: u64,
+        delivery: DeliveryConfig,
+        destination: DestinationConfig,
+    ) -> Result<u64> {
+        delivery.validate()?;
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = self.entry(name)?;
+        let version = entry.stream.version();
+        if version != current_version {
+            return Err(Error::ConcurrentModification {
+                kind: "delivery stream",
+                name: name.to_string(),
+                given: current_version,
+                current: version,
+            });
+        }
+        let record = DeliveryRecord {
+            version: version + 1,
+            config: delivery.clone(),
+            destination: destination.clone(),
+            ..entry.record.clone()
+        };
+        entry
+            .stream
+            .update(record.version, delivery, destination.open())?;
+        write_record(&self.inner.dir.join(name), &record)?;
+        let updated = Arc::new(Entry {
+            record,
+            stream: Arc::clone(&entry.stream),
+            backoff: Mutex::new(None),
+        });
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), updated);
+        Ok(version + 1)
+    }
+
+    /// Deletes a delivery stream and its undelivered records.
+    pub fn delete_delivery_stream(&self, name: &str) -> Result<()> {
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = self
+            .inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .ok_or_else(|| not_found(name))?;
+        let path = self.inner.dir.join(name);
+        let doomed = self.inner.dir.join(format!(
+            "{DELETING_PREFIX}{name}-{}",
+            entry.record.created_ms
+        ));
+        std::fs::rename(&path, &doomed).map_err(Error::io_at("delete delivery stream", &path))?;
+        sync_dir(&self.inner.dir)?;
+        drop(entry);
+        std::fs::remove_dir_all(&doomed).map_err(Error::io_at("remove", &doomed))
+    }
+
+    /// Delivers every batch that is due, in every delivery stream (what the worker does each
+    /// interval). Returns the first error, after trying every stream.
+    pub fn deliver_due(&self) -> Result<u64> {
+        self.inner.deliver_all(false)
+    }
+
+    /// Delivers everything buffered in every delivery stream, whatever the hints.
+    pub fn flush(&self) -> Result<u64> {
+        self.inner.deliver_all(true)
+    }
+}
+
+impl Inner {
+    fn open_entry(&self, path: &Path, record: DeliveryRecord) -> Result<Entry> {
+        let (transform, paused) = match &record.transform {
+            None => (None, None),
+            Some(name) => match self.options.transforms.get(name) {
+                Some(t) => (Some(Arc::clone(t)), None),
+                None => (
+                    None,
+                    Some(format!(
+                        "transform {name:?} is not registered in this process"
+                    )),
+                ),
+            },
+        };
+        let store_shard = &self.store.options().shard;
+        let spec = DeliveryStreamSpec {
+            name: record.name.clone(),
+            version: record.version,
+            config: record.config.clone(),
+            destination: record.destination.open(),
+            transform,
+            buffer: ShardOptions {
+                flush: self.options.buffer_flush,
+                clock: Arc::clone(&store_shard.clock),
+                segment_bytes: store_shard.segment_bytes,
+                ..ShardOptions::default()
+            },
+            paused,
+        };
+        let stream = DeliveryStream::open_in_locked_dir(path.to_path_buf(), spec)?;
+        Ok(Entry {
+            record,
+            stream: Arc::new(stream),
+            backoff: Mutex::new(None),
+        })
+    }
+
+    fn deliver_all(&self, force: bool) -> Result<u64> {
+        let entries: Vec<Arc<Entry>> = self
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut batches = 0;
+        let mut first_error = None;
+        for entry in entries {
+            let result = if force {
+                entry.stream.flush()
+            } else {
+                entry.stream.deliver_due()
+            };
+            match result {
+                Ok(report) => batches += report.batches,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(batches),
+        }
+    }
+}
+
+fn read_record(dir: &Path) -> Result<DeliveryRecord> {
+    let path = dir.join(DELIVERY_FILE);
+    let bytes = std::fs::read(&path).map_err(Error::io_at("read delivery stream", &path))?;
+    let record: DeliveryRecord = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
+    if record.format_version != DELIVERY_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path,
+            found: record.format_version,
+            supported: DELIVERY_FORMAT_VERSION,
+        });
+    }
+    record
+        .config
+        .validate()
+        .map_err(|e| Error::corrupt(&path, 0, e.to_string()))?;
+    Ok(record)
+}
+
+fn write_record(dir: &Path, record: &DeliveryRecord) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::io("encode delivery stream", dir, std::io::Error::other(e)))?;
+    write_atomically(dir, DELIVERY_FILE, &bytes)
+}
+
+/// Delivers due batches every `interval`; a stream whose delivery fails waits, doubling, up to
+/// [`MAX_BACKOFF`], then tries again (its records stay buffered: nothing is skipped).
+fn worker_loop(inner: Weak<Inner>, interval: Duration) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        {
+            let stop = strong.shutdown.lock().unwrap_or_else(|e| e.into_inner());
+            let (stop, _) = strong
+                .wake
+                .wait_timeout_while(stop, interval, |stop| !*stop)
+                .unwrap_or_else(|e| e.into_inner());
+            if *stop {
+                return;
+            }
+        }
+        let entries: Vec<Arc<Entry>> = strong
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for entry in entries {
+            let mut backoff = entry.backoff.lock().unwrap_or_else(|e| e.into_inner());
+            if backoff.is_some_and(|(until, _)| Instant::now() < until) {
+                continue;
+            }
+            *backoff = match entry.stream.deliver_due() {
+                Ok(_) => None,
+                Err(_) => {
+                    let wait = backoff.map_or(interval, |(_, last)| (last * 2).min(MAX_BACKOFF));
+                    Some((Instant::now() + wait, wait))
+                }
+            };
+        }
+    }
+}
+
+impl Drop for Firehose {
+    fn drop(&mut self) {
+        *self
+            .inner
+            .shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        self.inner.wake.notify_all();
+        if let Some(handle) = self.worker.take() {
+            let _ = handle.join();
+        }
+        // Deliver what the hints allow now; the rest stays buffered for the next open.
+        let _ = self.inner.deliver_all(false);
+    }
+}

@@ -1,0 +1,268 @@
+//! Delivery streams kept in a store: create, describe, list, update (with its version check),
+//! delete, background delivery, restart with buffered records, and transforms by name.
+#![cfg(feature = "firehose")]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shardlog::firehose::{
+    BufferingHints, Compression, DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose,
+    FirehoseOptions, Transform, Transformed,
+};
+use shardlog::{Error, Store, StoreOptions};
+
+fn store(dir: &Path) -> Arc<Store> {
+    Arc::new(
+        Store::open(
+            dir,
+            StoreOptions {
+                retention_interval: None,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+fn manual() -> FirehoseOptions {
+    FirehoseOptions {
+        delivery_interval: None,
+        ..FirehoseOptions::default()
+    }
+}
+
+fn config(out: &Path, interval_secs: u32) -> DeliveryStreamConfig {
+    DeliveryStreamConfig {
+        delivery: DeliveryConfig {
+            buffering: BufferingHints {
+                size_mib: 5,
+                interval_secs,
+            },
+            compression: Compression::Uncompressed,
+            record_delimiter: Some(b"\n".to_vec()),
+            ..DeliveryConfig::default()
+        },
+        destination: DestinationConfig::LocalDirectory {
+            path: out.to_path_buf(),
+        },
+        transform: None,
+    }
+}
+
+/// Every object's key (relative to `out`) and bytes.
+fn objects(out: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut pending = vec![out.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                pending.push(p);
+            } else {
+                let key = p.strip_prefix(out).unwrap().to_string_lossy().into_owned();
+                found.push((key, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn all_lines(out: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = objects(out)
+        .iter()
+        .flat_map(|(_, b)| {
+            String::from_utf8(b.clone())
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn the_background_worker_delivers_due_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let firehose = Firehose::open(
+        store(&dir.path().join("data")),
+        FirehoseOptions {
+            delivery_interval: Some(Duration::from_millis(20)),
+            ..FirehoseOptions::default()
+        },
+    )
+    .unwrap();
+    // Interval 0: every record is due at once.
+    let stream = firehose
+        .create_delivery_stream("clicks", config(&out, 0))
+        .unwrap();
+    for i in 0..100 {
+        stream
+            .put_record(format!("click {i:03}").as_bytes())
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while firehose.describe_delivery_stream("clicks").unwrap().backlog > 0 {
+        assert!(Instant::now() < deadline, "the worker never delivered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let expected: Vec<String> = (0..100).map(|i| format!("click {i:03}")).collect();
+    assert_eq!(all_lines(&out), expected);
+    let d = firehose.describe_delivery_stream("clicks").unwrap();
+    assert_eq!(d.stats.records_delivered, 100);
+    assert_eq!(d.delivered, 100);
+}
+
+#[test]
+fn config_and_buffered_records_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    {
+        let firehose = Firehose::open(store(&data), manual()).unwrap();
+        let stream = firehose
+            .create_delivery_stream("orders", config(&out, 600))
+            .unwrap();
+        let batch: Vec<Vec<u8>> = (0..50)
+            .map(|i| format!("order {i:02}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        assert!(stream
+            .put_record_batch(&refs)
+            .unwrap()
+            .iter()
+            .all(Result::is_ok));
+        // Closing delivers what the hints allow: nothing (600 s not passed).
+    }
+    assert!(objects(&out).is_empty());
+    let firehose = Firehose::open(store(&data), manual()).unwrap();
+    assert_eq!(firehose.list_delivery_streams(), ["orders"]);
+    let d = firehose.describe_delivery_stream("orders").unwrap();
+    assert_eq!((d.version, d.backlog, d.delivered), (1, 50, 0));
+    assert_eq!(d.config.buffering.interval_secs, 600);
+    assert_eq!(firehose.flush().unwrap(), 1);
+    let expected: Vec<String> = (0..50).map(|i| format!("order {i:02}")).collect();
+    assert_eq!(all_lines(&out), expected);
+}
+
+#[test]
+fn updates_check_the_version_and_apply_to_new_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    let firehose = Firehose::open(store(&data), manual()).unwrap();
+    let stream = firehose
+        .create_delivery_stream("logs", config(&out, 0))
+        .unwrap();
+    stream.put_record(b"before").unwrap();
+    firehose.flush().unwrap();
+    let mut gz = config(&out, 0);
+    gz.delivery.compression = Compression::Gzip;
+    match firehose.update_delivery_stream("logs", 7, gz.delivery.clone(), gz.destination.clone()) {
+        Err(Error::ConcurrentModification { given, current, .. }) => {
+            assert_eq!((given, current), (7, 1))
+        }
+        other => panic!("expected ConcurrentModification, got {other:?}"),
+    }
+    let version = firehose
+        .update_delivery_stream("logs", 1, gz.delivery, gz.destination)
+        .unwrap();
+    assert_eq!(version, 2);
+    stream.put_record(b"after").unwrap();
+    firehose.flush().unwrap();
+    let keys: Vec<String> = objects(&out).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 2);
+    assert!(keys
+        .iter()
+        .any(|k| k.contains("/logs-1-") && !k.ends_with(".gz")));
+    assert!(keys
+        .iter()
+        .any(|k| k.contains("/logs-2-") && k.ends_with(".gz")));
+    drop(stream);
+    drop(firehose);
+    let firehose = Firehose::open(store(&data), manual()).unwrap();
+    let d = firehose.describe_delivery_stream("logs").unwrap();
+    assert_eq!((d.version, d.config.compression), (2, Compression::Gzip));
+}
+
+#[test]
+fn create_and_delete_follow_firehose_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    let firehose = Firehose::open(store(&data), manual()).unwrap();
+    firehose
+        .create_delivery_stream("a", config(&out, 0))
+        .unwrap();
+    assert!(matches!(
+        firehose.create_delivery_stream("a", config(&out, 0)),
+        Err(Error::ResourceInUse { .. })
+    ));
+    assert!(matches!(
+        firehose.create_delivery_stream("bad name", config(&out, 0)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let mut bad = config(&out, 0);
+    bad.delivery.buffering.size_mib = 200;
+    assert!(matches!(
+        firehose.create_delivery_stream("b", bad),
+        Err(Error::InvalidArgument { .. })
+    ));
+    firehose.delete_delivery_stream("a").unwrap();
+    assert!(firehose.list_delivery_streams().is_empty());
+    assert!(matches!(
+        firehose.describe_delivery_stream("a"),
+        Err(Error::ResourceNotFound { .. })
+    ));
+    assert!(matches!(
+        firehose.delete_delivery_stream("a"),
+        Err(Error::ResourceNotFound { .. })
+    ));
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("firehose")).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_stream_whose_transform_is_not_registered_holds_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    let mut with_transform = config(&out, 0);
+    with_transform.transform = Some("shout".into());
+    {
+        let firehose = Firehose::open(store(&data), manual()).unwrap();
+        let stream = firehose
+            .create_delivery_stream("t", with_transform)
+            .unwrap();
+        stream.put_record(b"hello").unwrap();
+        assert!(firehose.flush().is_err(), "no transform registered");
+        let d = firehose.describe_delivery_stream("t").unwrap();
+        assert_eq!(d.backlog, 1);
+        assert!(d.stats.last_error.unwrap().contains("not registered"));
+    }
+    assert!(objects(&out).is_empty());
+    let shout: Arc<dyn Transform> = Arc::new(|batch: &[(String, &[u8])]| {
+        batch
+            .iter()
+            .map(|(_, d)| Transformed::Ok(d.to_ascii_uppercase()))
+            .collect()
+    });
+    let firehose = Firehose::open(
+        store(&data),
+        FirehoseOptions {
+            transforms: HashMap::from([("shout".to_string(), shout)]),
+            ..manual()
+        },
+    )
+    .unwrap();
+    firehose.flush().unwrap();
+    assert_eq!(all_lines(&out), ["HELLO"]);
+}
