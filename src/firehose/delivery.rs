@@ -493,15 +493,16 @@ impl DeliveryStream {
     ) -> Result<Vec<String>> {
         let records = self.read_range(p.from, p.to)?;
         let first_arrival = records.first().map_or(0, |r| r.arrival_ms);
-        let ids: Vec<(String, &[u8])> = records
-            .iter()
-            .map(|r| (record_id(r.offset), &r.data[..]))
-            .collect();
-        let results = match &setup.transform {
-            None => ids
+        // Without a transform every record is delivered as it is: no ids, no copies.
+        let ids: Vec<(String, &[u8])> = match &setup.transform {
+            None => Vec::new(),
+            Some(_) => records
                 .iter()
-                .map(|(_, d)| Transformed::Ok(d.to_vec()))
+                .map(|r| (record_id(r.offset), &r.data[..]))
                 .collect(),
+        };
+        let results: Vec<Transformed> = match &setup.transform {
+            None => Vec::new(),
             Some(t) => {
                 let out = t.transform(&ids);
                 if out.len() == ids.len() {
@@ -527,16 +528,24 @@ impl DeliveryStream {
             ObjectEncoder::new(setup.config.compression, entry_name, first_arrival).map_err(io)?;
         let (mut delivered, mut bytes, mut dropped, mut failed) = (0u64, 0u64, 0u64, 0u64);
         let now = self.buffer.options().clock.now_ms();
+        let delimiter = setup.config.record_delimiter.as_deref();
+        let mut deliver = |data: &[u8]| -> Result<()> {
+            main.write(data).map_err(io)?;
+            if let Some(d) = delimiter {
+                main.write(d).map_err(io)?;
+            }
+            delivered += 1;
+            bytes += data.len() as u64;
+            Ok(())
+        };
+        if setup.transform.is_none() {
+            for record in &records {
+                deliver(&record.data)?;
+            }
+        }
         for (((id, raw), record), result) in ids.iter().zip(&records).zip(&results) {
             match result {
-                Transformed::Ok(data) => {
-                    main.write(data).map_err(io)?;
-                    if let Some(d) = &setup.config.record_delimiter {
-                        main.write(d).map_err(io)?;
-                    }
-                    delivered += 1;
-                    bytes += data.len() as u64;
-                }
+                Transformed::Ok(data) => deliver(data)?,
                 Transformed::Dropped => dropped += 1,
                 Transformed::ProcessingFailed(reason) => {
                     let line = serde_json::json!({
