@@ -93,7 +93,9 @@ fn delivered_lines(out: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     let mut pending = vec![out.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries {
             let p = e.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
@@ -129,7 +131,10 @@ fn sigkill_during_heavy_delivery_loses_and_duplicates_nothing() {
     }
     let firehose = open(dir.path(), None);
     firehose.flush().expect("final delivery");
-    assert_eq!(firehose.describe_delivery_stream("events").unwrap().backlog, 0);
+    assert_eq!(
+        firehose.describe_delivery_stream("events").unwrap().backlog,
+        0
+    );
     let lines = delivered_lines(&dir.path().join("out"));
     let mut seen = HashSet::new();
     for line in &lines {
@@ -147,8 +152,14 @@ fn sigkill_during_heavy_delivery_loses_and_duplicates_nothing() {
             .iter()
             .filter(|l| l.starts_with(&format!("r{round}-")))
             .count() as u64;
-        assert!(extra <= n + BATCH, "round {round}: {extra} delivered, {n} acknowledged");
+        assert!(
+            extra <= n + BATCH,
+            "round {round}: {extra} delivered, {n} acknowledged"
+        );
     }
     assert!(total_acked > 0, "the child never acknowledged a batch");
-    eprintln!("{} records delivered, {total_acked} acknowledged", lines.len());
+    eprintln!(
+        "{} records delivered, {total_acked} acknowledged",
+        lines.len()
+    );
 }

@@ -2,6 +2,8 @@
 //! delete, background delivery, restart with buffered records, and transforms by name.
 #![cfg(feature = "firehose")]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -265,4 +267,35 @@ fn a_stream_whose_transform_is_not_registered_holds_its_records() {
     .unwrap();
     firehose.flush().unwrap();
     assert_eq!(all_lines(&out), ["HELLO"]);
+}
+
+#[test]
+fn inspect_shows_delivery_streams_with_their_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    let firehose = Firehose::open(store(&data), manual()).unwrap();
+    let stream = firehose
+        .create_delivery_stream("audit", config(&out, 600))
+        .unwrap();
+    for i in 0..30 {
+        stream.put_record(format!("a{i}").as_bytes()).unwrap();
+    }
+    // The store is open: inspect takes no lock.
+    let result = common::shardlog(&["inspect", "--json", data.to_str().unwrap()]);
+    assert!(result.status.success(), "{}", common::text(&result.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let d = &v["delivery_streams"][0];
+    assert_eq!(d["name"], "audit");
+    assert_eq!(d["version"], 1);
+    assert_eq!(d["backlog"], 30);
+    assert_eq!(d["config"]["buffering"]["interval_secs"], 600);
+    firehose.flush().unwrap();
+    let human = common::shardlog(&["inspect", data.to_str().unwrap()]);
+    let text = common::text(&human.stdout);
+    assert!(
+        text.contains("delivery stream audit  version 1, UNCOMPRESSED"),
+        "{text}"
+    );
+    assert!(text.contains("backlog 0 records"), "{text}");
 }

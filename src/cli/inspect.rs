@@ -26,6 +26,10 @@ struct Inspection {
     /// Shards outside any stream (a bare shard directory or segment file).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     shards: Vec<ShardInfo>,
+    /// Delivery streams of a data directory.
+    #[cfg(feature = "firehose")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    delivery_streams: Vec<crate::firehose::DeliveryStreamFiles>,
     totals: Totals,
 }
 
@@ -263,12 +267,20 @@ pub(super) fn run(path: &Path, json: bool, out: &mut impl Write) -> CliResult<Ex
         path: path.display().to_string(),
         streams: Vec::new(),
         shards: Vec::new(),
+        #[cfg(feature = "firehose")]
+        delivery_streams: Vec::new(),
         totals: Totals::default(),
     };
     match target::resolve(path)? {
         Target::Data(dir) => {
             for stream in target::stream_dirs(&dir)? {
                 inspection.streams.push(stream_info(&stream, now_ms)?);
+            }
+            #[cfg(feature = "firehose")]
+            for delivery in target::delivery_stream_dirs(&dir)? {
+                inspection
+                    .delivery_streams
+                    .push(crate::firehose::read_delivery_stream(&delivery)?);
             }
         }
         Target::Stream(dir) => inspection.streams.push(stream_info(&dir, now_ms)?),
@@ -356,7 +368,49 @@ fn print_human(inspection: &Inspection, out: &mut impl Write) -> std::io::Result
     for shard in &inspection.shards {
         print_shard(shard, out)?;
     }
+    #[cfg(feature = "firehose")]
+    for d in &inspection.delivery_streams {
+        print_delivery_stream(d, out)?;
+    }
     print_totals("totals", inspection.totals, out)
+}
+
+#[cfg(feature = "firehose")]
+fn print_delivery_stream(
+    d: &crate::firehose::DeliveryStreamFiles,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let c = &d.config;
+    writeln!(
+        out,
+        "delivery stream {}  version {}, {}, buffering {} MiB / {} s, created {}",
+        d.name,
+        d.version,
+        c.compression,
+        c.buffering.size_mib,
+        c.buffering.interval_secs,
+        rfc3339_utc(d.created_ms)
+    )?;
+    let crate::firehose::DestinationConfig::LocalDirectory { path } = &d.destination;
+    writeln!(
+        out,
+        "  to {}  prefix {}  error prefix {}{}",
+        path.display(),
+        c.prefix.as_deref().unwrap_or("(default)"),
+        c.error_output_prefix.as_deref().unwrap_or("(default)"),
+        d.transform
+            .as_ref()
+            .map_or_else(String::new, |t| format!("  transform {t}"))
+    )?;
+    writeln!(
+        out,
+        "  delivered below offset {}, buffered up to {}: backlog {} records",
+        d.delivered, d.buffered_end, d.backlog
+    )?;
+    if let Some((from, to, key)) = &d.pending {
+        writeln!(out, "  pending batch {from}..{to} -> {key}")?;
+    }
+    writeln!(out)
 }
 
 fn print_shard(shard: &ShardInfo, out: &mut impl Write) -> std::io::Result<()> {

@@ -154,3 +154,25 @@ pub(super) fn shard_dir(stream_dir: &Path, index: u32) -> PathBuf {
         .join("shards")
         .join(crate::hash_key::shard_id(index))
 }
+
+/// The delivery stream directories of a data directory, sorted (none if it has no `firehose/`).
+#[cfg(feature = "firehose")]
+pub(super) fn delivery_stream_dirs(data_dir: &Path) -> CliResult<Vec<PathBuf>> {
+    let root = data_dir.join(crate::firehose::FIREHOSE_DIR);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(not_ours(&root, e.to_string())),
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}

@@ -65,19 +65,30 @@ where
 
 /// A batch whose objects may be (partly) written but whose delivery is not yet recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Pending {
-    from: u64,
-    to: u64,
-    key: String,
-    error_key: String,
+pub(crate) struct Pending {
+    pub from: u64,
+    pub to: u64,
+    pub key: String,
+    pub error_key: String,
 }
 
 /// The durable delivery position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// Every buffered record below this offset is delivered.
-    delivered: u64,
-    pending: Option<Pending>,
+    pub delivered: u64,
+    pub pending: Option<Pending>,
+}
+
+/// Reads a delivery stream's checkpoint (none yet: nothing delivered).
+pub(crate) fn read_checkpoint(dir: &Path) -> Result<Checkpoint> {
+    let path = dir.join(CHECKPOINT_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::default()),
+        Err(e) => Err(Error::io("read checkpoint", &path, e)),
+    }
 }
 
 /// Delivery statistics, for describe.
@@ -204,13 +215,7 @@ impl DeliveryStream {
     ) -> Result<DeliveryStream> {
         check_name(&spec.name)?;
         spec.config.validate()?;
-        let path = dir.join(CHECKPOINT_FILE);
-        let checkpoint = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::default(),
-            Err(e) => return Err(Error::io("read checkpoint", &path, e)),
-        };
+        let checkpoint = read_checkpoint(&dir)?;
         Ok(DeliveryStream {
             name: spec.name,
             dir,

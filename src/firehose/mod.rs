@@ -22,5 +22,6 @@ pub use delivery::{
 };
 pub use destination::{Destination, LocalDirectory};
 pub use service::{
-    DeliveryStreamConfig, DeliveryStreamDescription, DestinationConfig, Firehose, FirehoseOptions,
+    read_delivery_stream, DeliveryStreamConfig, DeliveryStreamDescription, DeliveryStreamFiles,
+    DestinationConfig, Firehose, FirehoseOptions, FIREHOSE_DIR,
 };

@@ -534,3 +534,60 @@ impl Drop for Firehose {
         let _ = self.inner.deliver_all(false);
     }
 }
+
+/// A delivery stream as its files show it, read without opening it (no lock, nothing changed):
+/// what `shardlog inspect` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryStreamFiles {
+    /// Its name.
+    pub name: String,
+    /// Configuration version.
+    pub version: u64,
+    /// When it was created, ms since the Unix epoch.
+    pub created_ms: i64,
+    /// Its delivery configuration.
+    pub config: DeliveryConfig,
+    /// Where objects go.
+    pub destination: DestinationConfig,
+    /// The registered transform it names.
+    pub transform: Option<String>,
+    /// Every buffered record below this offset is delivered.
+    pub delivered: u64,
+    /// A batch being delivered: first and end offset, and its object key.
+    pub pending: Option<(u64, u64, String)>,
+    /// One past the newest buffered record.
+    pub buffered_end: u64,
+    /// Records buffered and not yet delivered.
+    pub backlog: u64,
+}
+
+/// Reads a delivery stream's files (`DATA_DIR/firehose/NAME`) without opening it.
+pub fn read_delivery_stream(dir: &Path) -> Result<DeliveryStreamFiles> {
+    let record = read_record(dir)?;
+    let checkpoint = super::delivery::read_checkpoint(dir)?;
+    let delivered = checkpoint.delivered;
+    let pending = checkpoint.pending.map(|p| (p.from, p.to, p.key));
+    let buffer = dir.join(super::delivery::BUFFER_DIR);
+    let buffered_end = match crate::shard::segment_bases(&buffer) {
+        Ok(bases) => match bases.last() {
+            Some(&newest) => {
+                let s = crate::shard::summarize_segment(&buffer, newest)?;
+                s.end_offset().get().saturating_add(s.lost_after)
+            }
+            None => delivered,
+        },
+        Err(_) => delivered, // never written
+    };
+    Ok(DeliveryStreamFiles {
+        name: record.name,
+        version: record.version,
+        created_ms: record.created_ms,
+        config: record.config,
+        destination: record.destination,
+        transform: record.transform,
+        delivered,
+        pending,
+        buffered_end,
+        backlog: buffered_end.saturating_sub(delivered),
+    })
+}
