@@ -298,4 +298,9 @@ fn inspect_shows_delivery_streams_with_their_backlog() {
         "{text}"
     );
     assert!(text.contains("backlog 0 records"), "{text}");
+    // verify checks delivery buffers too.
+    let verified = common::shardlog(&["verify", data.to_str().unwrap()]);
+    let report = common::text(&verified.stdout);
+    assert!(verified.status.success(), "{report}");
+    assert!(report.contains("in 1 shard directories"), "{report}");
 }

@@ -66,6 +66,9 @@ pub(super) fn run(path: &Path, apply: bool, out: &mut impl Write) -> CliResult<E
             for stream in target::stream_dirs(&dir)? {
                 all.extend(shards_of_stream(&stream)?);
             }
+            for buffer in target::delivery_buffer_dirs(&dir)? {
+                all.push((buffer, None));
+            }
             all
         }
         Target::Stream(dir) => shards_of_stream(&dir)?,

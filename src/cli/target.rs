@@ -176,3 +176,21 @@ pub(super) fn delivery_stream_dirs(data_dir: &Path) -> CliResult<Vec<PathBuf>> {
     out.sort();
     Ok(out)
 }
+
+/// The buffer shard directories of a data directory's delivery streams (none without the
+/// `firehose` feature, which owns their layout).
+pub(super) fn delivery_buffer_dirs(data_dir: &Path) -> CliResult<Vec<PathBuf>> {
+    #[cfg(feature = "firehose")]
+    {
+        Ok(delivery_stream_dirs(data_dir)?
+            .into_iter()
+            .map(|d| d.join(crate::firehose::delivery::BUFFER_DIR))
+            .filter(|d| d.is_dir())
+            .collect())
+    }
+    #[cfg(not(feature = "firehose"))]
+    {
+        let _ = data_dir;
+        Ok(Vec::new())
+    }
+}

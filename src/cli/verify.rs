@@ -51,7 +51,13 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
     let mut shards = 0;
     let mut stream_dirs = Vec::new();
     match target::resolve(path)? {
-        Target::Data(dir) => stream_dirs = target::stream_dirs(&dir)?,
+        Target::Data(dir) => {
+            stream_dirs = target::stream_dirs(&dir)?;
+            for buffer in target::delivery_buffer_dirs(&dir)? {
+                shards += 1;
+                jobs.extend(jobs_for_shard(&buffer, None)?);
+            }
+        }
         Target::Stream(dir) => stream_dirs.push(dir),
         Target::Shard { dir, .. } => {
             shards += 1;
