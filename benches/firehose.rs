@@ -80,6 +80,7 @@ fn codecs(c: &mut Criterion) {
                     ..ShardOptions::default()
                 },
                 paused: None,
+                source: Default::default(),
             },
         )
         .unwrap();
@@ -104,6 +105,7 @@ fn codecs(c: &mut Criterion) {
             transform: None,
             buffer: ShardOptions::default(),
             paused: None,
+            source: Default::default(),
         },
     )
     .unwrap();

@@ -72,6 +72,7 @@ fn child_putter() {
                         path: dir.join("out"),
                     },
                     transform: None,
+                    source_stream: None,
                 },
             )
             .expect("create"),

@@ -34,6 +34,7 @@ fn spec(
             ..ShardOptions::default()
         },
         paused: None,
+        source: Default::default(),
     }
 }
 

@@ -50,6 +50,7 @@ fn config(out: &Path, interval_secs: u32) -> DeliveryStreamConfig {
             path: out.to_path_buf(),
         },
         transform: None,
+        source_stream: None,
     }
 }
 
@@ -303,4 +304,148 @@ fn inspect_shows_delivery_streams_with_their_backlog() {
     let report = common::text(&verified.stdout);
     assert!(verified.status.success(), "{report}");
     assert!(report.contains("in 1 shard directories"), "{report}");
+}
+
+#[test]
+fn a_stream_source_is_delivered_parents_first_across_a_split_exactly_once() {
+    use shardlog::{PutRecord, StreamConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    let store = store(&data);
+    let orders = store
+        .create_stream("orders", StreamConfig::provisioned(1))
+        .unwrap();
+    let put = |from: usize, to: usize| {
+        for i in from..to {
+            let key = format!("k{}", i % 5);
+            orders
+                .put_record(&PutRecord::new(&key, format!("{key}:{i:04}").as_bytes()))
+                .unwrap();
+        }
+    };
+    put(0, 100);
+    // The parent closes before anything is delivered; its children take the next records.
+    orders
+        .split_shard("shardId-000000000000", &(u128::MAX / 2).to_string())
+        .unwrap();
+    put(100, 200);
+    let firehose = Firehose::open(Arc::clone(&store), manual()).unwrap();
+    let mut from_stream = config(&out, 0);
+    from_stream.source_stream = Some("orders".into());
+    let delivery = firehose
+        .create_delivery_stream("orders-archive", from_stream)
+        .unwrap();
+    assert!(matches!(
+        delivery.put_record(b"x"),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let mut order: Vec<String> = delivery.flush().unwrap().keys;
+    // Children split again; more records.
+    orders
+        .split_shard("shardId-000000000001", &(u128::MAX / 4).to_string())
+        .unwrap();
+    put(200, 300);
+    order.extend(delivery.flush().unwrap().keys);
+    assert!(
+        order.len() >= 3,
+        "the parent's object, then each child's: {order:?}"
+    );
+    // Every record exactly once, and per key in order across the objects as delivered.
+    let mut per_key: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut all = Vec::new();
+    for key in &order {
+        let bytes = std::fs::read(out.join(key)).unwrap();
+        for line in String::from_utf8(bytes).unwrap().lines() {
+            let (k, n) = line.split_once(':').unwrap();
+            per_key
+                .entry(k.into())
+                .or_default()
+                .push(n.parse().unwrap());
+            all.push(line.to_string());
+        }
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 300, "every record exactly once");
+    for (k, ns) in &per_key {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "{k} out of order: {ns:?}"
+        );
+    }
+    // After a restart nothing is delivered again.
+    drop(delivery);
+    drop(firehose);
+    let firehose = Firehose::open(store, manual()).unwrap();
+    assert_eq!(firehose.flush().unwrap(), 0);
+    let d = firehose.describe_delivery_stream("orders-archive").unwrap();
+    assert_eq!(d.source_stream.as_deref(), Some("orders"));
+}
+
+#[test]
+fn a_child_shard_waits_until_its_parent_is_delivered_to_its_end() {
+    use shardlog::{ManualClock, PutRecord, ShardOptions, StreamConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Arc::new(
+        Store::open(
+            dir.path().join("data"),
+            StoreOptions {
+                retention_interval: None,
+                shard: ShardOptions {
+                    clock: clock.clone(),
+                    ..ShardOptions::default()
+                },
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let orders = store
+        .create_stream("orders", StreamConfig::provisioned(1))
+        .unwrap();
+    // A small tail in the parent: not due for 60 s.
+    orders.put_record(&PutRecord::new("k", b"parent")).unwrap();
+    orders
+        .split_shard("shardId-000000000000", &(u128::MAX / 2).to_string())
+        .unwrap();
+    // Over 1 MiB in the children: due by size at once.
+    let big = vec![b'c'; 100 * 1024];
+    for i in 0..30 {
+        orders
+            .put_record(&PutRecord::new(&format!("k{i}"), &big))
+            .unwrap();
+    }
+    let firehose = Firehose::open(Arc::clone(&store), manual()).unwrap();
+    let mut from_stream = config(&out, 60);
+    from_stream.delivery.buffering.size_mib = 1;
+    from_stream.source_stream = Some("orders".into());
+    firehose
+        .create_delivery_stream("archive", from_stream)
+        .unwrap();
+    assert_eq!(
+        firehose.deliver_due().unwrap(),
+        0,
+        "children wait for the parent"
+    );
+    assert!(objects(&out).is_empty());
+    clock.advance(60_000);
+    assert!(firehose.deliver_due().unwrap() >= 2);
+    let found = objects(&out);
+    assert!(
+        found.iter().any(|(_, bytes)| bytes == b"parent\n"),
+        "the parent's record is delivered in its own batch"
+    );
+    let children: usize = found
+        .iter()
+        .filter(|(_, bytes)| bytes != b"parent\n")
+        .map(|(_, bytes)| bytes.len())
+        .sum();
+    assert_eq!(
+        children,
+        30 * (100 * 1024 + 1),
+        "and then every child record"
+    );
 }

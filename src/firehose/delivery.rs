@@ -8,6 +8,7 @@
 //! under the same keys and (the codecs being deterministic) with the same bytes, so objects are
 //! replaced, never duplicated, and no record is skipped.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -21,8 +22,10 @@ use super::config::{
 use super::destination::Destination;
 use super::naming::{error_object_key, object_key, NameParts};
 use crate::error::{Error, Result};
+use crate::hash_key::parse_shard_id;
 use crate::manifest::write_atomically;
 use crate::sequence::SequenceNumber;
+use crate::stream::IteratorStart;
 use crate::{NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions};
 
 /// File of the delivery checkpoint in a delivery stream's directory.
@@ -66,6 +69,9 @@ where
 /// A batch whose objects may be (partly) written but whose delivery is not yet recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Pending {
+    /// For a Kinesis-stream source: the index of the shard the batch comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
     pub from: u64,
     pub to: u64,
     pub key: String,
@@ -78,6 +84,12 @@ pub(crate) struct Checkpoint {
     /// Every buffered record below this offset is delivered.
     pub delivered: u64,
     pub pending: Option<Pending>,
+    /// For a Kinesis-stream source: per shard index, the offset below which it is delivered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shards: BTreeMap<u32, u64>,
+    /// For a Kinesis-stream source: closed shards delivered to their end.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub finished: BTreeSet<u32>,
 }
 
 /// Reads a delivery stream's checkpoint (none yet: nothing delivered).
@@ -138,6 +150,7 @@ struct Setup {
 pub struct DeliveryStream {
     name: String,
     dir: PathBuf,
+    source: Source,
     setup: std::sync::RwLock<Setup>,
     buffer: Shard,
     state: Mutex<State>,
@@ -162,6 +175,21 @@ pub struct DeliveryReport {
     pub keys: Vec<String>,
 }
 
+/// Where a delivery stream's records come from.
+#[derive(Clone, Default)]
+pub enum Source {
+    /// Put by the caller (`put_record`, `put_record_batch`) into the stream's own buffer.
+    #[default]
+    DirectPut,
+    /// Read from every shard of a stream of `store`, parents before children.
+    KinesisStream {
+        /// The store holding the stream.
+        store: Arc<crate::Store>,
+        /// The stream's name.
+        stream: String,
+    },
+}
+
 /// How to open a delivery stream.
 pub struct DeliveryStreamSpec {
     /// Its name.
@@ -180,6 +208,8 @@ pub struct DeliveryStreamSpec {
     /// If set, delivery is refused with this reason (records stay buffered): for example a
     /// configured transform that is not registered.
     pub paused: Option<String>,
+    /// Where records come from.
+    pub source: Source,
 }
 
 impl DeliveryStream {
@@ -219,6 +249,7 @@ impl DeliveryStream {
         Ok(DeliveryStream {
             name: spec.name,
             dir,
+            source: spec.source,
             setup: std::sync::RwLock::new(Setup {
                 version: spec.version,
                 config: spec.config,
@@ -294,6 +325,19 @@ impl DeliveryStream {
         self.lock().stats.clone()
     }
 
+    fn check_direct(&self) -> Result<()> {
+        match &self.source {
+            Source::DirectPut => Ok(()),
+            Source::KinesisStream { stream, .. } => Err(Error::invalid(
+                "DeliveryStreamName",
+                format!(
+                    "{} reads the stream {stream} (KinesisStreamAsSource): records cannot be put into it",
+                    self.name
+                ),
+            )),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -301,6 +345,7 @@ impl DeliveryStream {
     /// Buffers one record (up to 1,000 KiB); returns its record id once it is stored as the
     /// buffer's flush policy promises.
     pub fn put_record(&self, data: &[u8]) -> Result<String> {
+        self.check_direct()?;
         check_record(data).map_err(|reason| Error::invalid("Record.Data", reason))?;
         let appended = self.buffer.append(&[NewRecord {
             partition_key: BUFFER_KEY,
@@ -316,6 +361,7 @@ impl DeliveryStream {
         &self,
         records: &[&[u8]],
     ) -> Result<Vec<std::result::Result<String, PutFailure>>> {
+        self.check_direct()?;
         if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
             return Err(Error::invalid(
                 "Records",
@@ -387,7 +433,7 @@ impl DeliveryStream {
         loop {
             let pending = match state.checkpoint.pending.clone() {
                 Some(p) => p,
-                None => match self.cut(state.checkpoint.delivered, force, &setup)? {
+                None => match self.cut_next(&mut state, force, &setup)? {
                     Some(p) => {
                         let mut next = state.checkpoint.clone();
                         next.pending = Some(p.clone());
@@ -406,6 +452,84 @@ impl DeliveryStream {
         Ok(report)
     }
 
+    /// The next due batch of a Kinesis-stream source: from the first shard (by index) whose
+    /// parents are delivered to their end and which has a due batch. Closed shards read to their
+    /// end are marked finished on the way (saved with the next checkpoint).
+    fn cut_stream(
+        &self,
+        store: &crate::Store,
+        stream_name: &str,
+        state: &mut State,
+        force: bool,
+        setup: &Setup,
+    ) -> Result<Option<Pending>> {
+        let stream = store.stream(stream_name)?;
+        let shards = stream.describe().shards;
+        let known: BTreeSet<u32> = shards
+            .iter()
+            .filter_map(|s| parse_shard_id(&s.shard_id))
+            .collect();
+        let hints = setup.config.buffering;
+        let now = self.buffer.options().clock.now_ms();
+        for shard in &shards {
+            let Some(index) = parse_shard_id(&shard.shard_id) else {
+                continue;
+            };
+            if state.checkpoint.finished.contains(&index) {
+                continue;
+            }
+            // Parents first (the KCL's rule): a parent gone from the stream counts as done.
+            let parents_done = [&shard.parent_shard_id, &shard.adjacent_parent_shard_id]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| parse_shard_id(p))
+                .all(|p| state.checkpoint.finished.contains(&p) || !known.contains(&p));
+            if !parents_done {
+                continue;
+            }
+            let from = state.checkpoint.shards.get(&index).copied().unwrap_or(0);
+            let (records, at_end) =
+                read_stream(store, stream_name, index, from, None, hints.size_bytes())?;
+            let Some(first) = records.first() else {
+                if at_end {
+                    state.checkpoint.finished.insert(index);
+                    self.save(&state.checkpoint)?;
+                }
+                continue;
+            };
+            let bytes: usize = records.iter().map(|r| r.data.len()).sum();
+            let due = force
+                || bytes >= hints.size_bytes()
+                || now.saturating_sub(first.arrival_ms) >= hints.interval_ms();
+            if !due {
+                continue;
+            }
+            let to = records.last().map_or(from, |r| r.offset.get() + 1);
+            let batch_id = format!("{}:{stream_name}:{index}:{from}-{to}", self.name);
+            let parts = NameParts {
+                stream: &self.name,
+                version: setup.version,
+                time_ms: first.arrival_ms,
+                batch_id: batch_id.as_bytes(),
+                compression: setup.config.compression,
+            };
+            let invalid = |e: super::naming::PrefixError| Error::invalid("Prefix", e.to_string());
+            return Ok(Some(Pending {
+                shard: Some(index),
+                from,
+                to,
+                key: object_key(setup.config.prefix.as_deref(), &parts).map_err(invalid)?,
+                error_key: error_object_key(
+                    setup.config.error_output_prefix.as_deref(),
+                    PROCESSING_FAILED,
+                    &parts,
+                )
+                .map_err(invalid)?,
+            }));
+        }
+        Ok(None)
+    }
+
     /// Writes a pending batch's objects and records its delivery.
     fn finish(&self, state: &mut State, pending: &Pending, setup: &Setup) -> Result<Vec<String>> {
         let keys = match self.write_batch(pending, setup, &mut state.stats) {
@@ -415,17 +539,35 @@ impl DeliveryStream {
                 return Err(e);
             }
         };
-        let done = Checkpoint {
-            delivered: pending.to,
+        let mut done = Checkpoint {
             pending: None,
+            ..state.checkpoint.clone()
         };
+        match pending.shard {
+            Some(shard) => {
+                done.shards.insert(shard, pending.to);
+            }
+            None => done.delivered = pending.to,
+        }
         self.save(&done)?;
         state.checkpoint = done;
         state.stats.last_error = None;
         // The buffer's delivered segments are no longer needed. A failure here only keeps them
         // longer.
-        let _ = self.buffer.delete_below(Offset::new(pending.to));
+        if pending.shard.is_none() {
+            let _ = self.buffer.delete_below(Offset::new(pending.to));
+        }
         Ok(keys)
+    }
+
+    /// The next due batch of the source.
+    fn cut_next(&self, state: &mut State, force: bool, setup: &Setup) -> Result<Option<Pending>> {
+        match &self.source {
+            Source::DirectPut => self.cut(state.checkpoint.delivered, force, setup),
+            Source::KinesisStream { store, stream } => {
+                self.cut_stream(store, stream, state, force, setup)
+            }
+        }
     }
 
     /// The next batch from `from`, if one is due: records up to the size hint, cut when the
@@ -477,6 +619,7 @@ impl DeliveryStream {
         };
         let invalid = |e: super::naming::PrefixError| Error::invalid("Prefix", e.to_string());
         Ok(Some(Pending {
+            shard: None,
             from,
             to,
             key: object_key(setup.config.prefix.as_deref(), &parts).map_err(invalid)?,
@@ -496,7 +639,12 @@ impl DeliveryStream {
         setup: &Setup,
         stats: &mut DeliveryStats,
     ) -> Result<Vec<String>> {
-        let records = self.read_range(p.from, p.to)?;
+        let records = match (&self.source, p.shard) {
+            (Source::KinesisStream { store, stream }, Some(shard)) => {
+                read_stream(store, stream, shard, p.from, Some(p.to), usize::MAX)?.0
+            }
+            _ => self.read_range(p.from, p.to)?,
+        };
         let first_arrival = records.first().map_or(0, |r| r.arrival_ms);
         // Without a transform every record is delivered as it is: no ids, no copies.
         let ids: Vec<(String, &[u8])> = match &setup.transform {
@@ -550,7 +698,7 @@ impl DeliveryStream {
         }
         for (((id, raw), record), result) in ids.iter().zip(&records).zip(&results) {
             match result {
-                Transformed::Ok(data) => deliver(data)?,
+                Transformed::Ok(data) => deliver(&data[..])?,
                 Transformed::Dropped => dropped += 1,
                 Transformed::ProcessingFailed(reason) => {
                     let line = serde_json::json!({
@@ -617,6 +765,54 @@ impl DeliveryStream {
             .map_err(|e| Error::io("encode checkpoint", &self.dir, std::io::Error::other(e)))?;
         write_atomically(&self.dir, CHECKPOINT_FILE, &bytes)
     }
+}
+
+/// Reads shard `index` of a stream from offset `from`: up to `max_bytes` of data (at least one
+/// record), or exactly the records below `to` when given. Also says whether the shard is closed
+/// and read to its end.
+fn read_stream(
+    store: &crate::Store,
+    stream_name: &str,
+    index: u32,
+    from: u64,
+    to: Option<u64>,
+    max_bytes: usize,
+) -> Result<(Vec<Record>, bool)> {
+    let stream = store.stream(stream_name)?;
+    let shard_id = crate::hash_key::shard_id(index);
+    let start = match from {
+        0 => IteratorStart::TrimHorizon,
+        n => IteratorStart::AfterSequenceNumber(
+            SequenceNumber::new(index, Offset::new(n - 1)).to_string(),
+        ),
+    };
+    let mut iterator = Some(stream.shard_iterator(&shard_id, start)?);
+    let (mut out, mut bytes) = (Vec::new(), 0usize);
+    while let Some(token) = iterator {
+        let page = store.get_records(&token, 10_000)?;
+        if page.records.is_empty() {
+            return Ok((out, page.next_shard_iterator.is_none()));
+        }
+        for r in page.records {
+            let offset = r.sequence_number.offset().get();
+            if to.is_some_and(|t| offset >= t) {
+                return Ok((out, false));
+            }
+            bytes += r.data.len();
+            out.push(Record {
+                offset: r.sequence_number.offset(),
+                arrival_ms: r.approximate_arrival_ms,
+                hash_key: 0,
+                partition_key: bytes::Bytes::from(r.partition_key.into_bytes()),
+                data: r.data,
+            });
+            if to.is_none() && bytes >= max_bytes {
+                return Ok((out, false));
+            }
+        }
+        iterator = page.next_shard_iterator;
+    }
+    Ok((out, true))
 }
 
 fn check_record(data: &[u8]) -> std::result::Result<(), String> {

@@ -17,8 +17,8 @@ pub mod service;
 pub use codec::{Compression, ObjectEncoder};
 pub use config::{BufferingHints, DeliveryConfig};
 pub use delivery::{
-    DeliveryReport, DeliveryStats, DeliveryStream, DeliveryStreamSpec, PutFailure, Transform,
-    Transformed,
+    DeliveryReport, DeliveryStats, DeliveryStream, DeliveryStreamSpec, PutFailure, Source,
+    Transform, Transformed,
 };
 pub use destination::{Destination, LocalDirectory};
 pub use service::{

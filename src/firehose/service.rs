@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::config::{check_name, DeliveryConfig};
-use super::delivery::{DeliveryStats, DeliveryStream, DeliveryStreamSpec, Transform};
+use super::delivery::{DeliveryStats, DeliveryStream, DeliveryStreamSpec, Source, Transform};
 use super::destination::{Destination, LocalDirectory};
 use crate::error::{Error, Result};
 use crate::manifest::write_atomically;
@@ -67,6 +67,9 @@ struct DeliveryRecord {
     destination: DestinationConfig,
     /// Name of a transform registered in [`FirehoseOptions::transforms`].
     transform: Option<String>,
+    /// The stream of the store it reads (KinesisStreamAsSource); none for direct put.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_stream: Option<String>,
 }
 
 /// How to create a delivery stream.
@@ -78,6 +81,9 @@ pub struct DeliveryStreamConfig {
     pub destination: DestinationConfig,
     /// Name of a registered transform, if records are to be transformed.
     pub transform: Option<String>,
+    /// A stream of the store to read instead of taking puts (Firehose's
+    /// `KinesisStreamAsSource`): every shard from its oldest record, parents before children.
+    pub source_stream: Option<String>,
 }
 
 /// How the delivery service runs.
@@ -131,7 +137,9 @@ pub struct DeliveryStreamDescription {
     pub destination: DestinationConfig,
     /// The registered transform it uses.
     pub transform: Option<String>,
-    /// Records buffered and not yet delivered.
+    /// The stream it reads, if it is not direct put.
+    pub source_stream: Option<String>,
+    /// Records buffered and not yet delivered (direct put).
     pub backlog: u64,
     /// The delivery checkpoint: every buffered record below this offset is delivered.
     pub delivered: u64,
@@ -230,6 +238,9 @@ impl Firehose {
     ) -> Result<Arc<DeliveryStream>> {
         check_name(name)?;
         config.delivery.validate()?;
+        if let Some(stream) = &config.source_stream {
+            self.inner.store.stream(stream)?;
+        }
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
         if self.streams().contains_key(name) {
             return Err(Error::ResourceInUse {
@@ -246,6 +257,7 @@ impl Firehose {
             config: config.delivery,
             destination: config.destination,
             transform: config.transform,
+            source_stream: config.source_stream,
         };
         let staging = tempfile::Builder::new()
             .prefix(&format!("{CREATING_PREFIX}{name}-"))
@@ -303,6 +315,7 @@ impl Firehose {
             config: entry.stream.config(),
             destination: record.destination.clone(),
             transform: record.transform.clone(),
+            source_stream: record.source_stream.clone(),
             backlog: entry.stream.backlog(),
             delivered: entry.stream.delivered(),
             stats: entry.stream.stats(),
@@ -415,6 +428,13 @@ impl Inner {
                 ..ShardOptions::default()
             },
             paused,
+            source: match &record.source_stream {
+                None => Source::DirectPut,
+                Some(stream) => Source::KinesisStream {
+                    store: Arc::clone(&self.store),
+                    stream: stream.clone(),
+                },
+            },
         };
         let stream = DeliveryStream::open_in_locked_dir(path.to_path_buf(), spec)?;
         Ok(Entry {
