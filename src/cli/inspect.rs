@@ -391,11 +391,10 @@ fn print_delivery_stream(
         c.buffering.interval_secs,
         rfc3339_utc(d.created_ms)
     )?;
-    let crate::firehose::DestinationConfig::LocalDirectory { path } = &d.destination;
     writeln!(
         out,
         "  to {}  prefix {}  error prefix {}{}",
-        path.display(),
+        d.destination.describe(),
         c.prefix.as_deref().unwrap_or("(default)"),
         c.error_output_prefix.as_deref().unwrap_or("(default)"),
         d.transform

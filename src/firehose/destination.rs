@@ -120,3 +120,93 @@ mod tests {
         }
     }
 }
+
+/// Where objects go in an S3 bucket (or an S3-compatible server).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// The region (default `us-east-1`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// An endpoint other than AWS's (`http://127.0.0.1:9000` for a local server).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Credentials; when absent, the usual `AWS_*` environment variables are used. Stored in
+    /// the delivery stream's `delivery.json` when given, so prefer the environment.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// See `access_key_id`.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// Objects in an S3 bucket, written with `object_store` (feature `s3`). A PUT that S3 answers
+/// with success is durable, so `put` returns then.
+#[cfg(feature = "s3")]
+pub struct S3 {
+    store: object_store::aws::AmazonS3,
+    runtime: tokio::runtime::Runtime,
+    description: String,
+}
+
+#[cfg(feature = "s3")]
+impl S3 {
+    /// A destination writing into the bucket `config` names.
+    pub fn new(config: &S3Config) -> Result<S3> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_region(&config.region);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| Error::invalid("S3DestinationConfiguration", e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start S3 client", Path::new(&config.bucket), e))?;
+        Ok(S3 {
+            store,
+            runtime,
+            description: format!(
+                "s3://{}{}",
+                config.bucket,
+                config
+                    .endpoint
+                    .as_ref()
+                    .map_or_else(String::new, |e| format!(" at {e}"))
+            ),
+        })
+    }
+}
+
+#[cfg(feature = "s3")]
+impl Destination for S3 {
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        use object_store::ObjectStore;
+        let location = object_store::path::Path::parse(key)
+            .map_err(|e| Error::invalid("key", e.to_string()))?;
+        let payload = object_store::PutPayload::from(bytes.to_vec());
+        self.runtime
+            .block_on(self.store.put(&location, payload))
+            .map(drop)
+            .map_err(|e| Error::io("put object", Path::new(key), std::io::Error::other(e)))
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}

@@ -20,7 +20,9 @@ pub use delivery::{
     DeliveryReport, DeliveryStats, DeliveryStream, DeliveryStreamSpec, PutFailure, Source,
     Transform, Transformed,
 };
-pub use destination::{Destination, LocalDirectory};
+#[cfg(feature = "s3")]
+pub use destination::S3;
+pub use destination::{Destination, LocalDirectory, S3Config};
 pub use service::{
     read_delivery_stream, DeliveryStreamConfig, DeliveryStreamDescription, DeliveryStreamFiles,
     DestinationConfig, Firehose, FirehoseOptions, FIREHOSE_DIR,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{check_name, DeliveryConfig};
 use super::delivery::{DeliveryStats, DeliveryStream, DeliveryStreamSpec, Source, Transform};
-use super::destination::{Destination, LocalDirectory};
+use super::destination::{Destination, LocalDirectory, S3Config};
 use crate::error::{Error, Result};
 use crate::manifest::write_atomically;
 use crate::segment::sync_dir;
@@ -46,12 +46,29 @@ pub enum DestinationConfig {
         /// The root directory.
         path: PathBuf,
     },
+    /// An S3 bucket (needs the `s3` feature to deliver).
+    S3(S3Config),
 }
 
 impl DestinationConfig {
-    fn open(&self) -> Arc<dyn Destination> {
+    fn open(&self) -> Result<Arc<dyn Destination>> {
         match self {
-            DestinationConfig::LocalDirectory { path } => Arc::new(LocalDirectory::new(path)),
+            DestinationConfig::LocalDirectory { path } => Ok(Arc::new(LocalDirectory::new(path))),
+            #[cfg(feature = "s3")]
+            DestinationConfig::S3(config) => Ok(Arc::new(super::destination::S3::new(config)?)),
+            #[cfg(not(feature = "s3"))]
+            DestinationConfig::S3(_) => Err(Error::invalid(
+                "S3DestinationConfiguration",
+                "this build of shardlog has no S3 support (feature `s3`)",
+            )),
+        }
+    }
+
+    /// Where it points, for people: a directory or `s3://bucket`.
+    pub fn describe(&self) -> String {
+        match self {
+            DestinationConfig::LocalDirectory { path } => path.display().to_string(),
+            DestinationConfig::S3(c) => format!("s3://{}", c.bucket),
         }
     }
 }
@@ -238,6 +255,7 @@ impl Firehose {
     ) -> Result<Arc<DeliveryStream>> {
         check_name(name)?;
         config.delivery.validate()?;
+        config.destination.open()?;
         if let Some(stream) = &config.source_stream {
             self.inner.store.stream(stream)?;
         }
@@ -352,7 +370,7 @@ impl Firehose {
         };
         entry
             .stream
-            .update(record.version, delivery, destination.open())?;
+            .update(record.version, delivery, destination.open()?)?;
         write_record(&self.inner.dir.join(name), &record)?;
         let updated = Arc::new(Entry {
             record,
@@ -419,7 +437,7 @@ impl Inner {
             name: record.name.clone(),
             version: record.version,
             config: record.config.clone(),
-            destination: record.destination.open(),
+            destination: record.destination.open()?,
             transform,
             buffer: ShardOptions {
                 flush: self.options.buffer_flush,
