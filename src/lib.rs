@@ -47,6 +47,7 @@ pub mod repair;
 mod segment;
 pub mod sequence;
 pub mod shard;
+mod shutdown;
 pub mod store;
 pub mod stream;
 pub mod throttle;

@@ -6,13 +6,13 @@
 //! over the old one, and the directory fsynced. A crash leaves either the old or the new manifest.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hash_key::HashKeyRange;
+use crate::segment::write_atomically;
 
 /// File name of a stream's manifest.
 pub const MANIFEST_FILE: &str = "stream.json";
@@ -164,22 +164,6 @@ impl StreamManifest {
         })?;
         write_atomically(dir, MANIFEST_FILE, &json)
     }
-}
-
-/// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let path = dir.join(name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(Error::io_at("create temporary file", dir))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(Error::io_at("write temporary file", tmp.path()))?;
-    tmp.persist(&path)
-        .map_err(|e| Error::io("replace", &path, e.error))?;
-    crate::segment::sync_dir(dir)
 }
 
 #[cfg(test)]

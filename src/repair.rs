@@ -18,7 +18,6 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -27,11 +26,14 @@ use crate::format::{
     FRAME_OVERHEAD, INDEX_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::index::{IndexFile, SparseIndex};
-use crate::segment::{index_path, scan, segment_path, sync_dir};
+use crate::segment::{index_path, index_problem, scan, segment_path, sync_dir, write_atomically};
 use crate::types::Offset;
 
-/// Prefix of the temporary files a repair writes before renaming them into place.
-const TEMP_PREFIX: &str = ".repair-";
+/// Whether a file name is a temporary file left by an interrupted atomic write
+/// (`segment::write_atomically` names them `.<name>.<random>.tmp`).
+fn is_leftover_temp(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
 
 /// One run of consecutive good frames found in a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +177,9 @@ struct Found {
     damage: Option<String>,
     /// Bytes after the last good frame of an unsealed segment that are not zero.
     torn_tail: Option<(usize, usize)>,
+    /// Whether its index file is missing or disagrees with its frames (checked only for a
+    /// segment that stays as it is).
+    index_bad: bool,
 }
 
 /// Finds the runs of good frames in `bytes`: frames whose CRC verifies, whose offsets count up
@@ -273,12 +278,30 @@ fn examine(dir: &Path, base: Offset, limit: Option<Offset>) -> Result<Found> {
         .then(|| bytes[good_end..].iter().any(|&b| b != 0))
         .filter(|&torn| torn)
         .map(|_| (good_end, bytes.len() - good_end));
+    let index_bad = damage.is_none() && {
+        let mut rebuilt = SparseIndex::default();
+        scan(
+            &bytes[..frames_end],
+            base,
+            (SEGMENT_HEADER_LEN, base),
+            &mut rebuilt,
+        );
+        index_problem(
+            &index_path(dir, base),
+            base,
+            &rebuilt,
+            good_end,
+            footer.is_some(),
+        )
+        .is_some()
+    };
     Ok(Found {
         base,
         footer,
         pieces,
         damage,
         torn_tail,
+        index_bad,
     })
 }
 
@@ -293,7 +316,7 @@ pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> 
         let entry = entry.map_err(Error::io_at("list", dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(TEMP_PREFIX) {
+        if is_leftover_temp(&name) {
             plan.repairs.push(Repair::RemoveStray {
                 path: entry.path(),
                 why: "left by an interrupted repair",
@@ -381,11 +404,7 @@ pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> 
                 at: at as u64,
                 discarded: len as u64,
             });
-        } else if crate::segment::verify_segment(dir, f.base, None)?
-            .problems
-            .iter()
-            .any(|p| p.path.extension().is_some_and(|e| e == INDEX_EXT))
-        {
+        } else if f.index_bad {
             plan.repairs.push(Repair::RebuildIndex {
                 segment: path.clone(),
             });
@@ -543,23 +562,14 @@ fn write_segment(
     footer: SegmentFooter,
 ) -> Result<()> {
     let target = segment_path(dir, base);
-    let temp = dir.join(format!(
-        "{TEMP_PREFIX}{}",
-        target
-            .file_name()
-            .map_or_else(Default::default, |n| n.to_string_lossy())
-    ));
+    let name = target
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
     let mut bytes = Vec::with_capacity(SEGMENT_HEADER_LEN + frames.len() + FOOTER_LEN);
     bytes.extend_from_slice(&header.encode());
     bytes.extend_from_slice(frames);
     bytes.extend_from_slice(&footer.encode());
-    let mut file = File::create(&temp).map_err(Error::io_at("create", &temp))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(Error::io_at("write repaired segment", &temp))?;
-    drop(file);
-    std::fs::rename(&temp, &target).map_err(Error::io_at("rename repaired segment", &target))?;
-    sync_dir(dir)?;
+    write_atomically(dir, &name, &bytes)?;
     write_index(dir, base, &bytes[..bytes.len() - FOOTER_LEN])
 }
 

@@ -6,7 +6,7 @@
 //! or an owned snapshot (a read-only open of a segment another process may still be writing).
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
@@ -607,6 +607,22 @@ pub struct SegmentReport {
 }
 
 impl SegmentReport {
+    /// The report of a segment file of `file_bytes` bytes before its frames are looked at.
+    fn unread(dir: &Path, base: Offset, file_bytes: u64) -> SegmentReport {
+        SegmentReport {
+            path: segment_path(dir, base),
+            base,
+            file_bytes,
+            sealed: false,
+            records: 0,
+            first_arrival_ms: None,
+            last_arrival_ms: None,
+            lost_after: 0,
+            index_entries: index_entries_in(&index_path(dir, base)),
+            problems: Vec::new(),
+        }
+    }
+
     /// One past the offset of its last record.
     pub fn end_offset(&self) -> Offset {
         Offset::new(self.base.get().saturating_add(self.records))
@@ -630,18 +646,7 @@ pub(crate) fn summarize_segment(dir: &Path, base: Offset) -> Result<SegmentRepor
         .metadata()
         .map_err(Error::io_at("stat segment", &path))?
         .len();
-    let mut report = SegmentReport {
-        path: path.clone(),
-        base,
-        file_bytes,
-        sealed: false,
-        records: 0,
-        first_arrival_ms: None,
-        last_arrival_ms: None,
-        lost_after: 0,
-        index_entries: index_entries_in(&index_path(dir, base)),
-        problems: Vec::new(),
-    };
+    let mut report = SegmentReport::unread(dir, base, file_bytes);
     let mut head = [0u8; SEGMENT_HEADER_LEN];
     let header = file
         .read_exact_at(&mut head, 0)
@@ -694,18 +699,7 @@ pub(crate) fn verify_segment(
     };
     let idx_path = index_path(dir, base);
     let bytes = std::fs::read(&path).map_err(Error::io_at("read segment", &path))?;
-    let mut report = SegmentReport {
-        path: path.clone(),
-        base,
-        file_bytes: bytes.len() as u64,
-        sealed: false,
-        records: 0,
-        first_arrival_ms: None,
-        last_arrival_ms: None,
-        lost_after: 0,
-        index_entries: index_entries_in(&idx_path),
-        problems: Vec::new(),
-    };
+    let mut report = SegmentReport::unread(dir, base, bytes.len() as u64);
     if let Err(e) = check_header(&path, &bytes, base) {
         report.problems.push(problem(Some(0), e.to_string()));
         return Ok(report);
@@ -769,56 +763,13 @@ pub(crate) fn verify_segment(
             ));
         }
     }
-    match (std::fs::metadata(&idx_path), index::load(&idx_path, base)) {
-        (Err(_), _) => problems.push(Problem {
-            path: idx_path,
-            position: None,
-            what: "index file missing (it will be rebuilt)".into(),
-        }),
-        (Ok(_), None) => problems.push(Problem {
-            path: idx_path,
-            position: Some(0),
-            what: "index header is damaged or names another segment".into(),
-        }),
-        (Ok(meta), Some(entries)) => {
-            // An index is determined by its frames, so every stored entry must equal the one the
-            // scan rebuilt. Entries past damage reported above cannot be checked, and are not
-            // blamed.
-            let wrong = entries
-                .iter()
-                .take_while(|e| (e.position as usize) < pos)
-                .enumerate()
-                .position(|(i, e)| rebuilt.get(i) != Some(e));
-            let expected_len = (INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN) as u64;
-            if let Some(i) = wrong {
-                problems.push(Problem {
-                    path: idx_path,
-                    position: Some((INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN) as u64),
-                    what: format!("entry {i} does not point at the frame it names"),
-                });
-            } else if meta.len() != expected_len {
-                problems.push(Problem {
-                    path: idx_path,
-                    position: Some(expected_len),
-                    what: format!(
-                        "{} bytes of damaged entries after entry {}",
-                        meta.len() - expected_len,
-                        entries.len()
-                    ),
-                });
-            } else if entries.len() < rebuilt.len() && footer.is_some() {
-                problems.push(Problem {
-                    path: idx_path,
-                    position: Some(expected_len),
-                    what: format!(
-                        "holds {} of the segment's {} entries",
-                        entries.len(),
-                        rebuilt.len()
-                    ),
-                });
-            }
-        }
-    }
+    problems.extend(index_problem(
+        &idx_path,
+        base,
+        &rebuilt,
+        pos,
+        footer.is_some(),
+    ));
     Ok(SegmentReport {
         sealed: footer.is_some(),
         records: offset.get() - base.get(),
@@ -828,6 +779,71 @@ pub(crate) fn verify_segment(
         problems,
         ..report
     })
+}
+
+/// What is wrong with the index file of the segment based at `base`, if anything: `rebuilt` is
+/// the index its frames call for, up to `frames_end` where its good frames end (entries past
+/// that are not blamed). A sealed segment's index must hold every entry; an active one's may
+/// lag behind its frames.
+pub(crate) fn index_problem(
+    idx_path: &Path,
+    base: Offset,
+    rebuilt: &SparseIndex,
+    frames_end: usize,
+    sealed: bool,
+) -> Option<Problem> {
+    match (std::fs::metadata(idx_path), index::load(idx_path, base)) {
+        (Err(_), _) => Some(Problem {
+            path: idx_path.to_path_buf(),
+            position: None,
+            what: "index file missing (it will be rebuilt)".into(),
+        }),
+        (Ok(_), None) => Some(Problem {
+            path: idx_path.to_path_buf(),
+            position: Some(0),
+            what: "index header is damaged or names another segment".into(),
+        }),
+        (Ok(meta), Some(entries)) => {
+            // An index is determined by its frames, so every stored entry must equal the one the
+            // scan rebuilt. Entries past damage reported above cannot be checked, and are not
+            // blamed.
+            let wrong = entries
+                .iter()
+                .take_while(|e| (e.position as usize) < frames_end)
+                .enumerate()
+                .position(|(i, e)| rebuilt.get(i) != Some(e));
+            let expected_len = (INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN) as u64;
+            if let Some(i) = wrong {
+                Some(Problem {
+                    path: idx_path.to_path_buf(),
+                    position: Some((INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN) as u64),
+                    what: format!("entry {i} does not point at the frame it names"),
+                })
+            } else if meta.len() != expected_len {
+                Some(Problem {
+                    path: idx_path.to_path_buf(),
+                    position: Some(expected_len),
+                    what: format!(
+                        "{} bytes of damaged entries after entry {}",
+                        meta.len() - expected_len,
+                        entries.len()
+                    ),
+                })
+            } else if entries.len() < rebuilt.len() && sealed {
+                Some(Problem {
+                    path: idx_path.to_path_buf(),
+                    position: Some(expected_len),
+                    what: format!(
+                        "holds {} of the segment's {} entries",
+                        entries.len(),
+                        rebuilt.len()
+                    ),
+                })
+            } else {
+                None
+            }
+        }
+    }
 }
 
 /// Where the newest segment of a shard stands after recovery.
@@ -1331,4 +1347,20 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io_at("sync directory", dir))
+}
+
+/// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(Error::io_at("create temporary file", dir))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(Error::io_at("write temporary file", tmp.path()))?;
+    tmp.persist(&path)
+        .map_err(|e| Error::io("replace", &path, e.error))?;
+    sync_dir(dir)
 }

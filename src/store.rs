@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use crate::lock::DirLock;
 use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_VERSION};
 use crate::segment::sync_dir;
 use crate::shard::ShardOptions;
+use crate::shutdown::Shutdown;
 use crate::stream::{check_retention, check_stream_name, GetRecordsOutput, Stream, StreamContext};
 
 /// How a store runs. `StoreOptions::default()` suits most uses.
@@ -124,8 +125,7 @@ struct Inner {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serializes create and delete, which work on the directory as well as the map.
     admin: Mutex<()>,
-    shutdown: Mutex<bool>,
-    wake: Condvar,
+    shutdown: Shutdown,
     _lock: DirLock,
 }
 
@@ -189,8 +189,7 @@ impl Store {
             context,
             streams: RwLock::new(streams),
             admin: Mutex::new(()),
-            shutdown: Mutex::new(false),
-            wake: Condvar::new(),
+            shutdown: Shutdown::default(),
             _lock: lock,
             options,
         });
@@ -424,15 +423,8 @@ fn compactor_loop(inner: Weak<Inner>, interval: Duration) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        {
-            let stop = strong.shutdown.lock().unwrap_or_else(|e| e.into_inner());
-            let (stop, _) = strong
-                .wake
-                .wait_timeout_while(stop, interval, |stop| !*stop)
-                .unwrap_or_else(|e| e.into_inner());
-            if *stop {
-                return;
-            }
+        if strong.shutdown.wait(interval) {
+            return;
         }
         // A failed pass (a full disk, say) is retried at the next interval; there is no caller
         // to return the error to.
@@ -444,12 +436,7 @@ fn compactor_loop(inner: Weak<Inner>, interval: Duration) {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        *self
-            .inner
-            .shutdown
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = true;
-        self.inner.wake.notify_all();
+        self.inner.shutdown.signal();
         if let Some(handle) = self.compactor.take() {
             let _ = handle.join();
         }

@@ -316,7 +316,13 @@ impl std::fmt::Debug for Stream {
 
 /// Checks a stream name against Kinesis's rule: 1 to 128 of `[a-zA-Z0-9_.-]`.
 pub fn check_stream_name(name: &str) -> Result<()> {
-    let ok = (1..=128).contains(&name.len())
+    check_resource_name("StreamName", name, 128)
+}
+
+/// Checks an AWS-style resource name: 1 to `max_len` of `[a-zA-Z0-9_.-]`; `field` names the
+/// argument in the error.
+pub(crate) fn check_resource_name(field: &'static str, name: &str, max_len: usize) -> Result<()> {
+    let ok = (1..=max_len).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
@@ -324,8 +330,8 @@ pub fn check_stream_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(
-            "StreamName",
-            format!("{name:?} must be 1 to 128 characters of [a-zA-Z0-9_.-]"),
+            field,
+            format!("{name:?} must be 1 to {max_len} characters of [a-zA-Z0-9_.-]"),
         ))
     }
 }

@@ -92,24 +92,19 @@ fn child_putter() {
 
 fn delivered_lines(out: &Path) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut pending = vec![out.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if p.is_dir() {
-                pending.push(p);
-            } else if !name.starts_with('.') {
-                let mut text = String::new();
-                flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap())
-                    .read_to_string(&mut text)
-                    .unwrap_or_else(|e| panic!("{}: not a whole gzip object: {e}", p.display()));
-                lines.extend(text.lines().map(str::to_string));
-            }
+    for (key, bytes) in common::snapshot_dir(out) {
+        if key
+            .rsplit('/')
+            .next()
+            .is_some_and(|name| name.starts_with('.'))
+        {
+            continue; // a temporary file a killed write left, never an object
         }
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .unwrap_or_else(|e| panic!("{key}: not a whole gzip object: {e}"));
+        lines.extend(text.lines().map(str::to_string));
     }
     lines
 }

@@ -2,6 +2,8 @@
 //! restarts, and exactly-once delivery when the destination fails halfway.
 #![cfg(feature = "firehose")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -46,51 +48,28 @@ fn newline_config(compression: Compression) -> DeliveryConfig {
     }
 }
 
-/// Every object under `root`: key → decompressed bytes.
+/// Every object under `root` (`common::snapshot_dir`): key → decompressed bytes.
 fn objects(root: &Path, compression: Compression) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                pending.push(p);
-                continue;
-            }
-            let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            assert!(!key.contains("/."), "a temporary file was left: {key}");
-            let bytes = std::fs::read(&p).unwrap();
+    common::snapshot_dir(root)
+        .into_iter()
+        .map(|(key, bytes)| {
+            assert!(
+                !key.starts_with('.') && !key.contains("/."),
+                "a temporary file was left: {key}"
+            );
             let plain = match compression {
                 Compression::Gzip => {
                     let mut v = Vec::new();
-                    flate2_decode(&bytes, &mut v);
+                    flate2::read::GzDecoder::new(&bytes[..])
+                        .read_to_end(&mut v)
+                        .unwrap();
                     v
                 }
                 _ => bytes,
             };
-            out.insert(key, plain);
-        }
-    }
-    out
-}
-
-fn flate2_decode(bytes: &[u8], out: &mut Vec<u8>) {
-    let status = std::process::Command::new("gzip")
-        .arg("-dc")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(bytes)?;
-            c.stdout.take().unwrap().read_to_end(out)?;
-            c.wait()
+            (key, plain)
         })
-        .unwrap();
-    assert!(status.success());
+        .collect()
 }
 
 fn lines(objects: &BTreeMap<String, Vec<u8>>) -> Vec<String> {

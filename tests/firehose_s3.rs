@@ -118,6 +118,23 @@ fn read_object(port: u16, bucket: &str, key: &str) -> Vec<u8> {
     })
 }
 
+/// Delivery streams of a store in `dir`, delivered only on request.
+fn firehose_in(dir: &std::path::Path) -> Firehose {
+    let store = Store::open(
+        dir,
+        StoreOptions {
+            retention_interval: None,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let options = FirehoseOptions {
+        delivery_interval: None,
+        ..FirehoseOptions::default()
+    };
+    Firehose::open(Arc::new(store), options).unwrap()
+}
+
 #[test]
 fn delivery_streams_write_gzip_objects_into_an_s3_bucket() {
     let moto = start_moto();
@@ -127,24 +144,7 @@ fn delivery_streams_write_gzip_objects_into_an_s3_bucket() {
         "create the bucket"
     );
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(
-            dir.path(),
-            StoreOptions {
-                retention_interval: None,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap(),
-    );
-    let firehose = Firehose::open(
-        store,
-        FirehoseOptions {
-            delivery_interval: None,
-            ..FirehoseOptions::default()
-        },
-    )
-    .unwrap();
+    let firehose = firehose_in(dir.path());
     let stream = firehose
         .create_delivery_stream(
             "events-to-s3",
@@ -206,24 +206,7 @@ fn delivery_streams_write_gzip_objects_into_an_s3_bucket() {
 fn a_missing_bucket_is_an_error_and_keeps_the_records() {
     let moto = start_moto();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(
-            dir.path(),
-            StoreOptions {
-                retention_interval: None,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap(),
-    );
-    let firehose = Firehose::open(
-        store,
-        FirehoseOptions {
-            delivery_interval: None,
-            ..FirehoseOptions::default()
-        },
-    )
-    .unwrap();
+    let firehose = firehose_in(dir.path());
     let stream = firehose
         .create_delivery_stream(
             "nowhere",

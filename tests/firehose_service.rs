@@ -54,26 +54,13 @@ fn config(out: &Path, interval_secs: u32) -> DeliveryStreamConfig {
     }
 }
 
-/// Every object's key (relative to `out`) and bytes.
+/// Every object's key (relative to `out`) and bytes; none before anything was delivered.
 fn objects(out: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut found = Vec::new();
-    let mut pending = vec![out.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                pending.push(p);
-            } else {
-                let key = p.strip_prefix(out).unwrap().to_string_lossy().into_owned();
-                found.push((key, std::fs::read(&p).unwrap()));
-            }
-        }
+    if out.exists() {
+        common::snapshot_dir(out)
+    } else {
+        Vec::new()
     }
-    found.sort();
-    found
 }
 
 fn all_lines(out: &Path) -> Vec<String> {

@@ -109,12 +109,15 @@ fn stream_of_shard(dir: &Path) -> Option<StreamShard> {
         })
 }
 
-/// The stream directories of a data directory, sorted (staging directories of a create or
-/// delete in progress are left out).
-pub(super) fn stream_dirs(data_dir: &Path) -> CliResult<Vec<PathBuf>> {
-    let streams = data_dir.join("streams");
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&streams)
-        .map_err(|e| not_ours(&streams, e.to_string()))?
+/// The subdirectories of `dir` whose names do not start with `.` (staging directories of a
+/// create or delete in progress), sorted; `None` if `dir` does not exist.
+fn visible_subdirs(dir: &Path) -> CliResult<Option<Vec<PathBuf>>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(not_ours(dir, e.to_string())),
+    };
+    let mut out: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_dir()
@@ -124,23 +127,18 @@ pub(super) fn stream_dirs(data_dir: &Path) -> CliResult<Vec<PathBuf>> {
         })
         .collect();
     out.sort();
-    Ok(out)
+    Ok(Some(out))
+}
+
+/// The stream directories of a data directory, sorted.
+pub(super) fn stream_dirs(data_dir: &Path) -> CliResult<Vec<PathBuf>> {
+    let streams = data_dir.join("streams");
+    visible_subdirs(&streams)?.ok_or_else(|| not_ours(&streams, "no streams directory"))
 }
 
 /// The shard directories present under a stream directory, sorted.
 pub(super) fn shard_dirs_on_disk(stream_dir: &Path) -> CliResult<Vec<PathBuf>> {
-    let shards = stream_dir.join("shards");
-    let entries = match std::fs::read_dir(&shards) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(not_ours(&shards, e.to_string())),
-    };
-    let mut out: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    out.sort();
-    Ok(out)
+    Ok(visible_subdirs(&stream_dir.join("shards"))?.unwrap_or_default())
 }
 
 /// A stream's manifest, or a clear error naming it.
@@ -158,23 +156,7 @@ pub(super) fn shard_dir(stream_dir: &Path, index: u32) -> PathBuf {
 /// The delivery stream directories of a data directory, sorted (none if it has no `firehose/`).
 #[cfg(feature = "firehose")]
 pub(super) fn delivery_stream_dirs(data_dir: &Path) -> CliResult<Vec<PathBuf>> {
-    let root = data_dir.join(crate::firehose::FIREHOSE_DIR);
-    let entries = match std::fs::read_dir(&root) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(not_ours(&root, e.to_string())),
-    };
-    let mut out: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+    Ok(visible_subdirs(&data_dir.join(crate::firehose::FIREHOSE_DIR))?.unwrap_or_default())
 }
 
 /// The buffer shard directories of a data directory's delivery streams (none without the

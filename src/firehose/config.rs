@@ -108,18 +108,7 @@ impl DeliveryConfig {
 
 /// Checks a delivery stream name.
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = (1..=MAX_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "DeliveryStreamName",
-            format!("{name:?} must be 1 to {MAX_NAME_LEN} of [a-zA-Z0-9_.-]"),
-        ))
-    }
+    crate::stream::check_resource_name("DeliveryStreamName", name, MAX_NAME_LEN)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use super::destination::Destination;
 use super::naming::{error_object_key, object_key, NameParts};
 use crate::error::{Error, Result};
 use crate::hash_key::parse_shard_id;
-use crate::manifest::write_atomically;
+use crate::segment::write_atomically;
 use crate::sequence::SequenceNumber;
 use crate::stream::IteratorStart;
 use crate::{NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions};
@@ -280,7 +280,7 @@ impl DeliveryStream {
         config.validate()?;
         let mut state = self.lock();
         if let Some(p) = state.checkpoint.pending.clone() {
-            self.finish(&mut state, &p, &self.setup())?;
+            self.finish(&mut state, &p, None, &self.setup())?;
         }
         let mut setup = self.setup.write().unwrap_or_else(|e| e.into_inner());
         setup.version = version;
@@ -431,22 +431,24 @@ impl DeliveryStream {
         }
         let mut report = DeliveryReport::default();
         loop {
-            let pending = match state.checkpoint.pending.clone() {
-                Some(p) => p,
+            // A batch left pending (by a crash or a failed write) is read back from its source;
+            // a batch just cut comes with the records the cut read.
+            let (pending, records) = match state.checkpoint.pending.clone() {
+                Some(p) => (p, None),
                 None => match self.cut_next(&mut state, force, &setup)? {
-                    Some(p) => {
+                    Some((p, records)) => {
                         let mut next = state.checkpoint.clone();
                         next.pending = Some(p.clone());
                         self.save(&next)?;
                         state.checkpoint = next;
-                        p
+                        (p, Some(records))
                     }
                     None => break,
                 },
             };
             report
                 .keys
-                .extend(self.finish(&mut state, &pending, &setup)?);
+                .extend(self.finish(&mut state, &pending, records, &setup)?);
             report.batches += 1;
         }
         Ok(report)
@@ -462,7 +464,7 @@ impl DeliveryStream {
         state: &mut State,
         force: bool,
         setup: &Setup,
-    ) -> Result<Option<Pending>> {
+    ) -> Result<Option<(Pending, Vec<Record>)>> {
         let stream = store.stream(stream_name)?;
         let shards = stream.describe().shards;
         let known: BTreeSet<u32> = shards
@@ -506,33 +508,26 @@ impl DeliveryStream {
             }
             let to = records.last().map_or(from, |r| r.offset.get() + 1);
             let batch_id = format!("{}:{stream_name}:{index}:{from}-{to}", self.name);
-            let parts = NameParts {
-                stream: &self.name,
-                version: setup.version,
-                time_ms: first.arrival_ms,
-                batch_id: batch_id.as_bytes(),
-                compression: setup.config.compression,
-            };
-            let invalid = |e: super::naming::PrefixError| Error::invalid("Prefix", e.to_string());
-            return Ok(Some(Pending {
-                shard: Some(index),
-                from,
-                to,
-                key: object_key(setup.config.prefix.as_deref(), &parts).map_err(invalid)?,
-                error_key: error_object_key(
-                    setup.config.error_output_prefix.as_deref(),
-                    PROCESSING_FAILED,
-                    &parts,
-                )
-                .map_err(invalid)?,
-            }));
+            let pending =
+                self.pending(Some(index), from, to, first.arrival_ms, &batch_id, setup)?;
+            return Ok(Some((pending, records)));
         }
         Ok(None)
     }
 
     /// Writes a pending batch's objects and records its delivery.
-    fn finish(&self, state: &mut State, pending: &Pending, setup: &Setup) -> Result<Vec<String>> {
-        let keys = match self.write_batch(pending, setup, &mut state.stats) {
+    fn finish(
+        &self,
+        state: &mut State,
+        pending: &Pending,
+        records: Option<Vec<Record>>,
+        setup: &Setup,
+    ) -> Result<Vec<String>> {
+        let records = match records {
+            Some(records) => records,
+            None => self.read_pending(pending)?,
+        };
+        let keys = match self.write_batch(pending, &records, setup, &mut state.stats) {
             Ok(keys) => keys,
             Err(e) => {
                 state.stats.last_error = Some(e.to_string());
@@ -561,7 +556,12 @@ impl DeliveryStream {
     }
 
     /// The next due batch of the source.
-    fn cut_next(&self, state: &mut State, force: bool, setup: &Setup) -> Result<Option<Pending>> {
+    fn cut_next(
+        &self,
+        state: &mut State,
+        force: bool,
+        setup: &Setup,
+    ) -> Result<Option<(Pending, Vec<Record>)>> {
         match &self.source {
             Source::DirectPut => self.cut(state.checkpoint.delivered, force, setup),
             Source::KinesisStream { store, stream } => {
@@ -572,14 +572,14 @@ impl DeliveryStream {
 
     /// The next batch from `from`, if one is due: records up to the size hint, cut when the
     /// size is reached, the oldest record has waited the interval, or `force`.
-    fn cut(&self, from: u64, force: bool, setup: &Setup) -> Result<Option<Pending>> {
+    fn cut(&self, from: u64, force: bool, setup: &Setup) -> Result<Option<(Pending, Vec<Record>)>> {
         let end = self.buffer.next_offset().get();
         if from >= end {
             return Ok(None);
         }
         let hints = setup.config.buffering;
         let limit = hints.size_bytes();
-        let (mut to, mut bytes, mut first_arrival) = (from, 0usize, None);
+        let (mut to, mut bytes, mut records) = (from, 0usize, Vec::new());
         while to < end && bytes < limit {
             let batch = self.buffer.read(
                 Offset::new(to),
@@ -591,16 +591,16 @@ impl DeliveryStream {
             if batch.records.is_empty() {
                 break;
             }
-            for r in &batch.records {
-                first_arrival.get_or_insert(r.arrival_ms);
+            for r in batch.records {
                 bytes += r.data.len();
                 to = r.offset.get() + 1;
+                records.push(r);
                 if bytes >= limit {
                     break;
                 }
             }
         }
-        let Some(first_arrival) = first_arrival else {
+        let Some(first_arrival) = records.first().map(|r| r.arrival_ms) else {
             return Ok(None);
         };
         let now = self.buffer.options().clock.now_ms();
@@ -610,6 +610,21 @@ impl DeliveryStream {
             return Ok(None);
         }
         let batch_id = format!("{}:{from}-{to}", self.name);
+        let pending = self.pending(None, from, to, first_arrival, &batch_id, setup)?;
+        Ok(Some((pending, records)))
+    }
+
+    /// A batch of offsets `from..to` (of `shard`, for a stream source) with its object keys,
+    /// which derive from `batch_id` and the first record's arrival time only.
+    fn pending(
+        &self,
+        shard: Option<u32>,
+        from: u64,
+        to: u64,
+        first_arrival: i64,
+        batch_id: &str,
+        setup: &Setup,
+    ) -> Result<Pending> {
         let parts = NameParts {
             stream: &self.name,
             version: setup.version,
@@ -618,8 +633,8 @@ impl DeliveryStream {
             compression: setup.config.compression,
         };
         let invalid = |e: super::naming::PrefixError| Error::invalid("Prefix", e.to_string());
-        Ok(Some(Pending {
-            shard: None,
+        Ok(Pending {
+            shard,
             from,
             to,
             key: object_key(setup.config.prefix.as_deref(), &parts).map_err(invalid)?,
@@ -629,22 +644,17 @@ impl DeliveryStream {
                 &parts,
             )
             .map_err(invalid)?,
-        }))
+        })
     }
 
     /// Reads, transforms, encodes and writes one batch's objects; returns their keys.
     fn write_batch(
         &self,
         p: &Pending,
+        records: &[Record],
         setup: &Setup,
         stats: &mut DeliveryStats,
     ) -> Result<Vec<String>> {
-        let records = match (&self.source, p.shard) {
-            (Source::KinesisStream { store, stream }, Some(shard)) => {
-                read_stream(store, stream, shard, p.from, Some(p.to), usize::MAX)?.0
-            }
-            _ => self.read_range(p.from, p.to)?,
-        };
         let first_arrival = records.first().map_or(0, |r| r.arrival_ms);
         // Without a transform every record is delivered as it is: no ids, no copies.
         let ids: Vec<(String, &[u8])> = match &setup.transform {
@@ -692,11 +702,11 @@ impl DeliveryStream {
             Ok(())
         };
         if setup.transform.is_none() {
-            for record in &records {
+            for record in records {
                 deliver(&record.data)?;
             }
         }
-        for (((id, raw), record), result) in ids.iter().zip(&records).zip(&results) {
+        for (((id, raw), record), result) in ids.iter().zip(records).zip(&results) {
             match result {
                 Transformed::Ok(data) => deliver(&data[..])?,
                 Transformed::Dropped => dropped += 1,
@@ -734,6 +744,16 @@ impl DeliveryStream {
         stats.objects_written += keys.len() as u64;
         stats.last_delivery_ms = Some(now);
         Ok(keys)
+    }
+
+    /// The records of a pending batch, read back from its source.
+    fn read_pending(&self, p: &Pending) -> Result<Vec<Record>> {
+        match (&self.source, p.shard) {
+            (Source::KinesisStream { store, stream }, Some(shard)) => {
+                Ok(read_stream(store, stream, shard, p.from, Some(p.to), usize::MAX)?.0)
+            }
+            _ => self.read_range(p.from, p.to),
+        }
     }
 
     fn read_range(&self, from: u64, to: u64) -> Result<Vec<Record>> {

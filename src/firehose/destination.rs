@@ -1,11 +1,9 @@
 //! Where delivered objects go: a small trait, and a local directory.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::segment::sync_dir;
+use crate::segment::{sync_dir, write_atomically};
 
 /// Stores delivered objects. `put` returns only once the object is durable: the delivery
 /// checkpoint advances right after. Putting a key again replaces the object (a batch delivered
@@ -20,7 +18,7 @@ pub trait Destination: Send + Sync {
 
 /// Objects as files under a root directory; `/` in keys makes subdirectories. Each object is
 /// written to a temporary file beside its target, fsynced, renamed into place, and the directory
-/// fsynced (and the directories created for it).
+/// fsynced (and the directories created for it); a failed write leaves no temporary file.
 #[derive(Debug, Clone)]
 pub struct LocalDirectory {
     root: PathBuf,
@@ -83,14 +81,7 @@ impl Destination for LocalDirectory {
         let name = path
             .file_name()
             .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
-        let temp = dir.join(format!(".{name}.tmp"));
-        let mut file = File::create(&temp).map_err(Error::io_at("create", &temp))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(Error::io_at("write object", &temp))?;
-        drop(file);
-        std::fs::rename(&temp, &path).map_err(Error::io_at("rename object", &path))?;
-        sync_dir(&dir)
+        write_atomically(&dir, &name, bytes)
     }
 
     fn describe(&self) -> String {

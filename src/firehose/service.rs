@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,9 @@ use super::config::{check_name, DeliveryConfig};
 use super::delivery::{DeliveryStats, DeliveryStream, DeliveryStreamSpec, Source, Transform};
 use super::destination::{Destination, LocalDirectory, S3Config};
 use crate::error::{Error, Result};
-use crate::manifest::write_atomically;
 use crate::segment::sync_dir;
+use crate::segment::write_atomically;
+use crate::shutdown::Shutdown;
 use crate::{FlushPolicy, ShardOptions, Store};
 
 /// Directory of delivery streams in a data directory.
@@ -177,8 +178,7 @@ struct Inner {
     options: FirehoseOptions,
     streams: RwLock<BTreeMap<String, Arc<Entry>>>,
     admin: Mutex<()>,
-    shutdown: Mutex<bool>,
-    wake: Condvar,
+    shutdown: Shutdown,
 }
 
 /// The delivery streams of a store, with their background delivery. Holds the store open.
@@ -214,8 +214,7 @@ impl Firehose {
             options,
             streams: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
-            shutdown: Mutex::new(false),
-            wake: Condvar::new(),
+            shutdown: Shutdown::default(),
         });
         let mut streams = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).map_err(Error::io_at("list", &dir))? {
@@ -388,21 +387,21 @@ impl Firehose {
     /// Deletes a delivery stream and its undelivered records.
     pub fn delete_delivery_stream(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = self
-            .inner
-            .streams
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
-            .ok_or_else(|| not_found(name))?;
+        let entry = self.entry(name)?;
         let path = self.inner.dir.join(name);
         let doomed = self.inner.dir.join(format!(
             "{DELETING_PREFIX}{name}-{}",
             entry.record.created_ms
         ));
+        // Out of the way on disk first: if that fails, the stream stays as it was.
         std::fs::rename(&path, &doomed).map_err(Error::io_at("delete delivery stream", &path))?;
-        sync_dir(&self.inner.dir)?;
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         drop(entry);
+        sync_dir(&self.inner.dir)?;
         std::fs::remove_dir_all(&doomed).map_err(Error::io_at("remove", &doomed))
     }
 
@@ -462,14 +461,18 @@ impl Inner {
         })
     }
 
-    fn deliver_all(&self, force: bool) -> Result<u64> {
-        let entries: Vec<Arc<Entry>> = self
-            .streams
+    /// The delivery streams open now, so deliveries run without holding the map.
+    fn entries(&self) -> Vec<Arc<Entry>> {
+        self.streams
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    fn deliver_all(&self, force: bool) -> Result<u64> {
+        let entries = self.entries();
         let mut batches = 0;
         let mut first_error = None;
         for entry in entries {
@@ -524,24 +527,10 @@ fn worker_loop(inner: Weak<Inner>, interval: Duration) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        {
-            let stop = strong.shutdown.lock().unwrap_or_else(|e| e.into_inner());
-            let (stop, _) = strong
-                .wake
-                .wait_timeout_while(stop, interval, |stop| !*stop)
-                .unwrap_or_else(|e| e.into_inner());
-            if *stop {
-                return;
-            }
+        if strong.shutdown.wait(interval) {
+            return;
         }
-        let entries: Vec<Arc<Entry>> = strong
-            .streams
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for entry in entries {
+        for entry in strong.entries() {
             let mut backoff = entry.backoff.lock().unwrap_or_else(|e| e.into_inner());
             if backoff.is_some_and(|(until, _)| Instant::now() < until) {
                 continue;
@@ -559,12 +548,7 @@ fn worker_loop(inner: Weak<Inner>, interval: Duration) {
 
 impl Drop for Firehose {
     fn drop(&mut self) {
-        *self
-            .inner
-            .shutdown
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = true;
-        self.inner.wake.notify_all();
+        self.inner.shutdown.signal();
         if let Some(handle) = self.worker.take() {
             let _ = handle.join();
         }
