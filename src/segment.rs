@@ -1351,6 +1351,17 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
 pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    replace_file(dir, name, bytes, true)
+}
+
+/// [`write_atomically`] for write-once output nobody here reads back (delivered objects): once
+/// durable, its pages are dropped from the page cache, so output does not crowd out the segments
+/// readers need and the next object reuses warm pages.
+pub(crate) fn write_atomically_uncached(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    replace_file(dir, name, bytes, false)
+}
+
+fn replace_file(dir: &Path, name: &str, bytes: &[u8], keep_cached: bool) -> Result<()> {
     let path = dir.join(name);
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
@@ -1360,6 +1371,10 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(Error::io_at("write temporary file", tmp.path()))?;
+    if !keep_cached {
+        // Advice only: a failure changes nothing stored.
+        let _ = rustix::fs::fadvise(tmp.as_file(), 0, None, rustix::fs::Advice::DontNeed);
+    }
     tmp.persist(&path)
         .map_err(|e| Error::io("replace", &path, e.error))?;
     sync_dir(dir)

@@ -926,6 +926,24 @@ impl Stream {
         }
     }
 
+    /// Per shard index, the offset its next record gets (a closed shard: the offset it closed
+    /// at): with a consumer's position, how many records are still to read.
+    pub fn shard_ends(&self) -> Result<BTreeMap<u32, u64>> {
+        let topology = self.read_topology();
+        let options = self.shard_options(&topology.manifest);
+        let mut ends = BTreeMap::new();
+        for entry in &topology.manifest.shards {
+            let end = match entry.closed {
+                Some(c) => c.end_offset,
+                None => topology.shards[&entry.index]
+                    .open_if_exists(&options)?
+                    .map_or(0, |shard| shard.next_offset().get()),
+            };
+            ends.insert(entry.index, end);
+        }
+        Ok(ends)
+    }
+
     /// Shards matching `filter`, in index order.
     pub fn list_shards(&self, filter: &ShardFilter) -> Result<Vec<ShardDescription>> {
         let topology = self.read_topology();

@@ -166,10 +166,12 @@ fn batches_are_cut_at_the_size_hint_and_after_the_interval() {
     assert_eq!(found.len(), 3);
 }
 
-/// A destination that fails: before writing (the first `fail_before` puts) or after writing
-/// (the next `fail_after` puts), like a crash between the write and the checkpoint.
+/// A destination that, after `healthy_first` good puts, fails: before writing (the next
+/// `fail_before` puts) or after writing (the next `fail_after` puts), like a crash between the
+/// write and the checkpoint.
 struct Flaky {
     inner: LocalDirectory,
+    healthy_first: AtomicUsize,
     fail_before: AtomicUsize,
     fail_after: AtomicUsize,
     puts: Mutex<Vec<String>>,
@@ -178,6 +180,10 @@ struct Flaky {
 impl Destination for Flaky {
     fn put(&self, key: &str, bytes: &[u8]) -> shardlog::Result<()> {
         self.puts.lock().unwrap().push(key.to_string());
+        if self.healthy_first.load(Ordering::SeqCst) > 0 {
+            self.healthy_first.fetch_sub(1, Ordering::SeqCst);
+            return self.inner.put(key, bytes);
+        }
         if self.fail_before.load(Ordering::SeqCst) > 0 {
             self.fail_before.fetch_sub(1, Ordering::SeqCst);
             return Err(shardlog::Error::Io {
@@ -210,6 +216,7 @@ fn a_failed_or_interrupted_delivery_is_retried_exactly_once_across_a_restart() {
     let clock = Arc::new(ManualClock::new(T0));
     let flaky = Arc::new(Flaky {
         inner: LocalDirectory::new(&out),
+        healthy_first: AtomicUsize::new(0),
         fail_before: AtomicUsize::new(1),
         fail_after: AtomicUsize::new(1),
         puts: Mutex::new(Vec::new()),
@@ -258,6 +265,84 @@ fn a_failed_or_interrupted_delivery_is_retried_exactly_once_across_a_restart() {
     got.sort_by_key(|l| l[1..].parse::<u32>().unwrap());
     let expected: Vec<String> = (0..400).map(|i| format!("r{i}")).collect();
     assert_eq!(got, expected, "every record exactly once");
+}
+
+#[test]
+fn a_backlog_is_delivered_in_order_and_a_failure_midway_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let clock = Arc::new(ManualClock::new(T0));
+    let flaky = Arc::new(Flaky {
+        inner: LocalDirectory::new(&out),
+        healthy_first: AtomicUsize::new(1),
+        fail_before: AtomicUsize::new(1),
+        fail_after: AtomicUsize::new(0),
+        puts: Mutex::new(Vec::new()),
+    });
+    let config = DeliveryConfig {
+        buffering: BufferingHints {
+            size_mib: 1,
+            interval_secs: 60,
+        },
+        ..newline_config(Compression::Gzip)
+    };
+    let open = || {
+        DeliveryStream::open(
+            dir.path().join("ds"),
+            spec(config.clone(), flaky.clone(), &clock),
+        )
+        .unwrap()
+    };
+    let stream = open();
+    // Four batches' worth: 44 records of ~100 KiB, 11 to a 1 MiB batch.
+    let record = |i: usize| format!("{i:03}{}", "y".repeat(100 * 1024 - 3)).into_bytes();
+    for i in 0..44 {
+        stream.put_record(&record(i)).unwrap();
+    }
+    // The first batch is written; the second fails while the third is already cut.
+    assert!(stream.deliver_due().is_err());
+    assert_eq!(stream.stats().objects_written, 1);
+    assert!(stream.stats().last_error.is_some());
+    assert_eq!(
+        stream.delivered(),
+        11,
+        "only the first batch counts as delivered"
+    );
+    assert_eq!(stream.backlog(), 33, "nothing skipped");
+    // After a restart the failed batch goes again under its key, then the rest, in order.
+    drop(stream);
+    let stream = open();
+    assert_eq!(stream.deliver_due().unwrap().batches, 3);
+    assert_eq!(stream.backlog(), 0);
+    let puts = flaky.puts.lock().unwrap().clone();
+    assert_eq!(puts.len(), 5, "{puts:?}");
+    assert_eq!(
+        puts[1], puts[2],
+        "the failed batch is retried under its own key"
+    );
+    let found = objects(&out, Compression::Gzip);
+    assert_eq!(found.len(), 4);
+    // In the order the objects were written: every record once, in order.
+    let got: Vec<usize> = [&puts[0], &puts[2], &puts[3], &puts[4]]
+        .into_iter()
+        .flat_map(|key| {
+            found[key.as_str()]
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    std::str::from_utf8(&l[..3])
+                        .unwrap()
+                        .parse::<usize>()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        got,
+        (0..44).collect::<Vec<_>>(),
+        "every record once, in order"
+    );
 }
 
 #[test]

@@ -327,12 +327,19 @@ fn a_stream_source_is_delivered_parents_first_across_a_split_exactly_once() {
         delivery.put_record(b"x"),
         Err(Error::InvalidArgument { .. })
     ));
+    assert_eq!(
+        delivery.backlog(),
+        200,
+        "the parent's records and the children's"
+    );
     let mut order: Vec<String> = delivery.flush().unwrap().keys;
+    assert_eq!(delivery.backlog(), 0);
     // Children split again; more records.
     orders
         .split_shard("shardId-000000000001", &(u128::MAX / 4).to_string())
         .unwrap();
     put(200, 300);
+    assert_eq!(delivery.backlog(), 100);
     order.extend(delivery.flush().unwrap().keys);
     assert!(
         order.len() >= 3,

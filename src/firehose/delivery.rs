@@ -131,9 +131,57 @@ pub struct PutFailure {
     pub error_message: String,
 }
 
+/// The delivery position, held for a whole delivery pass.
 struct State {
     checkpoint: Checkpoint,
+}
+
+/// What describe reads, updated after each batch so that it never waits for a delivery pass.
+#[derive(Default)]
+struct Progress {
     stats: DeliveryStats,
+    /// The last saved checkpoint.
+    checkpoint: Checkpoint,
+}
+
+impl Progress {
+    fn record(&mut self, batch: &Batch, checkpoint: &Checkpoint, now_ms: i64) {
+        let stats = &mut self.stats;
+        stats.records_delivered += batch.counts.delivered;
+        stats.bytes_delivered += batch.counts.bytes;
+        stats.records_dropped += batch.counts.dropped;
+        stats.records_failed += batch.counts.failed;
+        stats.objects_written += batch.objects.len() as u64;
+        stats.last_delivery_ms = Some(now_ms);
+        stats.last_error = None;
+        self.checkpoint.clone_from(checkpoint);
+    }
+}
+
+/// A batch cut and encoded: its pending record and its objects, ready to write.
+struct Batch {
+    pending: Pending,
+    /// (key, bytes): the error output first, then the records.
+    objects: Vec<(String, Vec<u8>)>,
+    counts: BatchCounts,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct BatchCounts {
+    delivered: u64,
+    bytes: u64,
+    dropped: u64,
+    failed: u64,
+}
+
+impl Batch {
+    /// Puts the batch's objects; returns once all are durable.
+    fn write(&self, destination: &dyn Destination) -> Result<()> {
+        for (key, bytes) in &self.objects {
+            destination.put(key, bytes)?;
+        }
+        Ok(())
+    }
 }
 
 /// What can change by an update: applies to batches cut after it.
@@ -154,6 +202,7 @@ pub struct DeliveryStream {
     setup: std::sync::RwLock<Setup>,
     buffer: Shard,
     state: Mutex<State>,
+    progress: Mutex<Progress>,
 }
 
 impl std::fmt::Debug for DeliveryStream {
@@ -258,10 +307,11 @@ impl DeliveryStream {
                 paused: spec.paused,
             }),
             buffer,
-            state: Mutex::new(State {
-                checkpoint,
+            progress: Mutex::new(Progress {
                 stats: DeliveryStats::default(),
+                checkpoint: checkpoint.clone(),
             }),
+            state: Mutex::new(State { checkpoint }),
         })
     }
 
@@ -270,18 +320,19 @@ impl DeliveryStream {
     }
 
     /// Applies a new configuration (and version) to batches cut from now on. A batch already
-    /// pending is delivered first, as it was cut; if that fails, nothing changes.
+    /// pending is delivered first, as it was cut; then `persist` records the new configuration
+    /// durably; if either fails, nothing changes.
     pub(crate) fn update(
         &self,
         version: u64,
         config: DeliveryConfig,
         destination: Arc<dyn Destination>,
+        persist: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
         config.validate()?;
         let mut state = self.lock();
-        if let Some(p) = state.checkpoint.pending.clone() {
-            self.finish(&mut state, &p, None, &self.setup())?;
-        }
+        self.run(&mut state, &self.setup(), None)?;
+        persist()?;
         let mut setup = self.setup.write().unwrap_or_else(|e| e.into_inner());
         setup.version = version;
         setup.config = config;
@@ -301,7 +352,7 @@ impl DeliveryStream {
 
     /// Every buffered record below this offset is delivered.
     pub fn delivered(&self) -> u64 {
-        self.lock().checkpoint.delivered
+        self.progress().checkpoint.delivered
     }
 
     /// The delivery stream's name.
@@ -314,15 +365,33 @@ impl DeliveryStream {
         self.setup().config
     }
 
-    /// Records buffered and not yet delivered.
+    /// Records waiting for delivery: buffered and not yet delivered, or for a stream source,
+    /// in the stream's shards past the delivery checkpoint (0 if the stream is gone).
     pub fn backlog(&self) -> u64 {
-        let delivered = self.lock().checkpoint.delivered;
-        self.buffer.next_offset().get().saturating_sub(delivered)
+        let checkpoint = self.progress().checkpoint.clone();
+        match &self.source {
+            Source::DirectPut => self
+                .buffer
+                .next_offset()
+                .get()
+                .saturating_sub(checkpoint.delivered),
+            Source::KinesisStream { store, stream } => store
+                .stream(stream)
+                .and_then(|s| s.shard_ends())
+                .map_or(0, |ends| {
+                    ends.iter()
+                        .filter(|(index, _)| !checkpoint.finished.contains(index))
+                        .map(|(index, end)| {
+                            end.saturating_sub(checkpoint.shards.get(index).copied().unwrap_or(0))
+                        })
+                        .sum()
+                }),
+        }
     }
 
     /// Delivery statistics since the stream was opened.
     pub fn stats(&self) -> DeliveryStats {
-        self.lock().stats.clone()
+        self.progress().stats.clone()
     }
 
     fn check_direct(&self) -> Result<()> {
@@ -338,8 +407,13 @@ impl DeliveryStream {
         }
     }
 
+    /// The delivery lock, held for a whole delivery pass.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn progress(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Buffers one record (up to 1,000 KiB); returns its record id once it is stored as the
@@ -426,45 +500,103 @@ impl DeliveryStream {
         let mut state = self.lock();
         let setup = self.setup();
         if let Some(reason) = &setup.paused {
-            state.stats.last_error = Some(reason.clone());
+            self.progress().stats.last_error = Some(reason.clone());
             return Err(Error::invalid("ProcessingConfiguration", reason.clone()));
         }
+        self.run(&mut state, &setup, Some(force))
+    }
+
+    /// Delivers a batch a crash or failed write left pending, then (with `cut: Some(force)`)
+    /// every batch due. While one batch's objects are written and synced, the next is cut and
+    /// encoded (a pipeline of two). The checkpoint records a batch as pending before any of its
+    /// objects is written and as delivered only after they are durable; one write records both
+    /// a batch's delivery and the next batch's cut.
+    fn run(&self, state: &mut State, setup: &Setup, cut: Option<bool>) -> Result<DeliveryReport> {
         let mut report = DeliveryReport::default();
-        loop {
-            // A batch left pending (by a crash or a failed write) is read back from its source;
-            // a batch just cut comes with the records the cut read.
-            let (pending, records) = match state.checkpoint.pending.clone() {
-                Some(p) => (p, None),
-                None => match self.cut_next(&mut state, force, &setup)? {
-                    Some((p, records)) => {
-                        let mut next = state.checkpoint.clone();
-                        next.pending = Some(p.clone());
-                        self.save(&next)?;
-                        state.checkpoint = next;
-                        (p, Some(records))
-                    }
-                    None => break,
-                },
+        let mut position = state.checkpoint.clone();
+        let mut current = match position.pending.clone() {
+            Some(p) => {
+                let records = self.read_pending(&p)?;
+                Some(self.encode(p, &records, setup)?)
+            }
+            None => match cut {
+                Some(force) => self.cut_next(&mut position, force, setup)?,
+                None => None,
+            },
+        };
+        while let Some(batch) = current.take() {
+            if position.pending.as_ref() != Some(&batch.pending) {
+                position.pending = Some(batch.pending.clone());
+                self.save(&position)?;
+                state.checkpoint = position.clone();
+            }
+            let mut after = position.clone();
+            after.pending = None;
+            match batch.pending.shard {
+                Some(shard) => {
+                    after.shards.insert(shard, batch.pending.to);
+                }
+                None => after.delivered = batch.pending.to,
+            }
+            let (written, next) = std::thread::scope(|scope| {
+                let writer = scope.spawn(|| batch.write(&*setup.destination));
+                let next = match cut {
+                    Some(force) => self.cut_next(&mut after, force, setup),
+                    None => Ok(None),
+                };
+                let written = writer
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (written, next)
+            });
+            if let Err(e) = written {
+                self.progress().stats.last_error = Some(e.to_string());
+                return Err(e);
+            }
+            // The next batch, if cut, is recorded as pending with this one's delivery.
+            let (next, cut_failed) = match next {
+                Ok(next) => (next, None),
+                Err(e) => (None, Some(e)),
             };
+            after.pending = next.as_ref().map(|b| b.pending.clone());
+            self.save(&after)?;
+            state.checkpoint = after.clone();
+            position = after;
+            self.progress()
+                .record(&batch, &position, self.buffer.options().clock.now_ms());
+            // The buffer's delivered segments are no longer needed. A failure here only keeps
+            // them longer.
+            if batch.pending.shard.is_none() {
+                let _ = self.buffer.delete_below(Offset::new(batch.pending.to));
+            }
+            report.batches += 1;
             report
                 .keys
-                .extend(self.finish(&mut state, &pending, records, &setup)?);
-            report.batches += 1;
+                .extend(batch.objects.into_iter().map(|(key, _)| key));
+            if let Some(e) = cut_failed {
+                return Err(e);
+            }
+            current = next;
+        }
+        // Closed shards a cut found delivered to their end.
+        if position != state.checkpoint {
+            self.save(&position)?;
+            state.checkpoint = position;
         }
         Ok(report)
     }
 
     /// The next due batch of a Kinesis-stream source: from the first shard (by index) whose
     /// parents are delivered to their end and which has a due batch. Closed shards read to their
-    /// end are marked finished on the way (saved with the next checkpoint).
+    /// end are marked finished in `position` on the way (saved with it).
     fn cut_stream(
         &self,
         store: &crate::Store,
         stream_name: &str,
-        state: &mut State,
+        position: &mut Checkpoint,
         force: bool,
         setup: &Setup,
-    ) -> Result<Option<(Pending, Vec<Record>)>> {
+    ) -> Result<Option<Batch>> {
         let stream = store.stream(stream_name)?;
         let shards = stream.describe().shards;
         let known: BTreeSet<u32> = shards
@@ -477,7 +609,7 @@ impl DeliveryStream {
             let Some(index) = parse_shard_id(&shard.shard_id) else {
                 continue;
             };
-            if state.checkpoint.finished.contains(&index) {
+            if position.finished.contains(&index) {
                 continue;
             }
             // Parents first (the KCL's rule): a parent gone from the stream counts as done.
@@ -485,17 +617,16 @@ impl DeliveryStream {
                 .into_iter()
                 .flatten()
                 .filter_map(|p| parse_shard_id(p))
-                .all(|p| state.checkpoint.finished.contains(&p) || !known.contains(&p));
+                .all(|p| position.finished.contains(&p) || !known.contains(&p));
             if !parents_done {
                 continue;
             }
-            let from = state.checkpoint.shards.get(&index).copied().unwrap_or(0);
+            let from = position.shards.get(&index).copied().unwrap_or(0);
             let (records, at_end) =
                 read_stream(store, stream_name, index, from, None, hints.size_bytes())?;
             let Some(first) = records.first() else {
                 if at_end {
-                    state.checkpoint.finished.insert(index);
-                    self.save(&state.checkpoint)?;
+                    position.finished.insert(index);
                 }
                 continue;
             };
@@ -510,69 +641,29 @@ impl DeliveryStream {
             let batch_id = format!("{}:{stream_name}:{index}:{from}-{to}", self.name);
             let pending =
                 self.pending(Some(index), from, to, first.arrival_ms, &batch_id, setup)?;
-            return Ok(Some((pending, records)));
+            return self.encode(pending, &records, setup).map(Some);
         }
         Ok(None)
     }
 
-    /// Writes a pending batch's objects and records its delivery.
-    fn finish(
-        &self,
-        state: &mut State,
-        pending: &Pending,
-        records: Option<Vec<Record>>,
-        setup: &Setup,
-    ) -> Result<Vec<String>> {
-        let records = match records {
-            Some(records) => records,
-            None => self.read_pending(pending)?,
-        };
-        let keys = match self.write_batch(pending, &records, setup, &mut state.stats) {
-            Ok(keys) => keys,
-            Err(e) => {
-                state.stats.last_error = Some(e.to_string());
-                return Err(e);
-            }
-        };
-        let mut done = Checkpoint {
-            pending: None,
-            ..state.checkpoint.clone()
-        };
-        match pending.shard {
-            Some(shard) => {
-                done.shards.insert(shard, pending.to);
-            }
-            None => done.delivered = pending.to,
-        }
-        self.save(&done)?;
-        state.checkpoint = done;
-        state.stats.last_error = None;
-        // The buffer's delivered segments are no longer needed. A failure here only keeps them
-        // longer.
-        if pending.shard.is_none() {
-            let _ = self.buffer.delete_below(Offset::new(pending.to));
-        }
-        Ok(keys)
-    }
-
-    /// The next due batch of the source.
+    /// The next due batch of the source after `position`, encoded.
     fn cut_next(
         &self,
-        state: &mut State,
+        position: &mut Checkpoint,
         force: bool,
         setup: &Setup,
-    ) -> Result<Option<(Pending, Vec<Record>)>> {
+    ) -> Result<Option<Batch>> {
         match &self.source {
-            Source::DirectPut => self.cut(state.checkpoint.delivered, force, setup),
+            Source::DirectPut => self.cut(position.delivered, force, setup),
             Source::KinesisStream { store, stream } => {
-                self.cut_stream(store, stream, state, force, setup)
+                self.cut_stream(store, stream, position, force, setup)
             }
         }
     }
 
     /// The next batch from `from`, if one is due: records up to the size hint, cut when the
     /// size is reached, the oldest record has waited the interval, or `force`.
-    fn cut(&self, from: u64, force: bool, setup: &Setup) -> Result<Option<(Pending, Vec<Record>)>> {
+    fn cut(&self, from: u64, force: bool, setup: &Setup) -> Result<Option<Batch>> {
         let end = self.buffer.next_offset().get();
         if from >= end {
             return Ok(None);
@@ -611,7 +702,7 @@ impl DeliveryStream {
         }
         let batch_id = format!("{}:{from}-{to}", self.name);
         let pending = self.pending(None, from, to, first_arrival, &batch_id, setup)?;
-        Ok(Some((pending, records)))
+        self.encode(pending, &records, setup).map(Some)
     }
 
     /// A batch of offsets `from..to` (of `shard`, for a stream source) with its object keys,
@@ -647,14 +738,8 @@ impl DeliveryStream {
         })
     }
 
-    /// Reads, transforms, encodes and writes one batch's objects; returns their keys.
-    fn write_batch(
-        &self,
-        p: &Pending,
-        records: &[Record],
-        setup: &Setup,
-        stats: &mut DeliveryStats,
-    ) -> Result<Vec<String>> {
+    /// Transforms and encodes a batch's records into its objects (error output first).
+    fn encode(&self, p: Pending, records: &[Record], setup: &Setup) -> Result<Batch> {
         let first_arrival = records.first().map_or(0, |r| r.arrival_ms);
         // Without a transform every record is delivered as it is: no ids, no copies.
         let ids: Vec<(String, &[u8])> = match &setup.transform {
@@ -726,24 +811,23 @@ impl DeliveryStream {
                 }
             }
         }
-        let mut keys = Vec::new();
+        let mut objects = Vec::new();
         if failed > 0 {
-            setup
-                .destination
-                .put(&p.error_key, &errors.finish().map_err(io)?)?;
-            keys.push(p.error_key.clone());
+            objects.push((p.error_key.clone(), errors.finish().map_err(io)?));
         }
         if delivered > 0 {
-            setup.destination.put(&p.key, &main.finish().map_err(io)?)?;
-            keys.push(p.key.clone());
+            objects.push((p.key.clone(), main.finish().map_err(io)?));
         }
-        stats.records_delivered += delivered;
-        stats.bytes_delivered += bytes;
-        stats.records_dropped += dropped;
-        stats.records_failed += failed;
-        stats.objects_written += keys.len() as u64;
-        stats.last_delivery_ms = Some(now);
-        Ok(keys)
+        Ok(Batch {
+            pending: p,
+            objects,
+            counts: BatchCounts {
+                delivered,
+                bytes,
+                dropped,
+                failed,
+            },
+        })
     }
 
     /// The records of a pending batch, read back from its source.

@@ -3,7 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::segment::{sync_dir, write_atomically};
+use crate::segment::{sync_dir, write_atomically_uncached};
 
 /// Stores delivered objects. `put` returns only once the object is durable: the delivery
 /// checkpoint advances right after. Putting a key again replaces the object (a batch delivered
@@ -81,7 +81,7 @@ impl Destination for LocalDirectory {
         let name = path
             .file_name()
             .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
-        write_atomically(&dir, &name, bytes)
+        write_atomically_uncached(&dir, &name, bytes)
     }
 
     fn describe(&self) -> String {

@@ -367,10 +367,12 @@ impl Firehose {
             destination: destination.clone(),
             ..entry.record.clone()
         };
+        let dir = self.inner.dir.join(name);
         entry
             .stream
-            .update(record.version, delivery, destination.open()?)?;
-        write_record(&self.inner.dir.join(name), &record)?;
+            .update(record.version, delivery, destination.open()?, || {
+                write_record(&dir, &record)
+            })?;
         let updated = Arc::new(Entry {
             record,
             stream: Arc::clone(&entry.stream),
