@@ -15,6 +15,12 @@ use crate::Offset;
 const VERSION: u8 = 1;
 const FIXED: usize = 1 + 4 + 8 + 8 + 8;
 
+/// The stream a shard iterator reads (`None` if it is not a valid iterator).
+#[cfg(feature = "server")]
+pub fn stream_of_iterator(text: &str) -> Option<String> {
+    IteratorToken::decode(text).map(|t| t.stream)
+}
+
 /// A decoded shard iterator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IteratorToken {

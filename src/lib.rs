@@ -46,6 +46,8 @@ mod mmap;
 pub mod repair;
 mod segment;
 pub mod sequence;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod shard;
 mod shutdown;
 pub mod store;

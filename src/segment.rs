@@ -1357,6 +1357,7 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
 /// [`write_atomically`] for write-once output nobody here reads back (delivered objects): once
 /// durable, its pages are dropped from the page cache, so output does not crowd out the segments
 /// readers need and the next object reuses warm pages.
+#[cfg(feature = "firehose")]
 pub(crate) fn write_atomically_uncached(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     replace_file(dir, name, bytes, false)
 }

@@ -361,6 +361,19 @@ impl Store {
         stream.get_records(&token, limit)
     }
 
+    /// Makes every record put so far durable, in every stream (for shutdown).
+    pub fn flush(&self) -> Result<()> {
+        let streams: Vec<Arc<Stream>> = self
+            .inner
+            .streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        streams.iter().try_for_each(|s| s.flush())
+    }
+
     /// Deletes expired data in every stream now (the compactor does this every
     /// `retention_interval`).
     pub fn enforce_retention(&self) -> Result<RetentionReport> {

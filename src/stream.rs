@@ -239,11 +239,24 @@ const NEXT_TOKEN_TTL_MS: i64 = 300_000;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct NextToken {
+    /// The stream's name: a ListShards call may give only the token.
+    #[serde(default)]
+    stream: String,
     /// The stream's creation time: a token does not page through a re-created stream.
     created_ms: i64,
     issued_ms: i64,
     after_index: u32,
     filter: ShardFilter,
+}
+
+/// The stream a list_shards NextToken pages through (`None` if it is not such a token).
+pub fn stream_of_next_token(token: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    let token: NextToken = serde_json::from_slice(&bytes).ok()?;
+    (!token.stream.is_empty()).then_some(token.stream)
 }
 
 /// A stream of shards. Obtain one from a [`crate::Store`].
@@ -926,6 +939,19 @@ impl Stream {
         }
     }
 
+    /// Makes every record put so far durable (for shutdown under a `Never` or group-commit
+    /// flush policy): flushes each shard open in this process.
+    pub fn flush(&self) -> Result<()> {
+        let topology = self.read_topology();
+        for slot in topology.shards.values() {
+            let open = slot.shard.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(shard) = open {
+                shard.flush()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Per shard index, the offset its next record gets (a closed shard: the offset it closed
     /// at): with a consumer's position, how many records are still to read.
     pub fn shard_ends(&self) -> Result<BTreeMap<u32, u64>> {
@@ -1025,6 +1051,7 @@ impl Stream {
         let next_token = match (rest.peek(), shards.last()) {
             (Some(_), Some(last)) => {
                 let token = NextToken {
+                    stream: self.name.clone(),
                     created_ms,
                     issued_ms: now,
                     after_index: ShardId::parse(&last.shard_id).map_or(0, ShardId::index),

@@ -11,6 +11,8 @@
 mod dump;
 mod inspect;
 mod repair;
+#[cfg(feature = "server")]
+mod serve;
 mod target;
 mod verify;
 
@@ -80,6 +82,10 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Serve the Kinesis API (AWS JSON 1.1 over HTTP/1.1 and h2c) on a data directory, for AWS
+    /// SDKs and the aws CLI. Stops cleanly on SIGTERM or ctrl-c.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 /// How `dump` prints whole payloads.
@@ -118,6 +124,8 @@ pub fn main() -> ExitCode {
         }
         Command::Verify { path } => verify::run(&path, &mut out),
         Command::Repair { path, apply } => repair::run(&path, apply, &mut out),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::run(&args),
     };
     let result = result.and_then(|code| out.flush().map(|()| code).map_err(CliError::Output));
     match result {

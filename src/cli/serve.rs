@@ -1,0 +1,113 @@
+//! `shardlog serve`: opens a data directory and serves the Kinesis API until SIGTERM or ctrl-c.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::CliError;
+use crate::server::{Server, ServerOptions};
+use crate::{FlushPolicy, ShardOptions, Store, StoreOptions};
+
+/// Arguments of `shardlog serve`.
+#[derive(Debug, clap::Args)]
+pub(super) struct ServeArgs {
+    /// The data directory (created if needed).
+    #[arg(long, default_value = "./shardlog-data")]
+    data_dir: PathBuf,
+    /// Address to listen on; loopback only unless told otherwise.
+    #[arg(long, default_value = "127.0.0.1:4567")]
+    listen: SocketAddr,
+    /// When a put is acknowledged: after fdatasync (`always`), after a shared sync at most every
+    /// 2 ms (`group`), or once in the page cache (`never`: survives a crash of the server, not
+    /// of the machine).
+    #[arg(long, value_enum, default_value = "always")]
+    flush: Flush,
+    /// Region in ARNs.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Enforce Kinesis's per-shard write and read limits.
+    #[arg(long)]
+    throughput_limits: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Flush {
+    Always,
+    Group,
+    Never,
+}
+
+pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
+    use tracing_subscriber::EnvFilter;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SHARDLOG_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let flush = match args.flush {
+        Flush::Always => FlushPolicy::Always,
+        Flush::Group => FlushPolicy::GroupCommit {
+            interval: Duration::from_millis(2),
+        },
+        Flush::Never => FlushPolicy::Never,
+    };
+    let options = StoreOptions {
+        shard: ShardOptions {
+            flush,
+            ..ShardOptions::default()
+        },
+        throughput_limits: args.throughput_limits,
+        ..StoreOptions::default()
+    };
+    let store = Arc::new(Store::open(&args.data_dir, options)?);
+    let server = Server::start(
+        Arc::clone(&store),
+        ServerOptions {
+            listen: args.listen,
+            region: args.region.clone(),
+            ..ServerOptions::default()
+        },
+    )?;
+    // Scripts wait for this line to know the port is open.
+    println!(
+        "shardlog serving {} on http://{}",
+        args.data_dir.display(),
+        server.local_addr()
+    );
+    wait_for_signal();
+    tracing::info!("stopping: finishing in-flight requests");
+    server.stop()?;
+    drop(store);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_signal() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Ok(runtime) = runtime else {
+        // Without a runtime there is no signal handling: serve until killed.
+        loop {
+            std::thread::park();
+        }
+    };
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    });
+}

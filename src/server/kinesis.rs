@@ -1,0 +1,740 @@
+//! Kinesis Data Streams operations (`Kinesis_20131202.*`) over the store: request members in,
+//! response members out, as `kinesis/2013-12-02` defines them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::protocol::{blob, timestamp, ApiError, Input};
+use super::Context;
+use crate::stream::{
+    check_stream_name, IteratorStart, ListShards, PutRecord, ShardDescription, ShardFilter, Stream,
+};
+use crate::{StreamConfig, StreamMode, StreamModeConfig};
+
+/// Largest DescribeStream / ListStreams page, as Kinesis.
+const MAX_PAGE: i64 = 10_000;
+/// Default page of DescribeStream and ListStreams.
+const DEFAULT_PAGE: i64 = 100;
+/// PutRecords: records per call.
+const MAX_PUT_RECORDS: usize = 500;
+/// PutRecords: data and partition keys per call.
+const MAX_PUT_RECORDS_BYTES: usize = 5 * 1024 * 1024;
+
+type Reply = Result<Value, ApiError>;
+
+/// Runs one Kinesis operation.
+pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Reply {
+    let input = Input::new(body)?;
+    let kinesis = Kinesis { ctx };
+    match operation {
+        "CreateStream" => kinesis.create_stream(&input),
+        "DeleteStream" => kinesis.delete_stream(&input),
+        "DescribeStream" => kinesis.describe_stream(&input),
+        "DescribeStreamSummary" => kinesis.describe_stream_summary(&input),
+        "ListStreams" => kinesis.list_streams(&input),
+        "ListShards" => kinesis.list_shards(&input),
+        "PutRecord" => kinesis.put_record(&input),
+        "PutRecords" => kinesis.put_records(&input),
+        "GetShardIterator" => kinesis.get_shard_iterator(&input),
+        "GetRecords" => kinesis.get_records(&input),
+        "SplitShard" => kinesis.split_shard(&input),
+        "MergeShards" => kinesis.merge_shards(&input),
+        "UpdateShardCount" => kinesis.update_shard_count(&input),
+        "UpdateStreamMode" => kinesis.update_stream_mode(&input),
+        "UpdateMaxRecordSize" => kinesis.update_max_record_size(&input),
+        "IncreaseStreamRetentionPeriod" => kinesis.change_retention(&input, true),
+        "DecreaseStreamRetentionPeriod" => kinesis.change_retention(&input, false),
+        "AddTagsToStream" => kinesis.add_tags(&input),
+        "RemoveTagsFromStream" => kinesis.remove_tags(&input),
+        "ListTagsForStream" => kinesis.list_tags(&input),
+        "DescribeLimits" => kinesis.describe_limits(),
+        other => Err(ApiError::new(
+            400,
+            "UnknownOperationException",
+            format!("shardlog does not implement the Kinesis operation {other:?} (yet)"),
+        )),
+    }
+}
+
+struct Kinesis<'a> {
+    ctx: &'a Context,
+}
+
+impl Kinesis<'_> {
+    fn arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:kinesis:{}:{}:stream/{name}",
+            self.ctx.options.region, self.ctx.options.account_id
+        )
+    }
+
+    /// The stream a request names by StreamName or StreamARN (both: they must agree).
+    fn stream(&self, input: &Input<'_>) -> Result<Arc<Stream>, ApiError> {
+        let name = self.stream_name(input)?;
+        Ok(self.ctx.store.stream(&name)?)
+    }
+
+    fn stream_name(&self, input: &Input<'_>) -> Result<String, ApiError> {
+        let by_name = input.opt_str("StreamName")?;
+        let by_arn = match input.opt_str("StreamARN")? {
+            None => None,
+            Some(arn) => Some(stream_name_of_arn(arn)?),
+        };
+        let name = match (by_name, by_arn) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::invalid(format!(
+                    "StreamName {a} and StreamARN (stream {b}) name different streams"
+                )))
+            }
+            (Some(a), _) => a.to_string(),
+            (None, Some(b)) => b.to_string(),
+            (None, None) => {
+                return Err(ApiError::invalid(
+                    "either StreamName or StreamARN must be given",
+                ))
+            }
+        };
+        check_stream_name(&name).map_err(|e| ApiError::validation(e.to_string()))?;
+        Ok(name)
+    }
+
+    fn create_stream(&self, input: &Input<'_>) -> Reply {
+        let name = input.str("StreamName")?;
+        check_stream_name(name).map_err(|e| ApiError::validation(e.to_string()))?;
+        let mode = match input.opt_object("StreamModeDetails")? {
+            Some(details) => parse_mode(details.str("StreamMode")?)?,
+            None => StreamMode::Provisioned,
+        };
+        let shard_count = input.opt_i64("ShardCount")?;
+        let mode = match (mode, shard_count) {
+            (StreamMode::OnDemand, None) => StreamModeConfig::OnDemand,
+            (StreamMode::OnDemand, Some(_)) => {
+                return Err(ApiError::validation(
+                    "ShardCount cannot be given for an ON_DEMAND stream",
+                ))
+            }
+            (StreamMode::Provisioned, None) => {
+                return Err(ApiError::validation(
+                    "ShardCount is required for a PROVISIONED stream",
+                ))
+            }
+            (StreamMode::Provisioned, Some(n)) => StreamModeConfig::Provisioned {
+                shard_count: positive_u32("ShardCount", n)?,
+            },
+        };
+        let mut config = StreamConfig {
+            mode,
+            ..StreamConfig::provisioned(1)
+        };
+        if let Some(tags) = input.opt_string_map("Tags")? {
+            config.tags = tags;
+        }
+        if let Some(kib) = input.opt_i64("MaxRecordSizeInKiB")? {
+            config.max_record_bytes = kib_to_bytes(kib)?;
+        }
+        self.ctx.store.create_stream(name, config)?;
+        Ok(json!({}))
+    }
+
+    fn delete_stream(&self, input: &Input<'_>) -> Reply {
+        let name = self.stream_name(input)?;
+        // Registered consumers are not served yet, so there are none to delete with it.
+        let _enforce_consumer_deletion = input.opt_bool("EnforceConsumerDeletion")?;
+        self.ctx.store.delete_stream(&name)?;
+        Ok(json!({}))
+    }
+
+    fn describe_stream(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let d = stream.describe();
+        let limit = page_limit(input.opt_i64("Limit")?)?;
+        let after = match input.opt_str("ExclusiveStartShardId")? {
+            Some(id) => Some(
+                crate::ShardId::parse(id)
+                    .ok_or_else(|| ApiError::invalid(format!("{id:?} is not a shard id")))?
+                    .index(),
+            ),
+            None => None,
+        };
+        let mut shards: Vec<&ShardDescription> = d
+            .shards
+            .iter()
+            .filter(|s| {
+                after.is_none_or(|a| crate::ShardId::parse(&s.shard_id).is_some_and(|i| i.0 > a))
+            })
+            .collect();
+        let has_more = shards.len() > limit;
+        shards.truncate(limit);
+        Ok(json!({
+            "StreamDescription": {
+                "StreamName": d.name,
+                "StreamARN": self.arn(&d.name),
+                "StreamStatus": d.status,
+                "StreamModeDetails": { "StreamMode": mode_name(d.mode) },
+                "Shards": shards.into_iter().map(shard_json).collect::<Vec<_>>(),
+                "HasMoreShards": has_more,
+                "RetentionPeriodHours": d.retention_hours,
+                "StreamCreationTimestamp": timestamp(d.created_ms),
+                "EnhancedMonitoring": [{ "ShardLevelMetrics": [] }],
+                "EncryptionType": "NONE",
+            }
+        }))
+    }
+
+    fn describe_stream_summary(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let d = stream.describe();
+        Ok(json!({
+            "StreamDescriptionSummary": {
+                "StreamName": d.name,
+                "StreamARN": self.arn(&d.name),
+                "StreamStatus": d.status,
+                "StreamModeDetails": { "StreamMode": mode_name(d.mode) },
+                "RetentionPeriodHours": d.retention_hours,
+                "StreamCreationTimestamp": timestamp(d.created_ms),
+                "EnhancedMonitoring": [{ "ShardLevelMetrics": [] }],
+                "EncryptionType": "NONE",
+                "OpenShardCount": d.open_shard_count,
+                "ConsumerCount": 0,
+                "MaxRecordSizeInKiB": d.max_record_bytes / 1024,
+            }
+        }))
+    }
+
+    fn list_streams(&self, input: &Input<'_>) -> Reply {
+        let limit = page_limit(input.opt_i64("Limit")?)?;
+        // The NextToken is the last name of the previous page, like ExclusiveStartStreamName.
+        let after = match (
+            input.opt_str("NextToken")?,
+            input.opt_str("ExclusiveStartStreamName")?,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "NextToken and ExclusiveStartStreamName cannot both be given",
+                ))
+            }
+            (Some(token), None) => Some(decode_token(token)?),
+            (None, name) => name.map(str::to_string),
+        };
+        let names: Vec<String> = self
+            .ctx
+            .store
+            .list_streams()
+            .into_iter()
+            .filter(|n| after.as_ref().is_none_or(|a| n > a))
+            .collect();
+        let has_more = names.len() > limit;
+        let page = &names[..names.len().min(limit)];
+        let summaries: Vec<Value> = page
+            .iter()
+            .filter_map(|name| self.ctx.store.stream(name).ok())
+            .map(|s| {
+                let d = s.describe();
+                json!({
+                    "StreamName": d.name,
+                    "StreamARN": self.arn(&d.name),
+                    "StreamStatus": d.status,
+                    "StreamModeDetails": { "StreamMode": mode_name(d.mode) },
+                    "StreamCreationTimestamp": timestamp(d.created_ms),
+                })
+            })
+            .collect();
+        let mut out = json!({
+            "StreamNames": page,
+            "HasMoreStreams": has_more,
+            "StreamSummaries": summaries,
+        });
+        if let (true, Some(last)) = (has_more, page.last()) {
+            out["NextToken"] = Value::String(encode_token(last));
+        }
+        Ok(out)
+    }
+
+    fn list_shards(&self, input: &Input<'_>) -> Reply {
+        let max = match input.opt_i64("MaxResults")? {
+            None => crate::stream::MAX_LIST_SHARDS,
+            Some(n) if (1..=MAX_PAGE).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ApiError::invalid(format!(
+                    "MaxResults {n} is outside 1..={MAX_PAGE}"
+                )))
+            }
+        };
+        let page = match input.opt_str("NextToken")? {
+            Some(token) => {
+                if input.opt_str("StreamName")?.is_some() || input.opt_str("StreamARN")?.is_some() {
+                    return Err(ApiError::invalid(
+                        "NextToken and StreamName/StreamARN cannot both be given",
+                    ));
+                }
+                let stream = self.stream_of_list_token(token)?;
+                stream.list_shards_page(ListShards::Next(token), max)?
+            }
+            None => {
+                let stream = self.stream(input)?;
+                let filter = match (
+                    input.opt_object("ShardFilter")?,
+                    input.opt_str("ExclusiveStartShardId")?,
+                ) {
+                    (Some(_), Some(_)) => {
+                        return Err(ApiError::invalid(
+                            "ShardFilter and ExclusiveStartShardId cannot both be given",
+                        ))
+                    }
+                    (Some(f), None) => parse_shard_filter(&f)?,
+                    (None, Some(id)) => ShardFilter::AfterShardId(id.to_string()),
+                    (None, None) => ShardFilter::All,
+                };
+                stream.list_shards_page(ListShards::First(filter), max)?
+            }
+        };
+        let mut out = json!({
+            "Shards": page.shards.iter().map(shard_json).collect::<Vec<_>>(),
+        });
+        if let Some(token) = page.next_token {
+            out["NextToken"] = Value::String(token);
+        }
+        Ok(out)
+    }
+
+    /// ListShards with only a NextToken: the token names its stream.
+    fn stream_of_list_token(&self, token: &str) -> Result<Arc<Stream>, ApiError> {
+        let name = crate::stream::stream_of_next_token(token)
+            .ok_or_else(|| ApiError::invalid("NextToken is not a ListShards token"))?;
+        Ok(self.ctx.store.stream(&name)?)
+    }
+
+    fn put_record(&self, input: &Input<'_>) -> Reply {
+        let data = input.blob("Data")?;
+        let partition_key = input.str("PartitionKey")?;
+        let stream = self.stream(input)?;
+        let put = stream.put_record(&PutRecord {
+            partition_key,
+            data: &data,
+            explicit_hash_key: input.opt_str("ExplicitHashKey")?,
+            sequence_number_for_ordering: input.opt_str("SequenceNumberForOrdering")?,
+        })?;
+        self.ctx
+            .metrics
+            .records_in(stream.name(), 1, data.len() as u64);
+        Ok(json!({
+            "ShardId": put.shard_id.to_string(),
+            "SequenceNumber": put.sequence_number.to_string(),
+            "EncryptionType": "NONE",
+        }))
+    }
+
+    fn put_records(&self, input: &Input<'_>) -> Reply {
+        let entries = input
+            .opt_list("Records")?
+            .ok_or_else(|| ApiError::validation("Records is required"))?;
+        if entries.is_empty() || entries.len() > MAX_PUT_RECORDS {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value with {} records at 'records' failed to satisfy constraint: Member must have length between 1 and {MAX_PUT_RECORDS}",
+                entries.len()
+            )));
+        }
+        let mut decoded = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let entry = Input::new(entry)?;
+            decoded.push((
+                entry.blob("Data")?,
+                entry.str("PartitionKey")?,
+                entry.opt_str("ExplicitHashKey")?,
+            ));
+        }
+        let total: usize = decoded.iter().map(|(d, k, _)| d.len() + k.len()).sum();
+        if total > MAX_PUT_RECORDS_BYTES {
+            return Err(ApiError::invalid(format!(
+                "the records total {total} bytes (data and partition keys); a PutRecords call holds at most {MAX_PUT_RECORDS_BYTES}"
+            )));
+        }
+        let stream = self.stream(input)?;
+        let records: Vec<PutRecord<'_>> = decoded
+            .iter()
+            .map(|(data, key, hash)| PutRecord {
+                partition_key: key,
+                data,
+                explicit_hash_key: *hash,
+                sequence_number_for_ordering: None,
+            })
+            .collect();
+        let results = stream.put_records(&records)?;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let stored_bytes: usize = results
+            .iter()
+            .zip(&decoded)
+            .filter(|(r, _)| r.is_ok())
+            .map(|(_, (data, _, _))| data.len())
+            .sum();
+        self.ctx.metrics.records_in(
+            stream.name(),
+            (results.len() - failed) as u64,
+            stored_bytes as u64,
+        );
+        let records: Vec<Value> = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(put) => json!({
+                    "ShardId": put.shard_id.to_string(),
+                    "SequenceNumber": put.sequence_number.to_string(),
+                }),
+                Err(f) => json!({ "ErrorCode": f.error_code, "ErrorMessage": f.error_message }),
+            })
+            .collect();
+        Ok(json!({
+            "FailedRecordCount": failed,
+            "Records": records,
+            "EncryptionType": "NONE",
+        }))
+    }
+
+    fn get_shard_iterator(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let shard_id = input.str("ShardId")?;
+        let kind = input.str("ShardIteratorType")?;
+        let sequence = || {
+            input
+                .opt_str("StartingSequenceNumber")?
+                .ok_or_else(|| ApiError::invalid(format!("{kind} needs a StartingSequenceNumber")))
+        };
+        let start = match kind {
+            "TRIM_HORIZON" => IteratorStart::TrimHorizon,
+            "LATEST" => IteratorStart::Latest,
+            "AT_SEQUENCE_NUMBER" => IteratorStart::AtSequenceNumber(sequence()?.to_string()),
+            "AFTER_SEQUENCE_NUMBER" => IteratorStart::AfterSequenceNumber(sequence()?.to_string()),
+            "AT_TIMESTAMP" => IteratorStart::AtTimestamp(
+                input
+                    .opt_timestamp_ms("Timestamp")?
+                    .ok_or_else(|| ApiError::invalid("AT_TIMESTAMP needs a Timestamp"))?,
+            ),
+            other => {
+                return Err(ApiError::validation(format!(
+                    "1 validation error detected: Value '{other}' at 'shardIteratorType' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]"
+                )))
+            }
+        };
+        let iterator = stream.shard_iterator(shard_id, start)?;
+        Ok(json!({ "ShardIterator": iterator }))
+    }
+
+    fn get_records(&self, input: &Input<'_>) -> Reply {
+        let iterator = input.str("ShardIterator")?;
+        let limit = match input.opt_i64("Limit")? {
+            None => 10_000,
+            Some(n) if (1..=10_000).contains(&n) => n as usize,
+            Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=10000"))),
+        };
+        let out = self.ctx.store.get_records(iterator, limit)?;
+        if let Some(stream) = crate::iterator::stream_of_iterator(iterator) {
+            self.ctx.metrics.records_out(
+                &stream,
+                out.records.len() as u64,
+                out.records.iter().map(|r| r.data.len() as u64).sum(),
+                out.millis_behind_latest,
+            );
+        }
+        let records: Vec<Value> = out
+            .records
+            .iter()
+            .map(|r| {
+                json!({
+                    "SequenceNumber": r.sequence_number.to_string(),
+                    "ApproximateArrivalTimestamp": timestamp(r.approximate_arrival_ms),
+                    "Data": blob(&r.data),
+                    "PartitionKey": r.partition_key,
+                })
+            })
+            .collect();
+        let mut reply = json!({
+            "Records": records,
+            "MillisBehindLatest": out.millis_behind_latest,
+        });
+        if let Some(next) = out.next_shard_iterator {
+            reply["NextShardIterator"] = Value::String(next);
+        }
+        if !out.child_shards.is_empty() {
+            reply["ChildShards"] = out
+                .child_shards
+                .iter()
+                .map(|c| {
+                    json!({
+                        "ShardId": c.shard_id,
+                        "ParentShards": c.parent_shards,
+                        "HashKeyRange": hash_range_json(&c.hash_key_range),
+                    })
+                })
+                .collect();
+        }
+        Ok(reply)
+    }
+
+    fn split_shard(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        stream.split_shard(input.str("ShardToSplit")?, input.str("NewStartingHashKey")?)?;
+        Ok(json!({}))
+    }
+
+    fn merge_shards(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        stream.merge_shards(
+            input.str("ShardToMerge")?,
+            input.str("AdjacentShardToMerge")?,
+        )?;
+        Ok(json!({}))
+    }
+
+    fn update_shard_count(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let target = positive_u32("TargetShardCount", input.i64("TargetShardCount")?)?;
+        match input.str("ScalingType")? {
+            "UNIFORM_SCALING" => {}
+            other => {
+                return Err(ApiError::validation(format!(
+                    "ScalingType {other:?} is not UNIFORM_SCALING"
+                )))
+            }
+        }
+        let current = stream.describe().open_shard_count;
+        stream.update_shard_count(target)?;
+        let name = stream.name().to_string();
+        Ok(json!({
+            "StreamName": name,
+            "StreamARN": self.arn(&name),
+            "CurrentShardCount": current,
+            "TargetShardCount": target,
+        }))
+    }
+
+    fn update_stream_mode(&self, input: &Input<'_>) -> Reply {
+        let arn = input.str("StreamARN")?;
+        let stream = self.ctx.store.stream(stream_name_of_arn(arn)?)?;
+        let details = input
+            .opt_object("StreamModeDetails")?
+            .ok_or_else(|| ApiError::validation("StreamModeDetails is required"))?;
+        stream.set_mode(parse_mode(details.str("StreamMode")?)?)?;
+        Ok(json!({}))
+    }
+
+    fn update_max_record_size(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let bytes = kib_to_bytes(input.i64("MaxRecordSizeInKiB")?)?;
+        stream.set_max_record_bytes(bytes)?;
+        Ok(json!({}))
+    }
+
+    fn change_retention(&self, input: &Input<'_>, increase: bool) -> Reply {
+        let stream = self.stream(input)?;
+        let hours = input.i64("RetentionPeriodHours")?;
+        let hours = u32::try_from(hours).map_err(|_| {
+            ApiError::invalid(format!("RetentionPeriodHours {hours} is out of range"))
+        })?;
+        stream.set_retention_hours(hours, increase)?;
+        Ok(json!({}))
+    }
+
+    fn add_tags(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let tags = input
+            .opt_string_map("Tags")?
+            .ok_or_else(|| ApiError::validation("Tags is required"))?;
+        stream.add_tags(&tags)?;
+        Ok(json!({}))
+    }
+
+    fn remove_tags(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let keys = input
+            .opt_string_list("TagKeys")?
+            .ok_or_else(|| ApiError::validation("TagKeys is required"))?;
+        stream.remove_tags(&keys)?;
+        Ok(json!({}))
+    }
+
+    fn list_tags(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let limit = match input.opt_i64("Limit")? {
+            None => 50,
+            Some(n) if (1..=50).contains(&n) => n as usize,
+            Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=50"))),
+        };
+        let after = input.opt_str("ExclusiveStartTagKey")?;
+        let tags: BTreeMap<String, String> = stream.describe().tags;
+        let remaining: Vec<(&String, &String)> = tags
+            .iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+            .collect();
+        let page: Vec<Value> = remaining
+            .iter()
+            .take(limit)
+            .map(|(k, v)| json!({ "Key": k, "Value": v }))
+            .collect();
+        Ok(json!({ "Tags": page, "HasMoreTags": remaining.len() > limit }))
+    }
+
+    fn describe_limits(&self) -> Reply {
+        let streams: Vec<Arc<Stream>> = self
+            .ctx
+            .store
+            .list_streams()
+            .iter()
+            .filter_map(|n| self.ctx.store.stream(n).ok())
+            .collect();
+        let open: usize = streams.iter().map(|s| s.describe().open_shard_count).sum();
+        let on_demand = streams
+            .iter()
+            .filter(|s| s.describe().mode == StreamMode::OnDemand)
+            .count();
+        Ok(json!({
+            "ShardLimit": self.ctx.store.options().max_open_shards_per_stream,
+            "OpenShardCount": open,
+            "OnDemandStreamCount": on_demand,
+            "OnDemandStreamCountLimit": 50,
+        }))
+    }
+}
+
+/// The stream name in a Kinesis stream ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`).
+fn stream_name_of_arn(arn: &str) -> Result<&str, ApiError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "kinesis", _, account, resource]
+            if partition.starts_with("aws")
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            resource
+                .strip_prefix("stream/")
+                .filter(|name| !name.is_empty() && !name.contains('/'))
+                .ok_or_else(|| ApiError::invalid(format!("{arn:?} is not a stream ARN")))
+        }
+        _ => Err(ApiError::invalid(format!(
+            "{arn:?} is not a Kinesis stream ARN"
+        ))),
+    }
+}
+
+fn parse_mode(text: &str) -> Result<StreamMode, ApiError> {
+    match text {
+        "PROVISIONED" => Ok(StreamMode::Provisioned),
+        "ON_DEMAND" => Ok(StreamMode::OnDemand),
+        other => Err(ApiError::validation(format!(
+            "StreamMode {other:?} is not PROVISIONED or ON_DEMAND"
+        ))),
+    }
+}
+
+fn mode_name(mode: StreamMode) -> &'static str {
+    match mode {
+        StreamMode::Provisioned => "PROVISIONED",
+        StreamMode::OnDemand => "ON_DEMAND",
+    }
+}
+
+fn parse_shard_filter(filter: &Input<'_>) -> Result<ShardFilter, ApiError> {
+    let at = || {
+        filter
+            .opt_timestamp_ms("Timestamp")?
+            .ok_or_else(|| ApiError::invalid("this ShardFilter type needs a Timestamp"))
+    };
+    Ok(match filter.str("Type")? {
+        "AFTER_SHARD_ID" => ShardFilter::AfterShardId(filter.str("ShardId")?.to_string()),
+        "AT_TRIM_HORIZON" => ShardFilter::AtTrimHorizon,
+        "FROM_TRIM_HORIZON" => ShardFilter::FromTrimHorizon,
+        "AT_LATEST" => ShardFilter::AtLatest,
+        "AT_TIMESTAMP" => ShardFilter::AtTimestamp(at()?),
+        "FROM_TIMESTAMP" => ShardFilter::FromTimestamp(at()?),
+        other => {
+            return Err(ApiError::validation(format!(
+                "ShardFilter Type {other:?} is not one of AFTER_SHARD_ID, AT_TRIM_HORIZON, FROM_TRIM_HORIZON, AT_LATEST, AT_TIMESTAMP, FROM_TIMESTAMP"
+            )))
+        }
+    })
+}
+
+fn shard_json(s: &ShardDescription) -> Value {
+    let mut range = json!({ "StartingSequenceNumber": s.starting_sequence_number.to_string() });
+    if let Some(end) = s.ending_sequence_number {
+        range["EndingSequenceNumber"] = Value::String(end.to_string());
+    }
+    let mut out = json!({
+        "ShardId": s.shard_id,
+        "HashKeyRange": hash_range_json(&s.hash_key_range),
+        "SequenceNumberRange": range,
+    });
+    if let Some(p) = &s.parent_shard_id {
+        out["ParentShardId"] = Value::String(p.clone());
+    }
+    if let Some(p) = &s.adjacent_parent_shard_id {
+        out["AdjacentParentShardId"] = Value::String(p.clone());
+    }
+    out
+}
+
+fn hash_range_json(range: &crate::HashKeyRange) -> Value {
+    json!({
+        "StartingHashKey": range.start.to_string(),
+        "EndingHashKey": range.end.to_string(),
+    })
+}
+
+fn page_limit(limit: Option<i64>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        n if (1..=MAX_PAGE).contains(&n) => Ok(n as usize),
+        n => Err(ApiError::invalid(format!(
+            "Limit {n} is outside 1..={MAX_PAGE}"
+        ))),
+    }
+}
+
+fn positive_u32(name: &str, n: i64) -> Result<u32, ApiError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| ApiError::validation(format!("{name} {n} must be a positive integer")))
+}
+
+fn kib_to_bytes(kib: i64) -> Result<usize, ApiError> {
+    usize::try_from(kib)
+        .ok()
+        .and_then(|k| k.checked_mul(1024))
+        .ok_or_else(|| ApiError::validation(format!("MaxRecordSizeInKiB {kib} is out of range")))
+}
+
+fn encode_token(last: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+}
+
+fn decode_token(token: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::invalid("NextToken is not a ListStreams token"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_arns_name_their_stream() {
+        assert_eq!(
+            stream_name_of_arn("arn:aws:kinesis:us-east-1:000000000000:stream/orders").unwrap(),
+            "orders"
+        );
+        for bad in [
+            "orders",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/",
+            "arn:aws:sqs:us-east-1:000000000000:stream/orders",
+            "arn:aws:kinesis:us-east-1:0:stream/orders",
+            "arn:aws:kinesis:us-east-1:000000000000:table/orders",
+        ] {
+            assert!(stream_name_of_arn(bad).is_err(), "{bad}");
+        }
+    }
+}

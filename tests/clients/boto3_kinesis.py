@@ -1,0 +1,164 @@
+"""Drives every Kinesis operation `shardlog serve` implements through boto3, as an application
+would, and checks the answers. Run by tests/server.rs with SHARDLOG_ENDPOINT set."""
+
+import datetime
+import os
+import sys
+import time
+
+import boto3
+import botocore
+
+endpoint = os.environ["SHARDLOG_ENDPOINT"]
+k = boto3.client(
+    "kinesis",
+    endpoint_url=endpoint,
+    region_name="us-east-1",
+    aws_access_key_id="test",
+    aws_secret_access_key="test",
+    config=botocore.config.Config(retries={"max_attempts": 1}),
+)
+
+
+def expect_error(kind, fn, **kwargs):
+    try:
+        fn(**kwargs)
+    except botocore.exceptions.ClientError as e:
+        code = e.response["Error"]["Code"]
+        assert code == kind, f"{fn.__name__}: expected {kind}, got {code}: {e}"
+        assert e.response["ResponseMetadata"]["RequestId"], "no request id"
+        return e
+    raise AssertionError(f"{fn.__name__}({kwargs}) did not fail with {kind}")
+
+
+# Create, describe, list.
+k.create_stream(StreamName="orders", ShardCount=2, Tags={"team": "data"})
+k.create_stream(StreamName="events", StreamModeDetails={"StreamMode": "ON_DEMAND"})
+expect_error("ResourceInUseException", k.create_stream, StreamName="orders", ShardCount=1)
+desc = k.describe_stream(StreamName="orders")["StreamDescription"]
+assert desc["StreamStatus"] == "ACTIVE" and len(desc["Shards"]) == 2, desc
+assert desc["StreamARN"] == "arn:aws:kinesis:us-east-1:000000000000:stream/orders", desc
+assert isinstance(desc["StreamCreationTimestamp"], datetime.datetime)
+arn = desc["StreamARN"]
+page = k.describe_stream(StreamName="orders", Limit=1)["StreamDescription"]
+assert len(page["Shards"]) == 1 and page["HasMoreShards"]
+rest = k.describe_stream(StreamName="orders", ExclusiveStartShardId=page["Shards"][0]["ShardId"])
+assert [s["ShardId"] for s in rest["StreamDescription"]["Shards"]] == ["shardId-000000000001"]
+summary = k.describe_stream_summary(StreamARN=arn)["StreamDescriptionSummary"]
+assert summary["OpenShardCount"] == 2 and summary["StreamName"] == "orders", summary
+assert k.describe_stream_summary(StreamName="events")["StreamDescriptionSummary"]["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}
+streams = k.list_streams()
+assert streams["StreamNames"] == ["events", "orders"] and not streams["HasMoreStreams"], streams
+first = k.list_streams(Limit=1)
+assert first["StreamNames"] == ["events"] and first["HasMoreStreams"]
+second = k.list_streams(NextToken=first["NextToken"])
+assert second["StreamNames"] == ["orders"], second
+names = [n for p in k.get_paginator("list_streams").paginate(PaginationConfig={"PageSize": 1}) for n in p["StreamNames"]]
+assert names == ["events", "orders"], names
+expect_error("ResourceNotFoundException", k.describe_stream, StreamName="missing")
+
+# Put and read back, by name and by ARN.
+put = k.put_record(StreamName="orders", Data=b"first", PartitionKey="alpha")
+assert put["SequenceNumber"].isdigit() and put["ShardId"].startswith("shardId-"), put
+put2 = k.put_record(StreamARN=arn, Data=b"second", PartitionKey="alpha", SequenceNumberForOrdering=put["SequenceNumber"])
+assert int(put2["SequenceNumber"]) > int(put["SequenceNumber"])
+batch = k.put_records(
+    StreamName="orders",
+    Records=[{"Data": f"r{i}".encode(), "PartitionKey": f"p{i}"} for i in range(100)]
+    + [{"Data": b"explicit", "PartitionKey": "x", "ExplicitHashKey": "0"}],
+)
+assert batch["FailedRecordCount"] == 0 and len(batch["Records"]) == 101, batch
+assert batch["Records"][-1]["ShardId"] == "shardId-000000000000"
+expect_error("InvalidArgumentException", k.put_record, StreamName="orders", Data=b"x" * (1024 * 1024), PartitionKey="k")
+expect_error("ResourceNotFoundException", k.put_record, StreamName="missing", Data=b"x", PartitionKey="k")
+
+got = []
+for shard in k.list_shards(StreamName="orders")["Shards"]:
+    it = k.get_shard_iterator(StreamName="orders", ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    while it:
+        out = k.get_records(ShardIterator=it, Limit=25)
+        got += [r["Data"] for r in out["Records"]]
+        assert out["MillisBehindLatest"] >= 0
+        if not out["Records"]:
+            break
+        it = out.get("NextShardIterator")
+assert sorted(got) == sorted([b"first", b"second", b"explicit"] + [f"r{i}".encode() for i in range(100)]), len(got)
+
+shard_id = put["ShardId"]
+at = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=put["SequenceNumber"])
+assert k.get_records(ShardIterator=at["ShardIterator"])["Records"][0]["Data"] == b"first"
+after = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=put["SequenceNumber"])
+assert k.get_records(ShardIterator=after["ShardIterator"])["Records"][0]["Data"] == b"second"
+latest = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIteratorType="LATEST")["ShardIterator"]
+assert k.get_records(ShardIterator=latest)["Records"] == []
+k.put_record(StreamName="orders", Data=b"late", PartitionKey="alpha")
+assert [r["Data"] for r in k.get_records(ShardIterator=latest)["Records"]] == [b"late"]
+ts = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.datetime.now() + datetime.timedelta(hours=1))
+assert k.get_records(ShardIterator=ts["ShardIterator"])["Records"] == []
+ts = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.datetime(2000, 1, 1))
+assert k.get_records(ShardIterator=ts["ShardIterator"])["Records"][0]["Data"] == b"first"
+expect_error("InvalidArgumentException", k.get_shard_iterator, StreamName="orders", ShardId=shard_id, ShardIteratorType="AT_SEQUENCE_NUMBER")
+expect_error("ResourceNotFoundException", k.get_shard_iterator, StreamName="orders", ShardId="shardId-000000000009", ShardIteratorType="LATEST")
+expect_error("InvalidArgumentException", k.get_records, ShardIterator="not-an-iterator")
+
+# Resharding: split, merge, update shard count; list_shards filters and paging.
+k.split_shard(StreamName="orders", ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2**126))
+shards = k.list_shards(StreamName="orders")["Shards"]
+assert len(shards) == 4 and shards[2]["ParentShardId"] == "shardId-000000000000", shards
+assert "EndingSequenceNumber" in shards[0]["SequenceNumberRange"]
+open_ids = [s["ShardId"] for s in k.list_shards(StreamName="orders", ShardFilter={"Type": "AT_LATEST"})["Shards"]]
+assert open_ids == ["shardId-000000000001", "shardId-000000000002", "shardId-000000000003"], open_ids
+k.merge_shards(StreamName="orders", ShardToMerge="shardId-000000000002", AdjacentShardToMerge="shardId-000000000003")
+page = k.list_shards(StreamName="orders", MaxResults=2)
+assert len(page["Shards"]) == 2 and page["NextToken"]
+page2 = k.list_shards(NextToken=page["NextToken"], MaxResults=10)
+assert [s["ShardId"] for s in page2["Shards"]] == ["shardId-000000000002", "shardId-000000000003", "shardId-000000000004"], page2
+after_id = k.list_shards(StreamName="orders", ExclusiveStartShardId="shardId-000000000003")["Shards"]
+assert [s["ShardId"] for s in after_id] == ["shardId-000000000004"]
+merged = [s for s in k.list_shards(StreamName="orders")["Shards"] if s["ShardId"] == "shardId-000000000004"][0]
+assert merged["AdjacentParentShardId"] == "shardId-000000000003", merged
+# A reader of a closed parent is told where to go next.
+it = k.get_shard_iterator(StreamName="orders", ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+children = None
+while it:
+    out = k.get_records(ShardIterator=it)
+    if out.get("ChildShards"):
+        children = out["ChildShards"]
+    it = out.get("NextShardIterator")
+assert [c["ShardId"] for c in children] == ["shardId-000000000002", "shardId-000000000003"], children
+expect_error("ResourceNotFoundException", k.split_shard, StreamName="orders", ShardToSplit="shardId-000000000099", NewStartingHashKey="5")
+count = k.update_shard_count(StreamName="events", TargetShardCount=8, ScalingType="UNIFORM_SCALING")
+assert count["CurrentShardCount"] == 4 and count["TargetShardCount"] == 8, count
+assert k.describe_stream_summary(StreamName="events")["StreamDescriptionSummary"]["OpenShardCount"] == 8
+
+# Settings: mode, retention, record size, tags.
+k.update_stream_mode(StreamARN=arn, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+assert k.describe_stream_summary(StreamName="orders")["StreamDescriptionSummary"]["StreamModeDetails"]["StreamMode"] == "ON_DEMAND"
+k.increase_stream_retention_period(StreamName="orders", RetentionPeriodHours=48)
+assert k.describe_stream(StreamName="orders")["StreamDescription"]["RetentionPeriodHours"] == 48
+expect_error("InvalidArgumentException", k.increase_stream_retention_period, StreamName="orders", RetentionPeriodHours=24)
+k.decrease_stream_retention_period(StreamName="orders", RetentionPeriodHours=24)
+expect_error("InvalidArgumentException", k.decrease_stream_retention_period, StreamName="orders", RetentionPeriodHours=10)
+k.update_max_record_size(StreamARN=arn, MaxRecordSizeInKiB=2048)
+assert k.describe_stream_summary(StreamName="orders")["StreamDescriptionSummary"]["MaxRecordSizeInKiB"] == 2048
+k.put_record(StreamName="orders", Data=b"y" * (1536 * 1024), PartitionKey="big")
+k.add_tags_to_stream(StreamName="orders", Tags={"env": "test", "owner": "me"})
+tags = k.list_tags_for_stream(StreamName="orders")
+assert {t["Key"]: t["Value"] for t in tags["Tags"]} == {"env": "test", "owner": "me", "team": "data"}, tags
+page = k.list_tags_for_stream(StreamName="orders", Limit=1)
+assert page["HasMoreTags"] and page["Tags"] == [{"Key": "env", "Value": "test"}]
+k.remove_tags_from_stream(StreamName="orders", TagKeys=["env"])
+assert [t["Key"] for t in k.list_tags_for_stream(StreamName="orders")["Tags"]] == ["owner", "team"]
+limits = k.describe_limits()
+assert limits["OpenShardCount"] >= 10 and limits["OnDemandStreamCount"] == 2, limits
+
+# Delete.
+k.delete_stream(StreamName="events")
+expect_error("ResourceNotFoundException", k.delete_stream, StreamName="events")
+assert k.list_streams()["StreamNames"] == ["orders"]
+
+# Waiters work (they poll DescribeStream for ACTIVE).
+k.create_stream(StreamName="waited", ShardCount=1)
+k.get_waiter("stream_exists").wait(StreamName="waited", WaiterConfig={"Delay": 1, "MaxAttempts": 3})
+
+print("boto3: all Kinesis checks passed")
