@@ -73,6 +73,8 @@ fn child_putter() {
                     },
                     transform: None,
                     source_stream: None,
+                    tags: Default::default(),
+                    settings: Default::default(),
                 },
             )
             .expect("create"),

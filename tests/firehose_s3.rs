@@ -165,6 +165,8 @@ fn delivery_streams_write_gzip_objects_into_an_s3_bucket() {
                 }),
                 transform: None,
                 source_stream: None,
+                tags: Default::default(),
+                settings: Default::default(),
             },
         )
         .unwrap();
@@ -221,6 +223,8 @@ fn a_missing_bucket_is_an_error_and_keeps_the_records() {
                 }),
                 transform: None,
                 source_stream: None,
+                tags: Default::default(),
+                settings: Default::default(),
             },
         )
         .unwrap();

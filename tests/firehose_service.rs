@@ -51,6 +51,8 @@ fn config(out: &Path, interval_secs: u32) -> DeliveryStreamConfig {
         },
         transform: None,
         source_stream: None,
+        tags: Default::default(),
+        settings: Default::default(),
     }
 }
 
@@ -141,6 +143,64 @@ fn config_and_buffered_records_survive_a_restart() {
     assert_eq!(firehose.flush().unwrap(), 1);
     let expected: Vec<String> = (0..50).map(|i| format!("order {i:02}")).collect();
     assert_eq!(all_lines(&out), expected);
+}
+
+#[test]
+fn tags_and_settings_persist_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    {
+        let firehose = Firehose::open(store(&data), manual()).unwrap();
+        let mut c = config(&out, 60);
+        c.tags.insert("team".into(), "data".into());
+        c.settings.insert(
+            "RoleARN".into(),
+            serde_json::json!("arn:aws:iam::000000000000:role/r"),
+        );
+        firehose
+            .create_delivery_stream("orders", c.clone())
+            .unwrap();
+        let more = [("env".to_string(), "test".to_string())]
+            .into_iter()
+            .collect();
+        firehose.tag_delivery_stream("orders", &more).unwrap();
+        firehose
+            .untag_delivery_stream("orders", &["team".to_string(), "absent".to_string()])
+            .unwrap();
+        firehose
+            .modify_settings("orders", |s| {
+                s.insert(
+                    "Encryption".into(),
+                    serde_json::json!({"Status": "ENABLED"}),
+                );
+            })
+            .unwrap();
+        let too_many = (0..50).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(matches!(
+            firehose.tag_delivery_stream("orders", &too_many),
+            Err(Error::LimitExceeded { .. })
+        ));
+        let version = firehose
+            .update_delivery_stream_settings("orders", 1, c.delivery, c.destination, None)
+            .unwrap();
+        assert_eq!(version, 2);
+    }
+    let firehose = Firehose::open(store(&data), manual()).unwrap();
+    let d = firehose.describe_delivery_stream("orders").unwrap();
+    assert_eq!(d.version, 2);
+    assert_eq!(
+        d.tags.into_iter().collect::<Vec<_>>(),
+        [("env".to_string(), "test".to_string())]
+    );
+    assert_eq!(
+        d.settings.len(),
+        2,
+        "the update kept the settings: {:?}",
+        d.settings
+    );
+    assert_eq!(d.settings["Encryption"]["Status"], "ENABLED");
+    assert!(d.updated_ms.is_some());
 }
 
 #[test]

@@ -19,6 +19,7 @@ fn start(dir: &Path) -> (Server, Arc<Store>) {
     let store = Arc::new(Store::open(dir, StoreOptions::default()).unwrap());
     let server = Server::start(
         Arc::clone(&store),
+        None,
         ServerOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             max_body_bytes: 8 * 1024 * 1024,
@@ -416,6 +417,26 @@ fn boto3_drives_every_served_kinesis_operation() {
         .status()
         .unwrap();
     assert!(status.success(), "the boto3 script failed");
+    assert!(server.terminate(), "serve did not stop cleanly on SIGTERM");
+}
+
+#[test]
+fn boto3_drives_every_firehose_operation() {
+    if !clients_available("boto3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = spawn_server(dir.path(), "always");
+    let status = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/boto3_firehose.py"
+        ))
+        .env("SHARDLOG_ENDPOINT", format!("http://{addr}"))
+        .env("SHARDLOG_OBJECTS", dir.path().join("objects"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "the boto3 Firehose script failed");
     assert!(server.terminate(), "serve did not stop cleanly on SIGTERM");
 }
 

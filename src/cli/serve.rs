@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::CliError;
-use crate::server::{Server, ServerOptions};
+use crate::firehose::{Firehose, FirehoseOptions};
+use crate::server::{ObjectStore, Server, ServerOptions};
 use crate::{FlushPolicy, ShardOptions, Store, StoreOptions};
 
 /// Arguments of `shardlog serve`.
@@ -30,6 +31,14 @@ pub(super) struct ServeArgs {
     /// Enforce Kinesis's per-shard write and read limits.
     #[arg(long)]
     throughput_limits: bool,
+    /// Where Firehose destinations' S3 buckets are: one subdirectory per bucket (default
+    /// DATA_DIR/objects).
+    #[arg(long, conflicts_with = "s3_endpoint")]
+    objects_dir: Option<PathBuf>,
+    /// Deliver Firehose objects to this S3 API endpoint instead (credentials from AWS_*
+    /// variables; needs the `s3` feature).
+    #[arg(long)]
+    s3_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,11 +73,25 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
         ..StoreOptions::default()
     };
     let store = Arc::new(Store::open(&args.data_dir, options)?);
+    let firehose = Arc::new(Firehose::open(
+        Arc::clone(&store),
+        FirehoseOptions::default(),
+    )?);
+    let objects = match (&args.s3_endpoint, &args.objects_dir) {
+        (Some(endpoint), _) => ObjectStore::S3 {
+            endpoint: Some(endpoint.clone()),
+            region: args.region.clone(),
+        },
+        (None, Some(dir)) => ObjectStore::Directory(dir.clone()),
+        (None, None) => ObjectStore::Directory(args.data_dir.join("objects")),
+    };
     let server = Server::start(
         Arc::clone(&store),
+        Some(Arc::clone(&firehose)),
         ServerOptions {
             listen: args.listen,
             region: args.region.clone(),
+            objects,
             ..ServerOptions::default()
         },
     )?;
@@ -81,6 +104,8 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
     wait_for_signal();
     tracing::info!("stopping: finishing in-flight requests");
     server.stop()?;
+    // Stops the delivery worker, delivering what the buffering hints allow.
+    drop(firehose);
     drop(store);
     Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,8 @@ const CREATING_PREFIX: &str = ".creating-";
 const DELETING_PREFIX: &str = ".deleting-";
 /// Longest wait between delivery attempts of a stream whose destination keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Most tags a delivery stream may have (Firehose: 50).
+const MAX_TAGS: usize = 50;
 
 /// Where a delivery stream's objects go, as stored in `delivery.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +90,15 @@ struct DeliveryRecord {
     /// The stream of the store it reads (KinesisStreamAsSource); none for direct put.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source_stream: Option<String>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    tags: BTreeMap<String, String>,
+    /// Settings stored for describe, by their Firehose API names (see [`DeliveryStreamConfig`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    settings: BTreeMap<String, serde_json::Value>,
+    /// When the configuration, tags or settings last changed (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    updated_ms: Option<i64>,
 }
 
 /// How to create a delivery stream.
@@ -102,6 +113,12 @@ pub struct DeliveryStreamConfig {
     /// A stream of the store to read instead of taking puts (Firehose's
     /// `KinesisStreamAsSource`): every shard from its oldest record, parents before children.
     pub source_stream: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Settings shardlog keeps and describes but does not act on, by their Firehose API names
+    /// (`RoleARN`, `BucketARN`, `CloudWatchLoggingOptions`, encryption, ...): what the wire API
+    /// was given, so that describe returns it.
+    pub settings: BTreeMap<String, serde_json::Value>,
 }
 
 /// How the delivery service runs.
@@ -157,7 +174,13 @@ pub struct DeliveryStreamDescription {
     pub transform: Option<String>,
     /// The stream it reads, if it is not direct put.
     pub source_stream: Option<String>,
-    /// Records buffered and not yet delivered (direct put).
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Stored settings (see [`DeliveryStreamConfig::settings`]).
+    pub settings: BTreeMap<String, serde_json::Value>,
+    /// When the configuration, tags or settings last changed, ms since the Unix epoch.
+    pub updated_ms: Option<i64>,
+    /// Records waiting for delivery (see [`DeliveryStream::backlog`]).
     pub backlog: u64,
     /// The delivery checkpoint: every buffered record below this offset is delivered.
     pub delivered: u64,
@@ -275,6 +298,9 @@ impl Firehose {
             destination: config.destination,
             transform: config.transform,
             source_stream: config.source_stream,
+            tags: config.tags,
+            settings: config.settings,
+            updated_ms: None,
         };
         let staging = tempfile::Builder::new()
             .prefix(&format!("{CREATING_PREFIX}{name}-"))
@@ -333,6 +359,9 @@ impl Firehose {
             destination: record.destination.clone(),
             transform: record.transform.clone(),
             source_stream: record.source_stream.clone(),
+            tags: record.tags.clone(),
+            settings: record.settings.clone(),
+            updated_ms: record.updated_ms,
             backlog: entry.stream.backlog(),
             delivered: entry.stream.delivered(),
             stats: entry.stream.stats(),
@@ -348,6 +377,19 @@ impl Firehose {
         current_version: u64,
         delivery: DeliveryConfig,
         destination: DestinationConfig,
+    ) -> Result<u64> {
+        self.update_delivery_stream_settings(name, current_version, delivery, destination, None)
+    }
+
+    /// [`Firehose::update_delivery_stream`] that also replaces the stored settings (when
+    /// `settings` is given), in the same write.
+    pub fn update_delivery_stream_settings(
+        &self,
+        name: &str,
+        current_version: u64,
+        delivery: DeliveryConfig,
+        destination: DestinationConfig,
+        settings: Option<BTreeMap<String, serde_json::Value>>,
     ) -> Result<u64> {
         delivery.validate()?;
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
@@ -365,6 +407,8 @@ impl Firehose {
             version: version + 1,
             config: delivery.clone(),
             destination: destination.clone(),
+            settings: settings.unwrap_or_else(|| entry.record.settings.clone()),
+            updated_ms: Some(self.inner.store.options().shard.clock.now_ms()),
             ..entry.record.clone()
         };
         let dir = self.inner.dir.join(name);
@@ -373,17 +417,64 @@ impl Firehose {
             .update(record.version, delivery, destination.open()?, || {
                 write_record(&dir, &record)
             })?;
-        let updated = Arc::new(Entry {
-            record,
-            stream: Arc::clone(&entry.stream),
-            backoff: Mutex::new(None),
-        });
-        self.inner
-            .streams
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), updated);
+        self.inner.replace_record(name, &entry, record);
         Ok(version + 1)
+    }
+
+    /// Adds or replaces tags (at most 50 in all, as Firehose).
+    pub fn tag_delivery_stream(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+        self.modify_record(name, |record| {
+            let mut all = record.tags.clone();
+            all.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if all.len() > MAX_TAGS {
+                return Err(Error::LimitExceeded {
+                    reason: format!(
+                        "delivery stream {name} would have {} tags; the limit is {MAX_TAGS}",
+                        all.len()
+                    ),
+                });
+            }
+            record.tags = all;
+            Ok(())
+        })
+    }
+
+    /// Removes tags (missing keys are ignored).
+    pub fn untag_delivery_stream(&self, name: &str, keys: &[String]) -> Result<()> {
+        self.modify_record(name, |record| {
+            for key in keys {
+                record.tags.remove(key);
+            }
+            Ok(())
+        })
+    }
+
+    /// Changes the stored settings (see [`DeliveryStreamConfig::settings`]).
+    pub fn modify_settings(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut BTreeMap<String, serde_json::Value>),
+    ) -> Result<()> {
+        self.modify_record(name, |record| {
+            change(&mut record.settings);
+            Ok(())
+        })
+    }
+
+    /// Applies `change` to a delivery stream's record and writes it durably.
+    fn modify_record(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut DeliveryRecord) -> Result<()>,
+    ) -> Result<()> {
+        let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = self.entry(name)?;
+        let mut record = entry.record.clone();
+        change(&mut record)?;
+        record.updated_ms = Some(self.inner.store.options().shard.clock.now_ms());
+        write_record(&self.inner.dir.join(name), &record)?;
+        self.inner.replace_record(name, &entry, record);
+        Ok(())
     }
 
     /// Deletes a delivery stream and its undelivered records.
@@ -420,6 +511,19 @@ impl Firehose {
 }
 
 impl Inner {
+    /// Puts `record` in place of `entry`'s (same delivery stream, its backoff reset).
+    fn replace_record(&self, name: &str, entry: &Entry, record: DeliveryRecord) {
+        let updated = Arc::new(Entry {
+            record,
+            stream: Arc::clone(&entry.stream),
+            backoff: Mutex::new(None),
+        });
+        self.streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), updated);
+    }
+
     fn open_entry(&self, path: &Path, record: DeliveryRecord) -> Result<Entry> {
         let (transform, paused) = match &record.transform {
             None => (None, None),

@@ -597,7 +597,7 @@ impl Kinesis<'_> {
 }
 
 /// The stream name in a Kinesis stream ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`).
-fn stream_name_of_arn(arn: &str) -> Result<&str, ApiError> {
+pub(crate) fn stream_name_of_arn(arn: &str) -> Result<&str, ApiError> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     match parts.as_slice() {
         ["arn", partition, "kinesis", _, account, resource]

@@ -7,6 +7,7 @@
 //! answers `ok`; `GET /metrics` gives per-operation request, error and latency counters in the
 //! Prometheus text format.
 
+mod firehose;
 mod kinesis;
 mod metrics;
 mod protocol;
@@ -40,6 +41,23 @@ pub struct ServerOptions {
     pub account_id: String,
     /// Largest request body accepted (default 16 MiB: a full PutRecords in base64 fits).
     pub max_body_bytes: usize,
+    /// Where Firehose delivery streams' S3 buckets are (default: `./shardlog-objects/BUCKET/`).
+    pub objects: ObjectStore,
+}
+
+/// Where the S3 buckets named by Firehose destinations (`arn:aws:s3:::BUCKET`) live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectStore {
+    /// A local directory holding one subdirectory per bucket.
+    Directory(std::path::PathBuf),
+    /// An S3 API (AWS, or an S3-compatible server at `endpoint`); credentials come from the
+    /// usual `AWS_*` environment variables. Needs the `s3` feature.
+    S3 {
+        /// An endpoint other than AWS's.
+        endpoint: Option<String>,
+        /// The buckets' region.
+        region: String,
+    },
 }
 
 impl Default for ServerOptions {
@@ -49,6 +67,7 @@ impl Default for ServerOptions {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             max_body_bytes: 16 * 1024 * 1024,
+            objects: ObjectStore::Directory("shardlog-objects".into()),
         }
     }
 }
@@ -56,6 +75,7 @@ impl Default for ServerOptions {
 /// What every request handler sees.
 pub(crate) struct Context {
     pub store: Arc<Store>,
+    pub firehose: Option<Arc<crate::firehose::Firehose>>,
     pub options: ServerOptions,
     pub metrics: Metrics,
     requests: AtomicU64,
@@ -80,8 +100,13 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds `options.listen` and serves `store` on a runtime of its own (a background thread).
-    pub fn start(store: Arc<Store>, options: ServerOptions) -> Result<Server> {
+    /// Binds `options.listen` and serves `store` (and the delivery streams of `firehose`, if
+    /// given) on a runtime of its own (a background thread).
+    pub fn start(
+        store: Arc<Store>,
+        firehose: Option<Arc<crate::firehose::Firehose>>,
+        options: ServerOptions,
+    ) -> Result<Server> {
         let listener = std::net::TcpListener::bind(options.listen).map_err(|e| {
             Error::io(
                 "listen on",
@@ -110,6 +135,7 @@ impl Server {
             .map_err(|e| Error::io("start runtime", std::path::Path::new("tokio"), e))?;
         let ctx = Arc::new(Context {
             store: Arc::clone(&store),
+            firehose: firehose.clone(),
             options,
             metrics: Metrics::default(),
             requests: AtomicU64::new(0),
@@ -305,11 +331,7 @@ async fn read_and_run(
     let operation = operation.to_string();
     tokio::task::spawn_blocking(move || match api {
         Api::Kinesis => kinesis::call(&ctx, &operation, &value),
-        Api::Firehose => Err(ApiError::new(
-            400,
-            "UnknownOperationException",
-            format!("shardlog does not serve the Firehose API yet ({operation})"),
-        )),
+        Api::Firehose => firehose::call(&ctx, &operation, &value),
     })
     .await
     .unwrap_or_else(|e| {

@@ -125,6 +125,11 @@ impl<'a> Input<'a> {
         self.members.get(name).filter(|v| !v.is_null())
     }
 
+    /// A member as it was sent (for settings stored verbatim).
+    pub fn raw(&self, name: &str) -> Option<&'a Value> {
+        self.get(name)
+    }
+
     /// A string member, if present.
     pub fn opt_str(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
         match self.get(name) {
