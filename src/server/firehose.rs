@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::kinesis::stream_name_of_arn;
-use super::protocol::{timestamp, ApiError, Input};
+use super::protocol::{timestamp, ApiError, Input, Output};
 use super::{Context, ObjectStore};
 use crate::firehose::{
     BufferingHints, Compression, DeliveryConfig, DeliveryStreamConfig, DeliveryStreamDescription,
@@ -31,7 +31,11 @@ const KEPT_S3_SETTINGS: [&str; 8] = [
 ];
 
 /// Runs one Firehose operation.
-pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Reply {
+pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Output, ApiError> {
+    dispatch(ctx, operation, body).map(Output::from)
+}
+
+fn dispatch(ctx: &Context, operation: &str, body: &Value) -> Reply {
     let input = Input::new(body)?;
     let Some(firehose) = ctx.firehose.as_deref() else {
         return Err(ApiError::new(

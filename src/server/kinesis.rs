@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use base64::Engine;
 use serde_json::{json, Value};
 
-use super::protocol::{blob, timestamp, ApiError, Input};
+use super::protocol::{timestamp, ApiError, Input, Output};
 use super::Context;
 use crate::stream::{
     check_stream_name, IteratorStart, ListShards, PutRecord, ShardDescription, ShardFilter, Stream,
@@ -25,10 +26,13 @@ const MAX_PUT_RECORDS_BYTES: usize = 5 * 1024 * 1024;
 type Reply = Result<Value, ApiError>;
 
 /// Runs one Kinesis operation.
-pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Reply {
+pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Output, ApiError> {
     let input = Input::new(body)?;
     let kinesis = Kinesis { ctx };
-    match operation {
+    if operation == "GetRecords" {
+        return kinesis.get_records(&input);
+    }
+    let reply = match operation {
         "CreateStream" => kinesis.create_stream(&input),
         "DeleteStream" => kinesis.delete_stream(&input),
         "DescribeStream" => kinesis.describe_stream(&input),
@@ -38,7 +42,6 @@ pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Reply {
         "PutRecord" => kinesis.put_record(&input),
         "PutRecords" => kinesis.put_records(&input),
         "GetShardIterator" => kinesis.get_shard_iterator(&input),
-        "GetRecords" => kinesis.get_records(&input),
         "SplitShard" => kinesis.split_shard(&input),
         "MergeShards" => kinesis.merge_shards(&input),
         "UpdateShardCount" => kinesis.update_shard_count(&input),
@@ -55,7 +58,8 @@ pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Reply {
             "UnknownOperationException",
             format!("shardlog does not implement the Kinesis operation {other:?} (yet)"),
         )),
-    }
+    };
+    reply.map(Output::from)
 }
 
 struct Kinesis<'a> {
@@ -420,7 +424,8 @@ impl Kinesis<'_> {
         Ok(json!({ "ShardIterator": iterator }))
     }
 
-    fn get_records(&self, input: &Input<'_>) -> Reply {
+    /// GetRecords, serialized from typed structs: a page holds up to 10,000 records.
+    fn get_records(&self, input: &Input<'_>) -> Result<Output, ApiError> {
         let iterator = input.str("ShardIterator")?;
         let limit = match input.opt_i64("Limit")? {
             None => 10_000,
@@ -436,27 +441,26 @@ impl Kinesis<'_> {
                 out.millis_behind_latest,
             );
         }
-        let records: Vec<Value> = out
+        let data: Vec<String> = out
             .records
             .iter()
-            .map(|r| {
-                json!({
-                    "SequenceNumber": r.sequence_number.to_string(),
-                    "ApproximateArrivalTimestamp": timestamp(r.approximate_arrival_ms),
-                    "Data": blob(&r.data),
-                    "PartitionKey": r.partition_key,
-                })
-            })
+            .map(|r| base64::engine::general_purpose::STANDARD.encode(&r.data))
             .collect();
-        let mut reply = json!({
-            "Records": records,
-            "MillisBehindLatest": out.millis_behind_latest,
-        });
-        if let Some(next) = out.next_shard_iterator {
-            reply["NextShardIterator"] = Value::String(next);
-        }
-        if !out.child_shards.is_empty() {
-            reply["ChildShards"] = out
+        let reply = GetRecordsOutput {
+            records: out
+                .records
+                .iter()
+                .zip(&data)
+                .map(|(r, data)| RecordOutput {
+                    sequence_number: r.sequence_number.to_string(),
+                    approximate_arrival_timestamp: r.approximate_arrival_ms as f64 / 1000.0,
+                    data,
+                    partition_key: &r.partition_key,
+                })
+                .collect(),
+            next_shard_iterator: out.next_shard_iterator.as_deref(),
+            millis_behind_latest: out.millis_behind_latest,
+            child_shards: out
                 .child_shards
                 .iter()
                 .map(|c| {
@@ -466,9 +470,11 @@ impl Kinesis<'_> {
                         "HashKeyRange": hash_range_json(&c.hash_key_range),
                     })
                 })
-                .collect();
-        }
-        Ok(reply)
+                .collect(),
+        };
+        serde_json::to_vec(&reply)
+            .map(Output::Encoded)
+            .map_err(|e| ApiError::new(500, "InternalFailureException", e.to_string()))
     }
 
     fn split_shard(&self, input: &Input<'_>) -> Reply {
@@ -594,6 +600,30 @@ impl Kinesis<'_> {
             "OnDemandStreamCountLimit": 50,
         }))
     }
+}
+
+/// GetRecords' answer.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GetRecordsOutput<'a> {
+    records: Vec<RecordOutput<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_shard_iterator: Option<&'a str>,
+    millis_behind_latest: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    child_shards: Vec<Value>,
+}
+
+/// A record as GetRecords returns it.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RecordOutput<'a> {
+    sequence_number: String,
+    /// Epoch seconds.
+    approximate_arrival_timestamp: f64,
+    /// Base64.
+    data: &'a str,
+    partition_key: &'a str,
 }
 
 /// The stream name in a Kinesis stream ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`).

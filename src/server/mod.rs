@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::Store;
 use metrics::Metrics;
-use protocol::{parse_target, Api, ApiError};
+use protocol::{parse_target, Api, ApiError, Output};
 
 /// How the server listens and names things.
 #[derive(Debug, Clone)]
@@ -280,7 +280,8 @@ async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
     ctx.metrics
         .observe(&operation, result.is_err(), started.elapsed());
     match result {
-        Ok(value) => json_response(StatusCode::OK, &value),
+        Ok(Output::Value(value)) => json_response(StatusCode::OK, &value),
+        Ok(Output::Encoded(body)) => body_response(StatusCode::OK, body),
         Err(e) => {
             if e.status >= 500 {
                 tracing::error!(%operation, error = %e.message, "request failed");
@@ -298,7 +299,7 @@ async fn read_and_run(
     operation: &str,
     content_type: &str,
     req: Request<Incoming>,
-) -> std::result::Result<Value, ApiError> {
+) -> std::result::Result<Output, ApiError> {
     if content_type.contains("cbor") {
         return Err(ApiError::new(
             415,
@@ -374,7 +375,10 @@ fn with_request_id(mut response: HttpResponse, id: &str) -> HttpResponse {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> HttpResponse {
-    let body = serde_json::to_vec(value).unwrap_or_default();
+    body_response(status, serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn body_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "application/x-amz-json-1.1")

@@ -86,6 +86,19 @@ impl From<Error> for ApiError {
     }
 }
 
+/// A successful answer: a JSON value, or a body already encoded (large outputs serialized
+/// straight from typed structs).
+pub(crate) enum Output {
+    Value(Value),
+    Encoded(Vec<u8>),
+}
+
+impl From<Value> for Output {
+    fn from(value: Value) -> Output {
+        Output::Value(value)
+    }
+}
+
 /// A request's members, read with the types the model gives them.
 pub(crate) struct Input<'a> {
     members: &'a Map<String, Value>,
@@ -251,11 +264,6 @@ impl<'a> Input<'a> {
 /// Epoch seconds as the JSON protocol writes timestamps.
 pub(crate) fn timestamp(ms: i64) -> Value {
     serde_json::json!(ms as f64 / 1000.0)
-}
-
-/// A blob as the JSON protocol writes it.
-pub(crate) fn blob(bytes: &[u8]) -> Value {
-    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 #[cfg(test)]
