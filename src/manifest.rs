@@ -51,6 +51,10 @@ pub struct StreamManifest {
     /// Tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Settings the engine keeps for the wire API but does not act on (encryption, enhanced
+    /// monitoring, resource policy, warm throughput), by their Kinesis API names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, serde_json::Value>,
     /// Index the next new shard gets.
     pub next_shard_index: u32,
     /// Every shard still known, in index order.
@@ -180,6 +184,7 @@ mod tests {
             max_record_bytes: 1 << 20,
             throughput_limits: None,
             tags: BTreeMap::from([("team".into(), "data".into())]),
+            settings: BTreeMap::new(),
             next_shard_index: 2,
             shards: vec![
                 ShardEntry {

@@ -22,7 +22,7 @@ use crate::hash_key::HashKeyRange;
 use crate::iterator::IteratorToken;
 use crate::lock::DirLock;
 use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_VERSION};
-use crate::segment::sync_dir;
+use crate::segment::{sync_dir, write_atomically};
 use crate::shard::ShardOptions;
 use crate::shutdown::Shutdown;
 use crate::stream::{check_retention, check_stream_name, GetRecordsOutput, Stream, StreamContext};
@@ -115,6 +115,18 @@ impl StreamConfig {
 /// Shards an on-demand stream starts with.
 pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
 const STREAMS_DIR: &str = "streams";
+/// Store-wide settings kept for the wire API (account settings), by their API names.
+pub const SETTINGS_FILE: &str = "settings.json";
+
+fn read_settings(dir: &Path) -> Result<BTreeMap<String, serde_json::Value>> {
+    let path = dir.join(SETTINGS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(Error::io("read", &path, e)),
+    }
+}
 const CREATING_PREFIX: &str = ".creating-";
 const DELETING_PREFIX: &str = ".deleting-";
 
@@ -126,6 +138,8 @@ struct Inner {
     /// Serializes create and delete, which work on the directory as well as the map.
     admin: Mutex<()>,
     shutdown: Shutdown,
+    /// `settings.json`: store-wide settings kept for the wire API.
+    settings: Mutex<BTreeMap<String, serde_json::Value>>,
     _lock: DirLock,
 }
 
@@ -184,12 +198,14 @@ impl Store {
             let stream = Stream::open(path, context.clone())?;
             streams.insert(name, Arc::new(stream));
         }
+        let settings = read_settings(&dir)?;
         let inner = Arc::new(Inner {
             dir,
             context,
             streams: RwLock::new(streams),
             admin: Mutex::new(()),
             shutdown: Shutdown::default(),
+            settings: Mutex::new(settings),
             _lock: lock,
             options,
         });
@@ -272,6 +288,7 @@ impl Store {
             max_record_bytes: config.max_record_bytes,
             throughput_limits: None,
             tags: config.tags,
+            settings: BTreeMap::new(),
             next_shard_index: shard_count,
             shards: HashKeyRange::uniform(shard_count)
                 .into_iter()
@@ -359,6 +376,35 @@ impl Store {
             });
         }
         stream.get_records(&token, limit)
+    }
+
+    /// Store-wide settings kept for the wire API but not acted on (Kinesis account settings).
+    pub fn settings(&self) -> BTreeMap<String, serde_json::Value> {
+        self.inner
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the store-wide settings and writes them durably (`settings.json`); if the
+    /// write fails nothing changes.
+    pub fn modify_settings(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, serde_json::Value>),
+    ) -> Result<()> {
+        let mut settings = self
+            .inner
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut next = settings.clone();
+        change(&mut next);
+        let bytes = serde_json::to_vec_pretty(&next)
+            .map_err(|e| Error::io("encode settings", &self.inner.dir, std::io::Error::other(e)))?;
+        write_atomically(&self.inner.dir, SETTINGS_FILE, &bytes)?;
+        *settings = next;
+        Ok(())
     }
 
     /// Makes every record put so far durable, in every stream (for shutdown).

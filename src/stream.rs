@@ -191,6 +191,8 @@ pub struct StreamDescription {
     pub shards: Vec<ShardDescription>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Settings kept for the wire API (see [`Stream::modify_settings`]).
+    pub settings: BTreeMap<String, serde_json::Value>,
 }
 
 /// Which shards list_shards returns (Kinesis ShardFilter).
@@ -936,6 +938,7 @@ impl Stream {
             open_shard_count: topology.routes.len(),
             shards: m.shards.iter().map(describe_shard).collect(),
             tags: m.tags.clone(),
+            settings: m.settings.clone(),
         }
     }
 
@@ -1447,6 +1450,16 @@ impl Stream {
             }
             Ok(())
         })
+    }
+
+    /// Changes the settings the stream keeps for the wire API but does not act on (encryption,
+    /// enhanced monitoring, resource policy, warm throughput), persisted in its manifest.
+    pub fn modify_settings(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, serde_json::Value>) -> Result<()>,
+    ) -> Result<()> {
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| change(&mut m.settings))
     }
 
     /// Removes tags.

@@ -1028,3 +1028,42 @@ fn list_shards_filters_by_time() {
         2
     );
 }
+
+#[test]
+fn api_settings_of_streams_and_the_store_persist_and_verify_clean() {
+    let (dir, clock, store) = store();
+    let stream = store
+        .create_stream("orders", StreamConfig::provisioned(1))
+        .unwrap();
+    stream
+        .modify_settings(|s| {
+            s.insert("EncryptionType".into(), serde_json::json!("KMS"));
+            Ok(())
+        })
+        .unwrap();
+    // A failing change leaves the settings as they were.
+    let refused = stream.modify_settings(|s| {
+        s.insert("Policy".into(), serde_json::json!("{}"));
+        Err(shardlog::Error::LimitExceeded {
+            reason: "refused".into(),
+        })
+    });
+    assert!(refused.is_err());
+    store
+        .modify_settings(|s| {
+            s.insert("Account".into(), serde_json::json!({"Status": "ENABLED"}));
+        })
+        .unwrap();
+    drop(stream);
+    drop(store);
+    let store = Store::open(dir.path(), options(&clock)).unwrap();
+    let d = store.stream("orders").unwrap().describe();
+    assert_eq!(
+        d.settings.into_iter().collect::<Vec<_>>(),
+        [("EncryptionType".to_string(), serde_json::json!("KMS"))]
+    );
+    assert_eq!(store.settings()["Account"]["Status"], "ENABLED");
+    drop(store);
+    let out = common::shardlog(&["verify", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::text(&out.stdout));
+}

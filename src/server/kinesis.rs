@@ -53,6 +53,19 @@ pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Outpu
         "RemoveTagsFromStream" => kinesis.remove_tags(&input),
         "ListTagsForStream" => kinesis.list_tags(&input),
         "DescribeLimits" => kinesis.describe_limits(),
+        "TagResource" => kinesis.tag_resource(&input),
+        "UntagResource" => kinesis.untag_resource(&input),
+        "ListTagsForResource" => kinesis.list_tags_for_resource(&input),
+        "StartStreamEncryption" => kinesis.stream_encryption(&input, true),
+        "StopStreamEncryption" => kinesis.stream_encryption(&input, false),
+        "EnableEnhancedMonitoring" => kinesis.enhanced_monitoring(&input, true),
+        "DisableEnhancedMonitoring" => kinesis.enhanced_monitoring(&input, false),
+        "PutResourcePolicy" => kinesis.put_resource_policy(&input),
+        "GetResourcePolicy" => kinesis.get_resource_policy(&input),
+        "DeleteResourcePolicy" => kinesis.delete_resource_policy(&input),
+        "DescribeAccountSettings" => kinesis.describe_account_settings(),
+        "UpdateAccountSettings" => kinesis.update_account_settings(&input),
+        "UpdateStreamWarmThroughput" => kinesis.update_warm_throughput(&input),
         other => Err(ApiError::new(
             400,
             "UnknownOperationException",
@@ -172,7 +185,7 @@ impl Kinesis<'_> {
         let has_more = shards.len() > limit;
         shards.truncate(limit);
         Ok(json!({
-            "StreamDescription": {
+            "StreamDescription": without_nulls(json!({
                 "StreamName": d.name,
                 "StreamARN": self.arn(&d.name),
                 "StreamStatus": d.status,
@@ -181,9 +194,10 @@ impl Kinesis<'_> {
                 "HasMoreShards": has_more,
                 "RetentionPeriodHours": d.retention_hours,
                 "StreamCreationTimestamp": timestamp(d.created_ms),
-                "EnhancedMonitoring": [{ "ShardLevelMetrics": [] }],
-                "EncryptionType": "NONE",
-            }
+                "EnhancedMonitoring": [{ "ShardLevelMetrics": shard_level_metrics(&d.settings) }],
+                "EncryptionType": encryption_type(&d.settings),
+                "KeyId": d.settings.get(KEY_ID).cloned().unwrap_or(Value::Null),
+            }))
         }))
     }
 
@@ -191,19 +205,21 @@ impl Kinesis<'_> {
         let stream = self.stream(input)?;
         let d = stream.describe();
         Ok(json!({
-            "StreamDescriptionSummary": {
+            "StreamDescriptionSummary": without_nulls(json!({
                 "StreamName": d.name,
                 "StreamARN": self.arn(&d.name),
                 "StreamStatus": d.status,
                 "StreamModeDetails": { "StreamMode": mode_name(d.mode) },
                 "RetentionPeriodHours": d.retention_hours,
                 "StreamCreationTimestamp": timestamp(d.created_ms),
-                "EnhancedMonitoring": [{ "ShardLevelMetrics": [] }],
-                "EncryptionType": "NONE",
+                "EnhancedMonitoring": [{ "ShardLevelMetrics": shard_level_metrics(&d.settings) }],
+                "EncryptionType": encryption_type(&d.settings),
+                "KeyId": d.settings.get(KEY_ID).cloned().unwrap_or(Value::Null),
                 "OpenShardCount": d.open_shard_count,
                 "ConsumerCount": 0,
                 "MaxRecordSizeInKiB": d.max_record_bytes / 1024,
-            }
+                "WarmThroughput": warm_throughput(&d.settings),
+            }))
         }))
     }
 
@@ -326,7 +342,7 @@ impl Kinesis<'_> {
         Ok(json!({
             "ShardId": put.shard_id.to_string(),
             "SequenceNumber": put.sequence_number.to_string(),
-            "EncryptionType": "NONE",
+            "EncryptionType": encryption_type(&stream.describe().settings),
         }))
     }
 
@@ -391,7 +407,7 @@ impl Kinesis<'_> {
         Ok(json!({
             "FailedRecordCount": failed,
             "Records": records,
-            "EncryptionType": "NONE",
+            "EncryptionType": encryption_type(&stream.describe().settings),
         }))
     }
 
@@ -580,6 +596,228 @@ impl Kinesis<'_> {
         Ok(json!({ "Tags": page, "HasMoreTags": remaining.len() > limit }))
     }
 
+    /// The stream a resource ARN names (consumer ARNs are not served yet).
+    fn resource(&self, input: &Input<'_>) -> Result<Arc<Stream>, ApiError> {
+        let arn = input.str("ResourceARN")?;
+        if arn.contains("/consumer/") {
+            return Err(ApiError::new(
+                400,
+                "ResourceNotFoundException",
+                format!("{arn}: shardlog does not serve stream consumers yet"),
+            ));
+        }
+        Ok(self.ctx.store.stream(stream_name_of_arn(arn)?)?)
+    }
+
+    fn tag_resource(&self, input: &Input<'_>) -> Reply {
+        let stream = self.resource(input)?;
+        let tags = input
+            .opt_string_map("Tags")?
+            .ok_or_else(|| ApiError::validation("Tags is required"))?;
+        stream.add_tags(&tags)?;
+        Ok(json!({}))
+    }
+
+    fn untag_resource(&self, input: &Input<'_>) -> Reply {
+        let stream = self.resource(input)?;
+        let keys = input
+            .opt_string_list("TagKeys")?
+            .ok_or_else(|| ApiError::validation("TagKeys is required"))?;
+        stream.remove_tags(&keys)?;
+        Ok(json!({}))
+    }
+
+    fn list_tags_for_resource(&self, input: &Input<'_>) -> Reply {
+        let stream = self.resource(input)?;
+        let tags: Vec<Value> = stream
+            .describe()
+            .tags
+            .iter()
+            .map(|(k, v)| json!({ "Key": k, "Value": v }))
+            .collect();
+        Ok(json!({ "Tags": tags }))
+    }
+
+    /// Start/StopStreamEncryption: stored and described (EncryptionType, KeyId); records are
+    /// not encrypted at rest by shardlog (there is no KMS here).
+    fn stream_encryption(&self, input: &Input<'_>, start: bool) -> Reply {
+        let stream = self.stream(input)?;
+        let kind = input.str("EncryptionType")?;
+        let key = input.str("KeyId")?.to_string();
+        if kind != "KMS" {
+            return Err(ApiError::invalid(format!(
+                "EncryptionType {kind:?}: only KMS can be started or stopped"
+            )));
+        }
+        stream.modify_settings(|settings| {
+            if start {
+                settings.insert(ENCRYPTION_TYPE.into(), json!("KMS"));
+                settings.insert(KEY_ID.into(), json!(key));
+            } else {
+                settings.remove(ENCRYPTION_TYPE);
+                settings.remove(KEY_ID);
+            }
+            Ok(())
+        })?;
+        Ok(json!({}))
+    }
+
+    /// Enable/DisableEnhancedMonitoring: the shard-level metrics asked for are stored and
+    /// described; shardlog's own per-stream metrics are on `/metrics` either way.
+    fn enhanced_monitoring(&self, input: &Input<'_>, enable: bool) -> Reply {
+        let stream = self.stream(input)?;
+        let asked = input
+            .opt_string_list("ShardLevelMetrics")?
+            .ok_or_else(|| ApiError::validation("ShardLevelMetrics is required"))?;
+        if asked.is_empty() {
+            return Err(ApiError::validation("ShardLevelMetrics must not be empty"));
+        }
+        let mut names: Vec<String> = Vec::new();
+        for name in &asked {
+            if name == "ALL" {
+                names.extend(METRICS.iter().map(|m| m.to_string()));
+            } else if METRICS.contains(&name.as_str()) {
+                names.push(name.clone());
+            } else {
+                return Err(ApiError::validation(format!(
+                    "ShardLevelMetrics {name:?} is not one of {METRICS:?} or ALL"
+                )));
+            }
+        }
+        let mut current = Vec::new();
+        let mut desired = Vec::new();
+        stream.modify_settings(|settings| {
+            current = shard_level_metrics(settings);
+            let mut next: std::collections::BTreeSet<String> = current.iter().cloned().collect();
+            for name in names {
+                if enable {
+                    next.insert(name);
+                } else {
+                    next.remove(&name);
+                }
+            }
+            desired = next.into_iter().collect();
+            if desired.is_empty() {
+                settings.remove(SHARD_LEVEL_METRICS);
+            } else {
+                settings.insert(SHARD_LEVEL_METRICS.into(), json!(desired));
+            }
+            Ok(())
+        })?;
+        let name = stream.name().to_string();
+        Ok(json!({
+            "StreamName": name,
+            "StreamARN": self.arn(&name),
+            "CurrentShardLevelMetrics": current,
+            "DesiredShardLevelMetrics": desired,
+        }))
+    }
+
+    /// Put/Get/DeleteResourcePolicy: the policy (a JSON document) is stored and returned; it is
+    /// not enforced (requests are not authenticated by default).
+    fn put_resource_policy(&self, input: &Input<'_>) -> Reply {
+        let stream = self.resource(input)?;
+        let policy = input.str("Policy")?;
+        match serde_json::from_str::<Value>(policy) {
+            Ok(Value::Object(_)) => {}
+            _ => {
+                return Err(ApiError::invalid(
+                    "Policy must be a JSON policy document (an object)",
+                ))
+            }
+        }
+        let policy = policy.to_string();
+        stream.modify_settings(|settings| {
+            settings.insert(POLICY.into(), json!(policy));
+            Ok(())
+        })?;
+        Ok(json!({}))
+    }
+
+    fn get_resource_policy(&self, input: &Input<'_>) -> Reply {
+        let stream = self.resource(input)?;
+        let policy = stream
+            .describe()
+            .settings
+            .get(POLICY)
+            .and_then(Value::as_str)
+            .unwrap_or("{}")
+            .to_string();
+        Ok(json!({ "Policy": policy }))
+    }
+
+    fn delete_resource_policy(&self, input: &Input<'_>) -> Reply {
+        let stream = self.resource(input)?;
+        let mut had = false;
+        stream.modify_settings(|settings| {
+            had = settings.remove(POLICY).is_some();
+            Ok(())
+        })?;
+        if !had {
+            return Err(ApiError::new(
+                400,
+                "ResourceNotFoundException",
+                format!("stream {} has no resource policy", stream.name()),
+            ));
+        }
+        Ok(json!({}))
+    }
+
+    /// The account's MinimumThroughputBillingCommitment, stored in the store's settings.json.
+    fn describe_account_settings(&self) -> Reply {
+        let settings = self.ctx.store.settings();
+        match settings.get(BILLING_COMMITMENT) {
+            Some(v) => Ok(json!({ "MinimumThroughputBillingCommitment": v })),
+            None => Ok(json!({})),
+        }
+    }
+
+    fn update_account_settings(&self, input: &Input<'_>) -> Reply {
+        let commitment = input
+            .opt_object("MinimumThroughputBillingCommitment")?
+            .ok_or_else(|| {
+                ApiError::validation("MinimumThroughputBillingCommitment is required")
+            })?;
+        let status = commitment.str("Status")?;
+        let now = self.ctx.store.options().shard.clock.now_ms();
+        let value = match status {
+            "ENABLED" => json!({ "Status": "ENABLED", "StartedAt": timestamp(now) }),
+            "DISABLED" => json!({ "Status": "DISABLED", "EndedAt": timestamp(now) }),
+            other => {
+                return Err(ApiError::validation(format!(
+                    "Status {other:?} is not ENABLED or DISABLED"
+                )))
+            }
+        };
+        let stored = value.clone();
+        self.ctx.store.modify_settings(|settings| {
+            settings.insert(BILLING_COMMITMENT.into(), stored);
+        })?;
+        Ok(json!({ "MinimumThroughputBillingCommitment": value }))
+    }
+
+    /// UpdateStreamWarmThroughput: the target is stored and described (shardlog has no
+    /// capacity to warm: every stream takes what the machine can write).
+    fn update_warm_throughput(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let mibps = input.i64("WarmThroughputMiBps")?;
+        if mibps < 0 {
+            return Err(ApiError::validation(format!(
+                "WarmThroughputMiBps {mibps} must not be negative"
+            )));
+        }
+        stream.modify_settings(|settings| {
+            settings.insert(WARM_THROUGHPUT.into(), json!(mibps));
+            Ok(())
+        })?;
+        let name = stream.name().to_string();
+        Ok(json!({
+            "StreamARN": self.arn(&name),
+            "StreamName": name,
+            "WarmThroughput": { "TargetMiBps": mibps, "CurrentMiBps": mibps },
+        }))
+    }
+
     fn describe_limits(&self) -> Reply {
         let streams: Vec<Arc<Stream>> = self
             .ctx
@@ -599,6 +837,60 @@ impl Kinesis<'_> {
             "OnDemandStreamCount": on_demand,
             "OnDemandStreamCountLimit": 50,
         }))
+    }
+}
+
+/// Stream settings kept for the API (keys of `StreamDescription::settings`).
+const ENCRYPTION_TYPE: &str = "EncryptionType";
+const KEY_ID: &str = "KeyId";
+const SHARD_LEVEL_METRICS: &str = "ShardLevelMetrics";
+const POLICY: &str = "Policy";
+const WARM_THROUGHPUT: &str = "WarmThroughputMiBps";
+/// Store setting: the account's MinimumThroughputBillingCommitment.
+const BILLING_COMMITMENT: &str = "MinimumThroughputBillingCommitment";
+/// Kinesis's shard-level metrics (what `ALL` stands for).
+const METRICS: [&str; 7] = [
+    "IncomingBytes",
+    "IncomingRecords",
+    "OutgoingBytes",
+    "OutgoingRecords",
+    "WriteProvisionedThroughputExceeded",
+    "ReadProvisionedThroughputExceeded",
+    "IteratorAgeMilliseconds",
+];
+
+/// An object without its null members (absent optional members are left out, not null).
+fn without_nulls(mut value: Value) -> Value {
+    if let Value::Object(members) = &mut value {
+        members.retain(|_, v| !v.is_null());
+    }
+    value
+}
+
+fn encryption_type(settings: &BTreeMap<String, Value>) -> &str {
+    settings
+        .get(ENCRYPTION_TYPE)
+        .and_then(Value::as_str)
+        .unwrap_or("NONE")
+}
+
+fn shard_level_metrics(settings: &BTreeMap<String, Value>) -> Vec<String> {
+    settings
+        .get(SHARD_LEVEL_METRICS)
+        .and_then(Value::as_array)
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn warm_throughput(settings: &BTreeMap<String, Value>) -> Value {
+    match settings.get(WARM_THROUGHPUT) {
+        Some(mibps) => json!({ "TargetMiBps": mibps, "CurrentMiBps": mibps }),
+        None => Value::Null,
     }
 }
 

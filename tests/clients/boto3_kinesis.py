@@ -152,6 +152,47 @@ assert [t["Key"] for t in k.list_tags_for_stream(StreamName="orders")["Tags"]] =
 limits = k.describe_limits()
 assert limits["OpenShardCount"] >= 10 and limits["OnDemandStreamCount"] == 2, limits
 
+# Tags by ARN, and the settings shardlog stores and describes: encryption, enhanced monitoring,
+# resource policies, warm throughput, account settings.
+k.tag_resource(ResourceARN=arn, Tags={"cost": "42"})
+tags = k.list_tags_for_resource(ResourceARN=arn)["Tags"]
+assert {"Key": "cost", "Value": "42"} in tags, tags
+k.untag_resource(ResourceARN=arn, TagKeys=["cost"])
+assert "cost" not in [t["Key"] for t in k.list_tags_for_resource(ResourceARN=arn)["Tags"]]
+expect_error("ResourceNotFoundException", k.list_tags_for_resource, ResourceARN=arn.replace("/orders", "/missing"))
+
+k.start_stream_encryption(StreamName="orders", EncryptionType="KMS", KeyId="alias/aws/kinesis")
+d = k.describe_stream(StreamName="orders")["StreamDescription"]
+assert d["EncryptionType"] == "KMS" and d["KeyId"] == "alias/aws/kinesis", d
+assert k.put_record(StreamName="orders", Data=b"enc", PartitionKey="k")["EncryptionType"] == "KMS"
+expect_error("InvalidArgumentException", k.start_stream_encryption, StreamName="orders", EncryptionType="NONE", KeyId="x")
+k.stop_stream_encryption(StreamName="orders", EncryptionType="KMS", KeyId="alias/aws/kinesis")
+s = k.describe_stream_summary(StreamName="orders")["StreamDescriptionSummary"]
+assert s["EncryptionType"] == "NONE" and "KeyId" not in s, s
+
+on = k.enable_enhanced_monitoring(StreamName="orders", ShardLevelMetrics=["IncomingBytes", "IteratorAgeMilliseconds"])
+assert on["CurrentShardLevelMetrics"] == [] and on["DesiredShardLevelMetrics"] == ["IncomingBytes", "IteratorAgeMilliseconds"], on
+off = k.disable_enhanced_monitoring(StreamName="orders", ShardLevelMetrics=["IncomingBytes"])
+assert off["DesiredShardLevelMetrics"] == ["IteratorAgeMilliseconds"], off
+assert k.describe_stream(StreamName="orders")["StreamDescription"]["EnhancedMonitoring"] == [{"ShardLevelMetrics": ["IteratorAgeMilliseconds"]}]
+all_on = k.enable_enhanced_monitoring(StreamName="orders", ShardLevelMetrics=["ALL"])
+assert len(all_on["DesiredShardLevelMetrics"]) == 7, all_on
+
+policy = '{"Version": "2012-10-17", "Statement": []}'
+k.put_resource_policy(ResourceARN=arn, Policy=policy)
+assert k.get_resource_policy(ResourceARN=arn)["Policy"] == policy
+expect_error("InvalidArgumentException", k.put_resource_policy, ResourceARN=arn, Policy="not json")
+k.delete_resource_policy(ResourceARN=arn)
+expect_error("ResourceNotFoundException", k.delete_resource_policy, ResourceARN=arn)
+
+warm = k.update_stream_warm_throughput(StreamName="orders", WarmThroughputMiBps=10)
+assert warm["WarmThroughput"]["TargetMiBps"] == 10, warm
+assert k.describe_stream_summary(StreamName="orders")["StreamDescriptionSummary"]["WarmThroughput"]["TargetMiBps"] == 10
+
+assert "MinimumThroughputBillingCommitment" not in k.describe_account_settings()
+k.update_account_settings(MinimumThroughputBillingCommitment={"Status": "ENABLED"})
+assert k.describe_account_settings()["MinimumThroughputBillingCommitment"]["Status"] == "ENABLED"
+
 # Delete.
 k.delete_stream(StreamName="events")
 expect_error("ResourceNotFoundException", k.delete_stream, StreamName="events")
