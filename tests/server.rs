@@ -354,15 +354,14 @@ impl Drop for ServerProcess {
 
 /// Runs `shardlog serve` on a free port and returns it with its address once it listens.
 fn spawn_server(data: &Path, flush: &str) -> (ServerProcess, SocketAddr) {
+    spawn_server_with(data, flush, &[])
+}
+
+fn spawn_server_with(data: &Path, flush: &str, extra: &[&str]) -> (ServerProcess, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--flush",
-            flush,
-            "--data-dir",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--flush", flush])
+        .args(extra)
+        .arg("--data-dir")
         .arg(data)
         .env("SHARDLOG_LOG", "warn")
         .stdout(Stdio::piped())
@@ -600,4 +599,105 @@ fn every_acknowledged_put_survives_a_sigkill_of_the_server() {
         acked.len(),
         stored.len()
     );
+}
+
+#[test]
+fn with_auth_only_valid_sigv4_signatures_get_through() {
+    if !clients_available("SigV4") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = AKIDSHARDLOG\naws_secret_access_key = s3cr3t/key+value\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (server, addr) =
+        spawn_server_with(&data, "never", &["--auth", credentials.to_str().unwrap()]);
+    let script = r#"
+import os, boto3, botocore
+endpoint = os.environ["SHARDLOG_ENDPOINT"]
+def client(key, secret, **kw):
+    return boto3.client("kinesis", endpoint_url=endpoint, region_name="eu-west-1",
+                        aws_access_key_id=key, aws_secret_access_key=secret,
+                        config=botocore.config.Config(retries={"max_attempts": 1}, **kw))
+good = client("AKIDSHARDLOG", "s3cr3t/key+value")
+good.create_stream(StreamName="signed", ShardCount=1)
+good.put_record(StreamName="signed", Data=b"x" * 1000, PartitionKey="k")
+assert good.list_streams()["StreamNames"] == ["signed"]
+for name, c, code in [
+    ("wrong secret", client("AKIDSHARDLOG", "wrong"), "InvalidSignatureException"),
+    ("unknown key", client("AKIDOTHER", "s3cr3t/key+value"), "UnrecognizedClientException"),
+    ("no signature", client("x", "y", signature_version=botocore.UNSIGNED), "MissingAuthenticationTokenException"),
+]:
+    try:
+        c.list_streams()
+        raise AssertionError(name + " got through")
+    except botocore.exceptions.ClientError as e:
+        assert e.response["Error"]["Code"] == code, (name, e.response["Error"])
+print("sigv4 checks passed")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("SHARDLOG_ENDPOINT", format!("http://{addr}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        common::text(&out.stdout),
+        common::text(&out.stderr)
+    );
+    // The aws CLI signs the same way.
+    let cli = Command::new("aws")
+        .args([
+            "--endpoint-url",
+            &format!("http://{addr}"),
+            "--region",
+            "us-east-1",
+            "kinesis",
+            "list-streams",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "AKIDSHARDLOG")
+        .env("AWS_SECRET_ACCESS_KEY", "s3cr3t/key+value")
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", common::text(&cli.stderr));
+    assert!(common::text(&cli.stdout).contains("signed"));
+    assert!(server.terminate());
+}
+
+#[test]
+fn http2_without_tls_is_served() {
+    let curl_h2 = Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| common::text(&o.stdout).contains("HTTP2"));
+    if !curl_h2 {
+        println!("SKIPPED: no curl with HTTP/2");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _store) = start(dir.path());
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version}",
+            "-X",
+            "POST",
+        ])
+        .args(["-H", "X-Amz-Target: Kinesis_20131202.ListStreams"])
+        .args(["-H", "Content-Type: application/x-amz-json-1.1", "-d", "{}"])
+        .arg(format!("http://{}/", server.local_addr()))
+        .output()
+        .unwrap();
+    let text = common::text(&out.stdout);
+    let (body, version) = text.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "{text}");
+    let reply: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(reply["StreamNames"], json!([]));
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::CliError;
 use crate::firehose::{Firehose, FirehoseOptions};
-use crate::server::{ObjectStore, Server, ServerOptions};
+use crate::server::{Credentials, ObjectStore, Server, ServerOptions};
 use crate::{FlushPolicy, ShardOptions, Store, StoreOptions};
 
 /// Arguments of `shardlog serve`.
@@ -39,6 +39,10 @@ pub(super) struct ServeArgs {
     /// variables; needs the `s3` feature).
     #[arg(long)]
     s3_endpoint: Option<String>,
+    /// Check SigV4 signatures against the keys of this AWS credentials file (every profile's
+    /// aws_access_key_id / aws_secret_access_key); without it any signature is accepted.
+    #[arg(long, value_name = "CREDENTIALS_FILE")]
+    auth: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,6 +76,10 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
         throughput_limits: args.throughput_limits,
         ..StoreOptions::default()
     };
+    let auth = match &args.auth {
+        Some(path) => Some(Credentials::from_file(path)?),
+        None => None,
+    };
     let store = Arc::new(Store::open(&args.data_dir, options)?);
     let firehose = Arc::new(Firehose::open(
         Arc::clone(&store),
@@ -92,6 +100,7 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
             listen: args.listen,
             region: args.region.clone(),
             objects,
+            auth,
             ..ServerOptions::default()
         },
     )?;

@@ -7,6 +7,7 @@
 //! answers `ok`; `GET /metrics` gives per-operation request, error and latency counters in the
 //! Prometheus text format.
 
+mod auth;
 mod firehose;
 mod kinesis;
 mod metrics;
@@ -27,6 +28,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::Store;
+pub use auth::Credentials;
 use metrics::Metrics;
 use protocol::{parse_target, Api, ApiError, Output};
 
@@ -43,6 +45,9 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// Where Firehose delivery streams' S3 buckets are (default: `./shardlog-objects/BUCKET/`).
     pub objects: ObjectStore,
+    /// With credentials, every API request must carry a valid SigV4 signature by one of their
+    /// keys; without (the default), requests are accepted with any or no signature.
+    pub auth: Option<Credentials>,
 }
 
 /// Where the S3 buckets named by Firehose destinations (`arn:aws:s3:::BUCKET`) live.
@@ -68,6 +73,7 @@ impl Default for ServerOptions {
             account_id: "000000000000".into(),
             max_body_bytes: 16 * 1024 * 1024,
             objects: ObjectStore::Directory("shardlog-objects".into()),
+            auth: None,
         }
     }
 }
@@ -308,6 +314,20 @@ async fn read_and_run(
         ));
     }
     let limit = ctx.options.max_body_bytes;
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mut headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    if !headers.iter().any(|(n, _)| n == "host") {
+        // HTTP/2 carries the host in :authority.
+        if let Some(authority) = req.uri().authority() {
+            headers.push(("host".into(), authority.to_string()));
+        }
+    }
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
@@ -322,6 +342,20 @@ async fn read_and_run(
             })
         }
     };
+    if let Some(credentials) = &ctx.options.auth {
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        auth::SignedRequest {
+            method: &method,
+            path: &path,
+            query: &query,
+            headers: &headers,
+            body: &body,
+            now_secs,
+        }
+        .verify(credentials)?;
+    }
     let value: Value = if body.is_empty() {
         Value::Object(Default::default())
     } else {
