@@ -21,6 +21,12 @@ pub fn stream_of_iterator(text: &str) -> Option<String> {
     IteratorToken::decode(text).map(|t| t.stream)
 }
 
+/// The (shard index, offset) a shard iterator reads next (`None` if it is not valid).
+#[cfg(feature = "server")]
+pub fn position_of_iterator(text: &str) -> Option<(u32, u64)> {
+    IteratorToken::decode(text).map(|t| (t.shard_index, t.offset.get()))
+}
+
 /// A decoded shard iterator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IteratorToken {

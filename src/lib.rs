@@ -60,7 +60,7 @@ mod utc;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};
 pub use hash_key::{HashKeyRange, ShardId};
-pub use manifest::StreamMode;
+pub use manifest::{ConsumerEntry, StreamMode};
 pub use sequence::SequenceNumber;
 pub use shard::{Deleted, FlushPolicy, Shard, ShardOptions};
 pub use store::{RetentionReport, Store, StoreOptions, StreamConfig, StreamModeConfig};

@@ -55,10 +55,22 @@ pub struct StreamManifest {
     /// monitoring, resource policy, warm throughput), by their Kinesis API names.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// Registered (enhanced fan-out) consumers, in registration order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerEntry>,
     /// Index the next new shard gets.
     pub next_shard_index: u32,
     /// Every shard still known, in index order.
     pub shards: Vec<ShardEntry>,
+}
+
+/// A registered consumer of a stream (Kinesis RegisterStreamConsumer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerEntry {
+    /// Its name: 1 to 128 of `[a-zA-Z0-9_.-]`, unique in the stream.
+    pub name: String,
+    /// When it was registered, ms since the Unix epoch (part of its ARN).
+    pub created_ms: i64,
 }
 
 /// One shard in a manifest.
@@ -120,6 +132,14 @@ impl StreamManifest {
         }
         if !self.shards.windows(2).all(|w| w[0].index < w[1].index) {
             return Err("shards are not in strictly increasing index order".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for c in &self.consumers {
+            if crate::stream::check_resource_name("ConsumerName", &c.name, 128).is_err()
+                || !names.insert(c.name.as_str())
+            {
+                return Err(format!("invalid or repeated consumer name {:?}", c.name));
+            }
         }
         if self
             .shards
@@ -185,6 +205,7 @@ mod tests {
             throughput_limits: None,
             tags: BTreeMap::from([("team".into(), "data".into())]),
             settings: BTreeMap::new(),
+            consumers: Vec::new(),
             next_shard_index: 2,
             shards: vec![
                 ShardEntry {

@@ -289,6 +289,7 @@ impl Store {
             throughput_limits: None,
             tags: config.tags,
             settings: BTreeMap::new(),
+            consumers: Vec::new(),
             next_shard_index: shard_count,
             shards: HashKeyRange::uniform(shard_count)
                 .into_iter()

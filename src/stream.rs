@@ -21,7 +21,7 @@ use crate::hash_key::{
     hash_key_of, parse_hash_key, parse_shard_id, shard_id, HashKeyRange, ShardId,
 };
 use crate::iterator::IteratorToken;
-use crate::manifest::{Closed, ShardEntry, StreamManifest, StreamMode};
+use crate::manifest::{Closed, ConsumerEntry, ShardEntry, StreamManifest, StreamMode};
 use crate::sequence::SequenceNumber;
 use crate::shard::{Problem, Shard, ShardOptions};
 use crate::throttle::ShardThrottle;
@@ -193,6 +193,8 @@ pub struct StreamDescription {
     pub tags: BTreeMap<String, String>,
     /// Settings kept for the wire API (see [`Stream::modify_settings`]).
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// Registered consumers, in registration order.
+    pub consumers: Vec<ConsumerEntry>,
 }
 
 /// Which shards list_shards returns (Kinesis ShardFilter).
@@ -234,6 +236,9 @@ pub enum ListShards<'a> {
     /// The page after the one that returned this token.
     Next(&'a str),
 }
+
+/// Most registered consumers a stream may have (Kinesis: 20).
+pub const MAX_CONSUMERS: usize = 20;
 
 /// Longest a list_shards page may be.
 pub const MAX_LIST_SHARDS: usize = 10_000;
@@ -939,6 +944,7 @@ impl Stream {
             shards: m.shards.iter().map(describe_shard).collect(),
             tags: m.tags.clone(),
             settings: m.settings.clone(),
+            consumers: m.consumers.clone(),
         }
     }
 
@@ -1460,6 +1466,53 @@ impl Stream {
     ) -> Result<()> {
         let mut topology = self.write_topology();
         self.update_manifest(&mut topology, |m| change(&mut m.settings))
+    }
+
+    /// Registers a consumer (Kinesis RegisterStreamConsumer): at most 20 per stream, names
+    /// unique. Active at once.
+    pub fn register_consumer(&self, name: &str) -> Result<ConsumerEntry> {
+        check_resource_name("ConsumerName", name, 128)?;
+        let entry = ConsumerEntry {
+            name: name.to_string(),
+            created_ms: self.context.clock.now_ms(),
+        };
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| {
+            if m.consumers.iter().any(|c| c.name == name) {
+                return Err(Error::ResourceInUse {
+                    kind: "consumer",
+                    name: name.to_string(),
+                    reason: format!("stream {} has a consumer of that name", m.name),
+                });
+            }
+            if m.consumers.len() >= MAX_CONSUMERS {
+                return Err(Error::LimitExceeded {
+                    reason: format!(
+                        "stream {} has {MAX_CONSUMERS} registered consumers, the most it may have",
+                        m.name
+                    ),
+                });
+            }
+            m.consumers.push(entry.clone());
+            Ok(())
+        })?;
+        Ok(entry)
+    }
+
+    /// Deregisters a consumer ([`Error::ResourceNotFound`] if it is not registered).
+    pub fn deregister_consumer(&self, name: &str) -> Result<()> {
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| {
+            let before = m.consumers.len();
+            m.consumers.retain(|c| c.name != name);
+            if m.consumers.len() == before {
+                return Err(Error::ResourceNotFound {
+                    kind: "consumer",
+                    name: name.to_string(),
+                });
+            }
+            Ok(())
+        })
     }
 
     /// Removes tags.

@@ -12,7 +12,7 @@ use super::Context;
 use crate::stream::{
     check_stream_name, IteratorStart, ListShards, PutRecord, ShardDescription, ShardFilter, Stream,
 };
-use crate::{StreamConfig, StreamMode, StreamModeConfig};
+use crate::{ConsumerEntry, StreamConfig, StreamMode, StreamModeConfig};
 
 /// Largest DescribeStream / ListStreams page, as Kinesis.
 const MAX_PAGE: i64 = 10_000;
@@ -29,8 +29,10 @@ type Reply = Result<Value, ApiError>;
 pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Output, ApiError> {
     let input = Input::new(body)?;
     let kinesis = Kinesis { ctx };
-    if operation == "GetRecords" {
-        return kinesis.get_records(&input);
+    match operation {
+        "GetRecords" => return kinesis.get_records(&input),
+        "SubscribeToShard" => return kinesis.subscribe_to_shard(&input),
+        _ => {}
     }
     let reply = match operation {
         "CreateStream" => kinesis.create_stream(&input),
@@ -66,6 +68,10 @@ pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Outpu
         "DescribeAccountSettings" => kinesis.describe_account_settings(),
         "UpdateAccountSettings" => kinesis.update_account_settings(&input),
         "UpdateStreamWarmThroughput" => kinesis.update_warm_throughput(&input),
+        "RegisterStreamConsumer" => kinesis.register_consumer(&input),
+        "DeregisterStreamConsumer" => kinesis.deregister_consumer(&input),
+        "DescribeStreamConsumer" => kinesis.describe_consumer(&input),
+        "ListStreamConsumers" => kinesis.list_consumers(&input),
         other => Err(ApiError::new(
             400,
             "UnknownOperationException",
@@ -157,8 +163,17 @@ impl Kinesis<'_> {
 
     fn delete_stream(&self, input: &Input<'_>) -> Reply {
         let name = self.stream_name(input)?;
-        // Registered consumers are not served yet, so there are none to delete with it.
-        let _enforce_consumer_deletion = input.opt_bool("EnforceConsumerDeletion")?;
+        let enforce = input.opt_bool("EnforceConsumerDeletion")?.unwrap_or(false);
+        let consumers = self.ctx.store.stream(&name)?.describe().consumers.len();
+        if consumers > 0 && !enforce {
+            return Err(ApiError::new(
+                400,
+                "ResourceInUseException",
+                format!(
+                    "stream {name} has {consumers} registered consumers; deregister them or set EnforceConsumerDeletion"
+                ),
+            ));
+        }
         self.ctx.store.delete_stream(&name)?;
         Ok(json!({}))
     }
@@ -216,7 +231,7 @@ impl Kinesis<'_> {
                 "EncryptionType": encryption_type(&d.settings),
                 "KeyId": d.settings.get(KEY_ID).cloned().unwrap_or(Value::Null),
                 "OpenShardCount": d.open_shard_count,
-                "ConsumerCount": 0,
+                "ConsumerCount": d.consumers.len(),
                 "MaxRecordSizeInKiB": d.max_record_bytes / 1024,
                 "WarmThroughput": warm_throughput(&d.settings),
             }))
@@ -414,28 +429,7 @@ impl Kinesis<'_> {
     fn get_shard_iterator(&self, input: &Input<'_>) -> Reply {
         let stream = self.stream(input)?;
         let shard_id = input.str("ShardId")?;
-        let kind = input.str("ShardIteratorType")?;
-        let sequence = || {
-            input
-                .opt_str("StartingSequenceNumber")?
-                .ok_or_else(|| ApiError::invalid(format!("{kind} needs a StartingSequenceNumber")))
-        };
-        let start = match kind {
-            "TRIM_HORIZON" => IteratorStart::TrimHorizon,
-            "LATEST" => IteratorStart::Latest,
-            "AT_SEQUENCE_NUMBER" => IteratorStart::AtSequenceNumber(sequence()?.to_string()),
-            "AFTER_SEQUENCE_NUMBER" => IteratorStart::AfterSequenceNumber(sequence()?.to_string()),
-            "AT_TIMESTAMP" => IteratorStart::AtTimestamp(
-                input
-                    .opt_timestamp_ms("Timestamp")?
-                    .ok_or_else(|| ApiError::invalid("AT_TIMESTAMP needs a Timestamp"))?,
-            ),
-            other => {
-                return Err(ApiError::validation(format!(
-                    "1 validation error detected: Value '{other}' at 'shardIteratorType' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]"
-                )))
-            }
-        };
+        let start = iterator_start(input, "ShardIteratorType", "StartingSequenceNumber")?;
         let iterator = stream.shard_iterator(shard_id, start)?;
         Ok(json!({ "ShardIterator": iterator }))
     }
@@ -818,6 +812,135 @@ impl Kinesis<'_> {
         }))
     }
 
+    fn consumer_arn(&self, stream: &str, consumer: &ConsumerEntry) -> String {
+        format!(
+            "{}/consumer/{}:{}",
+            self.arn(stream),
+            consumer.name,
+            consumer.created_ms.div_euclid(1000)
+        )
+    }
+
+    fn consumer_json(&self, stream: &str, consumer: &ConsumerEntry) -> Value {
+        json!({
+            "ConsumerName": consumer.name,
+            "ConsumerARN": self.consumer_arn(stream, consumer),
+            "ConsumerStatus": "ACTIVE",
+            "ConsumerCreationTimestamp": timestamp(consumer.created_ms),
+        })
+    }
+
+    /// The stream and registered consumer a request names: by ConsumerARN, or by StreamARN and
+    /// ConsumerName.
+    fn consumer(&self, input: &Input<'_>) -> Result<(Arc<Stream>, ConsumerEntry), ApiError> {
+        let (stream_name, consumer_name, created_secs) = match input.opt_str("ConsumerARN")? {
+            Some(arn) => {
+                let (stream, consumer, secs) = parse_consumer_arn(arn)?;
+                (stream.to_string(), consumer.to_string(), Some(secs))
+            }
+            None => {
+                let arn = input.opt_str("StreamARN")?.ok_or_else(|| {
+                    ApiError::invalid("give ConsumerARN, or StreamARN and ConsumerName")
+                })?;
+                let name = input.opt_str("ConsumerName")?.ok_or_else(|| {
+                    ApiError::invalid("give ConsumerARN, or StreamARN and ConsumerName")
+                })?;
+                (stream_name_of_arn(arn)?.to_string(), name.to_string(), None)
+            }
+        };
+        let stream = self.ctx.store.stream(&stream_name)?;
+        let consumer = stream
+            .describe()
+            .consumers
+            .into_iter()
+            .find(|c| {
+                c.name == consumer_name
+                    && created_secs.is_none_or(|s| s == c.created_ms.div_euclid(1000))
+            })
+            .ok_or_else(|| {
+                ApiError::from(crate::Error::ResourceNotFound {
+                    kind: "consumer",
+                    name: consumer_name.clone(),
+                })
+            })?;
+        Ok((stream, consumer))
+    }
+
+    fn register_consumer(&self, input: &Input<'_>) -> Reply {
+        let stream = self
+            .ctx
+            .store
+            .stream(stream_name_of_arn(input.str("StreamARN")?)?)?;
+        let consumer = stream.register_consumer(input.str("ConsumerName")?)?;
+        Ok(json!({ "Consumer": self.consumer_json(stream.name(), &consumer) }))
+    }
+
+    fn deregister_consumer(&self, input: &Input<'_>) -> Reply {
+        let (stream, consumer) = self.consumer(input)?;
+        stream.deregister_consumer(&consumer.name)?;
+        Ok(json!({}))
+    }
+
+    fn describe_consumer(&self, input: &Input<'_>) -> Reply {
+        let (stream, consumer) = self.consumer(input)?;
+        let mut description = self.consumer_json(stream.name(), &consumer);
+        description["StreamARN"] = json!(self.arn(stream.name()));
+        Ok(json!({ "ConsumerDescription": description }))
+    }
+
+    fn list_consumers(&self, input: &Input<'_>) -> Reply {
+        let stream = self
+            .ctx
+            .store
+            .stream(stream_name_of_arn(input.str("StreamARN")?)?)?;
+        let max = match input.opt_i64("MaxResults")? {
+            None => 100,
+            Some(n) if (1..=10_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(ApiError::invalid(format!(
+                    "MaxResults {n} is outside 1..=10000"
+                )))
+            }
+        };
+        let skip = match input.opt_str("NextToken")? {
+            Some(token) => decode_token(token)?
+                .parse::<usize>()
+                .map_err(|_| ApiError::invalid("NextToken is not a ListStreamConsumers token"))?,
+            None => 0,
+        };
+        let consumers = stream.describe().consumers;
+        let page: Vec<Value> = consumers
+            .iter()
+            .skip(skip)
+            .take(max)
+            .map(|c| self.consumer_json(stream.name(), c))
+            .collect();
+        let mut out = json!({ "Consumers": page });
+        if skip + max < consumers.len() {
+            out["NextToken"] = json!(encode_token(&(skip + max).to_string()));
+        }
+        Ok(out)
+    }
+
+    /// SubscribeToShard: checks the consumer, shard and position, then hands a shard iterator
+    /// to the server, which streams events from it (see `subscribe.rs`).
+    fn subscribe_to_shard(&self, input: &Input<'_>) -> Result<Output, ApiError> {
+        let arn = input.str("ConsumerARN")?.to_string();
+        let (stream, _consumer) = self.consumer(input)?;
+        let shard_id = input.str("ShardId")?;
+        let position = input
+            .opt_object("StartingPosition")?
+            .ok_or_else(|| ApiError::validation("StartingPosition is required"))?;
+        let start = iterator_start(&position, "Type", "SequenceNumber")?;
+        let iterator = stream.shard_iterator(shard_id, start)?;
+        Ok(Output::Subscription(super::subscribe::Subscription {
+            consumer_arn: arn,
+            stream: stream.name().to_string(),
+            shard_id: shard_id.to_string(),
+            iterator,
+        }))
+    }
+
     fn describe_limits(&self) -> Reply {
         let streams: Vec<Arc<Stream>> = self
             .ctx
@@ -916,6 +1039,60 @@ struct RecordOutput<'a> {
     /// Base64.
     data: &'a str,
     partition_key: &'a str,
+}
+
+/// Where to start reading, from an iterator type member and its sequence number / timestamp.
+fn iterator_start(
+    input: &Input<'_>,
+    type_member: &str,
+    sequence_member: &str,
+) -> Result<IteratorStart, ApiError> {
+    let kind = input.str(type_member)?;
+    let sequence = || {
+        input
+            .opt_str(sequence_member)?
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::invalid(format!("{kind} needs a {sequence_member}")))
+    };
+    Ok(match kind {
+        "TRIM_HORIZON" => IteratorStart::TrimHorizon,
+        "LATEST" => IteratorStart::Latest,
+        "AT_SEQUENCE_NUMBER" => IteratorStart::AtSequenceNumber(sequence()?),
+        "AFTER_SEQUENCE_NUMBER" => IteratorStart::AfterSequenceNumber(sequence()?),
+        "AT_TIMESTAMP" => IteratorStart::AtTimestamp(
+            input
+                .opt_timestamp_ms("Timestamp")?
+                .ok_or_else(|| ApiError::invalid("AT_TIMESTAMP needs a Timestamp"))?,
+        ),
+        other => {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value '{other}' at '{}' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]",
+                lower_first(type_member)
+            )))
+        }
+    })
+}
+
+fn lower_first(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_lowercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+/// (stream, consumer, creation seconds) of a consumer ARN
+/// (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME/consumer/CONSUMER:SECONDS`).
+fn parse_consumer_arn(arn: &str) -> Result<(&str, &str, i64), ApiError> {
+    let bad = || ApiError::invalid(format!("{arn:?} is not a Kinesis consumer ARN"));
+    let (stream_arn, consumer) = arn.split_once("/consumer/").ok_or_else(bad)?;
+    let stream = stream_name_of_arn(stream_arn).map_err(|_| bad())?;
+    let (name, secs) = consumer.rsplit_once(':').ok_or_else(bad)?;
+    let secs = secs.parse().map_err(|_| bad())?;
+    if name.is_empty() {
+        return Err(bad());
+    }
+    Ok((stream, name, secs))
 }
 
 /// The stream name in a Kinesis stream ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`).

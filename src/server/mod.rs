@@ -12,6 +12,7 @@ mod firehose;
 mod kinesis;
 mod metrics;
 mod protocol;
+mod subscribe;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -48,6 +50,8 @@ pub struct ServerOptions {
     /// With credentials, every API request must carry a valid SigV4 signature by one of their
     /// keys; without (the default), requests are accepted with any or no signature.
     pub auth: Option<Credentials>,
+    /// How long a SubscribeToShard call streams before it ends (Kinesis: 5 minutes).
+    pub subscription_lifetime: Duration,
 }
 
 /// Where the S3 buckets named by Firehose destinations (`arn:aws:s3:::BUCKET`) live.
@@ -74,6 +78,7 @@ impl Default for ServerOptions {
             max_body_bytes: 16 * 1024 * 1024,
             objects: ObjectStore::Directory("shardlog-objects".into()),
             auth: None,
+            subscription_lifetime: Duration::from_secs(300),
         }
     }
 }
@@ -84,6 +89,7 @@ pub(crate) struct Context {
     pub firehose: Option<Arc<crate::firehose::Firehose>>,
     pub options: ServerOptions,
     pub metrics: Metrics,
+    subscriptions: subscribe::ActiveSubscriptions,
     requests: AtomicU64,
     started: Instant,
 }
@@ -144,6 +150,7 @@ impl Server {
             firehose: firehose.clone(),
             options,
             metrics: Metrics::default(),
+            subscriptions: Default::default(),
             requests: AtomicU64::new(0),
             started: Instant::now(),
         });
@@ -241,7 +248,7 @@ async fn accept_loop(
     }
 }
 
-type HttpResponse = Response<Full<Bytes>>;
+type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 
 async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> HttpResponse {
     let request_id = request_id(&ctx);
@@ -288,6 +295,17 @@ async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
     match result {
         Ok(Output::Value(value)) => json_response(StatusCode::OK, &value),
         Ok(Output::Encoded(body)) => body_response(StatusCode::OK, body),
+        Ok(Output::Subscription(subscription)) => match subscribe::start(ctx, subscription) {
+            Ok(body) => Response::builder()
+                .status(StatusCode::OK)
+                .header(
+                    hyper::header::CONTENT_TYPE,
+                    "application/vnd.amazon.eventstream",
+                )
+                .body(body.boxed())
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())),
+            Err(e) => error_response(&e),
+        },
         Err(e) => {
             if e.status >= 500 {
                 tracing::error!(%operation, error = %e.message, "request failed");
@@ -416,8 +434,8 @@ fn body_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "application/x-amz-json-1.1")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(Full::new(Bytes::from(body)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
 fn error_response(e: &ApiError) -> HttpResponse {
@@ -433,6 +451,6 @@ fn text(status: StatusCode, body: &str) -> HttpResponse {
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }

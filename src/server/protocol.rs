@@ -91,6 +91,8 @@ impl From<Error> for ApiError {
 pub(crate) enum Output {
     Value(Value),
     Encoded(Vec<u8>),
+    /// SubscribeToShard: an event stream the server keeps open.
+    Subscription(super::subscribe::Subscription),
 }
 
 impl From<Value> for Output {

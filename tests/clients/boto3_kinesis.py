@@ -193,6 +193,56 @@ assert "MinimumThroughputBillingCommitment" not in k.describe_account_settings()
 k.update_account_settings(MinimumThroughputBillingCommitment={"Status": "ENABLED"})
 assert k.describe_account_settings()["MinimumThroughputBillingCommitment"]["Status"] == "ENABLED"
 
+# Registered consumers and SubscribeToShard (enhanced fan-out, over the event stream framing).
+consumer = k.register_stream_consumer(StreamARN=arn, ConsumerName="fanout")["Consumer"]
+assert consumer["ConsumerStatus"] == "ACTIVE" and consumer["ConsumerARN"].startswith(arn + "/consumer/fanout:"), consumer
+expect_error("ResourceInUseException", k.register_stream_consumer, StreamARN=arn, ConsumerName="fanout")
+described = k.describe_stream_consumer(ConsumerARN=consumer["ConsumerARN"])["ConsumerDescription"]
+assert described["StreamARN"] == arn and described["ConsumerName"] == "fanout", described
+assert k.describe_stream_consumer(StreamARN=arn, ConsumerName="fanout")["ConsumerDescription"]["ConsumerARN"] == consumer["ConsumerARN"]
+k.register_stream_consumer(StreamARN=arn, ConsumerName="second")
+listed = k.list_stream_consumers(StreamARN=arn, MaxResults=1)
+assert [c["ConsumerName"] for c in listed["Consumers"]] == ["fanout"] and listed["NextToken"], listed
+rest = k.list_stream_consumers(StreamARN=arn, NextToken=listed["NextToken"])
+assert [c["ConsumerName"] for c in rest["Consumers"]] == ["second"], rest
+assert k.describe_stream_summary(StreamName="orders")["StreamDescriptionSummary"]["ConsumerCount"] == 2
+
+open_shard = k.list_shards(StreamName="orders", ShardFilter={"Type": "AT_LATEST"})["Shards"][0]["ShardId"]
+sub = k.subscribe_to_shard(ConsumerARN=consumer["ConsumerARN"], ShardId=open_shard,
+                           StartingPosition={"Type": "LATEST"})
+expect_error("ResourceInUseException", k.subscribe_to_shard, ConsumerARN=consumer["ConsumerARN"],
+             ShardId=open_shard, StartingPosition={"Type": "LATEST"})
+# Records put after subscribing are pushed; the target shard is picked by explicit hash key.
+start_key = [s for s in k.list_shards(StreamName="orders")["Shards"] if s["ShardId"] == open_shard][0]["HashKeyRange"]["StartingHashKey"]
+for i in range(5):
+    k.put_record(StreamName="orders", Data=f"pushed-{i}".encode(), PartitionKey="p", ExplicitHashKey=start_key)
+pushed = []
+for event in sub["EventStream"]:
+    e = event["SubscribeToShardEvent"]
+    assert e["MillisBehindLatest"] >= 0 and e["ContinuationSequenceNumber"].isdigit(), e
+    pushed += [r["Data"] for r in e["Records"]]
+    if len(pushed) >= 5:
+        last = e["ContinuationSequenceNumber"]
+        break
+sub["EventStream"].close()
+assert pushed == [f"pushed-{i}".encode() for i in range(5)], pushed
+# A closed shard streams to its end, then names its children, and the stream ends.
+closed = k.subscribe_to_shard(ConsumerARN=consumer["ConsumerARN"], ShardId="shardId-000000000000",
+                              StartingPosition={"Type": "TRIM_HORIZON"})
+children, count = None, 0
+for event in closed["EventStream"]:
+    e = event["SubscribeToShardEvent"]
+    count += len(e["Records"])
+    if e.get("ChildShards"):
+        children = [c["ShardId"] for c in e["ChildShards"]]
+assert children == ["shardId-000000000002", "shardId-000000000003"] and count > 0, (children, count)
+expect_error("ResourceNotFoundException", k.subscribe_to_shard, ConsumerARN=arn + "/consumer/nobody:1",
+             ShardId=open_shard, StartingPosition={"Type": "LATEST"})
+
+expect_error("ResourceInUseException", k.delete_stream, StreamName="orders")
+k.deregister_stream_consumer(ConsumerARN=consumer["ConsumerARN"])
+expect_error("ResourceNotFoundException", k.describe_stream_consumer, ConsumerARN=consumer["ConsumerARN"])
+
 # Delete.
 k.delete_stream(StreamName="events")
 expect_error("ResourceNotFoundException", k.delete_stream, StreamName="events")
