@@ -938,6 +938,7 @@ impl Kinesis<'_> {
             stream: stream.name().to_string(),
             shard_id: shard_id.to_string(),
             iterator,
+            cbor: false,
         }))
     }
 

@@ -8,6 +8,7 @@
 //! Prometheus text format.
 
 mod auth;
+mod cbor;
 mod firehose;
 mod kinesis;
 mod metrics;
@@ -282,38 +283,88 @@ async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
         ));
     };
     let operation = operation.to_string();
-    let content_type = req
+    let codec = match req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    {
+        Some(t) if t.contains("cbor") => Codec::Cbor,
+        _ => Codec::Json,
+    };
     let started = Instant::now();
-    let result = read_and_run(ctx, api, &operation, &content_type, req).await;
+    let result = read_and_run(ctx, api, &operation, codec, req).await;
     ctx.metrics
         .observe(&operation, result.is_err(), started.elapsed());
     match result {
-        Ok(Output::Value(value)) => json_response(StatusCode::OK, &value),
-        Ok(Output::Encoded(body)) => body_response(StatusCode::OK, body),
-        Ok(Output::Subscription(subscription)) => match subscribe::start(ctx, subscription) {
-            Ok(body) => Response::builder()
-                .status(StatusCode::OK)
-                .header(
-                    hyper::header::CONTENT_TYPE,
-                    "application/vnd.amazon.eventstream",
-                )
-                .body(body.boxed())
-                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())),
-            Err(e) => error_response(&e),
+        Ok(Output::Value(value)) => codec.response(StatusCode::OK, &value),
+        Ok(Output::Encoded(body)) => match codec {
+            Codec::Json => body_response(StatusCode::OK, body, Codec::Json.content_type()),
+            Codec::Cbor => match serde_json::from_slice::<Value>(&body) {
+                Ok(value) => codec.response(StatusCode::OK, &value),
+                Err(e) => codec.error(&ApiError::new(
+                    500,
+                    "InternalFailureException",
+                    e.to_string(),
+                )),
+            },
         },
+        Ok(Output::Subscription(mut subscription)) => {
+            subscription.cbor = codec == Codec::Cbor;
+            match subscribe::start(ctx, subscription) {
+                Ok(body) => Response::builder()
+                    .status(StatusCode::OK)
+                    .header(
+                        hyper::header::CONTENT_TYPE,
+                        "application/vnd.amazon.eventstream",
+                    )
+                    .body(body.boxed())
+                    .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed())),
+                Err(e) => codec.error(&e),
+            }
+        }
         Err(e) => {
             if e.status >= 500 {
                 tracing::error!(%operation, error = %e.message, "request failed");
             } else {
                 tracing::debug!(%operation, kind = e.kind, error = %e.message, "request refused");
             }
-            error_response(&e)
+            codec.error(&e)
         }
+    }
+}
+
+/// The protocol of a request, which its answer uses too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    /// `application/x-amz-json-1.1` (and plain JSON).
+    Json,
+    /// `application/x-amz-cbor-1.1`.
+    Cbor,
+}
+
+impl Codec {
+    fn content_type(self) -> &'static str {
+        match self {
+            Codec::Json => "application/x-amz-json-1.1",
+            Codec::Cbor => cbor::CONTENT_TYPE,
+        }
+    }
+
+    fn response(self, status: StatusCode, value: &Value) -> HttpResponse {
+        let body = match self {
+            Codec::Json => serde_json::to_vec(value).unwrap_or_default(),
+            Codec::Cbor => cbor::encode(value),
+        };
+        body_response(status, body, self.content_type())
+    }
+
+    fn error(self, e: &ApiError) -> HttpResponse {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = self.response(status, &e.body());
+        if let Ok(kind) = hyper::header::HeaderValue::from_str(e.kind) {
+            response.headers_mut().insert("x-amzn-errortype", kind);
+        }
+        response
     }
 }
 
@@ -321,16 +372,9 @@ async fn read_and_run(
     ctx: &Arc<Context>,
     api: Api,
     operation: &str,
-    content_type: &str,
+    codec: Codec,
     req: Request<Incoming>,
 ) -> std::result::Result<Output, ApiError> {
-    if content_type.contains("cbor") {
-        return Err(ApiError::new(
-            415,
-            "SerializationException",
-            "shardlog does not read application/x-amz-cbor-1.1 yet; use the JSON protocol (for the Java SDK: -Daws.cborEnabled=false)",
-        ));
-    }
     let limit = ctx.options.max_body_bytes;
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
@@ -376,6 +420,8 @@ async fn read_and_run(
     }
     let value: Value = if body.is_empty() {
         Value::Object(Default::default())
+    } else if codec == Codec::Cbor {
+        cbor::decode(&body)?
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::serialization(format!("the body is not valid JSON: {e}")))?
@@ -426,25 +472,16 @@ fn with_request_id(mut response: HttpResponse, id: &str) -> HttpResponse {
     response
 }
 
-fn json_response(status: StatusCode, value: &Value) -> HttpResponse {
-    body_response(status, serde_json::to_vec(value).unwrap_or_default())
-}
-
-fn body_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+fn body_response(status: StatusCode, body: Vec<u8>, content_type: &str) -> HttpResponse {
     Response::builder()
         .status(status)
-        .header(hyper::header::CONTENT_TYPE, "application/x-amz-json-1.1")
+        .header(hyper::header::CONTENT_TYPE, content_type)
         .body(Full::new(Bytes::from(body)).boxed())
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
 fn error_response(e: &ApiError) -> HttpResponse {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json_response(status, &e.body());
-    if let Ok(kind) = hyper::header::HeaderValue::from_str(e.kind) {
-        response.headers_mut().insert("x-amzn-errortype", kind);
-    }
-    response
+    Codec::Json.error(e)
 }
 
 fn text(status: StatusCode, body: &str) -> HttpResponse {

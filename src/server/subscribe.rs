@@ -29,6 +29,8 @@ pub(crate) struct Subscription {
     pub stream: String,
     pub shard_id: String,
     pub iterator: String,
+    /// Event payloads in CBOR (the request was CBOR) instead of JSON.
+    pub cbor: bool,
 }
 
 /// Subscriptions open now, by (consumer ARN, shard): Kinesis allows one at a time.
@@ -65,14 +67,22 @@ pub(crate) fn message(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-fn event(event_type: &str, payload: &Value) -> Bytes {
+fn event(event_type: &str, payload: &Value, cbor: bool) -> Bytes {
+    let (content_type, body) = if cbor {
+        (super::cbor::CONTENT_TYPE, super::cbor::encode(payload))
+    } else {
+        (
+            "application/json",
+            serde_json::to_vec(payload).unwrap_or_default(),
+        )
+    };
     message(
         &[
             (":event-type", event_type),
-            (":content-type", "application/json"),
+            (":content-type", content_type),
             (":message-type", "event"),
         ],
-        &serde_json::to_vec(payload).unwrap_or_default(),
+        &body,
     )
 }
 
@@ -149,7 +159,7 @@ async fn pump(
     sender: tokio::sync::mpsc::Sender<Bytes>,
 ) {
     if sender
-        .send(event("initial-response", &json!({})))
+        .send(event("initial-response", &json!({}), subscription.cbor))
         .await
         .is_err()
     {
@@ -239,7 +249,7 @@ async fn pump(
                     .collect();
             }
             if sender
-                .send(event("SubscribeToShardEvent", &payload))
+                .send(event("SubscribeToShardEvent", &payload, subscription.cbor))
                 .await
                 .is_err()
             {

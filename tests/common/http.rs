@@ -49,6 +49,18 @@ impl Client {
         self.read_reply()
     }
 
+    /// Sends a request from another thread while reading the answer: for a body the server
+    /// refuses before reading it all (the write may then fail; the answer is what counts).
+    pub fn raw_while_reading(&mut self, request: Vec<u8>) -> std::io::Result<Reply> {
+        let mut writer = self.writer.try_clone()?;
+        let sending = std::thread::spawn(move || {
+            let _ = writer.write_all(&request);
+        });
+        let reply = self.read_reply();
+        let _ = sending.join();
+        reply
+    }
+
     /// `POST /` with a target, a content type and a body.
     pub fn post(
         &mut self,
