@@ -71,6 +71,9 @@ pub struct ConsumerEntry {
     pub name: String,
     /// When it was registered, ms since the Unix epoch (part of its ARN).
     pub created_ms: i64,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One shard in a manifest.

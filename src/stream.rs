@@ -237,6 +237,19 @@ pub enum ListShards<'a> {
     Next(&'a str),
 }
 
+/// Tag keys take 1 to 128 characters, values up to 256.
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in tags {
+        if !(1..=128).contains(&k.chars().count()) || v.chars().count() > 256 {
+            return Err(Error::invalid(
+                "Tags",
+                format!("tag {k:?}: keys take 1 to 128 characters, values up to 256"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Most registered consumers a stream may have (Kinesis: 20).
 pub const MAX_CONSUMERS: usize = 20;
 
@@ -1437,14 +1450,7 @@ impl Stream {
 
     /// Adds or replaces tags (at most 50 per stream).
     pub fn add_tags(&self, tags: &BTreeMap<String, String>) -> Result<()> {
-        for (k, v) in tags {
-            if !(1..=128).contains(&k.chars().count()) || v.chars().count() > 256 {
-                return Err(Error::invalid(
-                    "Tags",
-                    format!("tag {k:?}: keys take 1 to 128 characters, values up to 256"),
-                ));
-            }
-        }
+        check_tags(tags)?;
         let mut topology = self.write_topology();
         self.update_manifest(&mut topology, |m| {
             m.tags
@@ -1470,11 +1476,17 @@ impl Stream {
 
     /// Registers a consumer (Kinesis RegisterStreamConsumer): at most 20 per stream, names
     /// unique. Active at once.
-    pub fn register_consumer(&self, name: &str) -> Result<ConsumerEntry> {
+    pub fn register_consumer(
+        &self,
+        name: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<ConsumerEntry> {
         check_resource_name("ConsumerName", name, 128)?;
+        check_tags(tags)?;
         let entry = ConsumerEntry {
             name: name.to_string(),
             created_ms: self.context.clock.now_ms(),
+            tags: tags.clone(),
         };
         let mut topology = self.write_topology();
         self.update_manifest(&mut topology, |m| {
@@ -1497,6 +1509,39 @@ impl Stream {
             Ok(())
         })?;
         Ok(entry)
+    }
+
+    /// Adds tags to and removes tags from a registered consumer (at most 50 tags).
+    pub fn tag_consumer(
+        &self,
+        name: &str,
+        add: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<()> {
+        check_tags(add)?;
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| {
+            let consumer = m
+                .consumers
+                .iter_mut()
+                .find(|c| c.name == name)
+                .ok_or_else(|| Error::ResourceNotFound {
+                    kind: "consumer",
+                    name: name.to_string(),
+                })?;
+            consumer
+                .tags
+                .extend(add.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for key in remove {
+                consumer.tags.remove(key);
+            }
+            if consumer.tags.len() > 50 {
+                return Err(Error::LimitExceeded {
+                    reason: format!("{} tags; a consumer has at most 50", consumer.tags.len()),
+                });
+            }
+            Ok(())
+        })
     }
 
     /// Deregisters a consumer ([`Error::ResourceNotFound`] if it is not registered).

@@ -692,6 +692,80 @@ fn http2_without_tls_is_served() {
     assert_eq!(version, "2", "{text}");
     let reply: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(reply["StreamNames"], json!([]));
+
+    // SubscribeToShard over HTTP/2, as the Java SDK does it: event stream messages.
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    let ok = |r: common::http::Reply| {
+        assert_eq!(r.status, 200, "{}", common::text(&r.body));
+        r.json()
+    };
+    ok(c.kinesis(
+        "CreateStream",
+        &json!({"StreamName": "h2", "ShardCount": 1}),
+    )
+    .unwrap());
+    let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/h2";
+    let consumer = ok(c
+        .kinesis(
+            "RegisterStreamConsumer",
+            &json!({"StreamARN": arn, "ConsumerName": "c"}),
+        )
+        .unwrap());
+    ok(c.kinesis(
+        "PutRecord",
+        &json!({"StreamName": "h2", "PartitionKey": "k", "Data": "aGk="}),
+    )
+    .unwrap());
+    let request = json!({
+        "ConsumerARN": consumer["Consumer"]["ConsumerARN"],
+        "ShardId": "shardId-000000000000",
+        "StartingPosition": {"Type": "TRIM_HORIZON"},
+    });
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "--max-time",
+            "2",
+            "-X",
+            "POST",
+        ])
+        .args(["-H", "X-Amz-Target: Kinesis_20131202.SubscribeToShard"])
+        .args(["-H", "Content-Type: application/x-amz-json-1.1"])
+        .args(["-d", &request.to_string()])
+        .arg(format!("http://{}/", server.local_addr()))
+        .output()
+        .unwrap();
+    // Split the body into messages, checking both CRCs of each.
+    let mut events = Vec::new();
+    let mut rest = &out.stdout[..];
+    while rest.len() >= 16 {
+        let total = u32::from_be_bytes(rest[0..4].try_into().unwrap()) as usize;
+        let headers = u32::from_be_bytes(rest[4..8].try_into().unwrap()) as usize;
+        let message = &rest[..total];
+        assert_eq!(
+            crc32fast::hash(&message[..8]).to_be_bytes(),
+            message[8..12],
+            "prelude CRC"
+        );
+        assert_eq!(
+            crc32fast::hash(&message[..total - 4]).to_be_bytes(),
+            message[total - 4..],
+            "message CRC"
+        );
+        let header_text = String::from_utf8_lossy(&message[12..12 + headers]).into_owned();
+        let payload = String::from_utf8_lossy(&message[12 + headers..total - 4]).into_owned();
+        events.push((header_text, payload));
+        rest = &rest[total..];
+    }
+    assert!(events.len() >= 2, "{events:?}");
+    assert!(events[0].0.contains("initial-response"), "{:?}", events[0]);
+    assert!(
+        events[1].0.contains("SubscribeToShardEvent"),
+        "{:?}",
+        events[1]
+    );
+    assert!(events[1].1.contains("\"Data\":\"aGk=\""), "{:?}", events[1]);
 }
 
 /// CBOR 1.1 (the Java SDK's default for Kinesis): blobs travel as byte strings and timestamps

@@ -590,42 +590,59 @@ impl Kinesis<'_> {
         Ok(json!({ "Tags": page, "HasMoreTags": remaining.len() > limit }))
     }
 
-    /// The stream a resource ARN names (consumer ARNs are not served yet).
-    fn resource(&self, input: &Input<'_>) -> Result<Arc<Stream>, ApiError> {
+    /// The stream a resource ARN names, and the settings key of the resource's policy (a
+    /// consumer's policy is kept in its stream's settings under its own key).
+    fn policy_resource(&self, input: &Input<'_>) -> Result<(Arc<Stream>, String), ApiError> {
+        let (stream, consumer) = self.tagged(input)?;
+        let key = match consumer {
+            Some(c) => format!("{POLICY}/consumer/{}", c.name),
+            None => POLICY.to_string(),
+        };
+        Ok((stream, key))
+    }
+
+    /// The stream, and the registered consumer if the resource ARN names one.
+    fn tagged(&self, input: &Input<'_>) -> Result<(Arc<Stream>, Option<ConsumerEntry>), ApiError> {
         let arn = input.str("ResourceARN")?;
         if arn.contains("/consumer/") {
-            return Err(ApiError::new(
-                400,
-                "ResourceNotFoundException",
-                format!("{arn}: shardlog does not serve stream consumers yet"),
-            ));
+            let fields = serde_json::json!({ "ConsumerARN": arn });
+            let (stream, consumer) = self.consumer(&Input::new(&fields)?)?;
+            return Ok((stream, Some(consumer)));
         }
-        Ok(self.ctx.store.stream(stream_name_of_arn(arn)?)?)
+        Ok((self.ctx.store.stream(stream_name_of_arn(arn)?)?, None))
     }
 
     fn tag_resource(&self, input: &Input<'_>) -> Reply {
-        let stream = self.resource(input)?;
+        let (stream, consumer) = self.tagged(input)?;
         let tags = input
             .opt_string_map("Tags")?
             .ok_or_else(|| ApiError::validation("Tags is required"))?;
-        stream.add_tags(&tags)?;
+        match consumer {
+            Some(c) => stream.tag_consumer(&c.name, &tags, &[])?,
+            None => stream.add_tags(&tags)?,
+        }
         Ok(json!({}))
     }
 
     fn untag_resource(&self, input: &Input<'_>) -> Reply {
-        let stream = self.resource(input)?;
+        let (stream, consumer) = self.tagged(input)?;
         let keys = input
             .opt_string_list("TagKeys")?
             .ok_or_else(|| ApiError::validation("TagKeys is required"))?;
-        stream.remove_tags(&keys)?;
+        match consumer {
+            Some(c) => stream.tag_consumer(&c.name, &BTreeMap::new(), &keys)?,
+            None => stream.remove_tags(&keys)?,
+        }
         Ok(json!({}))
     }
 
     fn list_tags_for_resource(&self, input: &Input<'_>) -> Reply {
-        let stream = self.resource(input)?;
-        let tags: Vec<Value> = stream
-            .describe()
-            .tags
+        let (stream, consumer) = self.tagged(input)?;
+        let tags = match consumer {
+            Some(c) => c.tags,
+            None => stream.describe().tags,
+        };
+        let tags: Vec<Value> = tags
             .iter()
             .map(|(k, v)| json!({ "Key": k, "Value": v }))
             .collect();
@@ -710,7 +727,7 @@ impl Kinesis<'_> {
     /// Put/Get/DeleteResourcePolicy: the policy (a JSON document) is stored and returned; it is
     /// not enforced (requests are not authenticated by default).
     fn put_resource_policy(&self, input: &Input<'_>) -> Reply {
-        let stream = self.resource(input)?;
+        let (stream, key) = self.policy_resource(input)?;
         let policy = input.str("Policy")?;
         match serde_json::from_str::<Value>(policy) {
             Ok(Value::Object(_)) => {}
@@ -722,18 +739,18 @@ impl Kinesis<'_> {
         }
         let policy = policy.to_string();
         stream.modify_settings(|settings| {
-            settings.insert(POLICY.into(), json!(policy));
+            settings.insert(key, json!(policy));
             Ok(())
         })?;
         Ok(json!({}))
     }
 
     fn get_resource_policy(&self, input: &Input<'_>) -> Reply {
-        let stream = self.resource(input)?;
+        let (stream, key) = self.policy_resource(input)?;
         let policy = stream
             .describe()
             .settings
-            .get(POLICY)
+            .get(&key)
             .and_then(Value::as_str)
             .unwrap_or("{}")
             .to_string();
@@ -741,10 +758,10 @@ impl Kinesis<'_> {
     }
 
     fn delete_resource_policy(&self, input: &Input<'_>) -> Reply {
-        let stream = self.resource(input)?;
+        let (stream, key) = self.policy_resource(input)?;
         let mut had = false;
         stream.modify_settings(|settings| {
-            had = settings.remove(POLICY).is_some();
+            had = settings.remove(&key).is_some();
             Ok(())
         })?;
         if !had {
@@ -871,7 +888,8 @@ impl Kinesis<'_> {
             .ctx
             .store
             .stream(stream_name_of_arn(input.str("StreamARN")?)?)?;
-        let consumer = stream.register_consumer(input.str("ConsumerName")?)?;
+        let tags = input.opt_string_map("Tags")?.unwrap_or_default();
+        let consumer = stream.register_consumer(input.str("ConsumerName")?, &tags)?;
         Ok(json!({ "Consumer": self.consumer_json(stream.name(), &consumer) }))
     }
 

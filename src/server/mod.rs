@@ -491,3 +491,141 @@ fn text(status: StatusCode, body: &str) -> HttpResponse {
         .body(Full::new(Bytes::from(body.to_string())).boxed())
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const OPERATIONS: [&str; 20] = [
+        "CreateStream",
+        "DeleteStream",
+        "DescribeStream",
+        "ListShards",
+        "PutRecord",
+        "PutRecords",
+        "GetShardIterator",
+        "GetRecords",
+        "SplitShard",
+        "MergeShards",
+        "UpdateShardCount",
+        "ListStreamConsumers",
+        "RegisterStreamConsumer",
+        "TagResource",
+        "PutResourcePolicy",
+        "EnableEnhancedMonitoring",
+        "UpdateAccountSettings",
+        "CreateDeliveryStream",
+        "PutRecordBatch",
+        "UpdateDestination",
+    ];
+    const MEMBERS: [&str; 24] = [
+        "StreamName",
+        "StreamARN",
+        "ShardCount",
+        "Data",
+        "PartitionKey",
+        "Records",
+        "ShardId",
+        "ShardIteratorType",
+        "StartingSequenceNumber",
+        "ShardIterator",
+        "Limit",
+        "ShardToSplit",
+        "NewStartingHashKey",
+        "TargetShardCount",
+        "ScalingType",
+        "ResourceARN",
+        "Tags",
+        "Policy",
+        "ShardLevelMetrics",
+        "DeliveryStreamName",
+        "ExtendedS3DestinationConfiguration",
+        "BucketARN",
+        "BufferingHints",
+        "StreamModeDetails",
+    ];
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e20f64..1e20).prop_map(|f| serde_json::json!(f)),
+            prop::sample::select(vec![
+                "s",
+                "shardId-000000000000",
+                "shardId-999999999999",
+                "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+                "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c:1",
+                "arn:aws:s3:::bucket",
+                "aGk=",
+                "!!",
+                "TRIM_HORIZON",
+                "AT_SEQUENCE_NUMBER",
+                "UNIFORM_SCALING",
+                "170141183460469231731687303715884105727",
+                "",
+            ])
+            .prop_map(|s| Value::String(s.to_string())),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(MEMBERS.to_vec()), inner), 0..6)
+                    .prop_map(|members| {
+                        Value::Object(
+                            members
+                                .into_iter()
+                                .map(|(k, v)| (k.to_string(), v))
+                                .collect(),
+                        )
+                    }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any request body, to any operation, gets an answer or a typed error: never a panic.
+        #[test]
+        fn operations_never_panic_on_input(
+            requests in prop::collection::vec((prop::sample::select(OPERATIONS.to_vec()), value()), 1..8)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Store::open(dir.path(), crate::StoreOptions {
+                retention_interval: None,
+                ..crate::StoreOptions::default()
+            }).unwrap());
+            let firehose = Arc::new(crate::firehose::Firehose::open(
+                Arc::clone(&store),
+                crate::firehose::FirehoseOptions { delivery_interval: None, ..Default::default() },
+            ).unwrap());
+            let ctx = Context {
+                store,
+                firehose: Some(firehose),
+                options: ServerOptions {
+                    objects: ObjectStore::Directory(dir.path().join("objects")),
+                    ..ServerOptions::default()
+                },
+                metrics: Metrics::default(),
+                subscriptions: Default::default(),
+                requests: AtomicU64::new(0),
+                started: Instant::now(),
+            };
+            // A stream to hit, so requests get past the lookup.
+            let _ = kinesis::call(&ctx, "CreateStream", &serde_json::json!({"StreamName": "s", "ShardCount": 2}));
+            for (operation, body) in requests {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let _ = kinesis::call(&ctx, operation, &body);
+                    let _ = firehose::call(&ctx, operation, &body);
+                }));
+                prop_assert!(outcome.is_ok(), "{operation} panicked on {body}");
+            }
+        }
+    }
+}

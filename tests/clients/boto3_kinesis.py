@@ -239,6 +239,17 @@ assert children == ["shardId-000000000002", "shardId-000000000003"] and count > 
 expect_error("ResourceNotFoundException", k.subscribe_to_shard, ConsumerARN=arn + "/consumer/nobody:1",
              ShardId=open_shard, StartingPosition={"Type": "LATEST"})
 
+k.tag_resource(ResourceARN=consumer["ConsumerARN"], Tags={"owner": "fanout-team"})
+assert k.list_tags_for_resource(ResourceARN=consumer["ConsumerARN"])["Tags"] == [{"Key": "owner", "Value": "fanout-team"}]
+k.untag_resource(ResourceARN=consumer["ConsumerARN"], TagKeys=["owner"])
+assert k.list_tags_for_resource(ResourceARN=consumer["ConsumerARN"])["Tags"] == []
+tagged = k.register_stream_consumer(StreamARN=arn, ConsumerName="tagged", Tags={"a": "b"})["Consumer"]
+assert k.list_tags_for_resource(ResourceARN=tagged["ConsumerARN"])["Tags"] == [{"Key": "a", "Value": "b"}]
+k.put_resource_policy(ResourceARN=tagged["ConsumerARN"], Policy=policy)
+assert k.get_resource_policy(ResourceARN=tagged["ConsumerARN"])["Policy"] == policy
+assert k.get_resource_policy(ResourceARN=arn)["Policy"] == "{}", "the stream's own policy is separate"
+k.deregister_stream_consumer(StreamARN=arn, ConsumerName="tagged")
+
 expect_error("ResourceInUseException", k.delete_stream, StreamName="orders")
 k.deregister_stream_consumer(ConsumerARN=consumer["ConsumerARN"])
 expect_error("ResourceNotFoundException", k.describe_stream_consumer, ConsumerARN=consumer["ConsumerARN"])
