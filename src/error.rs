@@ -145,6 +145,18 @@ pub enum Error {
         /// Why it is no longer valid.
         reason: String,
     },
+    /// A consumer-group worker no longer holds the lease it acted under (it expired and another
+    /// worker took the shard). Stop processing that shard; its new owner resumes after the last
+    /// checkpoint.
+    #[error("worker {worker} of group {group} no longer holds the lease of {shard}")]
+    LeaseLost {
+        /// The group.
+        group: String,
+        /// The worker.
+        worker: String,
+        /// The shard id.
+        shard: String,
+    },
     /// An earlier fsync failed; the shard refuses writes because the kernel may have dropped the
     /// unsynced data. Reopen it (recovery keeps exactly what reached the disk).
     #[error("{} refuses writes after a failed sync: {reason}", path.display())]

@@ -29,6 +29,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
+pub mod consumer;
 pub mod error;
 #[cfg(feature = "failpoints")]
 pub mod faults;

@@ -1,0 +1,674 @@
+//! Consumer groups: what the Kinesis Client Library gives Kinesis users, inside the store.
+//!
+//! A named group reads one stream. Each shard not yet processed to its end has a lease, held by
+//! at most one worker of the group at a time; workers take unowned or expired leases (and steal
+//! from a worker holding more than its share) so shards spread evenly, renew their own, and
+//! release them on shutdown. A worker checkpoints the next offset to process per shard. A child
+//! shard is leased only once its parents are processed to their end, so records of one partition
+//! key are processed in order across splits and merges (the KCL's rule).
+//!
+//! State lives in `DATA_DIR/groups/GROUP.json`, replaced atomically on every change (lease
+//! taken, renewed or released; checkpoint). Times are the store clock's. Delivery to the user's
+//! closure is at least once: a batch is checkpointed after it succeeds, so a crash or a lost
+//! lease between the two processes it again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::hash_key::{shard_id, ShardId};
+use crate::segment::write_atomically;
+use crate::stream::{check_resource_name, IteratorStart, StreamRecord};
+use crate::{Offset, SequenceNumber, Store};
+
+/// The directory under the data directory holding one file per group.
+pub const GROUPS_DIR: &str = "groups";
+/// Format version of a group file.
+pub const GROUP_FORMAT_VERSION: u16 = 1;
+
+/// Where a group starts reading a shard it has no checkpoint for. Shards created by resharding
+/// always start at their beginning (their parents' records come first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InitialPosition {
+    /// The oldest record still stored.
+    TrimHorizon,
+    /// Records put after the shard is first read.
+    Latest,
+    /// The first record that arrived at or after this time.
+    AtTimestamp {
+        /// Ms since the Unix epoch.
+        ms: i64,
+    },
+}
+
+/// How a group reads its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// The stream the group reads.
+    pub stream: String,
+    /// Where shards without a checkpoint start (default: the trim horizon).
+    pub initial_position: InitialPosition,
+    /// How long a lease lasts without renewal (default 10 s): a dead worker's shards are taken
+    /// over after this.
+    pub lease_duration: Duration,
+}
+
+impl GroupConfig {
+    /// A group reading `stream` from its trim horizon, with 10 s leases.
+    pub fn new(stream: &str) -> GroupConfig {
+        GroupConfig {
+            stream: stream.to_string(),
+            initial_position: InitialPosition::TrimHorizon,
+            lease_duration: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One shard's lease and checkpoint, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Lease {
+    owner: Option<String>,
+    expires_ms: i64,
+    /// The next offset to process; `None`: start at the initial position.
+    checkpoint: Option<u64>,
+    /// Processed to its end (a closed shard).
+    finished: bool,
+}
+
+/// Everything a group file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct GroupFile {
+    format_version: u16,
+    name: String,
+    stream: String,
+    /// The stream's creation time: a group does not follow a re-created stream.
+    stream_created_ms: i64,
+    initial_position: InitialPosition,
+    lease_ms: i64,
+    /// Per shard index.
+    shards: BTreeMap<u32, Lease>,
+    /// Workers seen, with when they last renewed.
+    workers: BTreeMap<String, i64>,
+}
+
+/// A shard as [`ConsumerGroup::describe`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardProgress {
+    /// Its id.
+    pub shard_id: String,
+    /// The worker holding its lease, if the lease is live.
+    pub owner: Option<String>,
+    /// When the lease expires (ms since the Unix epoch).
+    pub lease_expires_ms: i64,
+    /// The sequence number of the last record checkpointed, if any.
+    pub checkpoint: Option<String>,
+    /// Processed to its end.
+    pub finished: bool,
+    /// Records after the checkpoint.
+    pub lag_records: u64,
+    /// How long the oldest unprocessed record has waited, ms (0 when caught up).
+    pub lag_ms: i64,
+}
+
+/// What describe shows of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// The group's name.
+    pub name: String,
+    /// The stream it reads.
+    pub stream: String,
+    /// Live workers and when each last renewed.
+    pub workers: BTreeMap<String, i64>,
+    /// Every shard still tracked, in index order.
+    pub shards: Vec<ShardProgress>,
+}
+
+/// A consumer group of a store. `Send + Sync`; share it with `Arc` among its workers.
+pub struct ConsumerGroup {
+    store: Arc<Store>,
+    path: PathBuf,
+    state: Mutex<GroupFile>,
+}
+
+impl std::fmt::Debug for ConsumerGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerGroup")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ConsumerGroup {
+    /// Opens the group `name` of `store`, creating it with `config` if it does not exist. An
+    /// existing group keeps its checkpoints; its stream must be `config.stream`.
+    pub fn open(store: Arc<Store>, name: &str, config: GroupConfig) -> Result<Arc<ConsumerGroup>> {
+        check_resource_name("GroupName", name, 128)?;
+        let stream = store.stream(&config.stream)?;
+        let dir = store.dir().join(GROUPS_DIR);
+        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        let path = dir.join(format!("{name}.json"));
+        let file = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: GroupFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
+                if file.format_version != GROUP_FORMAT_VERSION {
+                    return Err(Error::UnsupportedVersion {
+                        path,
+                        found: file.format_version,
+                        supported: GROUP_FORMAT_VERSION,
+                    });
+                }
+                if file.stream != config.stream {
+                    return Err(Error::invalid(
+                        "stream",
+                        format!(
+                            "group {name} reads stream {}, not {}",
+                            file.stream, config.stream
+                        ),
+                    ));
+                }
+                if file.stream_created_ms != stream.created_ms() {
+                    return Err(Error::invalid(
+                        "stream",
+                        format!(
+                            "group {name} read an earlier stream {} (deleted since); delete the group to start over",
+                            file.stream
+                        ),
+                    ));
+                }
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => GroupFile {
+                format_version: GROUP_FORMAT_VERSION,
+                name: name.to_string(),
+                stream: config.stream.clone(),
+                stream_created_ms: stream.created_ms(),
+                initial_position: config.initial_position,
+                lease_ms: i64::try_from(config.lease_duration.as_millis()).unwrap_or(i64::MAX),
+                shards: BTreeMap::new(),
+                workers: BTreeMap::new(),
+            },
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        let group = ConsumerGroup {
+            store,
+            path,
+            state: Mutex::new(file),
+        };
+        {
+            let mut state = group.lock();
+            let mut next = state.clone();
+            group.sync_shards(&mut next)?;
+            group.save(&mut state, next)?;
+        }
+        Ok(Arc::new(group))
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> String {
+        self.lock().name.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GroupFile> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> i64 {
+        self.store.options().shard.clock.now_ms()
+    }
+
+    /// Writes `next` durably, then makes it the state (if the write fails nothing changes).
+    fn save(&self, state: &mut GroupFile, next: GroupFile) -> Result<()> {
+        if *state == next && self.path.exists() {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec_pretty(&next)
+            .map_err(|e| Error::io("encode group", &self.path, std::io::Error::other(e)))?;
+        let dir = self.path.parent().unwrap_or(&self.path);
+        let name = self
+            .path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        write_atomically(dir, &name, &bytes)?;
+        *state = next;
+        Ok(())
+    }
+
+    /// Tracks the stream's shards: new ones get a lease entry; ones retention removed from the
+    /// stream are forgotten.
+    fn sync_shards(&self, file: &mut GroupFile) -> Result<()> {
+        let stream = self.store.stream(&file.stream)?;
+        let described = stream.describe();
+        let present: BTreeSet<u32> = described
+            .shards
+            .iter()
+            .filter_map(|s| ShardId::parse(&s.shard_id).map(ShardId::index))
+            .collect();
+        file.shards.retain(|index, _| present.contains(index));
+        for index in present {
+            file.shards.entry(index).or_default();
+        }
+        Ok(())
+    }
+
+    /// Shards whose parents (those still in the stream) are processed to their end.
+    fn leasable(&self, file: &GroupFile) -> Result<Vec<u32>> {
+        let stream = self.store.stream(&file.stream)?;
+        let shards = stream.describe().shards;
+        let mut out = Vec::new();
+        for s in &shards {
+            let Some(index) = ShardId::parse(&s.shard_id).map(ShardId::index) else {
+                continue;
+            };
+            let Some(lease) = file.shards.get(&index) else {
+                continue;
+            };
+            if lease.finished {
+                continue;
+            }
+            let parents_done = [&s.parent_shard_id, &s.adjacent_parent_shard_id]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| ShardId::parse(p).map(ShardId::index))
+                .all(|p| file.shards.get(&p).is_none_or(|l| l.finished));
+            if parents_done {
+                out.push(index);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renews `worker`'s leases and takes more up to its fair share: free ones first (unowned
+    /// or expired), else one from the worker holding the most. Returns the shards it holds.
+    fn acquire(&self, worker: &str) -> Result<Vec<u32>> {
+        let mut state = self.lock();
+        let mut next = state.clone();
+        let now = self.now();
+        self.sync_shards(&mut next)?;
+        let lease_ms = next.lease_ms;
+        next.workers.insert(worker.to_string(), now);
+        next.workers.retain(|_, seen| *seen + lease_ms > now);
+        for lease in next.shards.values_mut() {
+            if lease.owner.as_deref() == Some(worker) {
+                lease.expires_ms = now + lease_ms;
+            }
+        }
+        let leasable = self.leasable(&next)?;
+        let live = |l: &Lease| l.owner.is_some() && l.expires_ms > now;
+        let held = |file: &GroupFile, w: &str| {
+            leasable
+                .iter()
+                .filter(|i| {
+                    file.shards
+                        .get(i)
+                        .is_some_and(|l| live(l) && l.owner.as_deref() == Some(w))
+                })
+                .count()
+        };
+        let workers = next.workers.len().max(1);
+        let target = leasable.len().div_ceil(workers);
+        while held(&next, worker) < target {
+            let free = leasable
+                .iter()
+                .copied()
+                .find(|i| next.shards.get(i).is_some_and(|l| !live(l)));
+            let taken = match free {
+                Some(i) => Some(i),
+                None => {
+                    // Steal from the busiest worker, if it holds more than its share.
+                    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+                    for i in &leasable {
+                        if let Some(owner) = next
+                            .shards
+                            .get(i)
+                            .filter(|l| live(l))
+                            .and_then(|l| l.owner.clone())
+                        {
+                            *counts.entry(owner).or_default() += 1;
+                        }
+                    }
+                    let busiest = counts
+                        .iter()
+                        .filter(|(w, _)| w.as_str() != worker)
+                        .max_by_key(|(_, n)| **n)
+                        .filter(|(_, n)| **n > target)
+                        .map(|(w, _)| w.clone());
+                    busiest.and_then(|victim| {
+                        leasable.iter().rev().copied().find(|i| {
+                            next.shards
+                                .get(i)
+                                .is_some_and(|l| live(l) && l.owner.as_deref() == Some(&victim))
+                        })
+                    })
+                }
+            };
+            let Some(index) = taken else { break };
+            if let Some(lease) = next.shards.get_mut(&index) {
+                lease.owner = Some(worker.to_string());
+                lease.expires_ms = now + lease_ms;
+            }
+        }
+        let mine: Vec<u32> = leasable
+            .iter()
+            .copied()
+            .filter(|i| {
+                next.shards
+                    .get(i)
+                    .is_some_and(|l| live(l) && l.owner.as_deref() == Some(worker))
+            })
+            .collect();
+        self.save(&mut state, next)?;
+        Ok(mine)
+    }
+
+    /// Records that `worker` processed `shard` below `next_offset` (and, with `finished`, to its
+    /// end). The worker must hold the shard's lease; the checkpoint must not go backwards.
+    fn commit(&self, worker: &str, shard: u32, next_offset: u64, finished: bool) -> Result<()> {
+        let mut state = self.lock();
+        let mut next = state.clone();
+        let now = self.now();
+        let group = next.name.clone();
+        let lease = next
+            .shards
+            .get_mut(&shard)
+            .ok_or_else(|| Error::ResourceNotFound {
+                kind: "shard",
+                name: shard_id(shard),
+            })?;
+        if lease.owner.as_deref() != Some(worker) || lease.expires_ms <= now {
+            return Err(Error::LeaseLost {
+                group,
+                worker: worker.to_string(),
+                shard: shard_id(shard),
+            });
+        }
+        if lease.checkpoint.is_some_and(|c| next_offset < c) {
+            return Err(Error::invalid(
+                "SequenceNumber",
+                format!(
+                    "checkpoint {next_offset} of {} is behind the current one, {}",
+                    shard_id(shard),
+                    lease.checkpoint.unwrap_or(0)
+                ),
+            ));
+        }
+        lease.checkpoint = Some(next_offset);
+        if finished {
+            lease.finished = true;
+            lease.owner = None;
+        }
+        self.save(&mut state, next)
+    }
+
+    /// Checkpoints `sequence_number` (the last record `worker` processed) for its shard: the
+    /// number must belong to the group's stream, not lie beyond the shard's end, and not be
+    /// behind the current checkpoint.
+    pub fn checkpoint(&self, worker: &str, sequence_number: &str) -> Result<()> {
+        let seq = SequenceNumber::parse(sequence_number).ok_or_else(|| {
+            Error::invalid(
+                "SequenceNumber",
+                format!("{sequence_number:?} is not a sequence number"),
+            )
+        })?;
+        let shard = seq.shard_index();
+        let stream = self.store.stream(&self.lock().stream)?;
+        let end = stream.shard_ends()?.get(&shard).copied().ok_or_else(|| {
+            Error::invalid(
+                "SequenceNumber",
+                format!("{sequence_number} is not of a shard of the group's stream"),
+            )
+        })?;
+        let next = seq.offset().get() + 1;
+        if next > end {
+            return Err(Error::invalid(
+                "SequenceNumber",
+                format!("{sequence_number} is beyond the end of {}", shard_id(shard)),
+            ));
+        }
+        self.commit(worker, shard, next, false)
+    }
+
+    /// Gives up `worker`'s leases (on shutdown) so others take them at once.
+    fn release(&self, worker: &str) -> Result<()> {
+        let mut state = self.lock();
+        let mut next = state.clone();
+        for lease in next.shards.values_mut() {
+            if lease.owner.as_deref() == Some(worker) {
+                lease.owner = None;
+                lease.expires_ms = 0;
+            }
+        }
+        next.workers.remove(worker);
+        self.save(&mut state, next)
+    }
+
+    /// Workers, leases, checkpoints and lag per shard.
+    pub fn describe(&self) -> Result<GroupDescription> {
+        let file = self.lock().clone();
+        let now = self.now();
+        let stream = self.store.stream(&file.stream)?;
+        let ends = stream.shard_ends()?;
+        let mut shards = Vec::new();
+        for (index, lease) in &file.shards {
+            let end = ends.get(index).copied().unwrap_or(0);
+            let position = lease.checkpoint.unwrap_or(0);
+            let lag_records = if lease.finished {
+                0
+            } else {
+                end.saturating_sub(position)
+            };
+            let lag_ms = if lag_records == 0 {
+                0
+            } else {
+                let start = match lease.checkpoint {
+                    Some(0) | None => IteratorStart::TrimHorizon,
+                    Some(n) => IteratorStart::AfterSequenceNumber(
+                        SequenceNumber::new(*index, Offset::new(n - 1)).to_string(),
+                    ),
+                };
+                let iterator = stream.shard_iterator(&shard_id(*index), start)?;
+                self.store
+                    .get_records(&iterator, 1)?
+                    .records
+                    .first()
+                    .map_or(0, |r| (now - r.approximate_arrival_ms).max(0))
+            };
+            let live = lease.owner.is_some() && lease.expires_ms > now;
+            shards.push(ShardProgress {
+                shard_id: shard_id(*index),
+                owner: lease.owner.clone().filter(|_| live),
+                lease_expires_ms: lease.expires_ms,
+                checkpoint: lease
+                    .checkpoint
+                    .filter(|&c| c > 0)
+                    .map(|c| SequenceNumber::new(*index, Offset::new(c - 1)).to_string()),
+                finished: lease.finished,
+                lag_records,
+                lag_ms,
+            });
+        }
+        Ok(GroupDescription {
+            name: file.name,
+            stream: file.stream,
+            workers: file
+                .workers
+                .into_iter()
+                .filter(|(_, seen)| *seen + file.lease_ms > now)
+                .collect(),
+            shards,
+        })
+    }
+
+    /// A worker of this group called `id` (unique among the group's live workers).
+    pub fn worker(self: &Arc<Self>, id: &str) -> Worker {
+        Worker {
+            group: Arc::clone(self),
+            id: id.to_string(),
+        }
+    }
+}
+
+/// What one processing round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Shards the worker held this round.
+    pub shards: Vec<String>,
+    /// Records handed to the closure and checkpointed.
+    pub records: u64,
+    /// Batches the closure failed (they are retried next round).
+    pub failed_batches: u64,
+}
+
+/// A worker of a consumer group: holds leases, reads its shards, runs the user's closure per
+/// batch and checkpoints after each success.
+#[derive(Debug)]
+pub struct Worker {
+    group: Arc<ConsumerGroup>,
+    id: String,
+}
+
+/// How a worker reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessOptions {
+    /// Records per batch (1 to 10,000; default 1,000).
+    pub max_records: usize,
+    /// Wait between rounds that found nothing to do (default 100 ms).
+    pub idle_wait: Duration,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> ProcessOptions {
+        ProcessOptions {
+            max_records: 1000,
+            idle_wait: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Worker {
+    /// The worker's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// One round: renew and take leases, then for each held shard read one batch after its
+    /// checkpoint, run `process` on it, and checkpoint after it succeeds. A shard closed and
+    /// read to its end is marked finished, which lets its children be leased.
+    pub fn process_round<F, E>(
+        &self,
+        options: &ProcessOptions,
+        process: &mut F,
+    ) -> Result<RoundReport>
+    where
+        F: FnMut(&str, &[StreamRecord]) -> std::result::Result<(), E>,
+    {
+        let held = self.group.acquire(&self.id)?;
+        let (stream_name, initial) = {
+            let state = self.group.lock();
+            (state.stream.clone(), state.initial_position)
+        };
+        let stream = self.group.store.stream(&stream_name)?;
+        let described = stream.describe();
+        let mut report = RoundReport::default();
+        for index in held {
+            let id = shard_id(index);
+            report.shards.push(id.clone());
+            let checkpoint = self
+                .group
+                .lock()
+                .shards
+                .get(&index)
+                .and_then(|l| l.checkpoint);
+            let has_parents = described
+                .shards
+                .iter()
+                .find(|s| s.shard_id == id)
+                .is_some_and(|s| s.parent_shard_id.is_some());
+            let start = match checkpoint {
+                Some(0) => IteratorStart::TrimHorizon,
+                Some(n) => IteratorStart::AfterSequenceNumber(
+                    SequenceNumber::new(index, Offset::new(n - 1)).to_string(),
+                ),
+                None if has_parents => IteratorStart::TrimHorizon,
+                None => match initial {
+                    InitialPosition::TrimHorizon => IteratorStart::TrimHorizon,
+                    InitialPosition::Latest => IteratorStart::Latest,
+                    InitialPosition::AtTimestamp { ms } => IteratorStart::AtTimestamp(ms),
+                },
+            };
+            let iterator = stream.shard_iterator(&id, start)?;
+            let out = self
+                .group
+                .store
+                .get_records(&iterator, options.max_records.clamp(1, 10_000))?;
+            let finished = out.next_shard_iterator.is_none();
+            let outcome = match out.records.last() {
+                Some(last) => {
+                    if process(&id, &out.records).is_err() {
+                        report.failed_batches += 1;
+                        continue;
+                    }
+                    report.records += out.records.len() as u64;
+                    let next = last.sequence_number.offset().get() + 1;
+                    // A closed shard is finished only once a read past this batch is empty.
+                    self.group.commit(&self.id, index, next, false)
+                }
+                None if finished => {
+                    let end = stream.shard_ends()?.get(&index).copied().unwrap_or(0);
+                    self.group.commit(&self.id, index, end, true)
+                }
+                None => {
+                    if checkpoint.is_none() && matches!(initial, InitialPosition::Latest) {
+                        // Pin LATEST where it was first read, so later rounds do not skip.
+                        let end = stream.shard_ends()?.get(&index).copied().unwrap_or(0);
+                        self.group.commit(&self.id, index, end, false)
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            match outcome {
+                Ok(()) => {}
+                // Another worker has the shard now; it resumes after the last checkpoint.
+                Err(Error::LeaseLost { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs rounds until `stop` is set, then lets the current batch finish and releases the
+    /// worker's leases. Errors of a round (a storage error, say) end the run.
+    pub fn run<F, E>(
+        &self,
+        options: &ProcessOptions,
+        stop: &AtomicBool,
+        mut process: F,
+    ) -> Result<()>
+    where
+        F: FnMut(&str, &[StreamRecord]) -> std::result::Result<(), E>,
+    {
+        let result = (|| {
+            while !stop.load(Ordering::Acquire) {
+                let report = self.process_round(options, &mut process)?;
+                if report.records == 0 {
+                    std::thread::sleep(options.idle_wait);
+                }
+            }
+            Ok(())
+        })();
+        let released = self.group.release(&self.id);
+        result.and(released)
+    }
+
+    /// Gives up this worker's leases now (what `run` does when stopped).
+    pub fn release(&self) -> Result<()> {
+        self.group.release(&self.id)
+    }
+}
