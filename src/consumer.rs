@@ -292,10 +292,15 @@ impl ConsumerGroup {
         let now = self.now();
         self.sync_shards(&mut next)?;
         let lease_ms = next.lease_ms;
-        next.workers.insert(worker.to_string(), now);
+        // Renewals are written only once a quarter of the lease has passed, so a busy worker
+        // does not rewrite the group file every round.
+        let stale = |at: i64| now - at >= lease_ms / 4;
+        if next.workers.get(worker).is_none_or(|&seen| stale(seen)) {
+            next.workers.insert(worker.to_string(), now);
+        }
         next.workers.retain(|_, seen| *seen + lease_ms > now);
         for lease in next.shards.values_mut() {
-            if lease.owner.as_deref() == Some(worker) {
+            if lease.owner.as_deref() == Some(worker) && stale(lease.expires_ms - lease_ms) {
                 lease.expires_ms = now + lease_ms;
             }
         }
