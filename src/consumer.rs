@@ -79,6 +79,10 @@ struct Lease {
     checkpoint: Option<u64>,
     /// Processed to its end (a closed shard).
     finished: bool,
+    /// A worker below its share asked for this lease: the owner hands it over at the start of
+    /// its next round, between batches, so nothing is processed twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handoff: Option<String>,
 }
 
 /// Everything a group file holds.
@@ -316,8 +320,25 @@ impl ConsumerGroup {
                 })
                 .count()
         };
+        // Leases another worker asked for: handed over now, between this worker's batches
+        // (rounds checkpoint each batch before the next round starts).
+        let live_workers: BTreeSet<String> = next.workers.keys().cloned().collect();
+        for lease in next.shards.values_mut() {
+            if lease.owner.as_deref() == Some(worker) {
+                if let Some(to) = lease.handoff.take() {
+                    if live_workers.contains(&to) {
+                        lease.owner = Some(to);
+                        lease.expires_ms = now + lease_ms;
+                    }
+                }
+            }
+        }
         let workers = next.workers.len().max(1);
         let target = leasable.len().div_ceil(workers);
+        let asked = next
+            .shards
+            .values()
+            .any(|l| l.handoff.as_deref() == Some(worker) && live(l));
         while held(&next, worker) < target {
             let free = leasable
                 .iter()
@@ -325,8 +346,9 @@ impl ConsumerGroup {
                 .find(|i| next.shards.get(i).is_some_and(|l| !live(l)));
             let taken = match free {
                 Some(i) => Some(i),
+                None if asked => None,
                 None => {
-                    // Steal from the busiest worker, if it holds more than its share.
+                    // Ask the busiest worker for one lease, if it holds more than its share.
                     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
                     for i in &leasable {
                         if let Some(owner) = next
@@ -344,19 +366,27 @@ impl ConsumerGroup {
                         .max_by_key(|(_, n)| **n)
                         .filter(|(_, n)| **n > target)
                         .map(|(w, _)| w.clone());
-                    busiest.and_then(|victim| {
+                    let wanted = busiest.and_then(|victim| {
                         leasable.iter().rev().copied().find(|i| {
-                            next.shards
-                                .get(i)
-                                .is_some_and(|l| live(l) && l.owner.as_deref() == Some(&victim))
+                            next.shards.get(i).is_some_and(|l| {
+                                live(l)
+                                    && l.owner.as_deref() == Some(&victim)
+                                    && l.handoff.is_none()
+                            })
                         })
-                    })
+                    });
+                    if let Some(lease) = wanted.and_then(|i| next.shards.get_mut(&i)) {
+                        lease.handoff = Some(worker.to_string());
+                    }
+                    // The owner hands it over at its next round (or it expires).
+                    break;
                 }
             };
             let Some(index) = taken else { break };
             if let Some(lease) = next.shards.get_mut(&index) {
                 lease.owner = Some(worker.to_string());
                 lease.expires_ms = now + lease_ms;
+                lease.handoff = None;
             }
         }
         let mine: Vec<u32> = leasable
@@ -447,6 +477,7 @@ impl ConsumerGroup {
             if lease.owner.as_deref() == Some(worker) {
                 lease.owner = None;
                 lease.expires_ms = 0;
+                lease.handoff = None;
             }
         }
         next.workers.remove(worker);

@@ -88,14 +88,15 @@ fn two_then_three_workers_share_shards_evenly_and_process_everything_once() {
     let group = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
     let workers: Vec<Worker> = ["w1", "w2", "w3"].iter().map(|w| group.worker(w)).collect();
     let mut seen = Seen::new();
-    // Two workers: three shards each once both have joined.
-    for _ in 0..3 {
+    // Two workers: three shards each once both have joined (a lease changes hands between
+    // the owner's batches, one per round).
+    for _ in 0..6 {
         round(&workers[0], &mut seen);
         round(&workers[1], &mut seen);
     }
     assert_eq!((held(&group, "w1"), held(&group, "w2")), (3, 3));
-    // A third joins: it steals until each holds two.
-    for _ in 0..3 {
+    // A third joins: it asks for leases until each holds two.
+    for _ in 0..6 {
         for w in &workers {
             round(w, &mut seen);
         }
