@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::kinesis::stream_name_of_arn;
-use super::protocol::{timestamp, ApiError, Input, Output};
+use super::protocol::{tag_page, timestamp, ApiError, Input, Output};
 use super::{Context, ObjectStore};
 use crate::firehose::{
     BufferingHints, Compression, DeliveryConfig, DeliveryStreamConfig, DeliveryStreamDescription,
@@ -458,23 +458,7 @@ impl FirehoseApi<'_> {
 
     fn list_tags(&self, input: &Input<'_>) -> Reply {
         let name = self.name(input)?;
-        let limit = match input.opt_i64("Limit")? {
-            None => 50,
-            Some(n) if (1..=50).contains(&n) => n as usize,
-            Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=50"))),
-        };
-        let after = input.opt_str("ExclusiveStartTagKey")?;
-        let tags = self.firehose.describe_delivery_stream(name)?.tags;
-        let remaining: Vec<(&String, &String)> = tags
-            .iter()
-            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
-            .collect();
-        let page: Vec<Value> = remaining
-            .iter()
-            .take(limit)
-            .map(|(k, v)| json!({ "Key": k, "Value": v }))
-            .collect();
-        Ok(json!({ "Tags": page, "HasMoreTags": remaining.len() > limit }))
+        tag_page(input, &self.firehose.describe_delivery_stream(name)?.tags)
     }
 
     /// Start/StopDeliveryStreamEncryption: the setting is stored and described. Objects are not

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::protocol::{timestamp, ApiError, Input, Output};
+use super::protocol::{tag_page, timestamp, ApiError, Input, Output};
 use super::Context;
 use crate::stream::{
     check_stream_name, IteratorStart, ListShards, PutRecord, ShardDescription, ShardFilter, Stream,
@@ -461,12 +461,7 @@ impl Kinesis<'_> {
                 .records
                 .iter()
                 .zip(&data)
-                .map(|(r, data)| RecordOutput {
-                    sequence_number: r.sequence_number.to_string(),
-                    approximate_arrival_timestamp: r.approximate_arrival_ms as f64 / 1000.0,
-                    data,
-                    partition_key: &r.partition_key,
-                })
+                .map(|(r, data)| RecordOutput::new(r, data))
                 .collect(),
             next_shard_iterator: out.next_shard_iterator.as_deref(),
             millis_behind_latest: out.millis_behind_latest,
@@ -571,23 +566,7 @@ impl Kinesis<'_> {
 
     fn list_tags(&self, input: &Input<'_>) -> Reply {
         let stream = self.stream(input)?;
-        let limit = match input.opt_i64("Limit")? {
-            None => 50,
-            Some(n) if (1..=50).contains(&n) => n as usize,
-            Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=50"))),
-        };
-        let after = input.opt_str("ExclusiveStartTagKey")?;
-        let tags: BTreeMap<String, String> = stream.describe().tags;
-        let remaining: Vec<(&String, &String)> = tags
-            .iter()
-            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
-            .collect();
-        let page: Vec<Value> = remaining
-            .iter()
-            .take(limit)
-            .map(|(k, v)| json!({ "Key": k, "Value": v }))
-            .collect();
-        Ok(json!({ "Tags": page, "HasMoreTags": remaining.len() > limit }))
+        tag_page(input, &stream.describe().tags)
     }
 
     /// The stream a resource ARN names, and the settings key of the resource's policy (a
@@ -1048,16 +1027,28 @@ struct GetRecordsOutput<'a> {
     child_shards: Vec<Value>,
 }
 
-/// A record as GetRecords returns it.
+/// A record as GetRecords (and SubscribeToShard) returns it.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct RecordOutput<'a> {
+pub(crate) struct RecordOutput<'a> {
     sequence_number: String,
     /// Epoch seconds.
     approximate_arrival_timestamp: f64,
     /// Base64.
     data: &'a str,
     partition_key: &'a str,
+}
+
+impl<'a> RecordOutput<'a> {
+    /// `record` with its data already in base64.
+    pub(crate) fn new(record: &'a crate::StreamRecord, data: &'a str) -> RecordOutput<'a> {
+        RecordOutput {
+            sequence_number: record.sequence_number.to_string(),
+            approximate_arrival_timestamp: record.approximate_arrival_ms as f64 / 1000.0,
+            data,
+            partition_key: &record.partition_key,
+        }
+    }
 }
 
 /// Where to start reading, from an iterator type member and its sequence number / timestamp.

@@ -263,6 +263,30 @@ impl<'a> Input<'a> {
     }
 }
 
+/// A page of tags (ListTagsForStream, ListTagsForDeliveryStream): `Limit` 1 to 50 (default 50)
+/// after `ExclusiveStartTagKey`, in key order, with `HasMoreTags`.
+pub(crate) fn tag_page(
+    input: &Input<'_>,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<Value, ApiError> {
+    let limit = match input.opt_i64("Limit")? {
+        None => 50,
+        Some(n) if (1..=50).contains(&n) => n as usize,
+        Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=50"))),
+    };
+    let after = input.opt_str("ExclusiveStartTagKey")?;
+    let remaining: Vec<(&String, &String)> = tags
+        .iter()
+        .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+        .collect();
+    let page: Vec<Value> = remaining
+        .iter()
+        .take(limit)
+        .map(|(k, v)| serde_json::json!({ "Key": k, "Value": v }))
+        .collect();
+    Ok(serde_json::json!({ "Tags": page, "HasMoreTags": remaining.len() > limit }))
+}
+
 /// Epoch seconds as the JSON protocol writes timestamps.
 pub(crate) fn timestamp(ms: i64) -> Value {
     serde_json::json!(ms as f64 / 1000.0)

@@ -215,16 +215,20 @@ async fn pump(
                 out.records.iter().map(|r| r.data.len() as u64).sum(),
                 out.millis_behind_latest,
             );
-            let records: Vec<Value> = out
+            let data: Vec<String> = out
                 .records
                 .iter()
                 .map(|r| {
-                    json!({
-                        "SequenceNumber": r.sequence_number.to_string(),
-                        "ApproximateArrivalTimestamp": super::protocol::timestamp(r.approximate_arrival_ms),
-                        "Data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &r.data),
-                        "PartitionKey": r.partition_key,
-                    })
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &r.data)
+                })
+                .collect();
+            let records: Vec<Value> = out
+                .records
+                .iter()
+                .zip(&data)
+                .map(|(r, d)| {
+                    serde_json::to_value(super::kinesis::RecordOutput::new(r, d))
+                        .unwrap_or(Value::Null)
                 })
                 .collect();
             let mut payload = json!({
