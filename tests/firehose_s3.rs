@@ -48,16 +48,31 @@ fn start_moto() -> Moto {
     moto
 }
 
-/// One plain HTTP/1.1 request; returns the status code and the body.
+/// One plain HTTP/1.1 request; returns the status code and the body. A connection refused or
+/// reset (moto's server can drop the first connections while it starts under load) is retried
+/// for up to 10 s.
 fn http(port: u16, method: &str, path: &str) -> (u16, Vec<u8>) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        let attempt = (|| -> std::io::Result<Vec<u8>> {
+            let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+            write!(
+                stream,
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response)?;
+            Ok(response)
+        })();
+        match attempt {
+            Ok(response) if !response.is_empty() => break response,
+            Ok(_) | Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Ok(_) => panic!("moto answered {method} {path} with nothing"),
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    };
     let head_end = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
