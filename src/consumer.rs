@@ -708,3 +708,168 @@ impl Worker {
         self.group.release(&self.id)
     }
 }
+
+/// How a registered consumer's subscription to a shard reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Where to start.
+    pub start: IteratorStart,
+    /// Data bytes a second the subscription may deliver (Kinesis enhanced fan-out: 2 MiB/s per
+    /// consumer and shard); `None` for no limit. Measured on the store's clock.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Wait between reads of a caught-up shard (default 100 ms).
+    pub poll: Duration,
+}
+
+impl SubscribeOptions {
+    /// From `start`, with Kinesis's 2 MiB/s.
+    pub fn new(start: IteratorStart) -> SubscribeOptions {
+        SubscribeOptions {
+            start,
+            max_bytes_per_sec: Some(2 * 1024 * 1024),
+            poll: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a subscription delivers (Kinesis SubscribeToShardEvent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionEvent {
+    /// Records, in order (none for a heartbeat).
+    pub records: Vec<StreamRecord>,
+    /// Resume after this sequence number (AFTER_SEQUENCE_NUMBER) to continue where this event
+    /// ends: the last record delivered, or before any, the position before the start.
+    pub continuation_sequence_number: String,
+    /// How far behind the newest record of the shard the subscription is, ms.
+    pub millis_behind_latest: i64,
+    /// At a closed shard's end: the shards to continue with. The subscription ends after.
+    pub child_shards: Vec<crate::ChildShard>,
+}
+
+/// A registered consumer's push-style subscription to one shard (Kinesis SubscribeToShard):
+/// records as they are appended, from any iterator position, within a throughput budget.
+pub struct ShardSubscription {
+    store: Arc<Store>,
+    shard: u32,
+    iterator: Option<String>,
+    continuation: String,
+    options: SubscribeOptions,
+    /// Bytes the budget still allows, and when it was last refilled (store clock, ms).
+    budget: (f64, i64),
+}
+
+impl std::fmt::Debug for ShardSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardSubscription")
+            .field("shard", &shard_id(self.shard))
+            .field("continuation", &self.continuation)
+            .finish()
+    }
+}
+
+impl ShardSubscription {
+    /// Subscribes `consumer` (registered on `stream`) to `shard_id`.
+    pub fn open(
+        store: Arc<Store>,
+        stream: &str,
+        consumer: &str,
+        shard_id_text: &str,
+        options: SubscribeOptions,
+    ) -> Result<ShardSubscription> {
+        let s = store.stream(stream)?;
+        if !s.describe().consumers.iter().any(|c| c.name == consumer) {
+            return Err(Error::ResourceNotFound {
+                kind: "consumer",
+                name: consumer.to_string(),
+            });
+        }
+        let iterator = s.shard_iterator(shard_id_text, options.start.clone())?;
+        let (shard, offset) = crate::iterator::position_of(&iterator).ok_or_else(|| {
+            Error::invalid("ShardId", format!("{shard_id_text} gave no iterator"))
+        })?;
+        let now = store.options().shard.clock.now_ms();
+        let capacity = options
+            .max_bytes_per_sec
+            .map_or(f64::INFINITY, |b| b as f64);
+        Ok(ShardSubscription {
+            store,
+            shard,
+            iterator: Some(iterator),
+            continuation: SequenceNumber::new(shard, Offset::new(offset.saturating_sub(1)))
+                .to_string(),
+            options,
+            budget: (capacity, now),
+        })
+    }
+
+    /// The next event: records that arrived (as many as the budget allows), or after `wait`
+    /// without any, an empty heartbeat. `None` once a closed shard was delivered to its end
+    /// (the event before carried its child shards).
+    pub fn next_event(&mut self, wait: Duration) -> Result<Option<SubscriptionEvent>> {
+        let Some(iterator) = self.iterator.clone() else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let clock_now = self.store.options().shard.clock.now_ms();
+            if let Some(rate) = self.options.max_bytes_per_sec {
+                let (left, at) = self.budget;
+                let refill = (clock_now - at).max(0) as f64 / 1000.0 * rate as f64;
+                self.budget = ((left + refill).min(rate as f64), clock_now);
+            }
+            let out = if self.budget.0 > 0.0 {
+                Some(self.store.get_records(&iterator, 10_000)?)
+            } else {
+                None
+            };
+            if let Some(mut out) = out {
+                // Within the budget: cut the batch, and continue after its last record.
+                let mut bytes = 0.0;
+                let keep = out
+                    .records
+                    .iter()
+                    .take_while(|r| {
+                        let fits = bytes < self.budget.0;
+                        bytes += r.data.len() as f64;
+                        fits
+                    })
+                    .count();
+                let cut = keep < out.records.len();
+                out.records.truncate(keep);
+                self.budget.0 -= out.records.iter().map(|r| r.data.len() as f64).sum::<f64>();
+                if let Some(last) = out.records.last() {
+                    self.continuation = last.sequence_number.to_string();
+                }
+                let ended = out.next_shard_iterator.is_none() && !cut;
+                self.iterator = if cut {
+                    let stream = crate::iterator::stream_of(&iterator).unwrap_or_default();
+                    Some(self.store.stream(&stream)?.shard_iterator(
+                        &shard_id(self.shard),
+                        IteratorStart::AfterSequenceNumber(self.continuation.clone()),
+                    )?)
+                } else if ended {
+                    None
+                } else {
+                    // An open shard keeps its position in the iterator it returns.
+                    out.next_shard_iterator.or(Some(iterator.clone()))
+                };
+                if !out.records.is_empty() || ended || started.elapsed() >= wait {
+                    return Ok(Some(SubscriptionEvent {
+                        records: out.records,
+                        continuation_sequence_number: self.continuation.clone(),
+                        millis_behind_latest: out.millis_behind_latest,
+                        child_shards: if ended { out.child_shards } else { Vec::new() },
+                    }));
+                }
+            } else if started.elapsed() >= wait {
+                return Ok(Some(SubscriptionEvent {
+                    records: Vec::new(),
+                    continuation_sequence_number: self.continuation.clone(),
+                    millis_behind_latest: 0,
+                    child_shards: Vec::new(),
+                }));
+            }
+            std::thread::sleep(self.options.poll.min(wait));
+        }
+    }
+}

@@ -16,14 +16,12 @@ const VERSION: u8 = 1;
 const FIXED: usize = 1 + 4 + 8 + 8 + 8;
 
 /// The stream a shard iterator reads (`None` if it is not a valid iterator).
-#[cfg(feature = "server")]
-pub fn stream_of_iterator(text: &str) -> Option<String> {
+pub(crate) fn stream_of(text: &str) -> Option<String> {
     IteratorToken::decode(text).map(|t| t.stream)
 }
 
 /// The (shard index, offset) a shard iterator reads next (`None` if it is not valid).
-#[cfg(feature = "server")]
-pub fn position_of_iterator(text: &str) -> Option<(u32, u64)> {
+pub(crate) fn position_of(text: &str) -> Option<(u32, u64)> {
     IteratorToken::decode(text).map(|t| (t.shard_index, t.offset.get()))
 }
 

@@ -611,3 +611,93 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_shards_end() {
+    use shardlog::consumer::{ShardSubscription, SubscribeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
+    let stream = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    stream
+        .register_consumer("fanout", &BTreeMap::new())
+        .unwrap();
+    let open = |start: shardlog::IteratorStart, rate: Option<u64>| {
+        ShardSubscription::open(
+            Arc::clone(&store),
+            "s",
+            "fanout",
+            "shardId-000000000000",
+            SubscribeOptions {
+                max_bytes_per_sec: rate,
+                poll: Duration::from_millis(1),
+                ..SubscribeOptions::new(start)
+            },
+        )
+    };
+    assert!(matches!(
+        ShardSubscription::open(
+            Arc::clone(&store),
+            "s",
+            "nobody",
+            "shardId-000000000000",
+            SubscribeOptions::new(shardlog::IteratorStart::Latest)
+        ),
+        Err(Error::ResourceNotFound { .. })
+    ));
+    let mut sub = open(shardlog::IteratorStart::Latest, Some(3000)).unwrap();
+    let quiet = sub.next_event(Duration::ZERO).unwrap().unwrap();
+    assert!(quiet.records.is_empty(), "a heartbeat when nothing arrived");
+    let payload = vec![b'x'; 1000];
+    for i in 0..10 {
+        stream
+            .put_record(&PutRecord::new(&format!("k{i}"), &payload))
+            .unwrap();
+    }
+    // 3,000 bytes a second: three records now, none more until the clock moves.
+    let first = sub.next_event(Duration::ZERO).unwrap().unwrap();
+    assert_eq!(first.records.len(), 3);
+    assert_eq!(
+        first.continuation_sequence_number,
+        first.records[2].sequence_number.to_string()
+    );
+    assert!(sub
+        .next_event(Duration::ZERO)
+        .unwrap()
+        .unwrap()
+        .records
+        .is_empty());
+    clock.advance(1000);
+    let second = sub.next_event(Duration::ZERO).unwrap().unwrap();
+    assert_eq!(second.records.len(), 3);
+    assert_eq!(
+        second.records[0].sequence_number.offset().get(),
+        3,
+        "continues right after the budget's cut"
+    );
+    clock.advance(10_000);
+    let third = sub.next_event(Duration::ZERO).unwrap().unwrap();
+    assert_eq!(
+        third.records.len(),
+        3,
+        "an idle budget refills to one second's worth, no more"
+    );
+    clock.advance(1000);
+    let last = sub.next_event(Duration::ZERO).unwrap().unwrap();
+    assert_eq!(last.records.len(), 1);
+    assert_eq!(last.records[0].sequence_number.offset().get(), 9);
+    // A closed shard: delivered to its end, its children named, then the subscription ends.
+    stream.update_shard_count(2).unwrap();
+    let mut all = open(shardlog::IteratorStart::TrimHorizon, None).unwrap();
+    let (mut records, mut children) = (0, Vec::new());
+    while let Some(e) = all.next_event(Duration::from_millis(10)).unwrap() {
+        records += e.records.len();
+        if !e.child_shards.is_empty() {
+            children = e.child_shards.iter().map(|c| c.shard_id.clone()).collect();
+        }
+    }
+    assert_eq!(records, 10);
+    assert_eq!(children, ["shardId-000000000001", "shardId-000000000002"]);
+}

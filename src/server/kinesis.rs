@@ -443,7 +443,7 @@ impl Kinesis<'_> {
             Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=10000"))),
         };
         let out = self.ctx.store.get_records(iterator, limit)?;
-        if let Some(stream) = crate::iterator::stream_of_iterator(iterator) {
+        if let Some(stream) = crate::iterator::stream_of(iterator) {
             self.ctx.metrics.records_out(
                 &stream,
                 out.records.len() as u64,
@@ -923,18 +923,24 @@ impl Kinesis<'_> {
     /// to the server, which streams events from it (see `subscribe.rs`).
     fn subscribe_to_shard(&self, input: &Input<'_>) -> Result<Output, ApiError> {
         let arn = input.str("ConsumerARN")?.to_string();
-        let (stream, _consumer) = self.consumer(input)?;
+        let (stream, consumer) = self.consumer(input)?;
         let shard_id = input.str("ShardId")?;
         let position = input
             .opt_object("StartingPosition")?
             .ok_or_else(|| ApiError::validation("StartingPosition is required"))?;
         let start = iterator_start(&position, "Type", "SequenceNumber")?;
-        let iterator = stream.shard_iterator(shard_id, start)?;
+        let reader = crate::consumer::ShardSubscription::open(
+            Arc::clone(&self.ctx.store),
+            stream.name(),
+            &consumer.name,
+            shard_id,
+            crate::consumer::SubscribeOptions::new(start),
+        )?;
         Ok(Output::Subscription(super::subscribe::Subscription {
             consumer_arn: arn,
             stream: stream.name().to_string(),
             shard_id: shard_id.to_string(),
-            iterator,
+            reader,
             cbor: false,
         }))
     }

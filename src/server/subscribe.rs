@@ -21,14 +21,14 @@ use serde_json::{json, Value};
 
 use super::protocol::ApiError;
 use super::Context;
-use crate::SequenceNumber;
 
 /// A subscription the operation accepted: what the pump reads.
 pub(crate) struct Subscription {
     pub consumer_arn: String,
     pub stream: String,
     pub shard_id: String,
-    pub iterator: String,
+    /// The library's subscription: reads, budget, continuation.
+    pub reader: crate::consumer::ShardSubscription,
     /// Event payloads in CBOR (the request was CBOR) instead of JSON.
     pub cbor: bool,
 }
@@ -39,8 +39,6 @@ pub(crate) struct ActiveSubscriptions {
     open: Mutex<HashSet<(String, String)>>,
 }
 
-/// How long to wait between reads of a caught-up shard.
-const POLL: Duration = Duration::from_millis(100);
 /// An event is sent at least this often, records or not (a heartbeat with MillisBehindLatest).
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -166,29 +164,20 @@ async fn pump(
         return;
     }
     let deadline = Instant::now() + ctx.options.subscription_lifetime;
-    // Until a record is sent, the position before the iterator's first record.
-    let mut continuation = crate::iterator::position_of_iterator(&subscription.iterator)
-        .map(|(shard, offset)| {
-            SequenceNumber::new(shard, crate::Offset::new(offset.saturating_sub(1)))
-        })
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    let mut iterator = Some(subscription.iterator);
-    let mut last_sent = Instant::now();
-    while let Some(current) = iterator.take() {
-        if Instant::now() >= deadline {
-            break;
-        }
-        let store = Arc::clone(&ctx.store);
+    let cbor = subscription.cbor;
+    let mut reader = subscription.reader;
+    while Instant::now() < deadline {
         let read = tokio::task::spawn_blocking(move || {
-            store
-                .get_records(&current, 10_000)
-                .map(|out| (current, out))
+            let next = reader.next_event(HEARTBEAT);
+            (reader, next)
         })
         .await;
-        let (current, out) = match read {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => {
+        let event_or_end = match read {
+            Ok((back, Ok(next))) => {
+                reader = back;
+                next
+            }
+            Ok((_, Err(e))) => {
                 let _ = sender.send(exception(&ApiError::from(e))).await;
                 return;
             }
@@ -203,71 +192,55 @@ async fn pump(
                 return;
             }
         };
-        if let Some(last) = out.records.last() {
-            continuation = last.sequence_number.to_string();
-        }
-        let ended = out.next_shard_iterator.is_none();
-        let send = !out.records.is_empty() || ended || last_sent.elapsed() >= HEARTBEAT;
-        if send {
-            ctx.metrics.records_out(
-                &subscription.stream,
-                out.records.len() as u64,
-                out.records.iter().map(|r| r.data.len() as u64).sum(),
-                out.millis_behind_latest,
-            );
-            let data: Vec<String> = out
-                .records
+        // A closed shard delivered to its end: the event before named its children.
+        let Some(e) = event_or_end else { break };
+        ctx.metrics.records_out(
+            &subscription.stream,
+            e.records.len() as u64,
+            e.records.iter().map(|r| r.data.len() as u64).sum(),
+            e.millis_behind_latest,
+        );
+        let data: Vec<String> = e
+            .records
+            .iter()
+            .map(|r| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &r.data))
+            .collect();
+        let records: Vec<Value> = e
+            .records
+            .iter()
+            .zip(&data)
+            .map(|(r, d)| {
+                serde_json::to_value(super::kinesis::RecordOutput::new(r, d)).unwrap_or(Value::Null)
+            })
+            .collect();
+        let mut payload = json!({
+            "Records": records,
+            "ContinuationSequenceNumber": e.continuation_sequence_number,
+            "MillisBehindLatest": e.millis_behind_latest,
+        });
+        if !e.child_shards.is_empty() {
+            payload["ChildShards"] = e
+                .child_shards
                 .iter()
-                .map(|r| {
-                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &r.data)
-                })
-                .collect();
-            let records: Vec<Value> = out
-                .records
-                .iter()
-                .zip(&data)
-                .map(|(r, d)| {
-                    serde_json::to_value(super::kinesis::RecordOutput::new(r, d))
-                        .unwrap_or(Value::Null)
-                })
-                .collect();
-            let mut payload = json!({
-                "Records": records,
-                "ContinuationSequenceNumber": continuation,
-                "MillisBehindLatest": out.millis_behind_latest,
-            });
-            if !out.child_shards.is_empty() {
-                payload["ChildShards"] = out
-                    .child_shards
-                    .iter()
-                    .map(|c| {
-                        json!({
-                            "ShardId": c.shard_id,
-                            "ParentShards": c.parent_shards,
-                            "HashKeyRange": {
-                                "StartingHashKey": c.hash_key_range.start.to_string(),
-                                "EndingHashKey": c.hash_key_range.end.to_string(),
-                            },
-                        })
+                .map(|c| {
+                    json!({
+                        "ShardId": c.shard_id,
+                        "ParentShards": c.parent_shards,
+                        "HashKeyRange": {
+                            "StartingHashKey": c.hash_key_range.start.to_string(),
+                            "EndingHashKey": c.hash_key_range.end.to_string(),
+                        },
                     })
-                    .collect();
-            }
-            if sender
-                .send(event("SubscribeToShardEvent", &payload, subscription.cbor))
-                .await
-                .is_err()
-            {
-                return; // The client went away.
-            }
-            last_sent = Instant::now();
+                })
+                .collect();
         }
-        if out.records.is_empty() {
-            tokio::time::sleep(POLL).await;
+        if sender
+            .send(event("SubscribeToShardEvent", &payload, cbor))
+            .await
+            .is_err()
+        {
+            return; // The client went away.
         }
-        // An open shard read to its end keeps its iterator; a closed one read to its end ends.
-        iterator = out
-            .next_shard_iterator
-            .or(if ended { None } else { Some(current) });
     }
 }
 
