@@ -133,6 +133,69 @@ pub struct GroupDescription {
     pub shards: Vec<ShardProgress>,
 }
 
+/// A group's file as offline tools show it (`shardlog inspect`), read without opening the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupFiles {
+    /// The group's name.
+    pub name: String,
+    /// The stream it reads.
+    pub stream: String,
+    /// Lease length, ms.
+    pub lease_ms: i64,
+    /// Workers recorded, with when each last renewed (ms since the Unix epoch).
+    pub workers: BTreeMap<String, i64>,
+    /// Per shard: id, owner, lease expiry, checkpoint (last processed sequence number),
+    /// finished.
+    pub shards: Vec<(String, Option<String>, i64, Option<String>, bool)>,
+}
+
+/// The consumer groups of a data directory, by name (none if it has no `groups/`).
+pub fn read_group_files(data_dir: &std::path::Path) -> Result<Vec<GroupFiles>> {
+    let dir = data_dir.join(GROUPS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    let mut groups = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(Error::io_at("list", &dir))?.path();
+        let is_group = path.extension().is_some_and(|e| e == "json")
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !is_group {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(Error::io_at("read", &path))?;
+        let file: GroupFile = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
+        groups.push(GroupFiles {
+            shards: file
+                .shards
+                .iter()
+                .map(|(index, l)| {
+                    (
+                        shard_id(*index),
+                        l.owner.clone(),
+                        l.expires_ms,
+                        l.checkpoint
+                            .filter(|&c| c > 0)
+                            .map(|c| SequenceNumber::new(*index, Offset::new(c - 1)).to_string()),
+                        l.finished,
+                    )
+                })
+                .collect(),
+            name: file.name,
+            stream: file.stream,
+            lease_ms: file.lease_ms,
+            workers: file.workers,
+        });
+    }
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(groups)
+}
+
 /// A consumer group of a store. `Send + Sync`; share it with `Arc` among its workers.
 pub struct ConsumerGroup {
     store: Arc<Store>,

@@ -701,3 +701,33 @@ fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_sha
     assert_eq!(records, 10);
     assert_eq!(children, ["shardId-000000000001", "shardId-000000000002"]);
 }
+
+#[test]
+fn inspect_shows_groups_with_owners_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    {
+        let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
+        store
+            .create_stream("s", StreamConfig::provisioned(1))
+            .unwrap();
+        put(&store, 0, 20);
+        let group =
+            ConsumerGroup::open(Arc::clone(&store), "billing", GroupConfig::new("s")).unwrap();
+        let mut seen = Seen::new();
+        round(&group.worker("w1"), &mut seen);
+        assert_eq!(seen.len(), 20);
+    }
+    let path = dir.path().to_str().unwrap();
+    let out = common::shardlog(&["inspect", path]);
+    let text = common::text(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let last = shardlog::SequenceNumber::new(0, shardlog::Offset::new(19)).to_string();
+    assert!(text.contains("consumer group billing  reads s"), "{text}");
+    assert!(text.contains("owner w1"), "{text}");
+    assert!(text.contains(&format!("checkpoint {last}")), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&common::shardlog(&["inspect", "--json", path]).stdout).unwrap();
+    assert_eq!(json["consumer_groups"][0]["name"], "billing");
+    assert_eq!(json["consumer_groups"][0]["shards"][0][3], last);
+}

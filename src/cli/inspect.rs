@@ -30,6 +30,9 @@ struct Inspection {
     #[cfg(feature = "firehose")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     delivery_streams: Vec<crate::firehose::DeliveryStreamFiles>,
+    /// Consumer groups of a data directory.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    consumer_groups: Vec<crate::consumer::GroupFiles>,
     totals: Totals,
 }
 
@@ -269,6 +272,7 @@ pub(super) fn run(path: &Path, json: bool, out: &mut impl Write) -> CliResult<Ex
         shards: Vec::new(),
         #[cfg(feature = "firehose")]
         delivery_streams: Vec::new(),
+        consumer_groups: Vec::new(),
         totals: Totals::default(),
     };
     match target::resolve(path)? {
@@ -276,6 +280,7 @@ pub(super) fn run(path: &Path, json: bool, out: &mut impl Write) -> CliResult<Ex
             for stream in target::stream_dirs(&dir)? {
                 inspection.streams.push(stream_info(&stream, now_ms)?);
             }
+            inspection.consumer_groups = crate::consumer::read_group_files(&dir)?;
             #[cfg(feature = "firehose")]
             for delivery in target::delivery_stream_dirs(&dir)? {
                 inspection
@@ -372,10 +377,40 @@ fn print_human(inspection: &Inspection, out: &mut impl Write) -> std::io::Result
     for d in &inspection.delivery_streams {
         print_delivery_stream(d, out)?;
     }
+    for g in &inspection.consumer_groups {
+        print_group(g, out)?;
+    }
     print_totals("totals", inspection.totals, out)
 }
 
 #[cfg(feature = "firehose")]
+fn print_group(g: &crate::consumer::GroupFiles, out: &mut impl Write) -> std::io::Result<()> {
+    let workers: Vec<&str> = g.workers.keys().map(String::as_str).collect();
+    writeln!(
+        out,
+        "consumer group {}  reads {}, lease {} ms, workers: {}",
+        g.name,
+        g.stream,
+        g.lease_ms,
+        if workers.is_empty() {
+            "-".to_string()
+        } else {
+            workers.join(", ")
+        }
+    )?;
+    for (shard, owner, expires, checkpoint, finished) in &g.shards {
+        writeln!(
+            out,
+            "  {shard}  {}  owner {} (lease until {})  checkpoint {}",
+            if *finished { "FINISHED" } else { "ACTIVE" },
+            owner.as_deref().unwrap_or("-"),
+            rfc3339_utc(*expires),
+            checkpoint.as_deref().unwrap_or("-"),
+        )?;
+    }
+    writeln!(out)
+}
+
 fn print_delivery_stream(
     d: &crate::firehose::DeliveryStreamFiles,
     out: &mut impl Write,
