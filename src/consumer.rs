@@ -144,9 +144,23 @@ pub struct GroupFiles {
     pub lease_ms: i64,
     /// Workers recorded, with when each last renewed (ms since the Unix epoch).
     pub workers: BTreeMap<String, i64>,
-    /// Per shard: id, owner, lease expiry, checkpoint (last processed sequence number),
-    /// finished.
-    pub shards: Vec<(String, Option<String>, i64, Option<String>, bool)>,
+    /// Per shard, in index order.
+    pub shards: Vec<GroupShardFiles>,
+}
+
+/// One shard of a [`GroupFiles`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupShardFiles {
+    /// Its id.
+    pub shard_id: String,
+    /// The worker recorded as holding the lease (it may have expired).
+    pub owner: Option<String>,
+    /// When the lease expires, ms since the Unix epoch.
+    pub lease_expires_ms: i64,
+    /// The last processed sequence number, if any.
+    pub checkpoint: Option<String>,
+    /// Processed to its end.
+    pub finished: bool,
 }
 
 /// The consumer groups of a data directory, by name (none if it has no `groups/`).
@@ -174,16 +188,15 @@ pub fn read_group_files(data_dir: &std::path::Path) -> Result<Vec<GroupFiles>> {
             shards: file
                 .shards
                 .iter()
-                .map(|(index, l)| {
-                    (
-                        shard_id(*index),
-                        l.owner.clone(),
-                        l.expires_ms,
-                        l.checkpoint
-                            .filter(|&c| c > 0)
-                            .map(|c| SequenceNumber::new(*index, Offset::new(c - 1)).to_string()),
-                        l.finished,
-                    )
+                .map(|(index, l)| GroupShardFiles {
+                    shard_id: shard_id(*index),
+                    owner: l.owner.clone(),
+                    lease_expires_ms: l.expires_ms,
+                    checkpoint: l
+                        .checkpoint
+                        .filter(|&c| c > 0)
+                        .map(|c| SequenceNumber::new(*index, Offset::new(c - 1)).to_string()),
+                    finished: l.finished,
                 })
                 .collect(),
             name: file.name,

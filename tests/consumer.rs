@@ -729,5 +729,5 @@ fn inspect_shows_groups_with_owners_and_checkpoints() {
     let json: serde_json::Value =
         serde_json::from_slice(&common::shardlog(&["inspect", "--json", path]).stdout).unwrap();
     assert_eq!(json["consumer_groups"][0]["name"], "billing");
-    assert_eq!(json["consumer_groups"][0]["shards"][0][3], last);
+    assert_eq!(json["consumer_groups"][0]["shards"][0]["checkpoint"], last);
 }

@@ -398,14 +398,15 @@ fn print_group(g: &crate::consumer::GroupFiles, out: &mut impl Write) -> std::io
             workers.join(", ")
         }
     )?;
-    for (shard, owner, expires, checkpoint, finished) in &g.shards {
+    for s in &g.shards {
         writeln!(
             out,
-            "  {shard}  {}  owner {} (lease until {})  checkpoint {}",
-            if *finished { "FINISHED" } else { "ACTIVE" },
-            owner.as_deref().unwrap_or("-"),
-            rfc3339_utc(*expires),
-            checkpoint.as_deref().unwrap_or("-"),
+            "  {}  {}  owner {} (lease until {})  checkpoint {}",
+            s.shard_id,
+            if s.finished { "FINISHED" } else { "ACTIVE" },
+            s.owner.as_deref().unwrap_or("-"),
+            rfc3339_utc(s.lease_expires_ms),
+            s.checkpoint.as_deref().unwrap_or("-"),
         )?;
     }
     writeln!(out)
