@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::hash_key::{shard_id, ShardId};
 use crate::segment::write_atomically;
-use crate::stream::{check_resource_name, IteratorStart, StreamRecord};
+use crate::stream::{check_resource_name, IteratorStart, ShardDescription, StreamRecord};
 use crate::{Offset, SequenceNumber, Store};
 
 /// The directory under the data directory holding one file per group.
@@ -131,6 +131,19 @@ pub struct GroupDescription {
     pub workers: BTreeMap<String, i64>,
     /// Every shard still tracked, in index order.
     pub shards: Vec<ShardProgress>,
+}
+
+/// Tracks the stream's shards: new ones get a lease entry; ones retention removed from the
+/// stream are forgotten.
+fn sync_shards(file: &mut GroupFile, shards: &[ShardDescription]) {
+    let present: BTreeSet<u32> = shards
+        .iter()
+        .filter_map(|s| ShardId::parse(&s.shard_id).map(ShardId::index))
+        .collect();
+    file.shards.retain(|index, _| present.contains(index));
+    for index in present {
+        file.shards.entry(index).or_default();
+    }
 }
 
 /// A group's file as offline tools show it (`shardlog inspect`), read without opening the store.
@@ -276,17 +289,18 @@ impl ConsumerGroup {
             },
             Err(e) => return Err(Error::io("read", &path, e)),
         };
+        let created = !path.exists();
+        let mut synced = file.clone();
+        sync_shards(&mut synced, &stream.describe().shards);
         let group = ConsumerGroup {
             store,
             path,
             state: Mutex::new(file),
         };
-        {
-            let mut state = group.lock();
-            let mut next = state.clone();
-            group.sync_shards(&mut next)?;
-            group.save(&mut state, next)?;
+        if created {
+            group.write(&synced)?;
         }
+        group.save(&mut group.lock(), synced)?;
         Ok(Arc::new(group))
     }
 
@@ -303,46 +317,31 @@ impl ConsumerGroup {
         self.store.options().shard.clock.now_ms()
     }
 
-    /// Writes `next` durably, then makes it the state (if the write fails nothing changes).
+    /// Writes `next` durably if it differs, then makes it the state (if the write fails
+    /// nothing changes).
     fn save(&self, state: &mut GroupFile, next: GroupFile) -> Result<()> {
-        if *state == next && self.path.exists() {
-            return Ok(());
+        if *state != next {
+            self.write(&next)?;
+            *state = next;
         }
-        let bytes = serde_json::to_vec_pretty(&next)
+        Ok(())
+    }
+
+    fn write(&self, file: &GroupFile) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(file)
             .map_err(|e| Error::io("encode group", &self.path, std::io::Error::other(e)))?;
         let dir = self.path.parent().unwrap_or(&self.path);
         let name = self
             .path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        write_atomically(dir, &name, &bytes)?;
-        *state = next;
-        Ok(())
-    }
-
-    /// Tracks the stream's shards: new ones get a lease entry; ones retention removed from the
-    /// stream are forgotten.
-    fn sync_shards(&self, file: &mut GroupFile) -> Result<()> {
-        let stream = self.store.stream(&file.stream)?;
-        let described = stream.describe();
-        let present: BTreeSet<u32> = described
-            .shards
-            .iter()
-            .filter_map(|s| ShardId::parse(&s.shard_id).map(ShardId::index))
-            .collect();
-        file.shards.retain(|index, _| present.contains(index));
-        for index in present {
-            file.shards.entry(index).or_default();
-        }
-        Ok(())
+        write_atomically(dir, &name, &bytes)
     }
 
     /// Shards whose parents (those still in the stream) are processed to their end.
-    fn leasable(&self, file: &GroupFile) -> Result<Vec<u32>> {
-        let stream = self.store.stream(&file.stream)?;
-        let shards = stream.describe().shards;
+    fn leasable(file: &GroupFile, shards: &[ShardDescription]) -> Vec<u32> {
         let mut out = Vec::new();
-        for s in &shards {
+        for s in shards {
             let Some(index) = ShardId::parse(&s.shard_id).map(ShardId::index) else {
                 continue;
             };
@@ -361,7 +360,7 @@ impl ConsumerGroup {
                 out.push(index);
             }
         }
-        Ok(out)
+        out
     }
 
     /// Renews `worker`'s leases and takes more up to its fair share: free ones first (unowned
@@ -370,7 +369,8 @@ impl ConsumerGroup {
         let mut state = self.lock();
         let mut next = state.clone();
         let now = self.now();
-        self.sync_shards(&mut next)?;
+        let shards = self.store.stream(&next.stream)?.describe().shards;
+        sync_shards(&mut next, &shards);
         let lease_ms = next.lease_ms;
         // Renewals are written only once a quarter of the lease has passed, so a busy worker
         // does not rewrite the group file every round.
@@ -384,7 +384,7 @@ impl ConsumerGroup {
                 lease.expires_ms = now + lease_ms;
             }
         }
-        let leasable = self.leasable(&next)?;
+        let leasable = Self::leasable(&next, &shards);
         let live = |l: &Lease| l.owner.is_some() && l.expires_ms > now;
         let held = |file: &GroupFile, w: &str| {
             leasable

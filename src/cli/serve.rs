@@ -110,7 +110,8 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
         args.data_dir.display(),
         server.local_addr()
     );
-    wait_for_signal();
+    wait_for_signal()
+        .map_err(|e| crate::Error::io("wait for SIGTERM", std::path::Path::new("signal"), e))?;
     tracing::info!("stopping: finishing in-flight requests");
     server.stop()?;
     // Stops the delivery worker, delivering what the buffering hints allow.
@@ -119,29 +120,18 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Blocks until SIGTERM or SIGINT.
-fn wait_for_signal() {
+/// Blocks until SIGTERM or SIGINT (an error if signals cannot be watched: the server then stops
+/// at once rather than run unstoppable but by SIGKILL).
+fn wait_for_signal() -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build();
-    let Ok(runtime) = runtime else {
-        // Without a runtime there is no signal handling: serve until killed.
-        loop {
-            std::thread::park();
-        }
-    };
+        .build()?;
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => Ok(()),
+            interrupted = tokio::signal::ctrl_c() => interrupted,
         }
-    });
+    })
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::protocol::{tag_page, timestamp, ApiError, Input, Output};
+use super::protocol::{lower_first, tag_page, timestamp, ApiError, Input, Output};
 use super::Context;
 use crate::stream::{
     check_stream_name, IteratorStart, ListShards, PutRecord, ShardDescription, ShardFilter, Stream,
@@ -444,18 +444,11 @@ impl Kinesis<'_> {
         };
         let out = self.ctx.store.get_records(iterator, limit)?;
         if let Some(stream) = crate::iterator::stream_of(iterator) {
-            self.ctx.metrics.records_out(
-                &stream,
-                out.records.len() as u64,
-                out.records.iter().map(|r| r.data.len() as u64).sum(),
-                out.millis_behind_latest,
-            );
+            self.ctx
+                .metrics
+                .records_out(&stream, &out.records, out.millis_behind_latest);
         }
-        let data: Vec<String> = out
-            .records
-            .iter()
-            .map(|r| base64::engine::general_purpose::STANDARD.encode(&r.data))
-            .collect();
+        let data = RecordOutput::base64_data(&out.records);
         let reply = GetRecordsOutput {
             records: out
                 .records
@@ -1046,6 +1039,14 @@ pub(crate) struct RecordOutput<'a> {
 }
 
 impl<'a> RecordOutput<'a> {
+    /// Each record's data in base64, for [`RecordOutput::new`] to borrow.
+    pub(crate) fn base64_data(records: &[crate::StreamRecord]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| base64::engine::general_purpose::STANDARD.encode(&r.data))
+            .collect()
+    }
+
     /// `record` with its data already in base64.
     pub(crate) fn new(record: &'a crate::StreamRecord, data: &'a str) -> RecordOutput<'a> {
         RecordOutput {
@@ -1087,14 +1088,6 @@ fn iterator_start(
             )))
         }
     })
-}
-
-fn lower_first(name: &str) -> String {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .map(|c| c.to_ascii_lowercase().to_string() + chars.as_str())
-        .unwrap_or_default()
 }
 
 /// (stream, consumer, creation seconds) of a consumer ARN

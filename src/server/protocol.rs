@@ -117,7 +117,8 @@ fn wrong_type(name: &str, expected: &str) -> ApiError {
     ApiError::serialization(format!("{name} must be {expected}"))
 }
 
-fn lower_first(name: &str) -> String {
+/// `StreamName` → `streamName`, as AWS names members in validation messages.
+pub(crate) fn lower_first(name: &str) -> String {
     let mut chars = name.chars();
     chars
         .next()

@@ -194,17 +194,9 @@ async fn pump(
         };
         // A closed shard delivered to its end: the event before named its children.
         let Some(e) = event_or_end else { break };
-        ctx.metrics.records_out(
-            &subscription.stream,
-            e.records.len() as u64,
-            e.records.iter().map(|r| r.data.len() as u64).sum(),
-            e.millis_behind_latest,
-        );
-        let data: Vec<String> = e
-            .records
-            .iter()
-            .map(|r| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &r.data))
-            .collect();
+        ctx.metrics
+            .records_out(&subscription.stream, &e.records, e.millis_behind_latest);
+        let data = super::kinesis::RecordOutput::base64_data(&e.records);
         let records: Vec<Value> = e
             .records
             .iter()
