@@ -101,6 +101,16 @@ struct GroupFile {
     workers: BTreeMap<String, i64>,
 }
 
+/// One shard's progress to record (see [`ConsumerGroup::commit_all`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShardCommit {
+    pub shard: u32,
+    /// The next offset to process.
+    pub next_offset: u64,
+    /// Processed to its end (a closed shard).
+    pub finished: bool,
+}
+
 /// A shard as [`ConsumerGroup::describe`] shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardProgress {
@@ -194,32 +204,49 @@ pub fn read_group_files(data_dir: &std::path::Path) -> Result<Vec<GroupFiles>> {
         if !is_group {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(Error::io_at("read", &path))?;
-        let file: GroupFile = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
-        groups.push(GroupFiles {
-            shards: file
-                .shards
-                .iter()
-                .map(|(index, l)| GroupShardFiles {
-                    shard_id: shard_id(*index),
-                    owner: l.owner.clone(),
-                    lease_expires_ms: l.expires_ms,
-                    checkpoint: l
-                        .checkpoint
-                        .filter(|&c| c > 0)
-                        .map(|c| SequenceNumber::new(*index, Offset::new(c - 1)).to_string()),
-                    finished: l.finished,
-                })
-                .collect(),
-            name: file.name,
-            stream: file.stream,
-            lease_ms: file.lease_ms,
-            workers: file.workers,
-        });
+        // A group deleted since the listing is skipped.
+        groups.extend(read_group_file(&path)?);
     }
     groups.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(groups)
+}
+
+/// One group file, read and checked without opening the store: `None` if it does not exist.
+pub fn read_group_file(path: &std::path::Path) -> Result<Option<GroupFiles>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let file: GroupFile = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(path, e.column() as u64, e.to_string()))?;
+    if file.format_version != GROUP_FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: file.format_version,
+            supported: GROUP_FORMAT_VERSION,
+        });
+    }
+    Ok(Some(GroupFiles {
+        shards: file
+            .shards
+            .iter()
+            .map(|(index, l)| GroupShardFiles {
+                shard_id: shard_id(*index),
+                owner: l.owner.clone(),
+                lease_expires_ms: l.expires_ms,
+                checkpoint: l
+                    .checkpoint
+                    .filter(|&c| c > 0)
+                    .map(|c| SequenceNumber::new(*index, Offset::new(c - 1)).to_string()),
+                finished: l.finished,
+            })
+            .collect(),
+        name: file.name,
+        stream: file.stream,
+        lease_ms: file.lease_ms,
+        workers: file.workers,
+    }))
 }
 
 /// A consumer group of a store. `Send + Sync`; share it with `Arc` among its workers.
@@ -242,10 +269,21 @@ impl ConsumerGroup {
     /// existing group keeps its checkpoints; its stream must be `config.stream`.
     pub fn open(store: Arc<Store>, name: &str, config: GroupConfig) -> Result<Arc<ConsumerGroup>> {
         check_resource_name("GroupName", name, 128)?;
-        let stream = store.stream(&config.stream)?;
         let dir = store.dir().join(GROUPS_DIR);
         std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
         let path = dir.join(format!("{name}.json"));
+        Self::open_at(store, path, name, config)
+    }
+
+    /// Opens (creating) a group kept in the file `path` rather than under `groups/`: a
+    /// delivery stream reading a stream keeps its position this way, in its own directory.
+    pub(crate) fn open_at(
+        store: Arc<Store>,
+        path: PathBuf,
+        name: &str,
+        config: GroupConfig,
+    ) -> Result<Arc<ConsumerGroup>> {
+        let stream = store.stream(&config.stream)?;
         let file = match std::fs::read(&path) {
             Ok(bytes) => {
                 let file: GroupFile = serde_json::from_slice(&bytes)
@@ -365,7 +403,7 @@ impl ConsumerGroup {
 
     /// Renews `worker`'s leases and takes more up to its fair share: free ones first (unowned
     /// or expired), else one from the worker holding the most. Returns the shards it holds.
-    fn acquire(&self, worker: &str) -> Result<Vec<u32>> {
+    pub(crate) fn acquire(&self, worker: &str) -> Result<Vec<u32>> {
         let mut state = self.lock();
         let mut next = state.clone();
         let now = self.now();
@@ -481,38 +519,89 @@ impl ConsumerGroup {
     /// Records that `worker` processed `shard` below `next_offset` (and, with `finished`, to its
     /// end). The worker must hold the shard's lease; the checkpoint must not go backwards.
     fn commit(&self, worker: &str, shard: u32, next_offset: u64, finished: bool) -> Result<()> {
+        self.commit_all(
+            worker,
+            &[ShardCommit {
+                shard,
+                next_offset,
+                finished,
+            }],
+        )
+    }
+
+    /// Records several shards' progress by `worker` in one durable write: all or none. Each
+    /// shard's lease must be held by `worker` and no checkpoint may go backwards.
+    pub(crate) fn commit_all(&self, worker: &str, commits: &[ShardCommit]) -> Result<()> {
         let mut state = self.lock();
         let mut next = state.clone();
         let now = self.now();
         let group = next.name.clone();
-        let lease = next
+        for c in commits {
+            let shard = c.shard;
+            let lease = next
+                .shards
+                .get_mut(&shard)
+                .ok_or_else(|| Error::ResourceNotFound {
+                    kind: "shard",
+                    name: shard_id(shard),
+                })?;
+            if lease.owner.as_deref() != Some(worker) || lease.expires_ms <= now {
+                return Err(Error::LeaseLost {
+                    group,
+                    worker: worker.to_string(),
+                    shard: shard_id(shard),
+                });
+            }
+            if lease
+                .checkpoint
+                .is_some_and(|current| c.next_offset < current)
+            {
+                return Err(Error::invalid(
+                    "SequenceNumber",
+                    format!(
+                        "checkpoint {} of {} is behind the current one, {}",
+                        c.next_offset,
+                        shard_id(shard),
+                        lease.checkpoint.unwrap_or(0)
+                    ),
+                ));
+            }
+            lease.checkpoint = Some(c.next_offset);
+            if c.finished {
+                lease.finished = true;
+                lease.owner = None;
+            }
+        }
+        self.save(&mut state, next)
+    }
+
+    /// Per tracked shard: the next offset to process (`None`: not started) and whether it is
+    /// finished.
+    pub(crate) fn positions(&self) -> BTreeMap<u32, (Option<u64>, bool)> {
+        self.lock()
             .shards
-            .get_mut(&shard)
-            .ok_or_else(|| Error::ResourceNotFound {
-                kind: "shard",
-                name: shard_id(shard),
-            })?;
-        if lease.owner.as_deref() != Some(worker) || lease.expires_ms <= now {
-            return Err(Error::LeaseLost {
-                group,
-                worker: worker.to_string(),
-                shard: shard_id(shard),
-            });
-        }
-        if lease.checkpoint.is_some_and(|c| next_offset < c) {
-            return Err(Error::invalid(
-                "SequenceNumber",
-                format!(
-                    "checkpoint {next_offset} of {} is behind the current one, {}",
-                    shard_id(shard),
-                    lease.checkpoint.unwrap_or(0)
-                ),
-            ));
-        }
-        lease.checkpoint = Some(next_offset);
-        if finished {
-            lease.finished = true;
-            lease.owner = None;
+            .iter()
+            .map(|(index, l)| (*index, (l.checkpoint, l.finished)))
+            .collect()
+    }
+
+    /// Takes over positions kept elsewhere before (a delivery stream's checkpoint of an
+    /// earlier version) into a group nothing has read yet.
+    pub(crate) fn adopt(
+        &self,
+        checkpoints: &BTreeMap<u32, u64>,
+        finished: &BTreeSet<u32>,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        let mut next = state.clone();
+        for (index, lease) in next.shards.iter_mut() {
+            if let Some(&c) = checkpoints.get(index) {
+                lease.checkpoint = Some(lease.checkpoint.map_or(c, |old| old.max(c)));
+            }
+            if finished.contains(index) {
+                lease.finished = true;
+                lease.owner = None;
+            }
         }
         self.save(&mut state, next)
     }
@@ -650,7 +739,8 @@ pub struct Worker {
 pub struct ProcessOptions {
     /// Records per batch (1 to 10,000; default 1,000).
     pub max_records: usize,
-    /// Wait between rounds that found nothing to do (default 100 ms).
+    /// Longest wait between rounds that found nothing to do (default 100 ms); while the worker
+    /// holds leases, an append to the stream ends the wait at once.
     pub idle_wait: Duration,
 }
 
@@ -766,11 +856,21 @@ impl Worker {
     where
         F: FnMut(&str, &[StreamRecord]) -> std::result::Result<(), E>,
     {
+        let stream_name = self.group.lock().stream.clone();
         let result = (|| {
             while !stop.load(Ordering::Acquire) {
+                let stream = self.group.store.stream(&stream_name)?;
+                let seen = stream.change_generation();
                 let report = self.process_round(options, &mut process)?;
                 if report.records == 0 {
-                    std::thread::sleep(options.idle_wait);
+                    if report.shards.is_empty() {
+                        // Nothing leased: appends are other workers' business.
+                        std::thread::sleep(options.idle_wait);
+                    } else {
+                        // Caught up: the next append (or the idle wait, for lease renewal and
+                        // rebalancing) starts the next round.
+                        stream.wait_for_change(seen, options.idle_wait);
+                    }
                 }
             }
             Ok(())
@@ -793,7 +893,8 @@ pub struct SubscribeOptions {
     /// Data bytes a second the subscription may deliver (Kinesis enhanced fan-out: 2 MiB/s per
     /// consumer and shard); `None` for no limit. Measured on the store's clock.
     pub max_bytes_per_sec: Option<u64>,
-    /// Wait between reads of a caught-up shard (default 100 ms).
+    /// How often a subscription whose byte budget is spent looks again (default 100 ms). A
+    /// caught-up subscription does not poll: an append to the stream wakes it.
     pub poll: Duration,
 }
 
@@ -886,7 +987,11 @@ impl ShardSubscription {
             return Ok(None);
         };
         let started = std::time::Instant::now();
+        let stream_name = crate::iterator::stream_of(&iterator).unwrap_or_default();
+        let stream = self.store.stream(&stream_name)?;
         loop {
+            // Taken before the read, so an append after it ends the wait below at once.
+            let seen = stream.change_generation();
             let clock_now = self.store.options().shard.clock.now_ms();
             if let Some(rate) = self.options.max_bytes_per_sec {
                 let (left, at) = self.budget;
@@ -918,8 +1023,7 @@ impl ShardSubscription {
                 }
                 let ended = out.next_shard_iterator.is_none() && !cut;
                 self.iterator = if cut {
-                    let stream = crate::iterator::stream_of(&iterator).unwrap_or_default();
-                    Some(self.store.stream(&stream)?.shard_iterator(
+                    Some(stream.shard_iterator(
                         &shard_id(self.shard),
                         IteratorStart::AfterSequenceNumber(self.continuation.clone()),
                     )?)
@@ -937,6 +1041,9 @@ impl ShardSubscription {
                         child_shards: if ended { out.child_shards } else { Vec::new() },
                     }));
                 }
+                // Caught up: sleep until the stream changes (or the wait is over).
+                stream.wait_for_change(seen, wait.saturating_sub(started.elapsed()));
+                continue;
             } else if started.elapsed() >= wait {
                 return Ok(Some(SubscriptionEvent {
                     records: Vec::new(),
@@ -945,7 +1052,12 @@ impl ShardSubscription {
                     child_shards: Vec::new(),
                 }));
             }
-            std::thread::sleep(self.options.poll.min(wait));
+            // The budget is spent: it refills with the clock, which wakes nobody.
+            std::thread::sleep(
+                self.options
+                    .poll
+                    .min(wait.saturating_sub(started.elapsed())),
+            );
         }
     }
 }

@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering as AtomicOrdering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -285,6 +285,45 @@ pub struct Stream {
     dir: PathBuf,
     context: StreamContext,
     topology: RwLock<Topology>,
+    changes: ChangeSignal,
+}
+
+/// Wakes readers waiting for a stream to change (records appended, shards split, merged or
+/// closed): subscriptions and consumer workers wait on it instead of polling. Writers pay an
+/// atomic increment, and a wake-up only while someone waits.
+#[derive(Default)]
+struct ChangeSignal {
+    generation: AtomicU64,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    changed: Condvar,
+}
+
+impl ChangeSignal {
+    fn notify(&self) {
+        // SeqCst pairs with `wait_past`: either the waiter sees the new generation before it
+        // sleeps, or this sees the waiter and wakes it under the lock.
+        self.generation.fetch_add(1, AtomicOrdering::SeqCst);
+        if self.waiters.load(AtomicOrdering::SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.changed.notify_all();
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(AtomicOrdering::SeqCst)
+    }
+
+    fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
+        self.waiters.fetch_add(1, AtomicOrdering::SeqCst);
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .changed
+            .wait_timeout_while(guard, timeout, |_| self.generation() == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, AtomicOrdering::SeqCst);
+        self.generation()
+    }
 }
 
 struct Topology {
@@ -506,7 +545,21 @@ impl Stream {
             topology: RwLock::new(Topology::new(manifest, &dir)),
             dir,
             context,
+            changes: ChangeSignal::default(),
         }
+    }
+
+    /// A number that grows whenever records are appended to the stream or its shards change;
+    /// pass it to [`Stream::wait_for_change`].
+    pub fn change_generation(&self) -> u64 {
+        self.changes.generation()
+    }
+
+    /// Waits until the stream changed since `seen` (a [`Stream::change_generation`]) or
+    /// `timeout` passed; returns the generation now. Take the generation before reading, so
+    /// that a change between the read and the wait is not missed.
+    pub fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
+        self.changes.wait_past(seen, timeout)
     }
 
     /// The stream's name.
@@ -522,8 +575,11 @@ impl Stream {
         self.topology.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The topology for a change. Waiters are woken now; they read once the guard is gone.
     fn write_topology(&self) -> RwLockWriteGuard<'_, Topology> {
-        self.topology.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.topology.write().unwrap_or_else(|e| e.into_inner());
+        self.changes.notify();
+        guard
     }
 
     pub(crate) fn created_ms(&self) -> i64 {
@@ -668,6 +724,7 @@ impl Stream {
             hash_key,
             data: record.data,
         }])?;
+        self.changes.notify();
         Ok(Put {
             shard_id: ShardId(index),
             sequence_number: SequenceNumber::new(index, appended.first),
@@ -756,6 +813,9 @@ impl Stream {
                 data: records[i].data,
             }));
             let appended = slot.open(&options).and_then(|shard| shard.append(&batch));
+            if appended.is_ok() {
+                self.changes.notify();
+            }
             for (k, &(_, i, _)) in group.iter().enumerate() {
                 results[i] = Some(match &appended {
                     Ok(a) => Ok(Put {

@@ -731,3 +731,81 @@ fn inspect_shows_groups_with_owners_and_checkpoints() {
     assert_eq!(json["consumer_groups"][0]["name"], "billing");
     assert_eq!(json["consumer_groups"][0]["shards"][0]["checkpoint"], last);
 }
+
+/// Appends wake a caught-up subscription and a caught-up worker instead of leaving them asleep
+/// until their wait ends. (The waits here are a minute; a wake-up that did not happen would
+/// show as a return after it.)
+#[test]
+fn an_append_wakes_a_waiting_subscription_and_a_waiting_worker() {
+    use shardlog::consumer::{ShardSubscription, SubscribeOptions};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
+    let stream = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    stream
+        .register_consumer("fanout", &BTreeMap::new())
+        .unwrap();
+    let minute = Duration::from_secs(60);
+    let mut sub = ShardSubscription::open(
+        Arc::clone(&store),
+        "s",
+        "fanout",
+        "shardId-000000000000",
+        SubscribeOptions {
+            poll: minute,
+            ..SubscribeOptions::new(shardlog::IteratorStart::Latest)
+        },
+    )
+    .unwrap();
+    let group = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
+    let worker = group.worker("w");
+    let processed = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            let started = Instant::now();
+            let event = sub.next_event(minute).unwrap().unwrap();
+            (event.records.len(), started.elapsed())
+        });
+        let running = scope.spawn(|| {
+            worker
+                .run(
+                    &ProcessOptions {
+                        idle_wait: minute,
+                        ..ProcessOptions::default()
+                    },
+                    &stop,
+                    |_, records| {
+                        processed.fetch_add(records.len(), Ordering::SeqCst);
+                        Ok::<(), String>(())
+                    },
+                )
+                .unwrap();
+        });
+        // Both are asleep by now (and would stay so for a minute).
+        std::thread::sleep(Duration::from_millis(300));
+        let put_at = Instant::now();
+        stream.put_record(&PutRecord::new("k", b"hello")).unwrap();
+        let (records, waited) = waiting.join().unwrap();
+        assert_eq!(records, 1);
+        assert!(
+            waited < Duration::from_secs(30),
+            "woken only after {waited:?}"
+        );
+        while processed.load(Ordering::SeqCst) == 0 {
+            assert!(
+                put_at.elapsed() < Duration::from_secs(30),
+                "the worker was not woken"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::SeqCst);
+        // One more append ends the worker's wait, so it sees `stop`.
+        stream.put_record(&PutRecord::new("k", b"bye")).unwrap();
+        running.join().unwrap();
+    });
+}

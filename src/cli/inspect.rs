@@ -383,7 +383,6 @@ fn print_human(inspection: &Inspection, out: &mut impl Write) -> std::io::Result
     print_totals("totals", inspection.totals, out)
 }
 
-#[cfg(feature = "firehose")]
 fn print_group(g: &crate::consumer::GroupFiles, out: &mut impl Write) -> std::io::Result<()> {
     let workers: Vec<&str> = g.workers.keys().map(String::as_str).collect();
     writeln!(
@@ -398,7 +397,15 @@ fn print_group(g: &crate::consumer::GroupFiles, out: &mut impl Write) -> std::io
             workers.join(", ")
         }
     )?;
-    for s in &g.shards {
+    print_group_shards(&g.shards, out)?;
+    writeln!(out)
+}
+
+fn print_group_shards(
+    shards: &[crate::consumer::GroupShardFiles],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    for s in shards {
         writeln!(
             out,
             "  {}  {}  owner {} (lease until {})  checkpoint {}",
@@ -409,9 +416,10 @@ fn print_group(g: &crate::consumer::GroupFiles, out: &mut impl Write) -> std::io
             s.checkpoint.as_deref().unwrap_or("-"),
         )?;
     }
-    writeln!(out)
+    Ok(())
 }
 
+#[cfg(feature = "firehose")]
 fn print_delivery_stream(
     d: &crate::firehose::DeliveryStreamFiles,
     out: &mut impl Write,
@@ -437,11 +445,20 @@ fn print_delivery_stream(
             .as_ref()
             .map_or_else(String::new, |t| format!("  transform {t}"))
     )?;
-    writeln!(
-        out,
-        "  delivered below offset {}, buffered up to {}: backlog {} records",
-        d.delivered, d.buffered_end, d.backlog
-    )?;
+    match &d.source_stream {
+        Some(stream) => {
+            writeln!(out, "  reads stream {stream}; delivered per shard:")?;
+            match &d.source_group {
+                Some(group) => print_group_shards(&group.shards, out)?,
+                None => writeln!(out, "  (nothing read yet)")?,
+            }
+        }
+        None => writeln!(
+            out,
+            "  delivered below offset {}, buffered up to {}: backlog {} records",
+            d.delivered, d.buffered_end, d.backlog
+        )?,
+    }
     if let Some((from, to, key)) = &d.pending {
         writeln!(out, "  pending batch {from}..{to} -> {key}")?;
     }

@@ -7,6 +7,11 @@
 //! checkpoint moves past the batch. After a crash a pending batch is delivered again as recorded,
 //! under the same keys and (the codecs being deterministic) with the same bytes, so objects are
 //! replaced, never duplicated, and no record is skipped.
+//!
+//! A delivery stream reading a Kinesis stream keeps its per-shard positions as a consumer group
+//! (`source-group.json`, one worker holding every lease): the group decides which shards may
+//! be read (parents before children) and records how far each is delivered; the checkpoint file
+//! keeps only the pending batch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,8 +26,8 @@ use super::config::{
 };
 use super::destination::Destination;
 use super::naming::{error_object_key, object_key, NameParts};
+use crate::consumer::{ConsumerGroup, GroupConfig, InitialPosition, ShardCommit};
 use crate::error::{Error, Result};
-use crate::hash_key::parse_shard_id;
 use crate::segment::write_atomically;
 use crate::sequence::SequenceNumber;
 use crate::stream::IteratorStart;
@@ -30,6 +35,13 @@ use crate::{NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions};
 
 /// File of the delivery checkpoint in a delivery stream's directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+/// File of a stream source's consumer group (its per-shard delivery positions).
+pub const SOURCE_GROUP_FILE: &str = "source-group.json";
+/// The one worker of a stream source's group.
+const SOURCE_WORKER: &str = "firehose";
+/// The source group's lease: the delivery stream is its only worker (the store's lock admits
+/// one process), so the lease only has to outlast any delivery pass.
+const SOURCE_LEASE: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 /// Subdirectory holding the buffer's shard log.
 pub const BUFFER_DIR: &str = "buffer";
 /// The partition key every buffered record carries (the buffer is one shard; keys do not route).
@@ -85,10 +97,12 @@ pub(crate) struct Checkpoint {
     pub delivered: u64,
     pub pending: Option<Pending>,
     /// For a Kinesis-stream source: per shard index, the offset below which it is delivered.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Kept in the source group (saved there first); read from checkpoint files written before
+    /// the group existed, which the group then adopts.
+    #[serde(default, skip_serializing)]
     pub shards: BTreeMap<u32, u64>,
-    /// For a Kinesis-stream source: closed shards delivered to their end.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    /// For a Kinesis-stream source: closed shards delivered to their end. Like `shards`.
+    #[serde(default, skip_serializing)]
     pub finished: BTreeSet<u32>,
 }
 
@@ -203,6 +217,8 @@ pub struct DeliveryStream {
     buffer: Shard,
     state: Mutex<State>,
     progress: Mutex<Progress>,
+    /// A stream source's consumer group, once opened (it cannot be while the stream is gone).
+    source_group: Mutex<Option<Arc<ConsumerGroup>>>,
 }
 
 impl std::fmt::Debug for DeliveryStream {
@@ -295,7 +311,7 @@ impl DeliveryStream {
         check_name(&spec.name)?;
         spec.config.validate()?;
         let checkpoint = read_checkpoint(&dir)?;
-        Ok(DeliveryStream {
+        let stream = DeliveryStream {
             name: spec.name,
             dir,
             source: spec.source,
@@ -312,7 +328,42 @@ impl DeliveryStream {
                 checkpoint: checkpoint.clone(),
             }),
             state: Mutex::new(State { checkpoint }),
-        })
+            source_group: Mutex::new(None),
+        };
+        // A source stream that is gone (or unreadable) is reported by delivery, not here: the
+        // delivery stream still opens, describes and can be deleted.
+        let _ = stream.source_group();
+        Ok(stream)
+    }
+
+    /// A stream source's consumer group, opened (and created) on first use; `None` for direct
+    /// put. Positions of a checkpoint file written before the group existed are adopted.
+    fn source_group(&self) -> Result<Option<Arc<ConsumerGroup>>> {
+        let Source::KinesisStream { store, stream } = &self.source else {
+            return Ok(None);
+        };
+        let mut slot = self.source_group.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(group) = slot.as_ref() {
+            return Ok(Some(Arc::clone(group)));
+        }
+        let group = ConsumerGroup::open_at(
+            Arc::clone(store),
+            self.dir.join(SOURCE_GROUP_FILE),
+            &self.name,
+            GroupConfig {
+                stream: stream.clone(),
+                initial_position: InitialPosition::TrimHorizon,
+                lease_duration: SOURCE_LEASE,
+            },
+        )?;
+        let legacy = read_checkpoint(&self.dir)?;
+        if !legacy.shards.is_empty() || !legacy.finished.is_empty() {
+            // Idempotent (checkpoints only move forward), so a crash before the checkpoint file
+            // is rewritten without these fields just adopts them again.
+            group.adopt(&legacy.shards, &legacy.finished)?;
+        }
+        *slot = Some(Arc::clone(&group));
+        Ok(Some(group))
     }
 
     fn setup(&self) -> Setup {
@@ -368,24 +419,30 @@ impl DeliveryStream {
     /// Records waiting for delivery: buffered and not yet delivered, or for a stream source,
     /// in the stream's shards past the delivery checkpoint (0 if the stream is gone).
     pub fn backlog(&self) -> u64 {
-        let checkpoint = self.progress().checkpoint.clone();
         match &self.source {
             Source::DirectPut => self
                 .buffer
                 .next_offset()
                 .get()
-                .saturating_sub(checkpoint.delivered),
-            Source::KinesisStream { store, stream } => store
-                .stream(stream)
-                .and_then(|s| s.shard_ends())
-                .map_or(0, |ends| {
-                    ends.iter()
-                        .filter(|(index, _)| !checkpoint.finished.contains(index))
-                        .map(|(index, end)| {
-                            end.saturating_sub(checkpoint.shards.get(index).copied().unwrap_or(0))
-                        })
-                        .sum()
-                }),
+                .saturating_sub(self.progress().checkpoint.delivered),
+            Source::KinesisStream { store, stream } => {
+                let Ok(Some(group)) = self.source_group() else {
+                    return 0;
+                };
+                let positions = group.positions();
+                store
+                    .stream(stream)
+                    .and_then(|s| s.shard_ends())
+                    .map_or(0, |ends| {
+                        ends.iter()
+                            .map(|(index, end)| match positions.get(index) {
+                                Some((_, true)) => 0,
+                                Some((next, false)) => end.saturating_sub(next.unwrap_or(0)),
+                                None => *end,
+                            })
+                            .sum()
+                    })
+            }
         }
     }
 
@@ -513,14 +570,30 @@ impl DeliveryStream {
     /// a batch's delivery and the next batch's cut.
     fn run(&self, state: &mut State, setup: &Setup, cut: Option<bool>) -> Result<DeliveryReport> {
         let mut report = DeliveryReport::default();
+        // A pass that delivers a closed shard to its end lets the next one read its children.
+        while self.run_pass(state, setup, cut, &mut report)? {}
+        Ok(report)
+    }
+
+    /// One delivery pass (see [`Self::run`]); says whether it finished shards of a stream
+    /// source, whose children another pass may now read.
+    fn run_pass(
+        &self,
+        state: &mut State,
+        setup: &Setup,
+        cut: Option<bool>,
+        report: &mut DeliveryReport,
+    ) -> Result<bool> {
         let mut position = state.checkpoint.clone();
+        let readable = self.sync_source(&mut position)?;
+        let finished_before = position.finished.len();
         let mut current = match position.pending.clone() {
             Some(p) => {
                 let records = self.read_pending(&p)?;
                 Some(self.encode(p, &records, setup)?)
             }
             None => match cut {
-                Some(force) => self.cut_next(&mut position, force, setup)?,
+                Some(force) => self.cut_next(&mut position, &readable, force, setup)?,
                 None => None,
             },
         };
@@ -541,7 +614,7 @@ impl DeliveryStream {
             let (written, next) = std::thread::scope(|scope| {
                 let writer = scope.spawn(|| batch.write(&*setup.destination));
                 let next = match cut {
-                    Some(force) => self.cut_next(&mut after, force, setup),
+                    Some(force) => self.cut_next(&mut after, &readable, force, setup),
                     None => Ok(None),
                 };
                 let written = writer
@@ -579,46 +652,60 @@ impl DeliveryStream {
             current = next;
         }
         // Closed shards a cut found delivered to their end.
+        let finished_more = position.finished.len() > finished_before;
         if position != state.checkpoint {
             self.save(&position)?;
             state.checkpoint = position;
         }
-        Ok(report)
+        Ok(cut.is_some() && finished_more)
     }
 
-    /// The next due batch of a Kinesis-stream source: from the first shard (by index) whose
-    /// parents are delivered to their end and which has a due batch. Closed shards read to their
-    /// end are marked finished in `position` on the way (saved with it).
+    /// For a stream source: renews the source group's leases, loads its positions into
+    /// `position`, and forgets a pending batch the group already records as delivered (a crash
+    /// between the group's write and the checkpoint's). Returns the shards that may be read
+    /// now: those whose parents are delivered to their end, in index order.
+    fn sync_source(&self, position: &mut Checkpoint) -> Result<Vec<u32>> {
+        let Some(group) = self.source_group()? else {
+            return Ok(Vec::new());
+        };
+        let readable = group.acquire(SOURCE_WORKER)?;
+        position.shards.clear();
+        position.finished.clear();
+        for (index, (next, finished)) in group.positions() {
+            if let Some(next) = next {
+                position.shards.insert(index, next);
+            }
+            if finished {
+                position.finished.insert(index);
+            }
+        }
+        let delivered = position.pending.as_ref().is_some_and(|p| {
+            p.shard
+                .and_then(|shard| position.shards.get(&shard))
+                .is_some_and(|&next| next >= p.to)
+        });
+        if delivered {
+            position.pending = None;
+        }
+        Ok(readable)
+    }
+
+    /// The next due batch of a Kinesis-stream source: from the first of the `readable` shards
+    /// (see [`Self::sync_source`]) with a due batch. Closed shards read to their end are marked
+    /// finished in `position` on the way (saved with it).
     fn cut_stream(
         &self,
         store: &crate::Store,
         stream_name: &str,
+        readable: &[u32],
         position: &mut Checkpoint,
         force: bool,
         setup: &Setup,
     ) -> Result<Option<Batch>> {
-        let stream = store.stream(stream_name)?;
-        let shards = stream.describe().shards;
-        let known: BTreeSet<u32> = shards
-            .iter()
-            .filter_map(|s| parse_shard_id(&s.shard_id))
-            .collect();
         let hints = setup.config.buffering;
         let now = self.buffer.options().clock.now_ms();
-        for shard in &shards {
-            let Some(index) = parse_shard_id(&shard.shard_id) else {
-                continue;
-            };
+        for &index in readable {
             if position.finished.contains(&index) {
-                continue;
-            }
-            // Parents first (the KCL's rule): a parent gone from the stream counts as done.
-            let parents_done = [&shard.parent_shard_id, &shard.adjacent_parent_shard_id]
-                .into_iter()
-                .flatten()
-                .filter_map(|p| parse_shard_id(p))
-                .all(|p| position.finished.contains(&p) || !known.contains(&p));
-            if !parents_done {
                 continue;
             }
             let from = position.shards.get(&index).copied().unwrap_or(0);
@@ -627,6 +714,7 @@ impl DeliveryStream {
             let Some(first) = records.first() else {
                 if at_end {
                     position.finished.insert(index);
+                    position.shards.entry(index).or_insert(from);
                 }
                 continue;
             };
@@ -650,13 +738,14 @@ impl DeliveryStream {
     fn cut_next(
         &self,
         position: &mut Checkpoint,
+        readable: &[u32],
         force: bool,
         setup: &Setup,
     ) -> Result<Option<Batch>> {
         match &self.source {
             Source::DirectPut => self.cut(position.delivered, force, setup),
             Source::KinesisStream { store, stream } => {
-                self.cut_stream(store, stream, position, force, setup)
+                self.cut_stream(store, stream, readable, position, force, setup)
             }
         }
     }
@@ -864,7 +953,26 @@ impl DeliveryStream {
         Ok(out)
     }
 
+    /// Saves `checkpoint`: for a stream source, the shards' positions into the source group
+    /// first (so a pending batch the group records as delivered is known to be), then the
+    /// checkpoint file.
     fn save(&self, checkpoint: &Checkpoint) -> Result<()> {
+        if let Some(group) = self.source_group()? {
+            let saved = group.positions();
+            let commits: Vec<ShardCommit> = checkpoint
+                .shards
+                .iter()
+                .map(|(&shard, &next_offset)| ShardCommit {
+                    shard,
+                    next_offset,
+                    finished: checkpoint.finished.contains(&shard),
+                })
+                .filter(|c| saved.get(&c.shard) != Some(&(Some(c.next_offset), c.finished)))
+                .collect();
+            if !commits.is_empty() {
+                group.commit_all(SOURCE_WORKER, &commits)?;
+            }
+        }
         let bytes = serde_json::to_vec_pretty(checkpoint)
             .map_err(|e| Error::io("encode checkpoint", &self.dir, std::io::Error::other(e)))?;
         write_atomically(&self.dir, CHECKPOINT_FILE, &bytes)

@@ -685,8 +685,13 @@ pub struct DeliveryStreamFiles {
     pub pending: Option<(u64, u64, String)>,
     /// One past the newest buffered record.
     pub buffered_end: u64,
-    /// Records buffered and not yet delivered.
+    /// Records buffered and not yet delivered (direct put).
     pub backlog: u64,
+    /// The stream it reads (`KinesisStreamAsSource`).
+    pub source_stream: Option<String>,
+    /// For a stream source: how far each shard is delivered (its consumer group), once it has
+    /// delivered or looked for something to deliver.
+    pub source_group: Option<crate::consumer::GroupFiles>,
 }
 
 /// Reads a delivery stream's files (`DATA_DIR/firehose/NAME`) without opening it.
@@ -717,5 +722,12 @@ pub fn read_delivery_stream(dir: &Path) -> Result<DeliveryStreamFiles> {
         pending,
         buffered_end,
         backlog: buffered_end.saturating_sub(delivered),
+        source_group: match &record.source_stream {
+            Some(_) => {
+                crate::consumer::read_group_file(&dir.join(super::delivery::SOURCE_GROUP_FILE))?
+            }
+            None => None,
+        },
+        source_stream: record.source_stream,
     })
 }
