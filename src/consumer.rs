@@ -12,17 +12,17 @@
 //! closure is at least once: a batch is checkpointed after it succeeds, so a crash or a lost
 //! lease between the two processes it again.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hash_key::{shard_id, ShardId};
-use crate::segment::write_atomically;
+use crate::segment::{sync_dir, write_atomically};
 use crate::stream::{check_resource_name, IteratorStart, ShardDescription, StreamRecord};
 use crate::{Offset, SequenceNumber, Store};
 
@@ -187,23 +187,9 @@ pub struct GroupShardFiles {
 }
 
 /// The consumer groups of a data directory, by name (none if it has no `groups/`).
-pub fn read_group_files(data_dir: &std::path::Path) -> Result<Vec<GroupFiles>> {
-    let dir = data_dir.join(GROUPS_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("list", &dir, e)),
-    };
+pub fn read_group_files(data_dir: &Path) -> Result<Vec<GroupFiles>> {
     let mut groups = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(Error::io_at("list", &dir))?.path();
-        let is_group = path.extension().is_some_and(|e| e == "json")
-            && !path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if !is_group {
-            continue;
-        }
+    for path in group_file_paths(data_dir)? {
         // A group deleted since the listing is skipped.
         groups.extend(read_group_file(&path)?);
     }
@@ -211,8 +197,32 @@ pub fn read_group_files(data_dir: &std::path::Path) -> Result<Vec<GroupFiles>> {
     Ok(groups)
 }
 
+/// The group files under `groups/` of a data directory, sorted (temporary files left by an
+/// interrupted write are not group files).
+pub fn group_file_paths(data_dir: &Path) -> Result<Vec<PathBuf>> {
+    let dir = data_dir.join(GROUPS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(Error::io_at("list", &dir))?.path();
+        let is_group = path.extension().is_some_and(|e| e == "json")
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if is_group {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
 /// One group file, read and checked without opening the store: `None` if it does not exist.
-pub fn read_group_file(path: &std::path::Path) -> Result<Option<GroupFiles>> {
+pub fn read_group_file(path: &Path) -> Result<Option<GroupFiles>> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -249,7 +259,19 @@ pub fn read_group_file(path: &std::path::Path) -> Result<Option<GroupFiles>> {
     }))
 }
 
-/// A consumer group of a store. `Send + Sync`; share it with `Arc` among its workers.
+/// Groups open in this process, by file. Opening a group that is open already returns the same
+/// object, so all its workers share one state: two copies would each write the file from
+/// their own and undo the other's leases. (A data directory is open in one store at a time, so
+/// a file names one group.)
+fn open_groups() -> MutexGuard<'static, HashMap<PathBuf, Weak<ConsumerGroup>>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Weak<ConsumerGroup>>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A consumer group of a store. `Send + Sync`; share it with `Arc` among its workers (opening
+/// it again in the same process also returns the same group).
 pub struct ConsumerGroup {
     store: Arc<Store>,
     path: PathBuf,
@@ -275,9 +297,67 @@ impl ConsumerGroup {
         Self::open_at(store, path, name, config)
     }
 
+    /// The groups of `store`, as their files hold them, by name.
+    pub fn list(store: &Store) -> Result<Vec<GroupFiles>> {
+        read_group_files(store.dir())
+    }
+
+    /// Deletes the group `name` of `store`: its leases and checkpoints are gone, and opening it
+    /// again starts over at its initial position. Refused while the group is open in this
+    /// process (drop its workers and group handles first).
+    pub fn delete(store: &Store, name: &str) -> Result<()> {
+        check_resource_name("GroupName", name, 128)?;
+        let dir = store.dir().join(GROUPS_DIR);
+        let path = dir.join(format!("{name}.json"));
+        let open = open_groups();
+        if open.get(&path).is_some_and(|g| g.strong_count() > 0) {
+            return Err(Error::ResourceInUse {
+                kind: "consumer group",
+                name: name.to_string(),
+                reason: "it is open in this process".into(),
+            });
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::ResourceNotFound {
+                kind: "consumer group",
+                name: name.to_string(),
+            }),
+            Err(e) => Err(Error::io("delete", &path, e)),
+        }
+    }
+
     /// Opens (creating) a group kept in the file `path` rather than under `groups/`: a
     /// delivery stream reading a stream keeps its position this way, in its own directory.
     pub(crate) fn open_at(
+        store: Arc<Store>,
+        path: PathBuf,
+        name: &str,
+        config: GroupConfig,
+    ) -> Result<Arc<ConsumerGroup>> {
+        let mut open = open_groups();
+        // A file removed under an open group (its delivery stream deleted) starts a new one.
+        let live = open
+            .get(&path)
+            .and_then(Weak::upgrade)
+            .filter(|_| path.exists());
+        if let Some(group) = live {
+            let stream = group.lock().stream.clone();
+            if stream != config.stream {
+                return Err(Error::invalid(
+                    "stream",
+                    format!("group {name} reads stream {stream}, not {}", config.stream),
+                ));
+            }
+            return Ok(group);
+        }
+        let group = Self::load(store, path.clone(), name, config)?;
+        open.retain(|_, g| g.strong_count() > 0);
+        open.insert(path, Arc::downgrade(&group));
+        Ok(group)
+    }
+
+    fn load(
         store: Arc<Store>,
         path: PathBuf,
         name: &str,
@@ -577,6 +657,7 @@ impl ConsumerGroup {
 
     /// Per tracked shard: the next offset to process (`None`: not started) and whether it is
     /// finished.
+    #[cfg(feature = "firehose")]
     pub(crate) fn positions(&self) -> BTreeMap<u32, (Option<u64>, bool)> {
         self.lock()
             .shards
@@ -585,8 +666,9 @@ impl ConsumerGroup {
             .collect()
     }
 
-    /// Takes over positions kept elsewhere before (a delivery stream's checkpoint of an
-    /// earlier version) into a group nothing has read yet.
+    /// Takes over positions kept elsewhere before (a delivery stream's checkpoint file of an
+    /// earlier version). Checkpoints only move forward, so adopting again is harmless.
+    #[cfg(feature = "firehose")]
     pub(crate) fn adopt(
         &self,
         checkpoints: &BTreeMap<u32, u64>,

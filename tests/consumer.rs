@@ -730,6 +730,21 @@ fn inspect_shows_groups_with_owners_and_checkpoints() {
         serde_json::from_slice(&common::shardlog(&["inspect", "--json", path]).stdout).unwrap();
     assert_eq!(json["consumer_groups"][0]["name"], "billing");
     assert_eq!(json["consumer_groups"][0]["shards"][0]["checkpoint"], last);
+    // verify reads group files too: clean, then a damaged one is reported by name.
+    let verified = common::shardlog(&["verify", path]);
+    let report = common::text(&verified.stdout);
+    assert!(verified.status.success(), "{report}");
+    assert!(report.contains("1 consumer group files"), "{report}");
+    let file = dir.path().join("groups/billing.json");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let verified = common::shardlog(&["verify", path]);
+    let report = common::text(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("billing.json: consumer group file does not parse"),
+        "{report}"
+    );
 }
 
 /// Appends wake a caught-up subscription and a caught-up worker instead of leaving them asleep
@@ -808,4 +823,60 @@ fn an_append_wakes_a_waiting_subscription_and_a_waiting_worker() {
         stream.put_record(&PutRecord::new("k", b"bye")).unwrap();
         running.join().unwrap();
     });
+}
+
+#[test]
+fn a_group_opened_twice_in_a_process_is_one_group_and_is_deleted_only_when_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
+    store
+        .create_stream("s", StreamConfig::provisioned(4))
+        .unwrap();
+    put(&store, 0, 400);
+    // Two parts of a program open the group on their own, each with a worker.
+    let first = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
+    let second = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
+    assert!(Arc::ptr_eq(&first, &second));
+    let (a, b) = (first.worker("a"), second.worker("b"));
+    let mut seen = Seen::new();
+    for _ in 0..6 {
+        round(&a, &mut seen);
+        round(&b, &mut seen);
+    }
+    assert_eq!((held(&first, "a"), held(&first, "b")), (2, 2));
+    let mut ns: Vec<usize> = seen.iter().map(|(_, n)| *n).collect();
+    ns.sort();
+    assert_eq!(
+        ns,
+        (0..400).collect::<Vec<_>>(),
+        "every record exactly once"
+    );
+    assert!(matches!(
+        ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("t")),
+        Err(Error::InvalidArgument { .. }) | Err(Error::ResourceNotFound { .. })
+    ));
+
+    let listed = ConsumerGroup::list(&store).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].stream.as_str()),
+        ("g", "s")
+    );
+    assert!(matches!(
+        ConsumerGroup::delete(&store, "g"),
+        Err(Error::ResourceInUse { .. })
+    ));
+    drop((a, b, first, second));
+    ConsumerGroup::delete(&store, "g").unwrap();
+    assert!(ConsumerGroup::list(&store).unwrap().is_empty());
+    assert!(matches!(
+        ConsumerGroup::delete(&store, "g"),
+        Err(Error::ResourceNotFound { .. })
+    ));
+    // Opened again, it starts over.
+    let again = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
+    let mut seen = Seen::new();
+    round(&again.worker("c"), &mut seen);
+    assert_eq!(seen.len(), 400, "from the trim horizon again");
 }

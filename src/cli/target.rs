@@ -159,6 +159,20 @@ pub(super) fn delivery_stream_dirs(data_dir: &Path) -> CliResult<Vec<PathBuf>> {
     Ok(visible_subdirs(&data_dir.join(crate::firehose::FIREHOSE_DIR))?.unwrap_or_default())
 }
 
+/// The consumer group files of a data directory: `groups/*.json`, then each delivery stream's
+/// `source-group.json`.
+pub(super) fn group_files(data_dir: &Path) -> CliResult<Vec<PathBuf>> {
+    let mut paths = crate::consumer::group_file_paths(data_dir)?;
+    #[cfg(feature = "firehose")]
+    paths.extend(
+        delivery_stream_dirs(data_dir)?
+            .into_iter()
+            .map(|d| d.join(crate::firehose::delivery::SOURCE_GROUP_FILE))
+            .filter(|p| p.is_file()),
+    );
+    Ok(paths)
+}
+
 /// The buffer shard directories of a data directory's delivery streams (none without the
 /// `firehose` feature, which owns their layout).
 pub(super) fn delivery_buffer_dirs(data_dir: &Path) -> CliResult<Vec<PathBuf>> {

@@ -50,9 +50,11 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
     let mut jobs = Vec::new();
     let mut shards = 0;
     let mut stream_dirs = Vec::new();
+    let mut group_files = Vec::new();
     match target::resolve(path)? {
         Target::Data(dir) => {
             stream_dirs = target::stream_dirs(&dir)?;
+            group_files = target::group_files(&dir)?;
             for buffer in target::delivery_buffer_dirs(&dir)? {
                 shards += 1;
                 jobs.extend(jobs_for_shard(&buffer, None)?);
@@ -71,6 +73,10 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
             shards += 1;
             jobs.extend(jobs_for_shard(&shard, None)?);
         }
+    }
+
+    for file in &group_files {
+        problems.extend(check_group_file(file));
     }
 
     let total: u64 = jobs.iter().map(|j| j.bytes).sum();
@@ -96,16 +102,38 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
     for p in &problems {
         writeln!(out, "{p}")?;
     }
-    let checked = format!(
+    let mut checked = format!(
         "{} segments ({}) in {shards} shard directories",
         jobs.len(),
         super::human_bytes(total)
     );
+    if !group_files.is_empty() {
+        checked.push_str(&format!(", {} consumer group files", group_files.len()));
+    }
     if problems.is_empty() {
         writeln!(out, "clean: {checked} checked")?;
         Ok(ExitCode::SUCCESS)
     } else {
         writeln!(out, "{} problems in {checked}", problems.len())?;
         Ok(ExitCode::from(1))
+    }
+}
+
+/// A consumer group file that does not read (bad JSON, unknown version) is a problem; one
+/// removed since it was listed is not.
+fn check_group_file(path: &Path) -> Option<Problem> {
+    match crate::consumer::read_group_file(path) {
+        Ok(_) => None,
+        // The reason names the line and column (JSON has no byte positions to speak of).
+        Err(crate::Error::Corrupt { path, reason, .. }) => Some(Problem {
+            path,
+            position: None,
+            what: format!("consumer group file does not parse: {reason}"),
+        }),
+        Err(e) => Some(Problem {
+            path: path.to_path_buf(),
+            position: None,
+            what: e.to_string(),
+        }),
     }
 }
