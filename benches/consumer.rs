@@ -1,15 +1,20 @@
 //! Consumer groups end to end: a 4-shard stream consumed by 2 workers (threads) through
 //! `Worker::process_round`, checkpointing every batch; records/s, and the lag while a producer
-//! puts at a fixed rate.
+//! puts at a fixed rate. Also the latency from a put to a `Worker::run` closure and to a
+//! fan-out subscription's event, with default options, at a trickle of one record a ms.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use shardlog::consumer::{ConsumerGroup, GroupConfig, ProcessOptions};
+use shardlog::consumer::{
+    ConsumerGroup, GroupConfig, InitialPosition, ProcessOptions, ShardSubscription,
+    SubscribeOptions,
+};
 use shardlog::{PutRecord, Store, StoreOptions, StreamConfig, StreamRecord};
 
 const RECORDS: usize = 200_000;
@@ -177,11 +182,103 @@ fn lag_under_load() {
     );
 }
 
+/// Microseconds from a put to its processing, for a group's workers (`Worker::run`, default
+/// options) and for one fan-out subscription per shard, while one record is put each ms for
+/// 3 s (the first 0.5 s, while leases are taken, is not counted).
+fn put_to_process_latency() {
+    let (_dir, store) = store();
+    let stream = store.stream("s").unwrap();
+    stream
+        .register_consumer("fanout", &BTreeMap::new())
+        .unwrap();
+    let group = ConsumerGroup::open(
+        Arc::clone(&store),
+        "latency",
+        GroupConfig {
+            initial_position: InitialPosition::Latest,
+            ..GroupConfig::new("s")
+        },
+    )
+    .unwrap();
+    let origin = Instant::now();
+    let counted_from = 500_000u64; // µs
+    let elapsed = |data: &[u8]| -> Option<u64> {
+        let put_at: u64 = std::str::from_utf8(data).ok()?.parse().ok()?;
+        (put_at >= counted_from).then(|| origin.elapsed().as_micros() as u64 - put_at)
+    };
+    let workers = Mutex::new(Vec::new());
+    let subscriptions = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for w in 0..WORKERS {
+            let worker = group.worker(&format!("w{w}"));
+            let (stop, workers, elapsed) = (&stop, &workers, &elapsed);
+            s.spawn(move || {
+                worker
+                    .run(&ProcessOptions::default(), stop, |_, records| {
+                        let mut out = workers.lock().unwrap();
+                        out.extend(records.iter().filter_map(|r| elapsed(&r.data)));
+                        Ok::<(), ()>(())
+                    })
+                    .unwrap();
+            });
+        }
+        for shard in 0..SHARDS {
+            let mut sub = ShardSubscription::open(
+                Arc::clone(&store),
+                "s",
+                "fanout",
+                &format!("shardId-{shard:012}"),
+                SubscribeOptions::new(shardlog::IteratorStart::Latest),
+            )
+            .unwrap();
+            let (stop, subscriptions, elapsed) = (&stop, &subscriptions, &elapsed);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let event = sub.next_event(Duration::from_millis(100)).unwrap().unwrap();
+                    let mut out = subscriptions.lock().unwrap();
+                    out.extend(event.records.iter().filter_map(|r| elapsed(&r.data)));
+                }
+            });
+        }
+        for i in 0..3000u64 {
+            let due = origin + Duration::from_millis(i + 1);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let put_at = origin.elapsed().as_micros().to_string();
+            stream
+                .put_record(&PutRecord::new(&format!("k{i}"), put_at.as_bytes()))
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+    });
+    for (what, samples) in [("worker", workers), ("subscription", subscriptions)] {
+        let mut v = samples.into_inner().unwrap();
+        v.sort_unstable();
+        let at = |q: f64| {
+            let i = ((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1));
+            v.get(i).copied().unwrap_or(0)
+        };
+        println!(
+            "consumer/put_to_{what}_latency: {} records; p50 {} µs, p99 {} µs, max {} µs",
+            v.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0),
+        );
+    }
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     if filter.as_deref().is_none_or(|f| f.contains("lag")) {
         lag_under_load();
+    }
+    if filter.as_deref().is_none_or(|f| f.contains("latency")) {
+        put_to_process_latency();
     }
     throughput(&mut c);
     c.final_summary();
