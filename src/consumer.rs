@@ -297,6 +297,37 @@ impl ConsumerGroup {
         Self::open_at(store, path, name, config)
     }
 
+    /// Opens the existing group `name` of `store` with the configuration it was created with.
+    pub fn open_existing(store: Arc<Store>, name: &str) -> Result<Arc<ConsumerGroup>> {
+        check_resource_name("GroupName", name, 128)?;
+        let path = store.dir().join(GROUPS_DIR).join(format!("{name}.json"));
+        if let Some(group) = open_groups()
+            .get(&path)
+            .and_then(Weak::upgrade)
+            .filter(|_| path.exists())
+        {
+            return Ok(group);
+        }
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::ResourceNotFound {
+                    kind: "consumer group",
+                    name: name.to_string(),
+                })
+            }
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        let file: GroupFile = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
+        let config = GroupConfig {
+            stream: file.stream,
+            initial_position: file.initial_position,
+            lease_duration: Duration::from_millis(u64::try_from(file.lease_ms).unwrap_or(0)),
+        };
+        Self::open(store, name, config)
+    }
+
     /// The groups of `store`, as their files hold them, by name.
     pub fn list(store: &Store) -> Result<Vec<GroupFiles>> {
         read_group_files(store.dir())
@@ -716,8 +747,92 @@ impl ConsumerGroup {
         self.commit(worker, shard, next, false)
     }
 
-    /// Gives up `worker`'s leases (on shutdown) so others take them at once.
-    fn release(&self, worker: &str) -> Result<()> {
+    /// Renews `worker`'s leases and takes more up to its fair share, as each round of a
+    /// [`Worker`] does, and returns the shards it holds, each with a shard iterator after its
+    /// checkpoint (without one: at the group's initial position, or for a shard created by
+    /// resharding, at its beginning). For workers that read by themselves, such as workers in
+    /// other processes reading through the server: they read from the iterator, checkpoint
+    /// with [`ConsumerGroup::checkpoint`], and at a closed shard's end call
+    /// [`ConsumerGroup::finish_shard`], which lets its children be leased.
+    pub fn lease_shards(&self, worker: &str) -> Result<Vec<LeasedShard>> {
+        let held = self.acquire(worker)?;
+        let (stream_name, initial) = {
+            let state = self.lock();
+            (state.stream.clone(), state.initial_position)
+        };
+        let stream = self.store.stream(&stream_name)?;
+        let described = stream.describe();
+        let mut leased = Vec::with_capacity(held.len());
+        for index in held {
+            let id = shard_id(index);
+            let mut checkpoint = self.lock().shards.get(&index).and_then(|l| l.checkpoint);
+            let has_parents = described
+                .shards
+                .iter()
+                .find(|s| s.shard_id == id)
+                .is_some_and(|s| s.parent_shard_id.is_some());
+            if checkpoint.is_none() && !has_parents && initial == InitialPosition::Latest {
+                // Pin LATEST where the shard is first leased, so later reads do not skip.
+                let end = stream.shard_ends()?.get(&index).copied().unwrap_or(0);
+                match self.commit(worker, index, end, false) {
+                    Ok(()) => checkpoint = Some(end),
+                    Err(Error::LeaseLost { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let start = start_after(index, checkpoint, has_parents, initial);
+            leased.push(LeasedShard {
+                iterator: stream.shard_iterator(&id, start)?,
+                shard_id: id,
+                index,
+            });
+        }
+        Ok(leased)
+    }
+
+    /// Marks `shard_id` processed to its end by `worker`, which holds its lease, so that its
+    /// children can be leased. The shard must be closed, with nothing left to read after the
+    /// checkpoint.
+    pub fn finish_shard(&self, worker: &str, shard_id_text: &str) -> Result<()> {
+        let index = ShardId::parse(shard_id_text)
+            .map(ShardId::index)
+            .ok_or_else(|| {
+                Error::invalid("ShardId", format!("{shard_id_text:?} is not a shard id"))
+            })?;
+        let (stream_name, initial, checkpoint) = {
+            let state = self.lock();
+            let checkpoint = state.shards.get(&index).and_then(|l| l.checkpoint);
+            (state.stream.clone(), state.initial_position, checkpoint)
+        };
+        let stream = self.store.stream(&stream_name)?;
+        let has_parents = stream
+            .describe()
+            .shards
+            .iter()
+            .find(|s| s.shard_id == shard_id_text)
+            .is_some_and(|s| s.parent_shard_id.is_some());
+        let start = start_after(index, checkpoint, has_parents, initial);
+        let next = self
+            .store
+            .get_records(&stream.shard_iterator(shard_id_text, start)?, 1)?;
+        if !next.records.is_empty() {
+            return Err(Error::invalid(
+                "ShardId",
+                format!("{shard_id_text} has records after the checkpoint; process them first"),
+            ));
+        }
+        if next.next_shard_iterator.is_some() {
+            return Err(Error::invalid(
+                "ShardId",
+                format!("{shard_id_text} is open; only a closed shard ends"),
+            ));
+        }
+        let end = stream.shard_ends()?.get(&index).copied().unwrap_or(0);
+        self.commit(worker, index, end, true)
+    }
+
+    /// Gives up `worker`'s leases now (on shutdown) so that other workers take them at once.
+    pub fn release(&self, worker: &str) -> Result<()> {
         let mut state = self.lock();
         let mut next = state.clone();
         for lease in next.shards.values_mut() {
@@ -797,6 +912,39 @@ impl ConsumerGroup {
     }
 }
 
+/// A shard a worker holds, with an iterator to read it from (see
+/// [`ConsumerGroup::lease_shards`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedShard {
+    /// Its id.
+    pub shard_id: String,
+    /// A shard iterator after the group's checkpoint (for `get_records`).
+    pub iterator: String,
+    index: u32,
+}
+
+/// Where a group reads shard `index` from: after its checkpoint (the next offset), or without
+/// one at the group's initial position; a shard with parents always from its beginning.
+fn start_after(
+    index: u32,
+    checkpoint: Option<u64>,
+    has_parents: bool,
+    initial: InitialPosition,
+) -> IteratorStart {
+    match checkpoint {
+        Some(0) => IteratorStart::TrimHorizon,
+        Some(n) => IteratorStart::AfterSequenceNumber(
+            SequenceNumber::new(index, Offset::new(n - 1)).to_string(),
+        ),
+        None if has_parents => IteratorStart::TrimHorizon,
+        None => match initial {
+            InitialPosition::TrimHorizon => IteratorStart::TrimHorizon,
+            InitialPosition::Latest => IteratorStart::Latest,
+            InitialPosition::AtTimestamp { ms } => IteratorStart::AtTimestamp(ms),
+        },
+    }
+}
+
 /// What one processing round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoundReport {
@@ -852,49 +1000,18 @@ impl Worker {
     where
         F: FnMut(&str, &[StreamRecord]) -> std::result::Result<(), E>,
     {
-        let held = self.group.acquire(&self.id)?;
-        let (stream_name, initial) = {
-            let state = self.group.lock();
-            (state.stream.clone(), state.initial_position)
-        };
-        let stream = self.group.store.stream(&stream_name)?;
-        let described = stream.describe();
+        let leased = self.group.lease_shards(&self.id)?;
         let mut report = RoundReport::default();
-        for index in held {
-            let id = shard_id(index);
-            report.shards.push(id.clone());
-            let checkpoint = self
-                .group
-                .lock()
-                .shards
-                .get(&index)
-                .and_then(|l| l.checkpoint);
-            let has_parents = described
-                .shards
-                .iter()
-                .find(|s| s.shard_id == id)
-                .is_some_and(|s| s.parent_shard_id.is_some());
-            let start = match checkpoint {
-                Some(0) => IteratorStart::TrimHorizon,
-                Some(n) => IteratorStart::AfterSequenceNumber(
-                    SequenceNumber::new(index, Offset::new(n - 1)).to_string(),
-                ),
-                None if has_parents => IteratorStart::TrimHorizon,
-                None => match initial {
-                    InitialPosition::TrimHorizon => IteratorStart::TrimHorizon,
-                    InitialPosition::Latest => IteratorStart::Latest,
-                    InitialPosition::AtTimestamp { ms } => IteratorStart::AtTimestamp(ms),
-                },
-            };
-            let iterator = stream.shard_iterator(&id, start)?;
+        for shard in leased {
+            let index = shard.index;
+            report.shards.push(shard.shard_id.clone());
             let out = self
                 .group
                 .store
-                .get_records(&iterator, options.max_records.clamp(1, 10_000))?;
-            let finished = out.next_shard_iterator.is_none();
+                .get_records(&shard.iterator, options.max_records.clamp(1, 10_000))?;
             let outcome = match out.records.last() {
                 Some(last) => {
-                    if process(&id, &out.records).is_err() {
+                    if process(&shard.shard_id, &out.records).is_err() {
                         report.failed_batches += 1;
                         continue;
                     }
@@ -903,19 +1020,12 @@ impl Worker {
                     // A closed shard is finished only once a read past this batch is empty.
                     self.group.commit(&self.id, index, next, false)
                 }
-                None if finished => {
+                None if out.next_shard_iterator.is_none() => {
+                    let stream = self.group.store.stream(&self.group.lock().stream)?;
                     let end = stream.shard_ends()?.get(&index).copied().unwrap_or(0);
                     self.group.commit(&self.id, index, end, true)
                 }
-                None => {
-                    if checkpoint.is_none() && matches!(initial, InitialPosition::Latest) {
-                        // Pin LATEST where it was first read, so later rounds do not skip.
-                        let end = stream.shard_ends()?.get(&index).copied().unwrap_or(0);
-                        self.group.commit(&self.id, index, end, false)
-                    } else {
-                        Ok(())
-                    }
-                }
+                None => Ok(()),
             };
             match outcome {
                 Ok(()) => {}

@@ -10,6 +10,7 @@
 mod auth;
 mod cbor;
 mod firehose;
+mod groups;
 mod kinesis;
 mod metrics;
 mod protocol;
@@ -91,6 +92,7 @@ pub(crate) struct Context {
     pub options: ServerOptions,
     pub metrics: Metrics,
     subscriptions: subscribe::ActiveSubscriptions,
+    groups: groups::OpenGroups,
     requests: AtomicU64,
     started: Instant,
 }
@@ -152,6 +154,7 @@ impl Server {
             options,
             metrics: Metrics::default(),
             subscriptions: Default::default(),
+            groups: Default::default(),
             requests: AtomicU64::new(0),
             started: Instant::now(),
         });
@@ -277,7 +280,7 @@ async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
             400,
             "UnknownOperationException",
             format!(
-                "X-Amz-Target {:?} names no Kinesis_20131202 or Firehose_20150804 operation",
+                "X-Amz-Target {:?} names no Kinesis_20131202, Firehose_20150804 or ShardlogConsumerGroups_20261126 operation",
                 target.unwrap_or_default()
             ),
         ));
@@ -431,6 +434,7 @@ async fn read_and_run(
     tokio::task::spawn_blocking(move || match api {
         Api::Kinesis => kinesis::call(&ctx, &operation, &value),
         Api::Firehose => firehose::call(&ctx, &operation, &value),
+        Api::ConsumerGroups => groups::call(&ctx, &operation, &value),
     })
     .await
     .unwrap_or_else(|e| {
@@ -614,6 +618,7 @@ mod tests {
                 },
                 metrics: Metrics::default(),
                 subscriptions: Default::default(),
+                groups: Default::default(),
                 requests: AtomicU64::new(0),
                 started: Instant::now(),
             };

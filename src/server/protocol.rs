@@ -11,6 +11,8 @@ use crate::error::Error;
 pub(crate) enum Api {
     Kinesis,
     Firehose,
+    /// shardlog's own: consumer groups for workers in other processes.
+    ConsumerGroups,
 }
 
 /// The API and operation named by an `X-Amz-Target` header (`Kinesis_20131202.PutRecord`).
@@ -19,6 +21,7 @@ pub(crate) fn parse_target(target: &str) -> Option<(Api, &str)> {
     let api = match prefix {
         "Kinesis_20131202" => Api::Kinesis,
         "Firehose_20150804" => Api::Firehose,
+        "ShardlogConsumerGroups_20261126" => Api::ConsumerGroups,
         _ => return None,
     };
     (!operation.is_empty()).then_some((api, operation))
@@ -78,6 +81,7 @@ impl From<Error> for ApiError {
             Error::ExpiredIterator { .. } => (400, "ExpiredIteratorException"),
             Error::ExpiredNextToken { .. } => (400, "ExpiredNextTokenException"),
             Error::ConcurrentModification { .. } => (400, "ConcurrentModificationException"),
+            Error::LeaseLost { .. } => (400, "LeaseLostException"),
             // Storage trouble (I/O, a full disk, corruption, a poisoned shard): the service's
             // fault, not the caller's.
             _ => (500, "InternalFailureException"),
