@@ -344,9 +344,9 @@ impl Shard {
 
     /// The oldest offset still stored (equal to [`Shard::next_offset`] when the shard is empty).
     pub fn first_offset(&self) -> Offset {
-        self.snapshot()
-            .first()
-            .map_or_else(|| self.next_offset(), |s| s.base())
+        // Before the snapshot, for the reason `read` gives.
+        let next_offset = self.next_offset();
+        self.snapshot().first().map_or(next_offset, |s| s.base())
     }
 
     /// Number of segment files.
@@ -572,11 +572,16 @@ impl Shard {
     /// `from` was deleted), within `limits`. Every record's CRC is checked; damage is an
     /// [`Error::Corrupt`] naming file and position, after the good records before it were returned.
     pub fn read(&self, from: Offset, limits: ReadLimits) -> Result<ReadBatch> {
+        // Loaded before the snapshot: records below it were in segments listed before it was
+        // published, so if the snapshot lists none, they are all gone (expired). Loaded after,
+        // it could count records appended (to a segment created) since the snapshot, and the
+        // read would skip them.
+        let next_offset = self.next_offset();
         let segments = self.snapshot();
         let Some(first) = segments.first() else {
             return Ok(ReadBatch {
                 records: Vec::new(),
-                next_offset: from.max(self.next_offset()),
+                next_offset: from.max(next_offset),
             });
         };
         let mut cursor = from.max(first.base());
@@ -622,6 +627,9 @@ impl Shard {
     /// The offset of the first record that arrived at or after `t_ms` (ms since the Unix epoch),
     /// or [`Shard::next_offset`] if none did.
     pub fn seek_time(&self, t_ms: i64) -> Result<Offset> {
+        // Before the snapshot, for the reason `read` gives: a record appended after the scan
+        // below must not be skipped by answering the end as it is after that append.
+        let next_offset = self.next_offset();
         let segments = self.snapshot();
         // Arrival times never decrease, so the segments whose newest record is older than t come
         // first: binary search for the first one that is not.
@@ -643,7 +651,7 @@ impl Shard {
                 return Ok(offset);
             }
         }
-        Ok(self.next_offset())
+        Ok(next_offset)
     }
 
     /// Reads records from the first that arrived at or after `t_ms` on.

@@ -714,3 +714,35 @@ fn retention_never_deletes_the_segment_that_holds_the_next_offset() {
     append_range(&shard, newest_base, newest_base + 5, 5, 100);
     check_records(&read_all(&shard, 0), newest_base, newest_base + 5, 100);
 }
+
+/// A reader polling an empty shard while its first records are appended (and its first segment
+/// created) must never be moved past records it did not get. (A read once took the segment list
+/// and then the next offset: an append between the two made it skip the shard's first batch.)
+#[test]
+fn a_reader_of_an_empty_shard_never_skips_the_first_append() {
+    let clock = Arc::new(ManualClock::new(5));
+    for _ in 0..300 {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = Arc::new(Shard::open(dir.path(), small_options(&clock, 16 * 1024)).unwrap());
+        let started = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (shard, started) = (Arc::clone(&shard), Arc::clone(&started));
+            std::thread::spawn(move || loop {
+                started.store(true, Ordering::Release);
+                let b = shard.read(Offset::new(0), ReadLimits::default()).unwrap();
+                if b.next_offset.get() > 0 {
+                    return (b.records.len() as u64, b.next_offset.get());
+                }
+            })
+        };
+        while !started.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+        append_range(&shard, 0, 100, 25, 200);
+        let (got, next) = reader.join().unwrap();
+        assert_eq!(
+            got, next,
+            "the read moved to {next} but returned {got} records"
+        );
+    }
+}
