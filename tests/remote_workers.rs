@@ -444,3 +444,76 @@ fn the_group_api_refuses_bad_requests_with_typed_errors() {
     let d = group_call(&mut c, "DescribeGroup", json!({"GroupName": "g"}));
     assert!(d["Shards"][0]["Owner"].is_null(), "{d}");
 }
+
+/// Whether python3 with boto3 is here; with SHARDLOG_REQUIRE_CLIENT_TESTS=1 (CI) it must be.
+fn boto3_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import boto3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("SHARDLOG_REQUIRE_CLIENT_TESTS").is_none(),
+            "boto3 is required (pip install boto3)"
+        );
+        println!("SKIPPED: boto3 is not installed");
+    }
+    ok
+}
+
+#[test]
+fn a_python_worker_with_boto3_consumes_a_resharded_stream_in_key_order() {
+    if !boto3_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (store, server) = serve(dir.path(), 2);
+    put(&store, 0, 300);
+    store
+        .stream("s")
+        .unwrap()
+        .split_shard("shardId-000000000000", &(u128::MAX / 4).to_string())
+        .unwrap();
+    put(&store, 300, 600);
+    let out = Command::new("python3")
+        .args([
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/remote_worker.py"
+            ),
+            "py",
+            "s",
+            "worker-1",
+            "600",
+        ])
+        .env(
+            "SHARDLOG_ENDPOINT",
+            format!("http://{}", server.local_addr()),
+        )
+        .output()
+        .unwrap();
+    let text = common::text(&out.stdout);
+    assert!(
+        out.status.success() && text.ends_with("done\n"),
+        "{text}\n{}",
+        common::text(&out.stderr)
+    );
+    let mut per_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut distinct = BTreeSet::new();
+    for line in text.lines().filter(|l| *l != "done") {
+        let (key, n) = line.split_once(':').unwrap();
+        if distinct.insert(line.to_string()) {
+            per_key
+                .entry(key.into())
+                .or_default()
+                .push(n.parse().unwrap());
+        }
+    }
+    assert_eq!(distinct.len(), 600, "every record");
+    for (key, ns) in &per_key {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "{key} out of order: {ns:?}"
+        );
+    }
+}
