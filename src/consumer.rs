@@ -515,6 +515,11 @@ impl ConsumerGroup {
     /// Renews `worker`'s leases and takes more up to its fair share: free ones first (unowned
     /// or expired), else one from the worker holding the most. Returns the shards it holds.
     pub(crate) fn acquire(&self, worker: &str) -> Result<Vec<u32>> {
+        Ok(self.acquire_described(worker)?.0)
+    }
+
+    /// [`Self::acquire`], also returning the stream's shards as described for it.
+    fn acquire_described(&self, worker: &str) -> Result<(Vec<u32>, Vec<ShardDescription>)> {
         let mut state = self.lock();
         let mut next = state.clone();
         let now = self.now();
@@ -624,7 +629,7 @@ impl ConsumerGroup {
             })
             .collect();
         self.save(&mut state, next)?;
-        Ok(mine)
+        Ok((mine, shards))
     }
 
     /// Records that `worker` processed `shard` below `next_offset` (and, with `finished`, to its
@@ -755,19 +760,17 @@ impl ConsumerGroup {
     /// with [`ConsumerGroup::checkpoint`], and at a closed shard's end call
     /// [`ConsumerGroup::finish_shard`], which lets its children be leased.
     pub fn lease_shards(&self, worker: &str) -> Result<Vec<LeasedShard>> {
-        let held = self.acquire(worker)?;
+        let (held, described) = self.acquire_described(worker)?;
         let (stream_name, initial) = {
             let state = self.lock();
             (state.stream.clone(), state.initial_position)
         };
         let stream = self.store.stream(&stream_name)?;
-        let described = stream.describe();
         let mut leased = Vec::with_capacity(held.len());
         for index in held {
             let id = shard_id(index);
             let mut checkpoint = self.lock().shards.get(&index).and_then(|l| l.checkpoint);
             let has_parents = described
-                .shards
                 .iter()
                 .find(|s| s.shard_id == id)
                 .is_some_and(|s| s.parent_shard_id.is_some());
