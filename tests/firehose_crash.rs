@@ -18,7 +18,7 @@ use common::{crash_rng, spawn_acking_child};
 use rand::Rng;
 use shardlog::firehose::{
     BufferingHints, Compression, DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose,
-    FirehoseOptions,
+    FirehoseOptions, SourceStart,
 };
 use shardlog::{Store, StoreOptions};
 
@@ -68,6 +68,7 @@ fn gzip_delivery(dir: &Path, source_stream: Option<&str>) -> DeliveryStreamConfi
         },
         transform: None,
         source_stream: source_stream.map(str::to_string),
+        source_start: SourceStart::TrimHorizon,
         tags: Default::default(),
         settings: Default::default(),
     }

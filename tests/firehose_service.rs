@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use shardlog::firehose::{
     BufferingHints, Compression, DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose,
-    FirehoseOptions, Transform, Transformed,
+    FirehoseOptions, SourceStart, Transform, Transformed,
 };
 use shardlog::{Error, Store, StoreOptions};
 
@@ -51,6 +51,7 @@ fn config(out: &Path, interval_secs: u32) -> DeliveryStreamConfig {
         },
         transform: None,
         source_stream: None,
+        source_start: SourceStart::TrimHorizon,
         tags: Default::default(),
         settings: Default::default(),
     }
@@ -637,5 +638,34 @@ fn a_pending_batch_the_source_group_records_as_delivered_is_not_delivered_again(
         .keys;
     assert_eq!(again.len(), 1, "only the new records: {again:?}");
     let expected: Vec<String> = (10..15).map(|i| format!("r{i:03}")).collect();
+    assert_eq!(all_lines(&out), expected);
+}
+
+#[test]
+fn a_stream_source_starts_at_latest_by_default_as_firehose_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("data"));
+    let orders = store
+        .create_stream("orders", shardlog::StreamConfig::provisioned(2))
+        .unwrap();
+    put_orders(&orders, 0, 20);
+    let firehose = Firehose::open(Arc::clone(&store), manual()).unwrap();
+    let out = dir.path().join("out");
+    let mut from_stream = config(&out, 0);
+    from_stream.source_stream = Some("orders".into());
+    from_stream.source_start = SourceStart::default();
+    let delivery = firehose
+        .create_delivery_stream("archive", from_stream)
+        .unwrap();
+    assert_eq!(delivery.backlog(), 0, "what was put before is not waiting");
+    put_orders(&orders, 20, 30);
+    assert_eq!(delivery.backlog(), 10);
+    // A split after creation: the children are read from their beginning.
+    orders
+        .split_shard("shardId-000000000000", &(u128::MAX / 4).to_string())
+        .unwrap();
+    put_orders(&orders, 30, 40);
+    delivery.flush().unwrap();
+    let expected: Vec<String> = (20..40).map(|i| format!("r{i:03}")).collect();
     assert_eq!(all_lines(&out), expected);
 }

@@ -240,6 +240,43 @@ pub struct DeliveryReport {
     pub keys: Vec<String>,
 }
 
+/// Where a delivery stream reading a Kinesis stream starts, when it is created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SourceStart {
+    /// Records put after the delivery stream is created, as Firehose does.
+    #[default]
+    Latest,
+    /// Every record still in the stream.
+    TrimHorizon,
+}
+
+/// The consumer-group configuration of a stream source.
+fn source_group_config(stream: &str) -> GroupConfig {
+    GroupConfig {
+        stream: stream.to_string(),
+        initial_position: InitialPosition::TrimHorizon,
+        lease_duration: SOURCE_LEASE,
+    }
+}
+
+/// Creates the source group of a delivery stream being created in `dir`, positioned at every
+/// shard's end (`SourceStart::Latest`): records put from now on are delivered.
+pub(crate) fn pin_source_at_latest(
+    store: &Arc<crate::Store>,
+    dir: &Path,
+    name: &str,
+    stream: &str,
+) -> Result<()> {
+    let group = ConsumerGroup::open_at(
+        Arc::clone(store),
+        dir.join(SOURCE_GROUP_FILE),
+        name,
+        source_group_config(stream),
+    )?;
+    let ends = store.stream(stream)?.shard_ends()?;
+    group.adopt(&ends, &BTreeSet::new())
+}
+
 /// Where a delivery stream's records come from.
 #[derive(Clone, Default)]
 pub enum Source {
@@ -350,11 +387,7 @@ impl DeliveryStream {
             Arc::clone(store),
             self.dir.join(SOURCE_GROUP_FILE),
             &self.name,
-            GroupConfig {
-                stream: stream.clone(),
-                initial_position: InitialPosition::TrimHorizon,
-                lease_duration: SOURCE_LEASE,
-            },
+            source_group_config(stream),
         )?;
         let legacy = read_checkpoint(&self.dir)?;
         if !legacy.shards.is_empty() || !legacy.finished.is_empty() {

@@ -18,7 +18,7 @@ pub use codec::{Compression, ObjectEncoder};
 pub use config::{BufferingHints, DeliveryConfig};
 pub use delivery::{
     DeliveryReport, DeliveryStats, DeliveryStream, DeliveryStreamSpec, PutFailure, Source,
-    Transform, Transformed,
+    SourceStart, Transform, Transformed,
 };
 #[cfg(feature = "s3")]
 pub use destination::S3;

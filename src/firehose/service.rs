@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::config::{check_name, DeliveryConfig};
-use super::delivery::{DeliveryStats, DeliveryStream, DeliveryStreamSpec, Source, Transform};
+use super::delivery::{
+    pin_source_at_latest, DeliveryStats, DeliveryStream, DeliveryStreamSpec, Source, SourceStart,
+    Transform,
+};
 use super::destination::{Destination, LocalDirectory, S3Config};
 use crate::error::{Error, Result};
 use crate::segment::sync_dir;
@@ -111,8 +114,11 @@ pub struct DeliveryStreamConfig {
     /// Name of a registered transform, if records are to be transformed.
     pub transform: Option<String>,
     /// A stream of the store to read instead of taking puts (Firehose's
-    /// `KinesisStreamAsSource`): every shard from its oldest record, parents before children.
+    /// `KinesisStreamAsSource`): every shard, parents before children.
     pub source_stream: Option<String>,
+    /// Where reading `source_stream` starts: by default, like Firehose, at the records put after
+    /// the delivery stream is created.
+    pub source_start: SourceStart,
     /// Tags.
     pub tags: BTreeMap<String, String>,
     /// Settings shardlog keeps and describes but does not act on, by their Firehose API names
@@ -308,6 +314,10 @@ impl Firehose {
             .map_err(Error::io_at("create staging directory", &self.inner.dir))?
             .keep();
         write_record(&staging, &record)?;
+        if let (Some(stream), SourceStart::Latest) = (&record.source_stream, config.source_start) {
+            // Inside the staging directory, so the delivery stream appears already positioned.
+            pin_source_at_latest(&self.inner.store, &staging, name, stream)?;
+        }
         let path = self.inner.dir.join(name);
         std::fs::rename(&staging, &path).map_err(Error::io_at("create delivery stream", &path))?;
         sync_dir(&self.inner.dir)?;

@@ -11,7 +11,7 @@ use super::protocol::{tag_page, timestamp, ApiError, Input, Output};
 use super::{Context, ObjectStore};
 use crate::firehose::{
     BufferingHints, Compression, DeliveryConfig, DeliveryStreamConfig, DeliveryStreamDescription,
-    DestinationConfig, Firehose,
+    DestinationConfig, Firehose, SourceStart,
 };
 
 type Reply = Result<Value, ApiError>;
@@ -168,6 +168,8 @@ impl FirehoseApi<'_> {
             destination: self.destination(&bucket),
             transform,
             source_stream,
+            // Firehose reads a Kinesis source from LATEST.
+            source_start: SourceStart::Latest,
             tags,
             settings,
         };

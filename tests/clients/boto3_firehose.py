@@ -126,7 +126,9 @@ assert d["DeliveryStreamEncryptionConfiguration"]["Status"] == "DISABLED", d
 
 # A Kinesis stream as the source.
 k.create_stream(StreamName="orders", ShardCount=2)
-k.put_records(StreamName="orders", Records=[{"Data": f"order-{i}\n".encode(), "PartitionKey": str(i)} for i in range(50)])
+# Firehose reads a Kinesis source from LATEST: records put before the delivery stream exists are
+# not delivered.
+k.put_records(StreamName="orders", Records=[{"Data": f"early-{i}\n".encode(), "PartitionKey": str(i)} for i in range(10)])
 stream_arn = k.describe_stream_summary(StreamName="orders")["StreamDescriptionSummary"]["StreamARN"]
 f.create_delivery_stream(
     DeliveryStreamName="orders-archive",
@@ -138,6 +140,7 @@ f.create_delivery_stream(
 d = f.describe_delivery_stream(DeliveryStreamName="orders-archive")["DeliveryStreamDescription"]
 assert d["DeliveryStreamType"] == "KinesisStreamAsSource", d
 assert d["Source"]["KinesisStreamSourceDescription"]["KinesisStreamARN"] == stream_arn, d
+k.put_records(StreamName="orders", Records=[{"Data": f"order-{i}\n".encode(), "PartitionKey": str(i)} for i in range(50)])
 _, lines = wait_for_lines("orders", 50)
 assert sorted(lines) == sorted(f"order-{i}" for i in range(50)), lines
 expect_error("InvalidArgumentException", f.put_record, DeliveryStreamName="orders-archive", Record={"Data": b"x"})
