@@ -880,3 +880,147 @@ fn a_group_opened_twice_in_a_process_is_one_group_and_is_deleted_only_when_close
     round(&again.worker("c"), &mut seen);
     assert_eq!(seen.len(), 400, "from the trim horizon again");
 }
+
+/// Worker threads running concurrently with a producer, reshards and workers stopping and
+/// joining (a real clock, short leases): every record is processed, and per key the records are
+/// first processed in order. (Per-key order holds for first processings; a batch whose lease
+/// moved may be processed again.)
+#[test]
+fn concurrent_workers_producer_reshards_and_churn_process_everything_in_key_order() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), real_clock_options()).unwrap());
+    let stream = store
+        .create_stream("s", StreamConfig::provisioned(3))
+        .unwrap();
+    let group = ConsumerGroup::open(
+        Arc::clone(&store),
+        "g",
+        GroupConfig {
+            lease_duration: Duration::from_millis(300),
+            ..GroupConfig::new("s")
+        },
+    )
+    .unwrap();
+    let seen = Mutex::new(Seen::new());
+    let options = ProcessOptions {
+        max_records: 50,
+        idle_wait: Duration::from_millis(5),
+    };
+    let total = 12_000;
+    /// Stops every worker when dropped, also while a failed assertion unwinds (the scope would
+    /// otherwise wait for them forever).
+    struct StopAll<'a>(&'a Mutex<Vec<Arc<AtomicBool>>>);
+    impl Drop for StopAll<'_> {
+        fn drop(&mut self) {
+            for stop in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                stop.store(true, Ordering::Release);
+            }
+        }
+    }
+    let stops = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        let _stop_all = StopAll(&stops);
+        let run = |id: String, stop: Arc<AtomicBool>| {
+            stops.lock().unwrap().push(Arc::clone(&stop));
+            let worker = group.worker(&id);
+            let seen = &seen;
+            s.spawn(move || {
+                worker
+                    .run(&options, &stop, |_, records| {
+                        record(&mut seen.lock().unwrap(), records);
+                        Ok::<(), ()>(())
+                    })
+                    .unwrap();
+            })
+        };
+        let mut running: Vec<(Arc<AtomicBool>, std::thread::ScopedJoinHandle<'_, ()>)> = (0..3)
+            .map(|w| {
+                let stop = Arc::new(AtomicBool::new(false));
+                (Arc::clone(&stop), run(format!("w{w}"), stop))
+            })
+            .collect();
+        // A worker that dies: it stops mid-stream without releasing its leases, which then
+        // expire (300 ms) and go to the others.
+        let dying = Arc::new(AtomicBool::new(false));
+        stops.lock().unwrap().push(Arc::clone(&dying));
+        let mut crasher = Some({
+            let (worker, dying, seen) = (group.worker("crasher"), Arc::clone(&dying), &seen);
+            s.spawn(move || {
+                while !dying.load(Ordering::Acquire) {
+                    worker
+                        .process_round(&options, &mut |_: &str, r: &[StreamRecord]| {
+                            record(&mut seen.lock().unwrap(), r);
+                            Ok::<(), ()>(())
+                        })
+                        .unwrap();
+                    std::thread::sleep(options.idle_wait);
+                }
+            })
+        });
+        let mut next_id = 3;
+        for phase in 0..12 {
+            if phase == 6 {
+                dying.store(true, Ordering::Release);
+                if let Some(crasher) = crasher.take() {
+                    crasher.join().unwrap();
+                }
+            }
+            put(&store, phase * 1000, (phase + 1) * 1000);
+            match phase {
+                2 => stream
+                    .split_shard("shardId-000000000000", &(u128::MAX / 8).to_string())
+                    .unwrap(),
+                5 => stream.update_shard_count(5).unwrap(),
+                8 => stream.update_shard_count(3).unwrap(),
+                _ => {}
+            }
+            // A worker leaves cleanly, another joins.
+            if phase % 3 == 1 {
+                let (stop, handle) = running.remove(0);
+                stop.store(true, Ordering::Release);
+                handle.join().unwrap();
+                let stop = Arc::new(AtomicBool::new(false));
+                running.push((Arc::clone(&stop), run(format!("w{next_id}"), stop)));
+                next_id += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let d = group.describe().unwrap();
+            if d.shards.iter().all(|s| s.lag_records == 0) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never caught up: {d:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (stop, handle) in running {
+            stop.store(true, Ordering::Release);
+            handle.join().unwrap();
+        }
+    });
+    let seen = seen.into_inner().unwrap();
+    let mut first: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut done = std::collections::BTreeSet::new();
+    for (k, n) in &seen {
+        if done.insert(*n) {
+            first.entry(k.clone()).or_default().push(*n);
+        }
+    }
+    assert_eq!(
+        done.into_iter().collect::<Vec<_>>(),
+        (0..total).collect::<Vec<_>>(),
+        "every record processed"
+    );
+    for (k, ns) in &first {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "{k} out of order: {ns:?}"
+        );
+    }
+}
