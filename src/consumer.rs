@@ -143,6 +143,22 @@ pub struct GroupDescription {
     pub shards: Vec<ShardProgress>,
 }
 
+/// A group reads the stream it was created for, not one deleted and created again since under
+/// the same name (its checkpoints would point into unrelated records).
+fn check_same_stream(file: &GroupFile, stream: &crate::Stream) -> Result<()> {
+    if file.stream_created_ms == stream.created_ms() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "stream",
+            format!(
+                "group {} read an earlier stream {} (deleted since); delete the group to start over",
+                file.name, file.stream
+            ),
+        ))
+    }
+}
+
 /// Tracks the stream's shards: new ones get a lease entry; ones retention removed from the
 /// stream are forgotten.
 fn sync_shards(file: &mut GroupFile, shards: &[ShardDescription]) {
@@ -415,15 +431,7 @@ impl ConsumerGroup {
                         ),
                     ));
                 }
-                if file.stream_created_ms != stream.created_ms() {
-                    return Err(Error::invalid(
-                        "stream",
-                        format!(
-                            "group {name} read an earlier stream {} (deleted since); delete the group to start over",
-                            file.stream
-                        ),
-                    ));
-                }
+                check_same_stream(&file, &stream)?;
                 file
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => GroupFile {
@@ -523,7 +531,11 @@ impl ConsumerGroup {
         let mut state = self.lock();
         let mut next = state.clone();
         let now = self.now();
-        let shards = self.store.stream(&next.stream)?.describe().shards;
+        let stream = self.store.stream(&next.stream)?;
+        // An open group must not carry its checkpoints over to a stream created again under
+        // the same name.
+        check_same_stream(&next, &stream)?;
+        let shards = stream.describe().shards;
         sync_shards(&mut next, &shards);
         let lease_ms = next.lease_ms;
         // Renewals are written only once a quarter of the lease has passed, so a busy worker

@@ -1024,3 +1024,34 @@ fn concurrent_workers_producer_reshards_and_churn_process_everything_in_key_orde
         );
     }
 }
+
+#[test]
+fn an_open_group_does_not_follow_a_stream_deleted_and_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
+    store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    put(&store, 0, 50);
+    let group = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
+    let worker = group.worker("w");
+    let mut seen = Seen::new();
+    round(&worker, &mut seen);
+    assert_eq!(seen.len(), 50);
+    store.delete_stream("s").unwrap();
+    clock.advance(1000);
+    store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    put(&store, 0, 80);
+    // Its checkpoint (50) means nothing in the new stream: refused, not applied.
+    let refused = worker.process_round(
+        &ProcessOptions::default(),
+        &mut |_: &str, _: &[StreamRecord]| Ok::<(), ()>(()),
+    );
+    assert!(
+        matches!(&refused, Err(Error::InvalidArgument { reason, .. }) if reason.contains("earlier stream")),
+        "{refused:?}"
+    );
+}
