@@ -143,6 +143,22 @@ pub struct GroupDescription {
     pub shards: Vec<ShardProgress>,
 }
 
+/// The longest lease a group may have: a year.
+const MAX_LEASE_MS: i64 = 365 * 24 * 3600 * 1000;
+
+/// A lease duration in ms, from 1 ms to a year.
+fn check_lease(duration: Duration) -> Result<i64> {
+    i64::try_from(duration.as_millis())
+        .ok()
+        .filter(|ms| (1..=MAX_LEASE_MS).contains(ms))
+        .ok_or_else(|| {
+            Error::invalid(
+                "lease_duration",
+                format!("{duration:?} is outside 1 ms..=365 days"),
+            )
+        })
+}
+
 /// A group reads the stream it was created for, not one deleted and created again since under
 /// the same name (its checkpoints would point into unrelated records).
 fn check_same_stream(file: &GroupFile, stream: &crate::Stream) -> Result<()> {
@@ -237,14 +253,10 @@ pub fn group_file_paths(data_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// One group file, read and checked without opening the store: `None` if it does not exist.
-pub fn read_group_file(path: &Path) -> Result<Option<GroupFiles>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", path, e)),
-    };
-    let file: GroupFile = serde_json::from_slice(&bytes)
+/// A group file's contents, checked: its version, and a lease from 1 ms to a year (lease
+/// arithmetic stays in range).
+fn parse_group_file(path: &Path, bytes: &[u8]) -> Result<GroupFile> {
+    let file: GroupFile = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(path, e.column() as u64, e.to_string()))?;
     if file.format_version != GROUP_FORMAT_VERSION {
         return Err(Error::UnsupportedVersion {
@@ -253,6 +265,24 @@ pub fn read_group_file(path: &Path) -> Result<Option<GroupFiles>> {
             supported: GROUP_FORMAT_VERSION,
         });
     }
+    if !(1..=MAX_LEASE_MS).contains(&file.lease_ms) {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("lease_ms {} is outside 1..={MAX_LEASE_MS}", file.lease_ms),
+        ));
+    }
+    Ok(file)
+}
+
+/// One group file, read and checked without opening the store: `None` if it does not exist.
+pub fn read_group_file(path: &Path) -> Result<Option<GroupFiles>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let file = parse_group_file(path, &bytes)?;
     Ok(Some(GroupFiles {
         shards: file
             .shards
@@ -334,8 +364,7 @@ impl ConsumerGroup {
             }
             Err(e) => return Err(Error::io("read", &path, e)),
         };
-        let file: GroupFile = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
+        let file = parse_group_file(&path, &bytes)?;
         let config = GroupConfig {
             stream: file.stream,
             initial_position: file.initial_position,
@@ -413,15 +442,7 @@ impl ConsumerGroup {
         let stream = store.stream(&config.stream)?;
         let file = match std::fs::read(&path) {
             Ok(bytes) => {
-                let file: GroupFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
-                if file.format_version != GROUP_FORMAT_VERSION {
-                    return Err(Error::UnsupportedVersion {
-                        path,
-                        found: file.format_version,
-                        supported: GROUP_FORMAT_VERSION,
-                    });
-                }
+                let file = parse_group_file(&path, &bytes)?;
                 if file.stream != config.stream {
                     return Err(Error::invalid(
                         "stream",
@@ -440,7 +461,7 @@ impl ConsumerGroup {
                 stream: config.stream.clone(),
                 stream_created_ms: stream.created_ms(),
                 initial_position: config.initial_position,
-                lease_ms: i64::try_from(config.lease_duration.as_millis()).unwrap_or(i64::MAX),
+                lease_ms: check_lease(config.lease_duration)?,
                 shards: BTreeMap::new(),
                 workers: BTreeMap::new(),
             },
@@ -540,14 +561,17 @@ impl ConsumerGroup {
         let lease_ms = next.lease_ms;
         // Renewals are written only once a quarter of the lease has passed, so a busy worker
         // does not rewrite the group file every round.
-        let stale = |at: i64| now - at >= lease_ms / 4;
+        let stale = |at: i64| now.saturating_sub(at) >= lease_ms / 4;
         if next.workers.get(worker).is_none_or(|&seen| stale(seen)) {
             next.workers.insert(worker.to_string(), now);
         }
-        next.workers.retain(|_, seen| *seen + lease_ms > now);
+        next.workers
+            .retain(|_, seen| seen.saturating_add(lease_ms) > now);
         for lease in next.shards.values_mut() {
-            if lease.owner.as_deref() == Some(worker) && stale(lease.expires_ms - lease_ms) {
-                lease.expires_ms = now + lease_ms;
+            if lease.owner.as_deref() == Some(worker)
+                && stale(lease.expires_ms.saturating_sub(lease_ms))
+            {
+                lease.expires_ms = now.saturating_add(lease_ms);
             }
         }
         let leasable = Self::leasable(&next, &shards);
@@ -570,7 +594,7 @@ impl ConsumerGroup {
                 if let Some(to) = lease.handoff.take() {
                     if live_workers.contains(&to) {
                         lease.owner = Some(to);
-                        lease.expires_ms = now + lease_ms;
+                        lease.expires_ms = now.saturating_add(lease_ms);
                     }
                 }
             }
@@ -627,7 +651,7 @@ impl ConsumerGroup {
             let Some(index) = taken else { break };
             if let Some(lease) = next.shards.get_mut(&index) {
                 lease.owner = Some(worker.to_string());
-                lease.expires_ms = now + lease_ms;
+                lease.expires_ms = now.saturating_add(lease_ms);
                 lease.handoff = None;
             }
         }
@@ -912,7 +936,7 @@ impl ConsumerGroup {
             workers: file
                 .workers
                 .into_iter()
-                .filter(|(_, seen)| *seen + file.lease_ms > now)
+                .filter(|(_, seen)| seen.saturating_add(file.lease_ms) > now)
                 .collect(),
             shards,
         })

@@ -1055,3 +1055,34 @@ fn an_open_group_does_not_follow_a_stream_deleted_and_created_again() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn lease_durations_are_checked_in_configs_and_group_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
+    store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    for bad in [Duration::ZERO, Duration::from_secs(400 * 24 * 3600)] {
+        let config = GroupConfig {
+            lease_duration: bad,
+            ..GroupConfig::new("s")
+        };
+        assert!(matches!(
+            ConsumerGroup::open(Arc::clone(&store), "g", config),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+    drop(ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap());
+    // A damaged file whose lease would overflow the lease arithmetic is refused by name.
+    let path = dir.path().join("groups/g.json");
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    file["lease_ms"] = serde_json::json!(i64::MAX);
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    match ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")) {
+        Err(Error::Corrupt { path: p, .. }) => assert_eq!(p, path),
+        other => panic!("{other:?}"),
+    }
+}
