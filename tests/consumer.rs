@@ -27,6 +27,15 @@ fn options(clock: &Arc<ManualClock>) -> StoreOptions {
     }
 }
 
+/// A store in `dir` on `clock` with the stream `s` of `shards` shards.
+fn store_with_stream(dir: &std::path::Path, clock: &Arc<ManualClock>, shards: u32) -> Arc<Store> {
+    let store = Arc::new(Store::open(dir, options(clock)).unwrap());
+    store
+        .create_stream("s", StreamConfig::provisioned(shards))
+        .unwrap();
+    store
+}
+
 fn put(store: &Store, from: usize, to: usize) {
     let stream = store.stream("s").unwrap();
     for chunk in (from..to).collect::<Vec<_>>().chunks(100) {
@@ -80,10 +89,7 @@ fn held(group: &ConsumerGroup, worker: &str) -> usize {
 fn two_then_three_workers_share_shards_evenly_and_process_everything_once() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
-    store
-        .create_stream("s", StreamConfig::provisioned(6))
-        .unwrap();
+    let store = store_with_stream(dir.path(), &clock, 6);
     put(&store, 0, 3000);
     let group = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
     let workers: Vec<Worker> = ["w1", "w2", "w3"].iter().map(|w| group.worker(w)).collect();
@@ -184,10 +190,7 @@ fn checkpoints_survive_a_restart_and_lag_is_reported() {
 fn a_failed_batch_is_retried_and_checkpoints_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
-    store
-        .create_stream("s", StreamConfig::provisioned(1))
-        .unwrap();
+    let store = store_with_stream(dir.path(), &clock, 1);
     put(&store, 0, 10);
     let group = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
     let w = group.worker("w1");
@@ -245,10 +248,7 @@ fn a_failed_batch_is_retried_and_checkpoints_are_checked() {
 fn a_dead_workers_leases_are_taken_after_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
-    store
-        .create_stream("s", StreamConfig::provisioned(2))
-        .unwrap();
+    let store = store_with_stream(dir.path(), &clock, 2);
     put(&store, 0, 100);
     let group = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
     let (dead, alive) = (group.worker("dead"), group.worker("alive"));
@@ -829,10 +829,7 @@ fn an_append_wakes_a_waiting_subscription_and_a_waiting_worker() {
 fn a_group_opened_twice_in_a_process_is_one_group_and_is_deleted_only_when_closed() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
-    store
-        .create_stream("s", StreamConfig::provisioned(4))
-        .unwrap();
+    let store = store_with_stream(dir.path(), &clock, 4);
     put(&store, 0, 400);
     // Two parts of a program open the group on their own, each with a worker.
     let first = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
@@ -1029,10 +1026,7 @@ fn concurrent_workers_producer_reshards_and_churn_process_everything_in_key_orde
 fn an_open_group_does_not_follow_a_stream_deleted_and_created_again() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
-    store
-        .create_stream("s", StreamConfig::provisioned(1))
-        .unwrap();
+    let store = store_with_stream(dir.path(), &clock, 1);
     put(&store, 0, 50);
     let group = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
     let worker = group.worker("w");
@@ -1060,10 +1054,7 @@ fn an_open_group_does_not_follow_a_stream_deleted_and_created_again() {
 fn lease_durations_are_checked_in_configs_and_group_files() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
-    store
-        .create_stream("s", StreamConfig::provisioned(1))
-        .unwrap();
+    let store = store_with_stream(dir.path(), &clock, 1);
     for bad in [Duration::ZERO, Duration::from_secs(400 * 24 * 3600)] {
         let config = GroupConfig {
             lease_duration: bad,
