@@ -543,6 +543,7 @@ impl ConsumerGroup {
 
     /// Renews `worker`'s leases and takes more up to its fair share: free ones first (unowned
     /// or expired), else one from the worker holding the most. Returns the shards it holds.
+    #[cfg(feature = "firehose")]
     pub(crate) fn acquire(&self, worker: &str) -> Result<Vec<u32>> {
         Ok(self.acquire_described(worker)?.0)
     }
