@@ -195,16 +195,17 @@ impl SegmentData {
     }
 
     /// Skips frames (without CRC checks) from an index entry until `stop` says so; returns the
-    /// position and offset reached, or `None` at the end of the readable frames.
+    /// position and offset reached, or at the end of the readable frames `Err` with the offset
+    /// after the last one.
     fn skip_until(
         &self,
         bytes: &[u8],
         entry: Option<IndexEntry>,
         mut stop: impl FnMut(Offset, i64) -> bool,
-    ) -> Result<Option<(usize, Offset)>> {
+    ) -> Result<std::result::Result<(usize, Offset), Offset>> {
         let (mut pos, mut offset) = self.start_of(entry);
         if pos >= bytes.len() {
-            return Ok(None);
+            return Ok(Err(offset));
         }
         loop {
             match peek_frame(bytes, pos) {
@@ -216,12 +217,12 @@ impl SegmentData {
                         ));
                     }
                     if stop(offset, head.arrival_ms) {
-                        return Ok(Some((pos, offset)));
+                        return Ok(Ok((pos, offset)));
                     }
                     pos += head.len;
                     offset = offset.next();
                 }
-                Err(FrameError::End) => return Ok(None),
+                Err(FrameError::End) => return Ok(Err(offset)),
                 Err(FrameError::Corrupt(reason)) => return Err(self.corrupt(pos, reason)),
             }
         }
@@ -234,11 +235,13 @@ impl SegmentData {
             return Ok(None);
         };
         let entry = self.index().for_offset(rel);
-        self.skip_until(bytes, entry, |o, _| o >= offset)
+        Ok(self.skip_until(bytes, entry, |o, _| o >= offset)?.ok())
     }
 
-    /// The first record that arrived at or after `t`, if any is readable now.
-    pub(crate) fn seek_time(&self, t: i64) -> Result<Option<Offset>> {
+    /// The first record that arrived at or after `t`, if any is readable now; otherwise `Err`
+    /// with the offset after the readable records (all of which arrived before `t`), read from
+    /// the same view.
+    pub(crate) fn seek_time(&self, t: i64) -> Result<std::result::Result<Offset, Offset>> {
         let bytes = self.bytes();
         let entry = self.index().for_time(t);
         Ok(self

@@ -627,8 +627,7 @@ impl Shard {
     /// The offset of the first record that arrived at or after `t_ms` (ms since the Unix epoch),
     /// or [`Shard::next_offset`] if none did.
     pub fn seek_time(&self, t_ms: i64) -> Result<Offset> {
-        // Before the snapshot, for the reason `read` gives: a record appended after the scan
-        // below must not be skipped by answering the end as it is after that append.
+        // Before the snapshot, for the reason `read` gives (used only if there are no segments).
         let next_offset = self.next_offset();
         let segments = self.snapshot();
         // Arrival times never decrease, so the segments whose newest record is older than t come
@@ -646,12 +645,22 @@ impl Shard {
                 hi = mid;
             }
         }
+        // No record at or after t: the end of what was looked at, all of it older than t (not
+        // the shard's end now, which may have moved past records that are not).
+        let mut end = match segments.last() {
+            Some(last) => last
+                .data()?
+                .seal_info()
+                .map_or(next_offset, |seal| seal.end_offset),
+            None => next_offset,
+        };
         for segment in &segments[lo..] {
-            if let Some(offset) = segment.data()?.seek_time(t_ms)? {
-                return Ok(offset);
+            match segment.data()?.seek_time(t_ms)? {
+                Ok(offset) => return Ok(offset),
+                Err(after) => end = after,
             }
         }
-        Ok(next_offset)
+        Ok(end)
     }
 
     /// Reads records from the first that arrived at or after `t_ms` on.

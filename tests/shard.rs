@@ -746,3 +746,43 @@ fn a_reader_of_an_empty_shard_never_skips_the_first_append() {
         );
     }
 }
+
+/// `seek_time` past the newest record, racing with an append of records that arrive at or after
+/// `t`: it answers where those records start, never past them.
+#[test]
+fn seeking_a_time_while_records_of_that_time_arrive_never_skips_them() {
+    for _ in 0..300 {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(5));
+        let shard = Arc::new(Shard::open(dir.path(), small_options(&clock, 16 * 1024)).unwrap());
+        append_range(&shard, 0, 100, 25, 200);
+        clock.set(10);
+        let started = Arc::new(AtomicBool::new(false));
+        let seeker = {
+            let (shard, started) = (Arc::clone(&shard), Arc::clone(&started));
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                loop {
+                    started.store(true, Ordering::Release);
+                    let at = shard.seek_time(10).unwrap().get();
+                    answers.push(at);
+                    if shard.next_offset().get() == 125 && at == 100 {
+                        return answers;
+                    }
+                    if at > 100 {
+                        return answers;
+                    }
+                }
+            })
+        };
+        while !started.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+        append_range(&shard, 100, 125, 25, 200);
+        let answers = seeker.join().unwrap();
+        assert!(
+            answers.iter().all(|&a| a == 100),
+            "the first record at t=10 is 100: {answers:?}"
+        );
+    }
+}
