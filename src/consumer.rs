@@ -316,6 +316,17 @@ fn open_groups() -> MutexGuard<'static, HashMap<PathBuf, Weak<ConsumerGroup>>> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
+/// The group open in this process for the file `path`, if any. A file removed under an open
+/// group (its delivery stream deleted) does not count: opening it starts a new group.
+fn live_group(
+    open: &HashMap<PathBuf, Weak<ConsumerGroup>>,
+    path: &Path,
+) -> Option<Arc<ConsumerGroup>> {
+    open.get(path)
+        .and_then(Weak::upgrade)
+        .filter(|_| path.exists())
+}
+
 /// A consumer group of a store. `Send + Sync`; share it with `Arc` among its workers (opening
 /// it again in the same process also returns the same group).
 pub struct ConsumerGroup {
@@ -347,11 +358,7 @@ impl ConsumerGroup {
     pub fn open_existing(store: Arc<Store>, name: &str) -> Result<Arc<ConsumerGroup>> {
         check_resource_name("GroupName", name, 128)?;
         let path = store.dir().join(GROUPS_DIR).join(format!("{name}.json"));
-        if let Some(group) = open_groups()
-            .get(&path)
-            .and_then(Weak::upgrade)
-            .filter(|_| path.exists())
-        {
+        if let Some(group) = live_group(&open_groups(), &path) {
             return Ok(group);
         }
         let bytes = match std::fs::read(&path) {
@@ -412,12 +419,7 @@ impl ConsumerGroup {
         config: GroupConfig,
     ) -> Result<Arc<ConsumerGroup>> {
         let mut open = open_groups();
-        // A file removed under an open group (its delivery stream deleted) starts a new one.
-        let live = open
-            .get(&path)
-            .and_then(Weak::upgrade)
-            .filter(|_| path.exists());
-        if let Some(group) = live {
+        if let Some(group) = live_group(&open, &path) {
             let stream = group.lock().stream.clone();
             if stream != config.stream {
                 return Err(Error::invalid(
@@ -485,6 +487,11 @@ impl ConsumerGroup {
     /// The group's name.
     pub fn name(&self) -> String {
         self.lock().name.clone()
+    }
+
+    /// The stream it reads.
+    pub fn stream(&self) -> String {
+        self.lock().stream.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, GroupFile> {

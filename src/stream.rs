@@ -773,6 +773,7 @@ impl Stream {
         let mut batch = Vec::new();
         let mut sizes = Vec::new();
         let mut kept: Vec<(u32, usize, u128)> = Vec::new();
+        let mut any_appended = false;
         for group in routed.chunk_by(|a, b| a.0 == b.0) {
             let index = group[0].0;
             let slot = &topology.shards[&index];
@@ -813,9 +814,7 @@ impl Stream {
                 data: records[i].data,
             }));
             let appended = slot.open(&options).and_then(|shard| shard.append(&batch));
-            if appended.is_ok() {
-                self.changes.notify();
-            }
+            any_appended |= appended.is_ok();
             for (k, &(_, i, _)) in group.iter().enumerate() {
                 results[i] = Some(match &appended {
                     Ok(a) => Ok(Put {
@@ -836,6 +835,10 @@ impl Stream {
                     }),
                 });
             }
+        }
+        if any_appended {
+            // Once per call, not per shard: waiters re-read every shard they follow anyway.
+            self.changes.notify();
         }
         Ok(results
             .into_iter()

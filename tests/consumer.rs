@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use shardlog::consumer::{ConsumerGroup, GroupConfig, InitialPosition, ProcessOptions, Worker};
 use shardlog::{
-    Clock, Error, FlushPolicy, ManualClock, PutRecord, ShardOptions, Store, StoreOptions,
-    StreamConfig, StreamRecord,
+    Clock, Error, ManualClock, PutRecord, ShardOptions, Store, StoreOptions, StreamConfig,
+    StreamRecord,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -273,10 +273,8 @@ fn a_dead_workers_leases_are_taken_after_expiry() {
 fn splits_and_merges_during_consumption_keep_per_key_order() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
-    let stream = store
-        .create_stream("s", StreamConfig::provisioned(2))
-        .unwrap();
+    let store = store_with_stream(dir.path(), &clock, 2);
+    let stream = store.stream("s").unwrap();
     let group = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("s")).unwrap();
     let workers = [group.worker("w1"), group.worker("w2")];
     let mut seen = Seen::new();
@@ -339,17 +337,6 @@ fn splits_and_merges_during_consumption_keep_per_key_order() {
 
 const DIR_ENV: &str = "SHARDLOG_CONSUMER_CRASH_DIR";
 
-fn real_clock_options() -> StoreOptions {
-    StoreOptions {
-        shard: ShardOptions {
-            flush: FlushPolicy::Always,
-            ..ShardOptions::default()
-        },
-        retention_interval: None,
-        ..StoreOptions::default()
-    }
-}
-
 fn short_leases() -> GroupConfig {
     GroupConfig {
         lease_duration: Duration::from_millis(500),
@@ -364,7 +351,7 @@ fn short_leases() -> GroupConfig {
 #[ignore = "run by the consumer crash test as its child process"]
 fn child_worker() {
     let dir = std::env::var(DIR_ENV).expect("the parent sets the directory");
-    let store = Arc::new(Store::open(&dir, real_clock_options()).unwrap());
+    let store = Arc::new(Store::open(&dir, common::durable_store_options()).unwrap());
     let group = ConsumerGroup::open(Arc::clone(&store), "g", short_leases()).unwrap();
     let worker = group.worker("child");
     let mut done = 0u64;
@@ -394,7 +381,7 @@ fn child_worker() {
 fn a_killed_worker_is_replaced_after_its_leases_expire_without_skipping() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path(), real_clock_options()).unwrap();
+        let store = Store::open(dir.path(), common::durable_store_options()).unwrap();
         store
             .create_stream("s", StreamConfig::provisioned(3))
             .unwrap();
@@ -416,7 +403,7 @@ fn a_killed_worker_is_replaced_after_its_leases_expire_without_skipping() {
         "the child was meant to die midway (acked {acked})"
     );
 
-    let store = Arc::new(Store::open(dir.path(), real_clock_options()).unwrap());
+    let store = Arc::new(Store::open(dir.path(), common::durable_store_options()).unwrap());
     let group = ConsumerGroup::open(Arc::clone(&store), "g", short_leases()).unwrap();
     let before = group.describe().unwrap();
     let checkpoints: BTreeMap<String, Option<String>> = before
@@ -617,10 +604,8 @@ fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_sha
     use shardlog::consumer::{ShardSubscription, SubscribeOptions};
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
-    let stream = store
-        .create_stream("s", StreamConfig::provisioned(1))
-        .unwrap();
+    let store = store_with_stream(dir.path(), &clock, 1);
+    let stream = store.stream("s").unwrap();
     stream
         .register_consumer("fanout", &BTreeMap::new())
         .unwrap();
@@ -757,10 +742,8 @@ fn an_append_wakes_a_waiting_subscription_and_a_waiting_worker() {
     use std::time::Instant;
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(T0));
-    let store = Arc::new(Store::open(dir.path(), options(&clock)).unwrap());
-    let stream = store
-        .create_stream("s", StreamConfig::provisioned(1))
-        .unwrap();
+    let store = store_with_stream(dir.path(), &clock, 1);
+    let stream = store.stream("s").unwrap();
     stream
         .register_consumer("fanout", &BTreeMap::new())
         .unwrap();
@@ -887,7 +870,7 @@ fn concurrent_workers_producer_reshards_and_churn_process_everything_in_key_orde
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), real_clock_options()).unwrap());
+    let store = Arc::new(Store::open(dir.path(), common::durable_store_options()).unwrap());
     let stream = store
         .create_stream("s", StreamConfig::provisioned(3))
         .unwrap();

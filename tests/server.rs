@@ -392,23 +392,30 @@ fn clients_available(what: &str) -> bool {
     ok
 }
 
+/// Runs `tests/clients/SCRIPT` against `shardlog serve` on a data directory in `dir` (objects
+/// of S3-style destinations under `dir/objects`); it must pass and serve stop cleanly.
+fn run_boto3_script(script: &str, dir: &Path) {
+    let (server, addr) = spawn_server(dir, "always");
+    let status = Command::new("python3")
+        .arg(format!(
+            "{}/tests/clients/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .env("SHARDLOG_ENDPOINT", format!("http://{addr}"))
+        .env("SHARDLOG_OBJECTS", dir.join("objects"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script} failed");
+    assert!(server.terminate(), "serve did not stop cleanly on SIGTERM");
+}
+
 #[test]
 fn boto3_drives_every_served_kinesis_operation() {
     if !clients_available("boto3") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (server, addr) = spawn_server(dir.path(), "always");
-    let status = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/boto3_kinesis.py"
-        ))
-        .env("SHARDLOG_ENDPOINT", format!("http://{addr}"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "the boto3 script failed");
-    assert!(server.terminate(), "serve did not stop cleanly on SIGTERM");
+    run_boto3_script("boto3_kinesis.py", dir.path());
 }
 
 #[test]
@@ -417,18 +424,7 @@ fn boto3_drives_every_firehose_operation() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (server, addr) = spawn_server(dir.path(), "always");
-    let status = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/boto3_firehose.py"
-        ))
-        .env("SHARDLOG_ENDPOINT", format!("http://{addr}"))
-        .env("SHARDLOG_OBJECTS", dir.path().join("objects"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "the boto3 Firehose script failed");
-    assert!(server.terminate(), "serve did not stop cleanly on SIGTERM");
+    run_boto3_script("boto3_firehose.py", dir.path());
 }
 
 #[test]

@@ -10,22 +10,9 @@ use std::time::Duration;
 
 use common::{crash_rng, spawn_acking_child};
 use rand::Rng;
-use shardlog::{
-    FlushPolicy, IteratorStart, PutRecord, ShardOptions, Store, StoreOptions, StreamConfig,
-};
+use shardlog::{IteratorStart, PutRecord, Store, StreamConfig};
 
 const DIR_ENV: &str = "SHARDLOG_STORE_CRASH_DIR";
-
-fn options() -> StoreOptions {
-    StoreOptions {
-        shard: ShardOptions {
-            flush: FlushPolicy::Always,
-            ..ShardOptions::default()
-        },
-        retention_interval: None,
-        ..StoreOptions::default()
-    }
-}
 
 /// The child: for i = 0, 1, 2, …: create `s{i}` and put a record (then `ack 2i+1`), delete
 /// `s{i-1}` (then `ack 2i+2`).
@@ -33,7 +20,7 @@ fn options() -> StoreOptions {
 #[ignore = "run by the crash test as its child process"]
 fn child_creator() {
     let dir = std::env::var(DIR_ENV).expect("the parent sets the directory");
-    let store = Store::open(&dir, options()).expect("child open");
+    let store = Store::open(&dir, common::durable_store_options()).expect("child open");
     let mut out = std::io::stdout();
     for i in 0u64.. {
         let stream = store
@@ -67,7 +54,7 @@ fn sigkill_during_create_and_delete_leaves_whole_streams_or_none() {
             continue; // killed before the first step finished
         };
         steps_seen += acked;
-        let store = Store::open(dir.path(), options())
+        let store = Store::open(dir.path(), common::durable_store_options())
             .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         let leftovers: Vec<String> = std::fs::read_dir(dir.path().join("streams"))
             .unwrap()

@@ -101,11 +101,12 @@ fn group(ctx: &Context, input: &Input<'_>, create: bool) -> Result<Arc<ConsumerG
 fn lease_shards(ctx: &Context, input: &Input<'_>) -> Result<Value, ApiError> {
     let group = group(ctx, input, true)?;
     let stream = input.str("StreamName")?;
-    let described = group.describe()?;
-    if described.stream != stream {
+    // (Not `describe`, which reads each shard for its lag.)
+    let reads = group.stream();
+    if reads != stream {
         return Err(ApiError::invalid(format!(
-            "group {} reads stream {}, not {stream}",
-            described.name, described.stream
+            "group {} reads stream {reads}, not {stream}",
+            group.name()
         )));
     }
     let leased = group.lease_shards(input.str("WorkerId")?)?;

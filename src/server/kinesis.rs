@@ -458,17 +458,7 @@ impl Kinesis<'_> {
                 .collect(),
             next_shard_iterator: out.next_shard_iterator.as_deref(),
             millis_behind_latest: out.millis_behind_latest,
-            child_shards: out
-                .child_shards
-                .iter()
-                .map(|c| {
-                    json!({
-                        "ShardId": c.shard_id,
-                        "ParentShards": c.parent_shards,
-                        "HashKeyRange": hash_range_json(&c.hash_key_range),
-                    })
-                })
-                .collect(),
+            child_shards: child_shards_json(&out.child_shards),
         };
         serde_json::to_vec(&reply)
             .map(Output::Encoded)
@@ -1179,6 +1169,20 @@ fn shard_json(s: &ShardDescription) -> Value {
         out["AdjacentParentShardId"] = Value::String(p.clone());
     }
     out
+}
+
+/// `ChildShards` as GetRecords and SubscribeToShard events carry them.
+pub(crate) fn child_shards_json(children: &[crate::ChildShard]) -> Vec<Value> {
+    children
+        .iter()
+        .map(|c| {
+            json!({
+                "ShardId": c.shard_id,
+                "ParentShards": c.parent_shards,
+                "HashKeyRange": hash_range_json(&c.hash_key_range),
+            })
+        })
+        .collect()
 }
 
 fn hash_range_json(range: &crate::HashKeyRange) -> Value {

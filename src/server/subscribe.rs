@@ -211,20 +211,7 @@ async fn pump(
             "MillisBehindLatest": e.millis_behind_latest,
         });
         if !e.child_shards.is_empty() {
-            payload["ChildShards"] = e
-                .child_shards
-                .iter()
-                .map(|c| {
-                    json!({
-                        "ShardId": c.shard_id,
-                        "ParentShards": c.parent_shards,
-                        "HashKeyRange": {
-                            "StartingHashKey": c.hash_key_range.start.to_string(),
-                            "EndingHashKey": c.hash_key_range.end.to_string(),
-                        },
-                    })
-                })
-                .collect();
+            payload["ChildShards"] = super::kinesis::child_shards_json(&e.child_shards).into();
         }
         if sender
             .send(event("SubscribeToShardEvent", &payload, cbor))

@@ -33,6 +33,18 @@ pub fn key(offset: u64) -> Vec<u8> {
     format!("key-{}", offset % 97).into_bytes()
 }
 
+/// Store options for crash tests: every acknowledged append fsynced, no background retention.
+pub fn durable_store_options() -> shardlog::StoreOptions {
+    shardlog::StoreOptions {
+        shard: ShardOptions {
+            flush: shardlog::FlushPolicy::Always,
+            ..ShardOptions::default()
+        },
+        retention_interval: None,
+        ..shardlog::StoreOptions::default()
+    }
+}
+
 /// Options with a manual clock and small segments, so tests roll often.
 pub fn small_options(clock: &Arc<ManualClock>, segment_bytes: u64) -> ShardOptions {
     ShardOptions {
