@@ -313,10 +313,19 @@ impl Firehose {
             .tempdir_in(&self.inner.dir)
             .map_err(Error::io_at("create staging directory", &self.inner.dir))?
             .keep();
-        write_record(&staging, &record)?;
-        if let (Some(stream), SourceStart::Latest) = (&record.source_stream, config.source_start) {
-            // Inside the staging directory, so the delivery stream appears already positioned.
-            pin_source_at_latest(&self.inner.store, &staging, name, stream)?;
+        let staged = write_record(&staging, &record).and_then(|()| {
+            match (&record.source_stream, config.source_start) {
+                // Inside the staging directory, so the delivery stream appears positioned.
+                (Some(stream), SourceStart::Latest) => {
+                    pin_source_at_latest(&self.inner.store, &staging, name, stream)
+                }
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = staged {
+            // Best effort: a leftover staging directory is also removed on the next open.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
         }
         let path = self.inner.dir.join(name);
         std::fs::rename(&staging, &path).map_err(Error::io_at("create delivery stream", &path))?;
