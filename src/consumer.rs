@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hash_key::{shard_id, ShardId};
+use crate::names;
 use crate::segment::{sync_dir, write_atomically};
 use crate::stream::{check_resource_name, IteratorStart, ShardDescription, StreamRecord};
 use crate::{Offset, SequenceNumber, Store};
@@ -241,16 +242,26 @@ pub fn group_file_paths(data_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     for entry in entries {
         let path = entry.map_err(Error::io_at("list", &dir))?.path();
-        let is_group = path.extension().is_some_and(|e| e == "json")
-            && !path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if is_group {
+        // Temporary files end in `.tmp`; a group of an older store may start with `.`.
+        if path.extension().is_some_and(|e| e == "json") {
             paths.push(path);
         }
     }
     paths.sort();
     Ok(paths)
+}
+
+/// The file of group `name` in `dir` (`groups/`): its name as [`names::disk_name`] writes it,
+/// `.json`. A group of an older store whose name starts with `.` was kept unescaped; it is
+/// moved to its escaped name first.
+fn group_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(format!("{}.json", names::disk_name(name)));
+    let legacy = dir.join(format!("{name}.json"));
+    if legacy != path && legacy.is_file() && !path.exists() {
+        std::fs::rename(&legacy, &path).map_err(Error::io_at("rename", &legacy))?;
+        sync_dir(dir)?;
+    }
+    Ok(path)
 }
 
 /// A group file's contents, checked: its version, and a lease from 1 ms to a year (lease
@@ -350,14 +361,14 @@ impl ConsumerGroup {
         check_resource_name("GroupName", name, 128)?;
         let dir = store.dir().join(GROUPS_DIR);
         std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
-        let path = dir.join(format!("{name}.json"));
+        let path = group_path(&dir, name)?;
         Self::open_at(store, path, name, config)
     }
 
     /// Opens the existing group `name` of `store` with the configuration it was created with.
     pub fn open_existing(store: Arc<Store>, name: &str) -> Result<Arc<ConsumerGroup>> {
         check_resource_name("GroupName", name, 128)?;
-        let path = store.dir().join(GROUPS_DIR).join(format!("{name}.json"));
+        let path = group_path(&store.dir().join(GROUPS_DIR), name)?;
         if let Some(group) = live_group(&open_groups(), &path) {
             return Ok(group);
         }
@@ -391,7 +402,7 @@ impl ConsumerGroup {
     pub fn delete(store: &Store, name: &str) -> Result<()> {
         check_resource_name("GroupName", name, 128)?;
         let dir = store.dir().join(GROUPS_DIR);
-        let path = dir.join(format!("{name}.json"));
+        let path = group_path(&dir, name)?;
         let open = open_groups();
         if open.get(&path).is_some_and(|g| g.strong_count() > 0) {
             return Err(Error::ResourceInUse {
@@ -786,7 +797,7 @@ impl ConsumerGroup {
                 format!("{sequence_number} is not of a shard of the group's stream"),
             )
         })?;
-        let next = seq.offset().get() + 1;
+        let next = seq.offset().get().saturating_add(1);
         if next > end {
             return Err(Error::invalid(
                 "SequenceNumber",
@@ -1063,7 +1074,8 @@ impl Worker {
                         continue;
                     }
                     report.records += out.records.len() as u64;
-                    let next = last.sequence_number.offset().get() + 1;
+                    // A record read has an offset below the shard's end, so this cannot overflow.
+                    let next = last.sequence_number.offset().get().saturating_add(1);
                     // A closed shard is finished only once a read past this batch is empty.
                     self.group.commit(&self.id, index, next, false)
                 }
@@ -1200,9 +1212,12 @@ impl ShardSubscription {
             });
         }
         let iterator = s.shard_iterator(shard_id_text, options.start.clone())?;
-        let (shard, offset) = crate::iterator::position_of(&iterator).ok_or_else(|| {
-            Error::invalid("ShardId", format!("{shard_id_text} gave no iterator"))
-        })?;
+        let (shard, offset) = store
+            .decode_iterator(&iterator)
+            .map(|t| (t.shard_index, t.offset.get()))
+            .ok_or_else(|| {
+                Error::invalid("ShardId", format!("{shard_id_text} gave no iterator"))
+            })?;
         let now = store.options().shard.clock.now_ms();
         let capacity = options
             .max_bytes_per_sec
@@ -1218,6 +1233,18 @@ impl ShardSubscription {
         })
     }
 
+    /// Whether the byte budget is spent, so that records waiting are held back until it refills:
+    /// such a subscription looks again after [`SubscribeOptions::poll`], as no append will
+    /// wake it.
+    pub fn throttled(&self) -> bool {
+        self.options.max_bytes_per_sec.is_some() && self.budget.0 <= 0.0
+    }
+
+    /// The poll interval of a throttled subscription.
+    pub fn poll(&self) -> Duration {
+        self.options.poll
+    }
+
     /// The next event: records that arrived (as many as the budget allows), or after `wait`
     /// without any, an empty heartbeat. `None` once a closed shard was delivered to its end
     /// (the event before carried its child shards).
@@ -1226,7 +1253,11 @@ impl ShardSubscription {
             return Ok(None);
         };
         let started = std::time::Instant::now();
-        let stream_name = crate::iterator::stream_of(&iterator).unwrap_or_default();
+        let stream_name = self
+            .store
+            .decode_iterator(&iterator)
+            .map(|t| t.stream)
+            .unwrap_or_default();
         let stream = self.store.stream(&stream_name)?;
         loop {
             // Taken before the read, so an append after it ends the wait below at once.

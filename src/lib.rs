@@ -44,6 +44,7 @@ mod iterator;
 pub mod lock;
 pub mod manifest;
 mod mmap;
+pub mod names;
 pub mod repair;
 mod segment;
 pub mod sequence;

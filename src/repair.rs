@@ -26,7 +26,9 @@ use crate::format::{
     FRAME_OVERHEAD, INDEX_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::index::{IndexFile, SparseIndex};
-use crate::segment::{index_path, index_problem, scan, segment_path, sync_dir, write_atomically};
+use crate::segment::{
+    good_frame_at, index_path, index_problem, scan, segment_path, sync_dir, write_atomically,
+};
 use crate::types::Offset;
 
 /// Whether a file name is a temporary file left by an interrupted atomic write
@@ -195,12 +197,8 @@ fn salvage(bytes: &[u8], base: Offset, limit: Option<Offset>) -> Vec<Piece> {
                 .saturating_add((bytes.len() / FRAME_OVERHEAD) as u64 + 1),
         )
     });
-    let acceptable = |pos: usize, expected: Offset, last_arrival: i64| match peek_frame(bytes, pos)
-    {
-        Ok(head) if head.offset >= expected && head.offset < limit => {
-            head.arrival_ms >= last_arrival && decode_frame(bytes, pos).is_ok()
-        }
-        _ => false,
+    let acceptable = |pos: usize, expected: Offset, last_arrival: i64| {
+        good_frame_at(bytes, pos, expected, limit, last_arrival)
     };
     while pos < bytes.len() {
         let start = pos;

@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::faults;
 use crate::format::{
     decode_frame, encode_frame, encode_frame_head, file_name, frame_len, peek_frame, DecodeError,
-    FrameError, FrameFields, IndexEntry, SegmentFooter, SegmentHeader, FOOTER_LEN, INDEX_ENTRY_LEN,
-    INDEX_EXT, INDEX_HEADER_LEN, SEGMENT_EXT, SEGMENT_HEADER_LEN,
+    FrameError, FrameFields, IndexEntry, SegmentFooter, SegmentHeader, FOOTER_LEN, FRAME_OVERHEAD,
+    INDEX_ENTRY_LEN, INDEX_EXT, INDEX_HEADER_LEN, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::index::{self, IndexFile, SparseIndex};
 use crate::mmap::{MapWriter, SharedMap};
@@ -392,6 +392,42 @@ pub(crate) fn scan(
         last_arrival_ms,
         corrupt,
     }
+}
+
+/// Whether a frame at `pos` verifies and could follow: an offset from `expected` up to below
+/// `limit`, an arrival time no earlier than `last_arrival`.
+pub(crate) fn good_frame_at(
+    bytes: &[u8],
+    pos: usize,
+    expected: Offset,
+    limit: Offset,
+    last_arrival: i64,
+) -> bool {
+    match peek_frame(bytes, pos) {
+        Ok(head) if head.offset >= expected && head.offset < limit => {
+            head.arrival_ms >= last_arrival && decode_frame(bytes, pos).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// The position of the first frame at or after `from` that verifies and could follow a segment's
+/// good frames (offset at least `expected`, arrival no earlier than `last_arrival`), if any: a
+/// frame after a tail that stopped verifying means damage followed by intact records, which a
+/// cut would lose (and whose offsets it would hand out again).
+pub(crate) fn intact_frame_after(
+    bytes: &[u8],
+    from: usize,
+    expected: Offset,
+    last_arrival: Option<i64>,
+) -> Option<usize> {
+    let limit = Offset::new(
+        expected
+            .get()
+            .saturating_add((bytes.len() / FRAME_OVERHEAD) as u64 + 1),
+    );
+    let last_arrival = last_arrival.unwrap_or(i64::MIN);
+    (from..bytes.len()).find(|&p| good_frame_at(bytes, p, expected, limit, last_arrival))
 }
 
 /// The index entry for the frame of `offset` at byte `pos`. Segments are at most 2 GiB plus one
@@ -855,6 +891,19 @@ pub(crate) enum Tail {
     Sealed { end_offset: Offset },
     /// It takes appends.
     Active(ActiveSegment),
+    /// Its frames stop verifying at `position`, but intact frames follow (at `intact_at`): not a
+    /// torn tail. Nothing was changed; the shard repairs it (keeping every intact frame and
+    /// recording the lost offsets) rather than cut records that were acknowledged.
+    Damaged {
+        /// The segment file.
+        path: PathBuf,
+        /// Where the frames stop verifying.
+        position: u64,
+        /// Where the next intact frame is.
+        intact_at: u64,
+        /// What is wrong at `position`.
+        reason: &'static str,
+    },
 }
 
 /// Sizes and policy the writer needs from the shard's options.
@@ -1018,14 +1067,41 @@ impl ActiveSegment {
         let idx_path = index_path(dir, base);
         let loaded = index::load(&idx_path, base);
         let mut entries = loaded.clone().unwrap_or_default();
-        let scan = {
+        let (scan, cut) = {
             // Nothing is published yet, so the writer's view covers the whole file.
             let content: &[u8] = writer
                 .unpublished_mut(0..len)
                 .expect("a fresh writer may view its whole file");
             let start = trust_index(content, base, &mut entries);
-            scan(content, base, start, &mut entries)
+            let scan = scan(content, base, start, &mut entries);
+            let rest = &content[scan.end..];
+            let cut = rest.iter().rposition(|&b| b != 0).map(|last| last + 1);
+            if cut.is_some() {
+                // Bytes after the last good frame: a torn write (the last one of a crash) may be
+                // cut, but damage followed by intact frames is not a torn tail.
+                if let Some(at) =
+                    intact_frame_after(content, scan.end, scan.next_offset, scan.last_arrival_ms)
+                {
+                    return Ok(Tail::Damaged {
+                        path,
+                        position: scan.end as u64,
+                        intact_at: at as u64,
+                        reason: scan.corrupt.unwrap_or("a zeroed range"),
+                    });
+                }
+            }
+            (scan, cut)
         };
+        if let Some(torn) = cut {
+            tracing::warn!(
+                file = %path.display(),
+                position = scan.end,
+                bytes = torn,
+                next_offset = scan.next_offset.get(),
+                reason = scan.corrupt.unwrap_or("bytes after the end of frames"),
+                "recovery cut a torn tail: no whole record followed it"
+            );
+        }
         // Cut whatever follows the last good frame (a torn write, or garbage) and allocate fresh,
         // zero-filled space for the next appends.
         writer

@@ -226,6 +226,19 @@ impl Shard {
     }
 
     fn open_with_lock(dir: PathBuf, options: ShardOptions, lock: Option<DirLock>) -> Result<Shard> {
+        Shard::open_repairing(dir, options, lock, true)
+    }
+
+    /// Opens for writing. A newest segment with damage followed by intact frames is repaired
+    /// once (`may_repair`), as `shardlog repair --apply` would: every intact frame is kept and
+    /// the lost offsets are recorded, so no acknowledged record is cut and no offset is handed
+    /// out twice; every change is logged.
+    fn open_repairing(
+        dir: PathBuf,
+        options: ShardOptions,
+        lock: Option<DirLock>,
+        may_repair: bool,
+    ) -> Result<Shard> {
         options.validate()?;
         let limits = options.limits();
         let bases = list_segments(&dir, true)?;
@@ -245,6 +258,33 @@ impl Shard {
                     .map(|&b| Arc::new(Segment::lazy(&dir, b, false))),
             );
             match ActiveSegment::recover(&dir, newest, now, limits)? {
+                Tail::Damaged {
+                    path,
+                    position,
+                    intact_at,
+                    reason,
+                } => {
+                    if !may_repair {
+                        return Err(Error::corrupt(
+                            &path,
+                            position,
+                            format!("{reason}, with intact records after it at byte {intact_at}, still after a repair"),
+                        ));
+                    }
+                    tracing::warn!(
+                        file = %path.display(),
+                        position,
+                        intact_at,
+                        reason,
+                        "damage followed by intact records: repairing the shard (keeping every intact record)"
+                    );
+                    let plan = crate::repair::apply_repair(&dir, None, now)?;
+                    for repair in &plan.repairs {
+                        tracing::warn!(shard = %dir.display(), "repaired: {repair}");
+                    }
+                    drop(segments);
+                    return Shard::open_repairing(dir, options, lock, false);
+                }
                 Tail::Sealed { end_offset } => {
                     segments.push(Arc::new(Segment::lazy(&dir, newest, false)));
                     writer.next_offset = end_offset;

@@ -7,9 +7,11 @@
 //!   streams/NAME/stream.json               the stream's manifest
 //!   streams/NAME/shards/shardId-000000000000/   that shard's segments (created on first write)
 //! ```
-//! A stream is created in `streams/.creating-NAME-*` and renamed into place once its manifest is
-//! durable; it is deleted by renaming it to `streams/.deleting-NAME-*` first. Either rename is
-//! atomic, so a crash leaves the stream fully there or fully gone, and opening removes leftovers.
+//! A stream's directory is its name as [`crate::names::disk_name`] writes it (a leading `.`
+//! escaped), so no stream name can collide with the store's own entries. A stream is created in
+//! `streams/.creating-NAME` and renamed into place once its manifest is durable; it is deleted
+//! by renaming it to `streams/.deleting-NAME-*` first. Either rename is atomic, so a crash
+//! leaves the stream fully there or fully gone, and opening removes leftovers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,9 +21,10 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::hash_key::HashKeyRange;
-use crate::iterator::IteratorToken;
+use crate::iterator::{IteratorKey, IteratorToken};
 use crate::lock::DirLock;
-use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_VERSION};
+use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_FILE, MANIFEST_VERSION};
+use crate::names::{self, Listed};
 use crate::segment::{sync_dir, write_atomically};
 use crate::shard::ShardOptions;
 use crate::shutdown::Shutdown;
@@ -127,8 +130,6 @@ fn read_settings(dir: &Path) -> Result<BTreeMap<String, serde_json::Value>> {
         Err(e) => Err(Error::io("read", &path, e)),
     }
 }
-const CREATING_PREFIX: &str = ".creating-";
-const DELETING_PREFIX: &str = ".deleting-";
 
 struct Inner {
     dir: PathBuf,
@@ -181,22 +182,24 @@ impl Store {
             max_open_shards: options.max_open_shards_per_stream,
             throughput_limits: options.throughput_limits,
             on_demand_window: options.on_demand_window,
+            iterator_key: Arc::new(IteratorKey::load_or_create(&dir)?),
         };
         let mut streams = BTreeMap::new();
-        for entry in std::fs::read_dir(&streams_dir).map_err(Error::io_at("list", &streams_dir))? {
-            let entry = entry.map_err(Error::io_at("list", &streams_dir))?;
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(CREATING_PREFIX) || name.starts_with(DELETING_PREFIX) {
+        let listed = names::list_dir(
+            &streams_dir,
+            check_stream_name,
+            names::recorded_name(MANIFEST_FILE),
+        )?;
+        for entry in listed {
+            match entry {
+                Listed::User(name, path) => {
+                    let stream = Stream::open(path, context.clone())?;
+                    streams.insert(name, Arc::new(stream));
+                }
                 // Left by a crash in the middle of a create or delete.
-                std::fs::remove_dir_all(&path).map_err(Error::io_at("remove leftover", &path))?;
-                continue;
+                Listed::Leftover(path) => std::fs::remove_dir_all(&path)
+                    .map_err(Error::io_at("remove leftover", &path))?,
             }
-            if !path.is_dir() || check_stream_name(&name).is_err() {
-                continue;
-            }
-            let stream = Stream::open(path, context.clone())?;
-            streams.insert(name, Arc::new(stream));
         }
         let settings = read_settings(&dir)?;
         let inner = Arc::new(Inner {
@@ -305,10 +308,10 @@ impl Store {
                 .collect(),
         };
         let streams_dir = self.streams_dir();
-        let staging = streams_dir.join(format!("{CREATING_PREFIX}{name}"));
+        let staging = names::staging_path(&streams_dir, name);
         let _ = std::fs::remove_dir_all(&staging);
         Stream::create(staging.clone(), manifest, self.inner.context.clone())?;
-        let final_dir = streams_dir.join(name);
+        let final_dir = streams_dir.join(names::disk_name(name));
         std::fs::rename(&staging, &final_dir).map_err(Error::io_at("create stream", &final_dir))?;
         sync_dir(&streams_dir)?;
         let stream = Arc::new(Stream::open(final_dir, self.inner.context.clone())?);
@@ -325,10 +328,7 @@ impl Store {
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
         let stream = self.stream(name)?;
         let streams_dir = self.streams_dir();
-        let trash = streams_dir.join(format!(
-            "{DELETING_PREFIX}{name}-{}",
-            self.inner.context.clock.now_ms()
-        ));
+        let trash = names::trash_path(&streams_dir, name, self.inner.context.clock.now_ms());
         std::fs::rename(stream.dir(), &trash)
             .map_err(Error::io_at("delete stream", stream.dir()))?;
         sync_dir(&streams_dir)?;
@@ -368,7 +368,8 @@ impl Store {
     /// Reads records at a shard iterator (Kinesis GetRecords): up to `limit` records (1 to
     /// 10,000) and 10 MiB.
     pub fn get_records(&self, shard_iterator: &str, limit: usize) -> Result<GetRecordsOutput> {
-        let token = IteratorToken::decode(shard_iterator)
+        let token = self
+            .decode_iterator(shard_iterator)
             .ok_or_else(|| Error::invalid("ShardIterator", "not a shard iterator of this store"))?;
         let stream = self.stream(&token.stream)?;
         if stream.created_ms() != token.stream_created_ms {
@@ -377,6 +378,11 @@ impl Store {
             });
         }
         stream.get_records(&token, limit)
+    }
+
+    /// A shard iterator this store issued, decoded (`None` for anything else, or one altered).
+    pub(crate) fn decode_iterator(&self, shard_iterator: &str) -> Option<IteratorToken> {
+        IteratorToken::decode(shard_iterator, &self.inner.context.iterator_key)
     }
 
     /// Store-wide settings kept for the wire API but not acted on (Kinesis account settings).

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::hash_key::{
     hash_key_of, parse_hash_key, parse_shard_id, shard_id, HashKeyRange, ShardId,
 };
-use crate::iterator::IteratorToken;
+use crate::iterator::{IteratorKey, IteratorToken};
 use crate::manifest::{Closed, ConsumerEntry, ShardEntry, StreamManifest, StreamMode};
 use crate::sequence::SequenceNumber;
 use crate::shard::{Problem, Shard, ShardOptions};
@@ -53,6 +53,8 @@ pub(crate) struct StreamContext {
     pub throughput_limits: bool,
     /// The window over which an on-demand stream measures each shard's write rate.
     pub on_demand_window: Duration,
+    /// Signs the store's shard iterators.
+    pub iterator_key: Arc<IteratorKey>,
 }
 
 /// One record to put.
@@ -294,10 +296,16 @@ pub struct Stream {
 #[derive(Default)]
 struct ChangeSignal {
     generation: AtomicU64,
+    /// Threads waiting plus listeners registered: zero means a change wakes nobody.
     waiters: AtomicUsize,
     lock: Mutex<()>,
     changed: Condvar,
+    /// Called on every change while alive (async readers, which must not block a thread).
+    listeners: Mutex<Vec<Weak<ChangeListener>>>,
 }
+
+/// What [`Stream::on_change`] calls: short and non-blocking (it runs on the writer's thread).
+pub type ChangeListener = dyn Fn() + Send + Sync;
 
 impl ChangeSignal {
     fn notify(&self) {
@@ -305,9 +313,28 @@ impl ChangeSignal {
         // sleeps, or this sees the waiter and wakes it under the lock.
         self.generation.fetch_add(1, AtomicOrdering::SeqCst);
         if self.waiters.load(AtomicOrdering::SeqCst) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.changed.notify_all();
+            {
+                let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.changed.notify_all();
+            }
+            let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            let before = listeners.len();
+            listeners.retain(|l| match l.upgrade() {
+                Some(listener) => {
+                    listener();
+                    true
+                }
+                None => false,
+            });
+            self.waiters
+                .fetch_sub(before - listeners.len(), AtomicOrdering::SeqCst);
         }
+    }
+
+    fn listen(&self, listener: &Arc<ChangeListener>) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.push(Arc::downgrade(listener));
+        self.waiters.fetch_add(1, AtomicOrdering::SeqCst);
     }
 
     fn generation(&self) -> u64 {
@@ -560,6 +587,14 @@ impl Stream {
     /// that a change between the read and the wait is not missed.
     pub fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
         self.changes.wait_past(seen, timeout)
+    }
+
+    /// Calls `listener` after every change of the stream (as [`Stream::wait_for_change`] would
+    /// wake), on the changing thread, for as long as `listener` is alive: dropping it
+    /// unregisters it. For readers that must not block a thread while they wait (an async
+    /// server's subscriptions); keep it short and non-blocking.
+    pub fn on_change(&self, listener: &Arc<ChangeListener>) {
+        self.changes.listen(listener);
     }
 
     /// The stream's name.
@@ -880,7 +915,14 @@ impl Stream {
             IteratorStart::TrimHorizon => Offset::new(0),
             IteratorStart::Latest => shard_end()?,
             IteratorStart::AtSequenceNumber(text) => own_number(&text)?,
-            IteratorStart::AfterSequenceNumber(text) => own_number(&text)?.next(),
+            IteratorStart::AfterSequenceNumber(text) => {
+                own_number(&text)?.checked_next().ok_or_else(|| {
+                    Error::invalid(
+                        "StartingSequenceNumber",
+                        format!("{text} is the last sequence number {shard_id_text} can have: nothing comes after it"),
+                    )
+                })?
+            }
             IteratorStart::AtTimestamp(t) => match slot.open_if_exists(&options)? {
                 Some(shard) => shard.seek_time(t)?.min(shard_end()?),
                 None => Offset::new(0),
@@ -900,7 +942,7 @@ impl Stream {
             offset,
             issued_ms: self.context.clock.now_ms(),
         }
-        .encode())
+        .encode(&self.context.iterator_key))
     }
 
     /// Reads from the position an iterator token names (already decoded and checked against this
@@ -993,7 +1035,7 @@ impl Stream {
                     issued_ms: now,
                     ..token.clone()
                 }
-                .encode()
+                .encode(&self.context.iterator_key)
             }),
             millis_behind_latest,
             child_shards: if finished {

@@ -17,9 +17,19 @@ impl Offset {
         self.0
     }
 
-    /// The offset after this one.
+    /// The offset after this one; `u64::MAX` stays `u64::MAX` (no record can have it: a shard
+    /// with that many records has nothing after it either). Offsets from callers go through
+    /// [`Offset::checked_next`].
     pub const fn next(self) -> Offset {
-        Offset(self.0 + 1)
+        Offset(self.0.saturating_add(1))
+    }
+
+    /// The offset after this one, or `None` past the largest.
+    pub const fn checked_next(self) -> Option<Offset> {
+        match self.0.checked_add(1) {
+            Some(next) => Some(Offset(next)),
+            None => None,
+        }
     }
 }
 

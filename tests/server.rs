@@ -607,24 +607,70 @@ fn with_auth_only_valid_sigv4_signatures_get_through() {
     let script = r#"
 import os, boto3, botocore
 endpoint = os.environ["SHARDLOG_ENDPOINT"]
-def client(key, secret, **kw):
-    return boto3.client("kinesis", endpoint_url=endpoint, region_name="eu-west-1",
+def client(key, secret, region="us-east-1", **kw):
+    return boto3.client("kinesis", endpoint_url=endpoint, region_name=region,
                         aws_access_key_id=key, aws_secret_access_key=secret,
                         config=botocore.config.Config(retries={"max_attempts": 1}, **kw))
 good = client("AKIDSHARDLOG", "s3cr3t/key+value")
-good.create_stream(StreamName="signed", ShardCount=1)
+for name in ["signed", "scratch", "prod"]:
+    good.create_stream(StreamName=name, ShardCount=1)
 good.put_record(StreamName="signed", Data=b"x" * 1000, PartitionKey="k")
-assert good.list_streams()["StreamNames"] == ["signed"]
+assert sorted(good.list_streams()["StreamNames"]) == ["prod", "scratch", "signed"]
 for name, c, code in [
     ("wrong secret", client("AKIDSHARDLOG", "wrong"), "InvalidSignatureException"),
     ("unknown key", client("AKIDOTHER", "s3cr3t/key+value"), "UnrecognizedClientException"),
     ("no signature", client("x", "y", signature_version=botocore.UNSIGNED), "MissingAuthenticationTokenException"),
+    ("another region", client("AKIDSHARDLOG", "s3cr3t/key+value", region="eu-west-1"), "InvalidSignatureException"),
 ]:
     try:
         c.list_streams()
         raise AssertionError(name + " got through")
     except botocore.exceptions.ClientError as e:
         assert e.response["Error"]["Code"] == code, (name, e.response["Error"])
+
+# Hand-made requests: sign one thing, send another.
+import hashlib, json, urllib.request, urllib.error
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+def signed(target, body, service="kinesis", region="us-east-1", sign_target=True):
+    headers = {"Content-Type": "application/x-amz-json-1.1"}
+    if sign_target:
+        headers["X-Amz-Target"] = target
+    request = AWSRequest(method="POST", url=endpoint + "/", data=body, headers=headers)
+    SigV4Auth(Credentials("AKIDSHARDLOG", "s3cr3t/key+value"), service, region).add_auth(request)
+    sent = dict(request.headers.items())
+    sent["X-Amz-Target"] = target
+    return sent
+def send(headers, body):
+    request = urllib.request.Request(endpoint + "/", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+scratch = json.dumps({"StreamName": "scratch"}).encode()
+prod = json.dumps({"StreamName": "prod"}).encode()
+headers = signed("Kinesis_20131202.DeleteStream", scratch)
+# Replayed with another body, claiming the original body's hash in an unsigned header.
+replay = dict(headers, **{"X-Amz-Content-Sha256": hashlib.sha256(scratch).hexdigest()})
+status, answer = send(replay, prod)
+assert status == 400, (status, answer)
+# Replayed with another body, no hash claimed.
+status, answer = send(headers, prod)
+assert status == 400 and answer["__type"] == "InvalidSignatureException", answer
+# The target left unsigned: a signed ListStreams turned into a DeleteStream.
+unsigned_target = signed("Kinesis_20131202.DeleteStream", prod, sign_target=False)
+status, answer = send(unsigned_target, prod)
+assert status == 400 and answer["__type"] == "IncompleteSignatureException", answer
+# Scoped to another service.
+status, answer = send(signed("Kinesis_20131202.DeleteStream", prod, service="s3"), prod)
+assert status == 400 and answer["__type"] == "InvalidSignatureException", answer
+assert "prod" in good.list_streams()["StreamNames"], "prod was deleted by a forged request"
+# The genuine request still works.
+status, answer = send(headers, scratch)
+assert status == 200, (status, answer)
+assert "scratch" not in good.list_streams()["StreamNames"]
 print("sigv4 checks passed")
 "#;
     let out = Command::new("python3")

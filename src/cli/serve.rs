@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::CliError;
+use crate::firehose::Buckets;
 use crate::firehose::{Firehose, FirehoseOptions};
-use crate::server::{Credentials, ObjectStore, Server, ServerOptions};
+use crate::server::{Credentials, Server, ServerOptions};
 use crate::{FlushPolicy, ShardOptions, Store, StoreOptions};
 
 /// Arguments of `shardlog serve`.
@@ -81,25 +82,27 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
         None => None,
     };
     let store = Arc::new(Store::open(&args.data_dir, options)?);
-    let firehose = Arc::new(Firehose::open(
-        Arc::clone(&store),
-        FirehoseOptions::default(),
-    )?);
-    let objects = match (&args.s3_endpoint, &args.objects_dir) {
-        (Some(endpoint), _) => ObjectStore::S3 {
+    let buckets = match (&args.s3_endpoint, &args.objects_dir) {
+        (Some(endpoint), _) => Buckets::S3 {
             endpoint: Some(endpoint.clone()),
             region: args.region.clone(),
         },
-        (None, Some(dir)) => ObjectStore::Directory(dir.clone()),
-        (None, None) => ObjectStore::Directory(args.data_dir.join("objects")),
+        (None, Some(dir)) => Buckets::Directory(dir.clone()),
+        (None, None) => Buckets::InDataDir,
     };
+    let firehose = Arc::new(Firehose::open(
+        Arc::clone(&store),
+        FirehoseOptions {
+            buckets,
+            ..FirehoseOptions::default()
+        },
+    )?);
     let server = Server::start(
         Arc::clone(&store),
         Some(Arc::clone(&firehose)),
         ServerOptions {
             listen: args.listen,
             region: args.region.clone(),
-            objects,
             auth,
             ..ServerOptions::default()
         },

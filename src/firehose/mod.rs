@@ -24,6 +24,7 @@ pub use delivery::{
 pub use destination::S3;
 pub use destination::{Destination, LocalDirectory, S3Config};
 pub use service::{
-    read_delivery_stream, DeliveryStreamConfig, DeliveryStreamDescription, DeliveryStreamFiles,
-    DestinationConfig, Firehose, FirehoseOptions, FIREHOSE_DIR,
+    check_bucket_name, read_delivery_stream, Buckets, DeliveryStreamConfig,
+    DeliveryStreamDescription, DeliveryStreamFiles, DestinationConfig, Firehose, FirehoseOptions,
+    FIREHOSE_DIR, OBJECTS_DIR,
 };

@@ -7,8 +7,9 @@
 //! DATA_DIR/firehose/NAME/checkpoint.json  the delivery checkpoint (see `delivery`)
 //! DATA_DIR/firehose/NAME/buffer/          the buffer's shard log
 //! ```
-//! Creation and deletion go through `.creating-` / `.deleting-` staging directories renamed
-//! atomically, as streams do, so a crash leaves a delivery stream whole or gone.
+//! `NAME` is written as [`crate::names::disk_name`] writes it (a leading `.` escaped). Creation
+//! and deletion go through `.creating-` / `.deleting-` staging directories renamed atomically,
+//! as streams do, so a crash leaves a delivery stream whole or gone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use super::delivery::{
 };
 use super::destination::{Destination, LocalDirectory, S3Config};
 use crate::error::{Error, Result};
+use crate::names::{self, disk_name, Listed};
 use crate::segment::sync_dir;
 use crate::segment::write_atomically;
 use crate::shutdown::Shutdown;
@@ -36,8 +38,6 @@ pub const FIREHOSE_DIR: &str = "firehose";
 pub const DELIVERY_FILE: &str = "delivery.json";
 /// Version of `delivery.json`'s format.
 pub const DELIVERY_FORMAT_VERSION: u16 = 1;
-const CREATING_PREFIX: &str = ".creating-";
-const DELETING_PREFIX: &str = ".deleting-";
 /// Longest wait between delivery attempts of a stream whose destination keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Most tags a delivery stream may have (Firehose: 50).
@@ -54,12 +54,80 @@ pub enum DestinationConfig {
     },
     /// An S3 bucket (needs the `s3` feature to deliver).
     S3(S3Config),
+    /// A bucket of the object store the delivery service runs with
+    /// ([`FirehoseOptions::buckets`]), resolved each time the delivery stream opens: a data
+    /// directory that is moved, or a server started with another object store, delivers where
+    /// it is configured now. What `shardlog serve` creates.
+    Bucket {
+        /// The bucket's name (an S3 bucket name: no `/`, never `.` or `..`).
+        bucket: String,
+    },
+}
+
+/// Where the buckets that [`DestinationConfig::Bucket`] names live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Buckets {
+    /// `DATA_DIR/objects/BUCKET/` of the store's data directory (the default).
+    #[default]
+    InDataDir,
+    /// `ROOT/BUCKET/`.
+    Directory(PathBuf),
+    /// An S3 API (AWS, or an S3-compatible server at `endpoint`); credentials come from the
+    /// usual `AWS_*` environment variables. Needs the `s3` feature.
+    S3 {
+        /// An endpoint other than AWS's.
+        endpoint: Option<String>,
+        /// The buckets' region.
+        region: String,
+    },
+}
+
+/// Directory of [`Buckets::InDataDir`] in a data directory.
+pub const OBJECTS_DIR: &str = "objects";
+
+/// Checks a bucket name: 1 to 255 of `[a-zA-Z0-9_.-]` (what a BucketARN's pattern allows),
+/// never `.` or `..`, so that it is one plain path component under a directory of buckets.
+pub fn check_bucket_name(bucket: &str) -> Result<()> {
+    let ok = (1..=255).contains(&bucket.len())
+        && !matches!(bucket, "." | "..")
+        && bucket
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "BucketARN",
+            format!("{bucket:?} is not a bucket name: 1 to 255 of [a-zA-Z0-9_.-], not . or .."),
+        ))
+    }
 }
 
 impl DestinationConfig {
-    fn open(&self) -> Result<Arc<dyn Destination>> {
+    /// The destination, with buckets resolved by `buckets` (`data_dir` for
+    /// [`Buckets::InDataDir`]).
+    fn open(&self, buckets: &Buckets, data_dir: &Path) -> Result<Arc<dyn Destination>> {
         match self {
             DestinationConfig::LocalDirectory { path } => Ok(Arc::new(LocalDirectory::new(path))),
+            DestinationConfig::Bucket { bucket } => {
+                check_bucket_name(bucket)?;
+                match buckets {
+                    Buckets::InDataDir => Ok(Arc::new(LocalDirectory::new(
+                        data_dir.join(OBJECTS_DIR).join(bucket),
+                    ))),
+                    Buckets::Directory(root) => {
+                        Ok(Arc::new(LocalDirectory::new(root.join(bucket))))
+                    }
+                    Buckets::S3 { endpoint, region } => DestinationConfig::S3(S3Config {
+                        bucket: bucket.clone(),
+                        region: region.clone(),
+                        endpoint: endpoint.clone(),
+                        access_key_id: None,
+                        secret_access_key: None,
+                    })
+                    .open(buckets, data_dir),
+                }
+            }
             #[cfg(feature = "s3")]
             DestinationConfig::S3(config) => Ok(Arc::new(super::destination::S3::new(config)?)),
             #[cfg(not(feature = "s3"))]
@@ -75,6 +143,7 @@ impl DestinationConfig {
         match self {
             DestinationConfig::LocalDirectory { path } => path.display().to_string(),
             DestinationConfig::S3(c) => format!("s3://{}", c.bucket),
+            DestinationConfig::Bucket { bucket } => format!("bucket {bucket}"),
         }
     }
 }
@@ -139,6 +208,8 @@ pub struct FirehoseOptions {
     /// Flush policy of the buffers: a put returns once its record is stored this way.
     /// Default `Always`, so an acknowledged put survives a machine crash.
     pub buffer_flush: FlushPolicy,
+    /// Where [`DestinationConfig::Bucket`] destinations deliver (default: `DATA_DIR/objects/`).
+    pub buckets: Buckets,
 }
 
 impl Default for FirehoseOptions {
@@ -147,6 +218,7 @@ impl Default for FirehoseOptions {
             transforms: HashMap::new(),
             delivery_interval: Some(Duration::from_secs(1)),
             buffer_flush: FlushPolicy::Always,
+            buckets: Buckets::default(),
         }
     }
 }
@@ -157,6 +229,7 @@ impl std::fmt::Debug for FirehoseOptions {
             .field("transforms", &self.transforms.keys().collect::<Vec<_>>())
             .field("delivery_interval", &self.delivery_interval)
             .field("buffer_flush", &self.buffer_flush)
+            .field("buckets", &self.buckets)
             .finish()
     }
 }
@@ -246,20 +319,16 @@ impl Firehose {
             shutdown: Shutdown::default(),
         });
         let mut streams = BTreeMap::new();
-        for entry in std::fs::read_dir(&dir).map_err(Error::io_at("list", &dir))? {
-            let entry = entry.map_err(Error::io_at("list", &dir))?;
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(CREATING_PREFIX) || name.starts_with(DELETING_PREFIX) {
-                std::fs::remove_dir_all(&path).map_err(Error::io_at("remove leftover", &path))?;
-                continue;
+        for listed in names::list_dir(&dir, check_name, names::recorded_name(DELIVERY_FILE))? {
+            match listed {
+                Listed::User(name, path) => {
+                    let record = read_record(&path)?;
+                    let entry = inner.open_entry(&path, record)?;
+                    streams.insert(name, Arc::new(entry));
+                }
+                Listed::Leftover(path) => std::fs::remove_dir_all(&path)
+                    .map_err(Error::io_at("remove leftover", &path))?,
             }
-            if !path.is_dir() || check_name(&name).is_err() {
-                continue;
-            }
-            let record = read_record(&path)?;
-            let entry = inner.open_entry(&path, record)?;
-            streams.insert(name, Arc::new(entry));
         }
         *inner.streams.write().unwrap_or_else(|e| e.into_inner()) = streams;
         let worker = match inner.options.delivery_interval {
@@ -283,7 +352,7 @@ impl Firehose {
     ) -> Result<Arc<DeliveryStream>> {
         check_name(name)?;
         config.delivery.validate()?;
-        config.destination.open()?;
+        self.inner.open_destination(&config.destination)?;
         if let Some(stream) = &config.source_stream {
             self.inner.store.stream(stream)?;
         }
@@ -308,11 +377,11 @@ impl Firehose {
             settings: config.settings,
             updated_ms: None,
         };
-        let staging = tempfile::Builder::new()
-            .prefix(&format!("{CREATING_PREFIX}{name}-"))
-            .tempdir_in(&self.inner.dir)
-            .map_err(Error::io_at("create staging directory", &self.inner.dir))?
-            .keep();
+        let staging = names::staging_path(&self.inner.dir, name);
+        // A leftover of a crashed create of the same name (open removes them too).
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir(&staging)
+            .map_err(Error::io_at("create staging directory", &staging))?;
         let staged = write_record(&staging, &record).and_then(|()| {
             match (&record.source_stream, config.source_start) {
                 // Inside the staging directory, so the delivery stream appears positioned.
@@ -327,7 +396,7 @@ impl Firehose {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
-        let path = self.inner.dir.join(name);
+        let path = self.inner.dir.join(disk_name(name));
         std::fs::rename(&staging, &path).map_err(Error::io_at("create delivery stream", &path))?;
         sync_dir(&self.inner.dir)?;
         let entry = Arc::new(self.inner.open_entry(&path, record)?);
@@ -430,12 +499,13 @@ impl Firehose {
             updated_ms: Some(self.inner.store.options().shard.clock.now_ms()),
             ..entry.record.clone()
         };
-        let dir = self.inner.dir.join(name);
-        entry
-            .stream
-            .update(record.version, delivery, destination.open()?, || {
-                write_record(&dir, &record)
-            })?;
+        let dir = self.inner.dir.join(disk_name(name));
+        entry.stream.update(
+            record.version,
+            delivery,
+            self.inner.open_destination(&destination)?,
+            || write_record(&dir, &record),
+        )?;
         self.inner.replace_record(name, &entry, record);
         Ok(version + 1)
     }
@@ -491,7 +561,7 @@ impl Firehose {
         let mut record = entry.record.clone();
         change(&mut record)?;
         record.updated_ms = Some(self.inner.store.options().shard.clock.now_ms());
-        write_record(&self.inner.dir.join(name), &record)?;
+        write_record(&self.inner.dir.join(disk_name(name)), &record)?;
         self.inner.replace_record(name, &entry, record);
         Ok(())
     }
@@ -500,11 +570,8 @@ impl Firehose {
     pub fn delete_delivery_stream(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
         let entry = self.entry(name)?;
-        let path = self.inner.dir.join(name);
-        let doomed = self.inner.dir.join(format!(
-            "{DELETING_PREFIX}{name}-{}",
-            entry.record.created_ms
-        ));
+        let path = self.inner.dir.join(disk_name(name));
+        let doomed = names::trash_path(&self.inner.dir, name, entry.record.created_ms);
         // Out of the way on disk first: if that fails, the stream stays as it was.
         std::fs::rename(&path, &doomed).map_err(Error::io_at("delete delivery stream", &path))?;
         self.inner
@@ -530,6 +597,10 @@ impl Firehose {
 }
 
 impl Inner {
+    fn open_destination(&self, destination: &DestinationConfig) -> Result<Arc<dyn Destination>> {
+        destination.open(&self.options.buckets, self.store.dir())
+    }
+
     /// Puts `record` in place of `entry`'s (same delivery stream, its backoff reset).
     fn replace_record(&self, name: &str, entry: &Entry, record: DeliveryRecord) {
         let updated = Arc::new(Entry {
@@ -561,7 +632,7 @@ impl Inner {
             name: record.name.clone(),
             version: record.version,
             config: record.config.clone(),
-            destination: record.destination.open()?,
+            destination: self.open_destination(&record.destination)?,
             transform,
             buffer: ShardOptions {
                 flush: self.options.buffer_flush,

@@ -80,31 +80,57 @@ impl Credentials {
     }
 }
 
-/// What a signature is checked over.
+/// What a signature is checked over, but the body: the headers are checked before the body is
+/// read, so an unsigned or wrongly scoped request never gets to send a large one.
 pub(crate) struct SignedRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a str,
     /// Header names in lower case, values as received.
     pub headers: &'a [(String, String)],
-    pub body: &'a [u8],
     pub now_secs: i64,
+    /// The region the server answers for: the credential scope must name it.
+    pub region: &'a str,
+    /// The signing name of the API called (`kinesis`, `firehose`): the scope must name it.
+    pub service: &'a str,
+}
+
+/// Headers that every signature must cover: a signature that leaves one out could be replayed
+/// with another value (another host, another operation). Every other `x-amz-*` header sent
+/// must be signed too, but for [`UNSIGNED_OK`].
+const MUST_SIGN: [&str; 3] = ["host", "x-amz-date", "x-amz-target"];
+/// `x-amz-*` headers SDKs send unsigned, which change nothing the server does.
+const UNSIGNED_OK: [&str; 1] = ["x-amz-user-agent"];
+
+/// A request whose headers passed [`SignedRequest::check_headers`]: what checking the signature
+/// over the body needs.
+pub(crate) struct PendingSignature<'a> {
+    request: &'a SignedRequest<'a>,
+    secret: &'a str,
+    amz_date: &'a str,
+    date: &'a str,
+    signed_headers: &'a str,
+    signature: &'a str,
 }
 
 fn forbidden(kind: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(400, kind, message)
 }
 
-impl SignedRequest<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
+impl<'a> SignedRequest<'a> {
+    fn header(&self, name: &str) -> Option<&'a str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
 
-    /// Checks the request's SigV4 signature against `credentials`.
-    pub fn verify(&self, credentials: &Credentials) -> std::result::Result<(), ApiError> {
+    /// Checks everything the headers alone decide: the key, the credential scope (date,
+    /// region, service), the clock skew, and that every header that matters is signed.
+    pub fn check_headers(
+        &'a self,
+        credentials: &'a Credentials,
+    ) -> std::result::Result<PendingSignature<'a>, ApiError> {
         let authorization = self.header("authorization").ok_or_else(|| {
             forbidden(
                 "MissingAuthenticationTokenException",
@@ -148,10 +174,34 @@ impl SignedRequest<'_> {
                 "The security token included in the request is invalid.",
             )
         })?;
-        let scope_parts: Vec<&str> = scope.split('/').collect();
-        let [date, region, service, "aws4_request"] = scope_parts.as_slice() else {
+        let mut scope_parts = scope.split('/');
+        let (Some(date), Some(region), Some(service), Some("aws4_request"), None) = (
+            scope_parts.next(),
+            scope_parts.next(),
+            scope_parts.next(),
+            scope_parts.next(),
+            scope_parts.next(),
+        ) else {
             return Err(incomplete());
         };
+        if region != self.region {
+            return Err(forbidden(
+                "InvalidSignatureException",
+                format!(
+                    "Credential should be scoped to a valid region, not '{region}'; this server answers for '{}'",
+                    self.region
+                ),
+            ));
+        }
+        if service != self.service {
+            return Err(forbidden(
+                "InvalidSignatureException",
+                format!(
+                    "Credential should be scoped to correct service: '{}', not '{service}'",
+                    self.service
+                ),
+            ));
+        }
         let amz_date = self
             .header("x-amz-date")
             .ok_or_else(|| forbidden("IncompleteSignatureException", "X-Amz-Date is missing"))?;
@@ -161,7 +211,7 @@ impl SignedRequest<'_> {
                 format!("X-Amz-Date {amz_date:?} is not yyyyMMddTHHmmssZ"),
             )
         })?;
-        if !amz_date.starts_with(date) {
+        if !amz_date.starts_with(date) || date.len() != 8 {
             return Err(forbidden(
                 "InvalidSignatureException",
                 "the credential scope's date does not match X-Amz-Date",
@@ -175,8 +225,50 @@ impl SignedRequest<'_> {
                 ),
             ));
         }
-        let expected = self.signature(secret, amz_date, date, region, service, signed_headers)?;
-        if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
+        let signed: Vec<&str> = signed_headers.split(';').collect();
+        let must_sign = self
+            .headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| n.starts_with("x-amz-") && !UNSIGNED_OK.contains(n))
+            .chain(MUST_SIGN);
+        for name in must_sign {
+            if !signed.contains(&name) {
+                return Err(forbidden(
+                    "IncompleteSignatureException",
+                    format!("the header {name:?} must be signed (SignedHeaders={signed_headers})"),
+                ));
+            }
+        }
+        Ok(PendingSignature {
+            request: self,
+            secret,
+            amz_date,
+            date,
+            signed_headers,
+            signature,
+        })
+    }
+}
+
+impl PendingSignature<'_> {
+    /// Checks the signature over the request and `body`. The payload hash is always the body's
+    /// own: an `X-Amz-Content-Sha256` that differs is refused (`XAmzContentSHA256Mismatch`)
+    /// rather than trusted.
+    pub fn verify(&self, body: &[u8]) -> std::result::Result<(), ApiError> {
+        let payload_hash = hex(&Sha256::digest(body));
+        if let Some(claimed) = self.request.header("x-amz-content-sha256") {
+            if claimed != "UNSIGNED-PAYLOAD" && !claimed.eq_ignore_ascii_case(&payload_hash) {
+                return Err(forbidden(
+                    "XAmzContentSHA256Mismatch",
+                    format!(
+                        "The provided 'x-amz-content-sha256' header does not match what was computed: {payload_hash}"
+                    ),
+                ));
+            }
+        }
+        let expected = self.signature(&payload_hash)?;
+        if !constant_time_eq(expected.as_bytes(), self.signature.as_bytes()) {
             return Err(forbidden(
                 "InvalidSignatureException",
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
@@ -185,18 +277,11 @@ impl SignedRequest<'_> {
         Ok(())
     }
 
-    fn signature(
-        &self,
-        secret: &str,
-        amz_date: &str,
-        date: &str,
-        region: &str,
-        service: &str,
-        signed_headers: &str,
-    ) -> std::result::Result<String, ApiError> {
+    fn signature(&self, payload_hash: &str) -> std::result::Result<String, ApiError> {
+        let request = self.request;
         let mut canonical_headers = String::new();
-        for name in signed_headers.split(';') {
-            let values: Vec<&str> = self
+        for name in self.signed_headers.split(';') {
+            let values: Vec<&str> = request
                 .headers
                 .iter()
                 .filter(|(n, _)| n == name)
@@ -215,24 +300,28 @@ impl SignedRequest<'_> {
                 .join(",");
             canonical_headers.push_str(&format!("{name}:{joined}\n"));
         }
-        let payload_hash = match self.header("x-amz-content-sha256") {
-            Some(h) if h != "UNSIGNED-PAYLOAD" => h.to_string(),
-            _ => hex(&Sha256::digest(self.body)),
-        };
         let canonical_request = format!(
-            "{}\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{payload_hash}",
-            self.method,
-            canonical_uri(self.path),
-            canonical_query(self.query),
+            "{}\n{}\n{}\n{canonical_headers}\n{}\n{payload_hash}",
+            request.method,
+            canonical_uri(request.path),
+            canonical_query(request.query),
+            self.signed_headers,
         );
-        let scope = format!("{date}/{region}/{service}/aws4_request");
+        let scope = format!(
+            "{}/{}/{}/aws4_request",
+            self.date, request.region, request.service
+        );
         let string_to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+            "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
+            self.amz_date,
             hex(&Sha256::digest(canonical_request.as_bytes()))
         );
-        let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-        let k_region = hmac(&k_date, region.as_bytes());
-        let k_service = hmac(&k_region, service.as_bytes());
+        let k_date = hmac(
+            format!("AWS4{}", self.secret).as_bytes(),
+            self.date.as_bytes(),
+        );
+        let k_region = hmac(&k_date, request.region.as_bytes());
+        let k_service = hmac(&k_region, request.service.as_bytes());
         let k_signing = hmac(&k_service, b"aws4_request");
         Ok(hex(&hmac(&k_signing, string_to_sign.as_bytes())))
     }
@@ -301,8 +390,84 @@ fn parse_amz_date(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
-    /// The example of AWS's SigV4 documentation ("GET object" of the S3 signing examples uses
-    /// another canonicalization; this is the generic IAM ListUsers example).
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+    fn request<'a>(
+        headers: &'a [(String, String)],
+        region: &'a str,
+        service: &'a str,
+    ) -> SignedRequest<'a> {
+        SignedRequest {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers,
+            now_secs: parse_amz_date("20150830T123600Z").unwrap(),
+            region,
+            service,
+        }
+    }
+
+    /// Headers of a Kinesis call (and `extra`) signed with [`SECRET`] over `body`, with `signed`
+    /// the SignedHeaders list.
+    fn signed_headers_with(
+        body: &[u8],
+        signed: &str,
+        region: &str,
+        service: &str,
+        extra: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = [
+            ("host", "kinesis.us-east-1.amazonaws.com"),
+            ("x-amz-date", "20150830T123600Z"),
+            ("x-amz-target", "Kinesis_20131202.DeleteStream"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        let unsigned = SignedRequest {
+            region,
+            service,
+            ..request(&headers, region, service)
+        };
+        let pending = PendingSignature {
+            request: &unsigned,
+            secret: SECRET,
+            amz_date: "20150830T123600Z",
+            date: "20150830",
+            signed_headers: signed,
+            signature: "",
+        };
+        let signature = pending.signature(&hex(&Sha256::digest(body))).unwrap();
+        headers.push((
+            "authorization".into(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential=AKID/20150830/{region}/{service}/aws4_request, SignedHeaders={signed}, Signature={signature}"
+            ),
+        ));
+        headers
+    }
+
+    fn signed_headers(
+        body: &[u8],
+        signed: &str,
+        region: &str,
+        service: &str,
+    ) -> Vec<(String, String)> {
+        signed_headers_with(body, signed, region, service, &[])
+    }
+
+    fn check(headers: &[(String, String)], body: &[u8]) -> std::result::Result<(), &'static str> {
+        let credentials = Credentials::single("AKID", SECRET);
+        let request = request(headers, "us-east-1", "kinesis");
+        request
+            .check_headers(&credentials)
+            .and_then(|pending| pending.verify(body))
+            .map_err(|e| e.kind)
+    }
+
+    /// The example of AWS's SigV4 documentation (the generic IAM ListUsers example).
     #[test]
     fn the_documented_example_signature_is_reproduced() {
         let headers = vec![
@@ -315,26 +480,93 @@ mod tests {
         ];
         let request = SignedRequest {
             method: "GET",
-            path: "/",
             query: "Action=ListUsers&Version=2010-05-08",
-            headers: &headers,
-            body: b"",
-            now_secs: parse_amz_date("20150830T123600Z").unwrap(),
+            ..request(&headers, "us-east-1", "iam")
         };
-        let signature = request
-            .signature(
-                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-                "20150830T123600Z",
-                "20150830",
-                "us-east-1",
-                "iam",
-                "content-type;host;x-amz-date",
-            )
-            .unwrap();
+        let pending = PendingSignature {
+            request: &request,
+            secret: SECRET,
+            amz_date: "20150830T123600Z",
+            date: "20150830",
+            signed_headers: "content-type;host;x-amz-date",
+            signature: "",
+        };
         assert_eq!(
-            signature,
+            pending.signature(&hex(&Sha256::digest(b""))).unwrap(),
             "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
         );
+    }
+
+    #[test]
+    fn a_signed_request_is_accepted_only_with_its_own_body() {
+        let body = br#"{"StreamName":"scratch"}"#;
+        let headers = signed_headers(body, "host;x-amz-date;x-amz-target", "us-east-1", "kinesis");
+        assert_eq!(check(&headers, body), Ok(()));
+        assert_eq!(
+            check(&headers, br#"{"StreamName":"prod"}"#),
+            Err("InvalidSignatureException")
+        );
+        // Claiming the original body's hash for another body is caught by hashing the body.
+        let mut replay = headers.clone();
+        replay.push(("x-amz-content-sha256".into(), hex(&Sha256::digest(body))));
+        assert_eq!(
+            check(&replay, br#"{"StreamName":"prod"}"#),
+            Err("IncompleteSignatureException"),
+            "an unsigned x-amz-* header is refused"
+        );
+        let signed = "host;x-amz-content-sha256;x-amz-date;x-amz-target";
+        let hash = hex(&Sha256::digest(body));
+        let with_hash = signed_headers_with(
+            body,
+            signed,
+            "us-east-1",
+            "kinesis",
+            &[("x-amz-content-sha256", &hash)],
+        );
+        assert_eq!(check(&with_hash, body), Ok(()));
+        assert_eq!(
+            check(&with_hash, br#"{"StreamName":"prod"}"#),
+            Err("XAmzContentSHA256Mismatch")
+        );
+    }
+
+    #[test]
+    fn host_date_and_target_must_be_signed() {
+        let body = b"{}";
+        for signed in [
+            "x-amz-date;x-amz-target",
+            "host;x-amz-target",
+            "host;x-amz-date",
+        ] {
+            let headers = signed_headers(body, signed, "us-east-1", "kinesis");
+            assert_eq!(
+                check(&headers, body),
+                Err("IncompleteSignatureException"),
+                "{signed}"
+            );
+        }
+        let mut headers =
+            signed_headers(body, "host;x-amz-date;x-amz-target", "us-east-1", "kinesis");
+        headers.push(("x-amz-user-agent".into(), "aws-sdk-js/3".into()));
+        assert_eq!(
+            check(&headers, body),
+            Ok(()),
+            "x-amz-user-agent may be unsigned"
+        );
+    }
+
+    #[test]
+    fn the_scope_must_name_this_region_and_the_service_called() {
+        let body = b"{}";
+        let signed = "host;x-amz-date;x-amz-target";
+        for (region, service) in [("eu-west-1", "kinesis"), ("us-east-1", "s3"), ("x", "y")] {
+            let headers = signed_headers(body, signed, region, service);
+            assert_eq!(
+                check(&headers, body),
+                Err("InvalidSignatureException"),
+                "{region}/{service}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::kinesis::stream_name_of_arn;
 use super::protocol::{tag_page, timestamp, ApiError, Input, Output};
-use super::{Context, ObjectStore};
+use super::Context;
 use crate::firehose::{
     BufferingHints, Compression, DeliveryConfig, DeliveryStreamConfig, DeliveryStreamDescription,
     DestinationConfig, Firehose, SourceStart,
@@ -28,6 +28,22 @@ const KEPT_S3_SETTINGS: [&str; 8] = [
     "CustomTimeZone",
     "DataFormatConversionConfiguration",
     "DynamicPartitioningConfiguration",
+];
+
+/// Every operation [`call`] answers (metrics label only these).
+pub(crate) const OPERATIONS: [&str; 12] = [
+    "CreateDeliveryStream",
+    "DeleteDeliveryStream",
+    "DescribeDeliveryStream",
+    "ListDeliveryStreams",
+    "PutRecord",
+    "PutRecordBatch",
+    "UpdateDestination",
+    "TagDeliveryStream",
+    "UntagDeliveryStream",
+    "ListTagsForDeliveryStream",
+    "StartDeliveryStreamEncryption",
+    "StopDeliveryStreamEncryption",
 ];
 
 /// Runs one Firehose operation.
@@ -86,21 +102,11 @@ impl FirehoseApi<'_> {
         Ok(name)
     }
 
-    /// Where a bucket's objects go.
+    /// Where a bucket's objects go: the bucket by name, resolved against the object store the
+    /// delivery service runs with each time it opens.
     fn destination(&self, bucket: &str) -> DestinationConfig {
-        match &self.ctx.options.objects {
-            ObjectStore::Directory(root) => DestinationConfig::LocalDirectory {
-                path: root.join(bucket),
-            },
-            ObjectStore::S3 { endpoint, region } => {
-                DestinationConfig::S3(crate::firehose::S3Config {
-                    bucket: bucket.to_string(),
-                    region: region.clone(),
-                    endpoint: endpoint.clone(),
-                    access_key_id: None,
-                    secret_access_key: None,
-                })
-            }
+        DestinationConfig::Bucket {
+            bucket: bucket.to_string(),
         }
     }
 
@@ -249,6 +255,7 @@ impl FirehoseApi<'_> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             DestinationConfig::S3(s3) => s3.bucket.clone(),
+            DestinationConfig::Bucket { bucket } => bucket.clone(),
         };
         let mut s3 = json!({
             "RoleARN": d.settings.get("RoleARN").cloned().unwrap_or(json!("")),
@@ -583,12 +590,7 @@ fn bucket_of_arn(arn: &str) -> Result<&str, ApiError> {
         .split_once(":s3:::")
         .filter(|(head, _)| head.starts_with("arn:"))
         .map(|(_, b)| b)
-        .filter(|b| {
-            (1..=255).contains(&b.len())
-                && !matches!(*b, "." | "..")
-                && b.bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-        });
+        .filter(|b| crate::firehose::check_bucket_name(b).is_ok());
     bucket.ok_or_else(|| ApiError::validation(format!("BucketARN {arn:?} is not an S3 bucket ARN")))
 }
 

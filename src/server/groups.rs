@@ -35,6 +35,17 @@ impl OpenGroups {
     }
 }
 
+/// Every operation [`call`] answers (metrics label only these).
+pub(crate) const OPERATIONS: [&str; 7] = [
+    "LeaseShards",
+    "Checkpoint",
+    "FinishShard",
+    "ReleaseLeases",
+    "DescribeGroup",
+    "ListGroups",
+    "DeleteGroup",
+];
+
 /// Runs one consumer-group operation.
 pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Output, ApiError> {
     let input = Input::new(body)?;

@@ -25,6 +25,49 @@ const MAX_PUT_RECORDS_BYTES: usize = 5 * 1024 * 1024;
 
 type Reply = Result<Value, ApiError>;
 
+/// Every operation [`call`] answers (metrics label only these).
+pub(crate) const OPERATIONS: [&str; 39] = [
+    "GetRecords",
+    "SubscribeToShard",
+    "CreateStream",
+    "DeleteStream",
+    "DescribeStream",
+    "DescribeStreamSummary",
+    "ListStreams",
+    "ListShards",
+    "PutRecord",
+    "PutRecords",
+    "GetShardIterator",
+    "SplitShard",
+    "MergeShards",
+    "UpdateShardCount",
+    "UpdateStreamMode",
+    "UpdateMaxRecordSize",
+    "IncreaseStreamRetentionPeriod",
+    "DecreaseStreamRetentionPeriod",
+    "AddTagsToStream",
+    "RemoveTagsFromStream",
+    "ListTagsForStream",
+    "DescribeLimits",
+    "TagResource",
+    "UntagResource",
+    "ListTagsForResource",
+    "StartStreamEncryption",
+    "StopStreamEncryption",
+    "EnableEnhancedMonitoring",
+    "DisableEnhancedMonitoring",
+    "PutResourcePolicy",
+    "GetResourcePolicy",
+    "DeleteResourcePolicy",
+    "DescribeAccountSettings",
+    "UpdateAccountSettings",
+    "UpdateStreamWarmThroughput",
+    "RegisterStreamConsumer",
+    "DeregisterStreamConsumer",
+    "DescribeStreamConsumer",
+    "ListStreamConsumers",
+];
+
 /// Runs one Kinesis operation.
 pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Output, ApiError> {
     let input = Input::new(body)?;
@@ -175,6 +218,7 @@ impl Kinesis<'_> {
             ));
         }
         self.ctx.store.delete_stream(&name)?;
+        self.ctx.metrics.forget_stream(&name);
         Ok(json!({}))
     }
 
@@ -443,7 +487,7 @@ impl Kinesis<'_> {
             Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=10000"))),
         };
         let out = self.ctx.store.get_records(iterator, limit)?;
-        if let Some(stream) = crate::iterator::stream_of(iterator) {
+        if let Some(stream) = self.ctx.store.decode_iterator(iterator).map(|t| t.stream) {
             self.ctx
                 .metrics
                 .records_out(&stream, &out.records, out.millis_behind_latest);

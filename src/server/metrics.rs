@@ -89,6 +89,12 @@ impl Metrics {
         s.millis_behind_latest = millis_behind;
     }
 
+    /// Drops a deleted stream's series, so that creating and deleting streams does not grow
+    /// `/metrics` without bound.
+    pub fn forget_stream(&self, stream: &str) {
+        self.inner().streams.remove(stream);
+    }
+
     /// The text format.
     pub fn render(&self) -> String {
         let inner = self.inner();
@@ -99,6 +105,23 @@ impl Metrics {
     }
 }
 
+/// A label value escaped as the Prometheus text format requires (`\\`, `\"`, `\n`).
+fn escape_label(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut escaped = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 fn render(inner: &Inner, out: &mut String) -> std::fmt::Result {
     writeln!(
         out,
@@ -106,6 +129,7 @@ fn render(inner: &Inner, out: &mut String) -> std::fmt::Result {
     )?;
     writeln!(out, "# TYPE shardlog_requests_total counter")?;
     for (name, op) in &inner.operations {
+        let name = escape_label(name);
         let count: u64 = op.buckets.iter().sum();
         writeln!(
             out,
@@ -118,6 +142,7 @@ fn render(inner: &Inner, out: &mut String) -> std::fmt::Result {
     )?;
     writeln!(out, "# TYPE shardlog_request_errors_total counter")?;
     for (name, op) in &inner.operations {
+        let name = escape_label(name);
         writeln!(
             out,
             "shardlog_request_errors_total{{operation=\"{name}\"}} {}",
@@ -130,6 +155,7 @@ fn render(inner: &Inner, out: &mut String) -> std::fmt::Result {
     )?;
     writeln!(out, "# TYPE shardlog_request_seconds histogram")?;
     for (name, op) in &inner.operations {
+        let name = escape_label(name);
         let mut cumulative = 0;
         for (bound, n) in BUCKETS.iter().zip(&op.buckets) {
             cumulative += n;
@@ -184,6 +210,7 @@ fn render(inner: &Inner, out: &mut String) -> std::fmt::Result {
         writeln!(out, "# HELP {name} {help}")?;
         writeln!(out, "# TYPE {name} {kind}")?;
         for (stream, t) in &inner.streams {
+            let stream = escape_label(stream);
             let value = match i {
                 0 => t.records_in as i64,
                 1 => t.bytes_in as i64,
@@ -200,6 +227,19 @@ fn render(inner: &Inner, out: &mut String) -> std::fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.observe("a\"b\\c\nd", false, Duration::from_micros(1));
+        let text = m.render();
+        assert!(
+            text.contains(r#"shardlog_requests_total{operation="a\"b\\c\nd"} 1"#),
+            "{text}"
+        );
+        // An unescaped newline would start a line with the rest of the value.
+        assert!(!text.lines().any(|l| l.starts_with("d\"")), "{text}");
+    }
 
     #[test]
     fn latency_lands_in_cumulative_buckets() {

@@ -12,6 +12,7 @@ mod cbor;
 mod firehose;
 mod groups;
 mod kinesis;
+mod limits;
 mod metrics;
 mod protocol;
 mod subscribe;
@@ -33,6 +34,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::Store;
 pub use auth::Credentials;
+pub use limits::ServerLimits;
 use metrics::Metrics;
 use protocol::{parse_target, Api, ApiError, Output};
 
@@ -47,28 +49,13 @@ pub struct ServerOptions {
     pub account_id: String,
     /// Largest request body accepted (default 16 MiB: a full PutRecords in base64 fits).
     pub max_body_bytes: usize,
-    /// Where Firehose delivery streams' S3 buckets are (default: `./shardlog-objects/BUCKET/`).
-    pub objects: ObjectStore,
     /// With credentials, every API request must carry a valid SigV4 signature by one of their
     /// keys; without (the default), requests are accepted with any or no signature.
     pub auth: Option<Credentials>,
     /// How long a SubscribeToShard call streams before it ends (Kinesis: 5 minutes).
     pub subscription_lifetime: Duration,
-}
-
-/// Where the S3 buckets named by Firehose destinations (`arn:aws:s3:::BUCKET`) live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ObjectStore {
-    /// A local directory holding one subdirectory per bucket.
-    Directory(std::path::PathBuf),
-    /// An S3 API (AWS, or an S3-compatible server at `endpoint`); credentials come from the
-    /// usual `AWS_*` environment variables. Needs the `s3` feature.
-    S3 {
-        /// An endpoint other than AWS's.
-        endpoint: Option<String>,
-        /// The buckets' region.
-        region: String,
-    },
+    /// What one client can take: connections, timeouts, bytes in flight, subscriptions.
+    pub limits: ServerLimits,
 }
 
 impl Default for ServerOptions {
@@ -78,9 +65,9 @@ impl Default for ServerOptions {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             max_body_bytes: 16 * 1024 * 1024,
-            objects: ObjectStore::Directory("shardlog-objects".into()),
             auth: None,
             subscription_lifetime: Duration::from_secs(300),
+            limits: ServerLimits::default(),
         }
     }
 }
@@ -91,10 +78,35 @@ pub(crate) struct Context {
     pub firehose: Option<Arc<crate::firehose::Firehose>>,
     pub options: ServerOptions,
     pub metrics: Metrics,
-    subscriptions: subscribe::ActiveSubscriptions,
+    subscriptions: limits::SubscriptionLimits,
+    body_budget: limits::BodyBudget,
+    /// Becomes `true` when the server stops: request bodies still arriving are given up.
+    stopping: tokio::sync::watch::Receiver<bool>,
     groups: groups::OpenGroups,
     requests: AtomicU64,
     started: Instant,
+}
+
+impl Context {
+    fn new(
+        store: Arc<Store>,
+        firehose: Option<Arc<crate::firehose::Firehose>>,
+        options: ServerOptions,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Context {
+        Context {
+            store,
+            firehose,
+            metrics: Metrics::default(),
+            subscriptions: Default::default(),
+            body_budget: limits::BodyBudget::new(options.limits.max_bytes_in_flight),
+            stopping,
+            groups: Default::default(),
+            requests: AtomicU64::new(0),
+            started: Instant::now(),
+            options,
+        }
+    }
 }
 
 /// A running server. Dropping it (or [`Server::stop`]) stops accepting, lets in-flight
@@ -148,17 +160,21 @@ impl Server {
             .thread_name("shardlog-server")
             .build()
             .map_err(|e| Error::io("start runtime", std::path::Path::new("tokio"), e))?;
-        let ctx = Arc::new(Context {
-            store: Arc::clone(&store),
-            firehose: firehose.clone(),
-            options,
-            metrics: Metrics::default(),
-            subscriptions: Default::default(),
-            groups: Default::default(),
-            requests: AtomicU64::new(0),
-            started: Instant::now(),
-        });
+        let open_files = limits::raise_open_files_limit();
+        if (options.limits.max_connections as u64).saturating_add(256) > open_files {
+            tracing::warn!(
+                open_files,
+                max_connections = options.limits.max_connections,
+                "the open-files limit is below the connection cap: connections past it fail to be accepted"
+            );
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let ctx = Arc::new(Context::new(
+            store.clone(),
+            firehose,
+            options,
+            stopped.clone(),
+        ));
         let thread = std::thread::Builder::new()
             .name("shardlog-server".into())
             .spawn(move || runtime.block_on(accept_loop(listener, ctx, stopped)))
@@ -211,7 +227,8 @@ async fn accept_loop(
             return;
         }
     };
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let max_connections = ctx.options.limits.max_connections.max(1);
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -224,31 +241,96 @@ async fn accept_loop(
                         continue;
                     }
                 };
+                let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                    tokio::spawn(refuse_connection(stream, max_connections));
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let ctx = Arc::clone(&ctx);
-                let service = hyper::service::service_fn(move |req| {
-                    let ctx = Arc::clone(&ctx);
-                    async move { Ok::<_, Infallible>(handle(ctx, req).await) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
+                let stopped = stopped.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%peer, error = %e, "connection ended");
-                    }
+                    serve_connection(ctx, stream, peer, stopped).await;
+                    drop(permit);
                 });
             }
             _ = stopped.changed() => break,
         }
     }
     drop(listener);
-    // In-flight requests finish; idle keep-alive connections close.
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+    // Idle and half-sent connections close at once; running requests get up to 30 s.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(Duration::from_secs(30), connections.acquire_many(all))
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after 30 s; closing them");
+        tracing::warn!("requests still running 30 s after the stop; closing their connections");
+    }
+}
+
+/// Answers a connection over the cap with a 503 and closes it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let answer = limits::over_capacity_response(max);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Serves one connection until the client closes it, it idles past the idle timeout, or the
+/// server stops (at once if no request is running, else once it is answered).
+async fn serve_connection(
+    ctx: Arc<Context>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let limits = &ctx.options.limits;
+    let activity = limits::ConnectionActivity::new();
+    let io = TokioIo::new(limits::TrackedStream::new(stream, Arc::clone(&activity)));
+    let service = {
+        let ctx = Arc::clone(&ctx);
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |req| {
+            let ctx = Arc::clone(&ctx);
+            let running = activity.request();
+            async move {
+                let response = handle(ctx, req).await;
+                drop(running);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut stopping = *stopped.borrow();
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(tick) => {
+                if !activity.busy() && (stopping || activity.idle_for() >= limits.idle_timeout) {
+                    return; // Dropping the connection closes it.
+                }
+            }
+            changed = stopped.changed(), if !stopping => {
+                stopping = changed.is_err() || *stopped.borrow();
+                if stopping {
+                    connection.as_mut().graceful_shutdown();
+                    if !activity.busy() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -296,8 +378,11 @@ async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
     };
     let started = Instant::now();
     let result = read_and_run(ctx, api, &operation, codec, req).await;
-    ctx.metrics
-        .observe(&operation, result.is_err(), started.elapsed());
+    ctx.metrics.observe(
+        metric_label(api, &operation),
+        result.is_err(),
+        started.elapsed(),
+    );
     match result {
         Ok(Output::Value(value)) => codec.response(StatusCode::OK, &value),
         Ok(Output::Encoded(body)) => match codec {
@@ -336,6 +421,21 @@ async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
     }
 }
 
+/// The operation's name as a metrics label: one of the operations the API answers, or
+/// `unknown`, so that clients cannot grow the label set (and `/metrics`) without bound.
+fn metric_label(api: Api, operation: &str) -> &'static str {
+    let known: &[&'static str] = match api {
+        Api::Kinesis => &kinesis::OPERATIONS,
+        Api::Firehose => &firehose::OPERATIONS,
+        Api::ConsumerGroups => &groups::OPERATIONS,
+    };
+    known
+        .iter()
+        .find(|&&k| k == operation)
+        .copied()
+        .unwrap_or("unknown")
+}
+
 /// The protocol of a request, which its answer uses too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Codec {
@@ -371,6 +471,53 @@ impl Codec {
     }
 }
 
+/// Reads a request body of at most `limit` bytes (`expected` reserved up front), within the
+/// body read timeout, and gives up if the server stops meanwhile.
+async fn read_body(
+    ctx: &Context,
+    body: Incoming,
+    expected: usize,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, ApiError> {
+    let mut stopping = ctx.stopping.clone();
+    let collect = async {
+        let mut body = Limited::new(body, limit);
+        let mut bytes = Vec::with_capacity(expected.min(limit));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    ApiError::new(
+                        413,
+                        "SerializationException",
+                        format!("the request body is over {limit} bytes"),
+                    )
+                } else {
+                    ApiError::serialization(format!("cannot read the request body: {e}"))
+                }
+            })?;
+            if let Some(data) = frame.data_ref() {
+                bytes.extend_from_slice(data);
+            }
+        }
+        Ok(bytes)
+    };
+    let timeout = ctx.options.limits.body_read_timeout;
+    tokio::select! {
+        read = tokio::time::timeout(timeout, collect) => read.unwrap_or_else(|_| {
+            Err(ApiError::new(
+                408,
+                "RequestTimeoutException",
+                format!("the request body did not arrive within {timeout:?}"),
+            ))
+        }),
+        _ = stopping.wait_for(|&stop| stop) => Err(ApiError::new(
+            503,
+            "ServiceUnavailableException",
+            "the server is stopping",
+        )),
+    }
+}
+
 async fn read_and_run(
     ctx: &Arc<Context>,
     api: Api,
@@ -393,33 +540,45 @@ async fn read_and_run(
             headers.push(("host".into(), authority.to_string()));
         }
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            return Err(if e.is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    413,
-                    "SerializationException",
-                    format!("the request body is over {limit} bytes"),
-                )
-            } else {
-                ApiError::serialization(format!("cannot read the request body: {e}"))
-            })
-        }
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let signed = auth::SignedRequest {
+        method: &method,
+        path: &path,
+        query: &query,
+        headers: &headers,
+        now_secs,
+        region: &ctx.options.region,
+        service: api.signing_name(),
     };
-    if let Some(credentials) = &ctx.options.auth {
-        let now_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        auth::SignedRequest {
-            method: &method,
-            path: &path,
-            query: &query,
-            headers: &headers,
-            body: &body,
-            now_secs,
-        }
-        .verify(credentials)?;
+    // The headers are checked before the body is read: an unsigned or wrongly signed request
+    // is refused without its body.
+    let pending = match &ctx.options.auth {
+        Some(credentials) => Some(signed.check_headers(credentials)?),
+        None => None,
+    };
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            413,
+            "SerializationException",
+            format!("the request body is over {limit} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    // Room in the server's budget first: past it, back-pressure and then a retryable 503.
+    let expected = declared.map_or(limit, |n| n as usize);
+    let _held = ctx.body_budget.reserve(expected).await?;
+    let body = read_body(ctx, req.into_body(), expected, limit).await?;
+    if let Some(pending) = pending {
+        pending.verify(&body)?;
     }
     let value: Value = if body.is_empty() {
         Value::Object(Default::default())
@@ -609,19 +768,12 @@ mod tests {
                 Arc::clone(&store),
                 crate::firehose::FirehoseOptions { delivery_interval: None, ..Default::default() },
             ).unwrap());
-            let ctx = Context {
+            let ctx = Context::new(
                 store,
-                firehose: Some(firehose),
-                options: ServerOptions {
-                    objects: ObjectStore::Directory(dir.path().join("objects")),
-                    ..ServerOptions::default()
-                },
-                metrics: Metrics::default(),
-                subscriptions: Default::default(),
-                groups: Default::default(),
-                requests: AtomicU64::new(0),
-                started: Instant::now(),
-            };
+                Some(firehose),
+                ServerOptions::default(),
+                tokio::sync::watch::channel(false).1,
+            );
             // A stream to hit, so requests get past the lookup.
             let _ = kinesis::call(&ctx, "CreateStream", &serde_json::json!({"StreamName": "s", "ShardCount": 2}));
             for (operation, body) in requests {

@@ -15,6 +15,17 @@ pub(crate) enum Api {
     ConsumerGroups,
 }
 
+impl Api {
+    /// The service name a SigV4 credential scope must name for this API (shardlog's consumer
+    /// groups are signed as Kinesis calls).
+    pub(crate) fn signing_name(self) -> &'static str {
+        match self {
+            Api::Kinesis | Api::ConsumerGroups => "kinesis",
+            Api::Firehose => "firehose",
+        }
+    }
+}
+
 /// The API and operation named by an `X-Amz-Target` header (`Kinesis_20131202.PutRecord`).
 pub(crate) fn parse_target(target: &str) -> Option<(Api, &str)> {
     let (prefix, operation) = target.split_once('.')?;

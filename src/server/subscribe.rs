@@ -8,10 +8,9 @@
 //! `ContinuationSequenceNumber`, `MillisBehindLatest` and, at a closed shard's end, `ChildShards`;
 //! an error ends the stream with an `exception` message.
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,12 +30,6 @@ pub(crate) struct Subscription {
     pub reader: crate::consumer::ShardSubscription,
     /// Event payloads in CBOR (the request was CBOR) instead of JSON.
     pub cbor: bool,
-}
-
-/// Subscriptions open now, by (consumer ARN, shard): Kinesis allows one at a time.
-#[derive(Default)]
-pub(crate) struct ActiveSubscriptions {
-    open: Mutex<HashSet<(String, String)>>,
 }
 
 /// An event is sent at least this often, records or not (a heartbeat with MillisBehindLatest).
@@ -124,29 +117,13 @@ pub(crate) fn start(
         subscription.consumer_arn.clone(),
         subscription.shard_id.clone(),
     );
-    {
-        let mut open = ctx
-            .subscriptions
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if !open.insert(key.clone()) {
-            return Err(ApiError::new(
-                400,
-                "ResourceInUseException",
-                format!("{} already has a subscription to {}", key.0, key.1),
-            ));
-        }
-    }
+    ctx.subscriptions
+        .admit(&key, ctx.options.limits.max_subscriptions)?;
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         pump(&ctx, subscription, sender).await;
-        ctx.subscriptions
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        ctx.subscriptions.release(&key);
     });
     Ok(ChannelBody { receiver })
 }
@@ -166,9 +143,20 @@ async fn pump(
     let deadline = Instant::now() + ctx.options.subscription_lifetime;
     let cbor = subscription.cbor;
     let mut reader = subscription.reader;
+    // Woken by every change of the stream: the pump waits for one without holding a thread
+    // (reads are short blocking calls; the wait is an await).
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let listener: Arc<crate::stream::ChangeListener> = {
+        let changed = Arc::clone(&changed);
+        Arc::new(move || changed.notify_one())
+    };
+    if let Ok(stream) = ctx.store.stream(&subscription.stream) {
+        stream.on_change(&listener);
+    }
+    let mut last_sent = Instant::now();
     while Instant::now() < deadline {
         let read = tokio::task::spawn_blocking(move || {
-            let next = reader.next_event(HEARTBEAT);
+            let next = reader.next_event(Duration::ZERO);
             (reader, next)
         })
         .await;
@@ -194,33 +182,57 @@ async fn pump(
         };
         // A closed shard delivered to its end: the event before named its children.
         let Some(e) = event_or_end else { break };
-        ctx.metrics
-            .records_out(&subscription.stream, &e.records, e.millis_behind_latest);
-        let data = super::kinesis::RecordOutput::base64_data(&e.records);
-        let records: Vec<Value> = e
-            .records
-            .iter()
-            .zip(&data)
-            .map(|(r, d)| {
-                serde_json::to_value(super::kinesis::RecordOutput::new(r, d)).unwrap_or(Value::Null)
-            })
-            .collect();
-        let mut payload = json!({
-            "Records": records,
-            "ContinuationSequenceNumber": e.continuation_sequence_number,
-            "MillisBehindLatest": e.millis_behind_latest,
-        });
-        if !e.child_shards.is_empty() {
-            payload["ChildShards"] = super::kinesis::child_shards_json(&e.child_shards).into();
+        let has_news = !e.records.is_empty() || !e.child_shards.is_empty();
+        if has_news || last_sent.elapsed() >= HEARTBEAT {
+            ctx.metrics
+                .records_out(&subscription.stream, &e.records, e.millis_behind_latest);
+            if sender
+                .send(event("SubscribeToShardEvent", &event_payload(&e), cbor))
+                .await
+                .is_err()
+            {
+                return; // The client went away.
+            }
+            last_sent = Instant::now();
+            if has_news && !reader.throttled() {
+                continue; // More may be waiting: read again at once.
+            }
         }
-        if sender
-            .send(event("SubscribeToShardEvent", &payload, cbor))
-            .await
-            .is_err()
-        {
-            return; // The client went away.
+        // Caught up (or out of budget): wait for a change, the next heartbeat, or the budget.
+        let mut wait = HEARTBEAT
+            .saturating_sub(last_sent.elapsed())
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if reader.throttled() {
+            wait = wait.min(reader.poll());
+        }
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = sender.closed() => return,
         }
     }
+}
+
+/// The JSON of a SubscribeToShardEvent.
+fn event_payload(e: &crate::consumer::SubscriptionEvent) -> Value {
+    let data = super::kinesis::RecordOutput::base64_data(&e.records);
+    let records: Vec<Value> = e
+        .records
+        .iter()
+        .zip(&data)
+        .map(|(r, d)| {
+            serde_json::to_value(super::kinesis::RecordOutput::new(r, d)).unwrap_or(Value::Null)
+        })
+        .collect();
+    let mut payload = json!({
+        "Records": records,
+        "ContinuationSequenceNumber": e.continuation_sequence_number,
+        "MillisBehindLatest": e.millis_behind_latest,
+    });
+    if !e.child_shards.is_empty() {
+        payload["ChildShards"] = super::kinesis::child_shards_json(&e.child_shards).into();
+    }
+    payload
 }
 
 #[cfg(test)]
