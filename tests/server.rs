@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use common::http::Client;
+use common::serve::{spawn_server, spawn_server_with};
 use serde_json::json;
 use shardlog::server::{Server, ServerOptions};
 use shardlog::{Store, StoreOptions};
@@ -318,58 +317,6 @@ fn a_consumer_follows_a_split_through_the_api() {
     for (k, ns) in per_key {
         assert!(ns.windows(2).all(|w| w[0] < w[1]), "{k}: {ns:?}");
     }
-}
-
-/// A server process, killed if a test panics while it runs.
-struct ServerProcess(Child);
-
-impl ServerProcess {
-    /// SIGTERM, then whether it exited cleanly.
-    fn terminate(mut self) -> bool {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        self.0.wait().is_ok_and(|s| s.success())
-    }
-
-    /// SIGKILL.
-    fn kill(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `shardlog serve` on a free port and returns it with its address once it listens.
-fn spawn_server(data: &Path, flush: &str) -> (ServerProcess, SocketAddr) {
-    spawn_server_with(data, flush, &[])
-}
-
-fn spawn_server_with(data: &Path, flush: &str, extra: &[&str]) -> (ServerProcess, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--flush", flush])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(data)
-        .env("SHARDLOG_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start shardlog serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit_once("http://")
-        .and_then(|(_, a)| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (ServerProcess(child), addr)
 }
 
 /// Whether the Python clients are here; with SHARDLOG_REQUIRE_CLIENT_TESTS=1 (CI) they must be.

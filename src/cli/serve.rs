@@ -1,5 +1,6 @@
 //! `shardlog serve`: opens a data directory and serves the Kinesis API until SIGTERM or ctrl-c.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use super::CliError;
 use crate::firehose::Buckets;
 use crate::firehose::{Firehose, FirehoseOptions};
-use crate::server::{Credentials, Server, ServerOptions};
+use crate::server::{Credentials, Server, ServerLimits, ServerOptions};
 use crate::{FlushPolicy, ShardOptions, Store, StoreOptions};
 
 /// Arguments of `shardlog serve`.
@@ -44,6 +45,29 @@ pub(super) struct ServeArgs {
     /// aws_access_key_id / aws_secret_access_key); without it any signature is accepted.
     #[arg(long, value_name = "CREDENTIALS_FILE")]
     auth: Option<PathBuf>,
+    /// Serve GET /metrics (Prometheus) on this address, unauthenticated, instead of on the API
+    /// address. With --auth and without this, /metrics is refused: it names every stream.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Most connections open at once; one more is answered 503 and closed.
+    #[arg(long, default_value_t = ServerLimits::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a keep-alive connection may stay idle before it is closed.
+    #[arg(long, default_value_t = ServerLimits::default().idle_timeout.as_secs())]
+    idle_timeout_secs: u64,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, default_value_t = ServerLimits::default().header_read_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Seconds a client may take to send a request's body.
+    #[arg(long, default_value_t = ServerLimits::default().body_read_timeout.as_secs())]
+    body_timeout_secs: u64,
+    /// MiB of request bodies held at once over all requests; past it, requests wait up to a
+    /// second, then get 503 LimitExceededException (SDKs retry).
+    #[arg(long, default_value_t = ServerLimits::default().max_bytes_in_flight / (1024 * 1024))]
+    max_mib_in_flight: usize,
+    /// Most SubscribeToShard calls streaming at once.
+    #[arg(long, default_value_t = ServerLimits::default().max_subscriptions)]
+    max_subscriptions: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,6 +128,15 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
             listen: args.listen,
             region: args.region.clone(),
             auth,
+            metrics_listen: args.metrics_listen,
+            limits: ServerLimits {
+                max_connections: args.max_connections.max(1),
+                idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+                header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+                body_read_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+                max_bytes_in_flight: args.max_mib_in_flight.max(1) * 1024 * 1024,
+                max_subscriptions: args.max_subscriptions,
+            },
             ..ServerOptions::default()
         },
     )?;
@@ -113,6 +146,13 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
         args.data_dir.display(),
         server.local_addr()
     );
+    if let Some(addr) = server.metrics_addr() {
+        // A script may have stopped reading after the first line: not an error.
+        let _ = writeln!(
+            std::io::stdout(),
+            "shardlog metrics on http://{addr}/metrics"
+        );
+    }
     wait_for_signal()
         .map_err(|e| crate::Error::io("wait for SIGTERM", std::path::Path::new("signal"), e))?;
     tracing::info!("stopping: finishing in-flight requests");

@@ -94,10 +94,23 @@ impl BodyBudget {
     }
 }
 
+/// Blocking reads subscriptions may run at once: their waits are awaits, and their reads
+/// queue here instead of growing the blocking pool (which every API call needs) in a burst.
+const SUBSCRIPTION_READS: usize = 8;
+
 /// Subscriptions streaming now, and when each (consumer, shard) last subscribed.
-#[derive(Default)]
 pub(crate) struct SubscriptionLimits {
     state: Mutex<SubscriptionState>,
+    reads: tokio::sync::Semaphore,
+}
+
+impl Default for SubscriptionLimits {
+    fn default() -> Self {
+        SubscriptionLimits {
+            state: Mutex::default(),
+            reads: tokio::sync::Semaphore::new(SUBSCRIPTION_READS),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -146,6 +159,11 @@ impl SubscriptionLimits {
         state.last_call.insert(key.clone(), now);
         state.open.insert(key.clone());
         Ok(())
+    }
+
+    /// A turn to run one blocking read for a subscription.
+    pub(crate) async fn read_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.reads.acquire().await.ok()
     }
 
     /// A subscription of `key` ended.

@@ -56,6 +56,10 @@ pub struct ServerOptions {
     pub subscription_lifetime: Duration,
     /// What one client can take: connections, timeouts, bytes in flight, subscriptions.
     pub limits: ServerLimits,
+    /// Serve `GET /metrics` (and `/health`) on this address too, unauthenticated, and no
+    /// longer on `listen`. Without it, `/metrics` is served on `listen` when there is no
+    /// `auth`, and refused (403) when there is: metrics name every stream.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerOptions {
@@ -68,6 +72,7 @@ impl Default for ServerOptions {
             auth: None,
             subscription_lifetime: Duration::from_secs(300),
             limits: ServerLimits::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -113,6 +118,7 @@ impl Context {
 /// requests finish and flushes the store.
 pub struct Server {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
     store: Arc<Store>,
@@ -134,27 +140,8 @@ impl Server {
         firehose: Option<Arc<crate::firehose::Firehose>>,
         options: ServerOptions,
     ) -> Result<Server> {
-        let listener = std::net::TcpListener::bind(options.listen).map_err(|e| {
-            Error::io(
-                "listen on",
-                std::path::Path::new(&options.listen.to_string()),
-                e,
-            )
-        })?;
-        let local_addr = listener.local_addr().map_err(|e| {
-            Error::io(
-                "listen on",
-                std::path::Path::new(&options.listen.to_string()),
-                e,
-            )
-        })?;
-        listener.set_nonblocking(true).map_err(|e| {
-            Error::io(
-                "listen on",
-                std::path::Path::new(&local_addr.to_string()),
-                e,
-            )
-        })?;
+        let (listener, local_addr) = bind(options.listen)?;
+        let metrics_listener = options.metrics_listen.map(bind).transpose()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("shardlog-server")
@@ -175,13 +162,29 @@ impl Server {
             options,
             stopped.clone(),
         ));
+        let metrics_addr = metrics_listener.as_ref().map(|(_, addr)| *addr);
         let thread = std::thread::Builder::new()
             .name("shardlog-server".into())
-            .spawn(move || runtime.block_on(accept_loop(listener, ctx, stopped)))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let metrics = metrics_listener.map(|(listener, _)| {
+                        let (ctx, stopped) = (Arc::clone(&ctx), stopped.clone());
+                        tokio::spawn(accept_loop(listener, ctx, stopped, Role::Metrics))
+                    });
+                    accept_loop(listener, ctx, stopped, Role::Api).await;
+                    if let Some(metrics) = metrics {
+                        let _ = metrics.await;
+                    }
+                })
+            })
             .map_err(|e| Error::io("spawn server thread", std::path::Path::new("server"), e))?;
         tracing::info!(%local_addr, "shardlog serving the Kinesis API");
+        if let Some(addr) = metrics_addr {
+            tracing::info!(%addr, "serving /metrics");
+        }
         Ok(Server {
             local_addr,
+            metrics_addr,
             stop: Some(stop),
             thread: Some(thread),
             store,
@@ -191,6 +194,11 @@ impl Server {
     /// The address the server listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on apart from the API, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting, waits for in-flight requests, then flushes the store.
@@ -215,10 +223,29 @@ impl Drop for Server {
     }
 }
 
+/// Binds a listening socket for the runtime.
+fn bind(addr: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr)> {
+    let failed = |e| Error::io("listen on", std::path::Path::new(&addr.to_string()), e);
+    let listener = std::net::TcpListener::bind(addr).map_err(failed)?;
+    let local_addr = listener.local_addr().map_err(failed)?;
+    listener.set_nonblocking(true).map_err(failed)?;
+    Ok((listener, local_addr))
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The API (and `/health`, and `/metrics` unless it has its own listener).
+    Api,
+    /// Only `/metrics` and `/health`.
+    Metrics,
+}
+
 async fn accept_loop(
     listener: std::net::TcpListener,
     ctx: Arc<Context>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    role: Role,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -249,7 +276,7 @@ async fn accept_loop(
                 let ctx = Arc::clone(&ctx);
                 let stopped = stopped.clone();
                 tokio::spawn(async move {
-                    serve_connection(ctx, stream, peer, stopped).await;
+                    serve_connection(ctx, stream, peer, stopped, role).await;
                     drop(permit);
                 });
             }
@@ -282,6 +309,7 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    role: Role,
 ) {
     let limits = &ctx.options.limits;
     let activity = limits::ConnectionActivity::new();
@@ -293,7 +321,7 @@ async fn serve_connection(
             let ctx = Arc::clone(&ctx);
             let running = activity.request();
             async move {
-                let response = handle(ctx, req).await;
+                let response = handle(ctx, req, role).await;
                 drop(running);
                 Ok::<_, Infallible>(response)
             }
@@ -336,12 +364,34 @@ async fn serve_connection(
 
 type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
 
-async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> HttpResponse {
+async fn handle(ctx: Arc<Context>, req: Request<Incoming>, role: Role) -> HttpResponse {
     let request_id = request_id(&ctx);
-    let response = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/metrics") => text(StatusCode::OK, &ctx.metrics.render()),
-        (&Method::POST, "/") => api_call(&ctx, req).await,
+    let metrics_here = match role {
+        Role::Metrics => true,
+        Role::Api => ctx.options.metrics_listen.is_none(),
+    };
+    let response = match (req.method(), req.uri().path(), role) {
+        (&Method::GET, "/health", _) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics", _)
+            if metrics_here && (role == Role::Metrics || ctx.options.auth.is_none()) =>
+        {
+            text(StatusCode::OK, &ctx.metrics.render())
+        }
+        (&Method::GET, "/metrics", Role::Api) => error_response(&ApiError::new(
+            403,
+            "AccessDeniedException",
+            if metrics_here {
+                "with --auth, /metrics is served only on its own address (--metrics-listen)"
+            } else {
+                "/metrics is served on the --metrics-listen address"
+            },
+        )),
+        (&Method::POST, "/", Role::Api) => api_call(&ctx, req).await,
+        (_, _, Role::Metrics) => error_response(&ApiError::new(
+            404,
+            "UnknownOperationException",
+            "this address serves only GET /metrics and /health",
+        )),
         _ => error_response(&ApiError::new(
             404,
             "UnknownOperationException",

@@ -155,11 +155,13 @@ async fn pump(
     }
     let mut last_sent = Instant::now();
     while Instant::now() < deadline {
+        let turn = ctx.subscriptions.read_turn().await;
         let read = tokio::task::spawn_blocking(move || {
             let next = reader.next_event(Duration::ZERO);
             (reader, next)
         })
         .await;
+        drop(turn);
         let event_or_end = match read {
             Ok((back, Ok(next))) => {
                 reader = back;
