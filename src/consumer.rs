@@ -251,6 +251,26 @@ pub fn group_file_paths(data_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// Longest worker id, in bytes: a worker's id is kept in the group file with each lease.
+pub const MAX_WORKER_ID_BYTES: usize = 256;
+/// Most workers a group records at once: leasing refuses new ones past it.
+pub const MAX_WORKERS: usize = 1_000;
+
+/// Checks a worker id: 1 to [`MAX_WORKER_ID_BYTES`] bytes, no control characters.
+fn check_worker_id(worker: &str) -> Result<()> {
+    if (1..=MAX_WORKER_ID_BYTES).contains(&worker.len()) && !worker.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "WorkerId",
+            format!(
+                "a worker id takes 1 to {MAX_WORKER_ID_BYTES} bytes without control characters ({} given)",
+                worker.len()
+            ),
+        ))
+    }
+}
+
 /// The file of group `name` in `dir` (`groups/`): its name as [`names::disk_name`] writes it,
 /// `.json`. A group of an older store whose name starts with `.` was kept unescaped; it is
 /// moved to its escaped name first.
@@ -568,6 +588,7 @@ impl ConsumerGroup {
 
     /// [`Self::acquire`], also returning the stream's shards as described for it.
     fn acquire_described(&self, worker: &str) -> Result<(Vec<u32>, Vec<ShardDescription>)> {
+        check_worker_id(worker)?;
         let mut state = self.lock();
         let mut next = state.clone();
         let now = self.now();
@@ -586,6 +607,14 @@ impl ConsumerGroup {
         }
         next.workers
             .retain(|_, seen| seen.saturating_add(lease_ms) > now);
+        if next.workers.len() > MAX_WORKERS {
+            return Err(Error::LimitExceeded {
+                reason: format!(
+                    "group {} has {MAX_WORKERS} live workers already (its limit)",
+                    next.name
+                ),
+            });
+        }
         for lease in next.shards.values_mut() {
             if lease.owner.as_deref() == Some(worker)
                 && stale(lease.expires_ms.saturating_sub(lease_ms))

@@ -243,6 +243,18 @@ impl Store {
     pub fn create_stream(&self, name: &str, config: StreamConfig) -> Result<Arc<Stream>> {
         check_stream_name(name)?;
         check_retention(config.retention_hours)?;
+        // The same rules as AddTagsToStream.
+        crate::stream::check_tags(&config.tags)?;
+        if config.tags.len() > crate::stream::MAX_TAGS {
+            return Err(Error::invalid(
+                "Tags",
+                format!(
+                    "{} tags; a stream has at most {}",
+                    config.tags.len(),
+                    crate::stream::MAX_TAGS
+                ),
+            ));
+        }
         if !(1024 * 1024..=10 * 1024 * 1024).contains(&config.max_record_bytes) {
             return Err(Error::invalid(
                 "MaxRecordSizeInKiB",

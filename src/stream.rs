@@ -239,8 +239,11 @@ pub enum ListShards<'a> {
     Next(&'a str),
 }
 
+/// Most tags a stream (or a registered consumer) may have (Kinesis: 50).
+pub const MAX_TAGS: usize = 50;
+
 /// Tag keys take 1 to 128 characters, values up to 256.
-fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
+pub(crate) fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
     for (k, v) in tags {
         if !(1..=128).contains(&k.chars().count()) || v.chars().count() > 256 {
             return Err(Error::invalid(

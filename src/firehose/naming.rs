@@ -31,6 +31,40 @@ pub enum PrefixError {
     /// A timestamp pattern letter shardlog does not support.
     #[error("unsupported timestamp pattern {0:?}")]
     Pattern(String),
+    /// Keys made with it would not be plain object keys (see [`check_key`]).
+    #[error("object keys it makes would be refused: {0}")]
+    Key(String),
+}
+
+/// Longest name component of an object key (a file name on a local destination).
+const MAX_KEY_COMPONENT: usize = 255;
+
+/// Checks that `key` is a plain object key every destination stores as is: not empty, no
+/// leading `/`, no empty, `.` or `..` component (so a local destination keeps it under its
+/// root), no control character (NUL included), and no component over 255 bytes.
+pub fn check_key(key: &str) -> Result<(), PrefixError> {
+    let fail = |why: String| Err(PrefixError::Key(why));
+    if key.is_empty() {
+        return fail("an empty key".into());
+    }
+    if key.starts_with('/') {
+        return fail(format!("{key:?} starts with '/'"));
+    }
+    if let Some(c) = key.chars().find(|c| c.is_control()) {
+        return fail(format!("{key:?} holds the control character {c:?}"));
+    }
+    for component in key.split('/') {
+        if matches!(component, "" | "." | "..") {
+            return fail(format!("{key:?} has a {component:?} path component"));
+        }
+        if component.len() > MAX_KEY_COMPONENT {
+            return fail(format!(
+                "{key:?} has a component of {} bytes (at most {MAX_KEY_COMPONENT})",
+                component.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What an object's name is made from.
@@ -50,8 +84,19 @@ pub struct NameParts<'a> {
 }
 
 /// Checks a custom prefix (or, with `error_prefix`, an error output prefix) without evaluating it.
+/// The keys it makes are checked with [`check_key`], for the longest name a delivery stream
+/// can have: a prefix refused at delivery would hold its batch forever.
 pub fn check_prefix(prefix: &str, error_prefix: bool) -> Result<(), PrefixError> {
-    evaluate(prefix, 0, &[], error_prefix.then_some("processing-failed")).map(drop)
+    let evaluated = evaluate(prefix, 0, &[], error_prefix.then_some("processing-failed"))?;
+    let longest = "x".repeat(64);
+    let parts = NameParts {
+        stream: &longest,
+        version: u64::MAX,
+        time_ms: 0,
+        batch_id: &[],
+        compression: Compression::HadoopSnappy,
+    };
+    check_key(&(evaluated + &suffix(&parts)))
 }
 
 /// The key of a delivered object: the evaluated `prefix` (default `YYYY/MM/dd/HH/`) and the
