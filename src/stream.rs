@@ -291,7 +291,15 @@ pub struct Stream {
     context: StreamContext,
     topology: RwLock<Topology>,
     changes: ChangeSignal,
+    /// When UpdateShardCount last rescaled the stream (store clock, ms), newest last, within
+    /// the last day: Kinesis's scaling limits count them (kept in memory only).
+    scalings: Mutex<std::collections::VecDeque<i64>>,
 }
+
+/// Kinesis: at most 10 UpdateShardCount scalings per stream in a rolling 24 hours...
+pub const MAX_SCALINGS_PER_DAY: usize = 10;
+/// ... and 2 in a rolling hour (applied when throughput limits are on).
+pub const MAX_SCALINGS_PER_HOUR: usize = 2;
 
 /// Wakes readers waiting for a stream to change (records appended, shards split, merged or
 /// closed): subscriptions and consumer workers wait on it instead of polling. Writers pay an
@@ -576,6 +584,7 @@ impl Stream {
             dir,
             context,
             changes: ChangeSignal::default(),
+            scalings: Mutex::default(),
         }
     }
 
@@ -1307,6 +1316,30 @@ impl Stream {
             return Ok(());
         }
         let now = self.context.clock.now_ms();
+        let limited = self.limits_apply(&topology.manifest);
+        let mut scalings = self.scalings.lock().unwrap_or_else(|e| e.into_inner());
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        while scalings
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) >= DAY_MS)
+        {
+            scalings.pop_front();
+        }
+        if limited {
+            let last_hour = scalings
+                .iter()
+                .filter(|&&t| now.saturating_sub(t) < DAY_MS / 24)
+                .count();
+            if scalings.len() >= MAX_SCALINGS_PER_DAY || last_hour >= MAX_SCALINGS_PER_HOUR {
+                return Err(Error::LimitExceeded {
+                    reason: format!(
+                        "stream {} was rescaled {} times in the last 24 hours and {last_hour} in the last hour (at most {MAX_SCALINGS_PER_DAY} and {MAX_SCALINGS_PER_HOUR})",
+                        self.name,
+                        scalings.len()
+                    ),
+                });
+            }
+        }
         let mut ends = Vec::with_capacity(current.len());
         for &(_, index) in &current {
             ends.push((index, self.close_point(&topology, index)?));
@@ -1395,7 +1428,9 @@ impl Stream {
                 }
             }
             Ok(())
-        })
+        })?;
+        scalings.push_back(now);
+        Ok(())
     }
 
     fn open_entry(&self, topology: &Topology, id: &str) -> Result<ShardEntry> {

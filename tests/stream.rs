@@ -1067,3 +1067,48 @@ fn api_settings_of_streams_and_the_store_persist_and_verify_clean() {
     let out = common::shardlog(&["verify", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", common::text(&out.stdout));
 }
+
+#[test]
+fn with_throughput_limits_rescaling_follows_kinesis_rolling_limits() {
+    let (_dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(2))
+        .unwrap();
+    // Without limits (the embedded default) any number of rescalings is fine.
+    for target in [4, 2, 4, 2] {
+        s.update_shard_count(target).unwrap();
+    }
+    s.set_throughput_limits(Some(true)).unwrap();
+    // Two a rolling hour (counting those above), ten a rolling day.
+    let limited = s.update_shard_count(4).unwrap_err();
+    assert!(
+        matches!(limited, shardlog::Error::LimitExceeded { .. }),
+        "{limited}"
+    );
+    clock.advance(3_600_000);
+    s.update_shard_count(4).unwrap();
+    s.update_shard_count(2).unwrap();
+    assert!(s.update_shard_count(4).is_err(), "a third within the hour");
+    let mut done = 6;
+    while done < 10 {
+        clock.advance(3_600_000);
+        s.update_shard_count(if done % 2 == 0 { 4 } else { 2 })
+            .unwrap();
+        done += 1;
+    }
+    clock.advance(3_600_000);
+    assert!(
+        s.update_shard_count(4).is_err(),
+        "an eleventh within 24 hours"
+    );
+    clock.advance(24 * 3_600_000);
+    s.update_shard_count(4).unwrap();
+    assert_eq!(
+        s.describe()
+            .shards
+            .iter()
+            .filter(|d| d.ending_sequence_number.is_none())
+            .count(),
+        4
+    );
+}
