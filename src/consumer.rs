@@ -411,9 +411,20 @@ impl ConsumerGroup {
         Self::open(store, name, config)
     }
 
-    /// The groups of `store`, as their files hold them, by name.
+    /// The groups of `store`, as their files hold them, by name. A group whose file does not
+    /// read is left out (and logged): it costs only itself, whose own calls report the damage.
     pub fn list(store: &Store) -> Result<Vec<GroupFiles>> {
-        read_group_files(store.dir())
+        let mut groups = Vec::new();
+        for path in group_file_paths(store.dir())? {
+            match read_group_file(&path) {
+                Ok(group) => groups.extend(group),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "consumer group file does not read; not listed")
+                }
+            }
+        }
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(groups)
     }
 
     /// Deletes the group `name` of `store`: its leases and checkpoints are gone, and opening it

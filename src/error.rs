@@ -229,6 +229,47 @@ impl Error {
     }
 }
 
+/// A file found unreadable when its owner opened it (a stream's manifest, a delivery stream's
+/// files, the store's settings): only what depends on it is unavailable, and every call that
+/// needs it gets this, as [`Error::Corrupt`] naming the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unreadable {
+    path: PathBuf,
+    position: u64,
+    reason: String,
+}
+
+impl Unreadable {
+    /// From the error that opening `path` gave.
+    pub(crate) fn new(path: &Path, error: &Error) -> Unreadable {
+        match error {
+            Error::Corrupt {
+                path,
+                position,
+                reason,
+            } => Unreadable {
+                path: path.clone(),
+                position: *position,
+                reason: reason.clone(),
+            },
+            other => Unreadable {
+                path: path.to_path_buf(),
+                position: 0,
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// The error every call that needs the file answers.
+    pub(crate) fn error(&self) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            position: self.position,
+            reason: format!("{} (unavailable until repaired or deleted)", self.reason),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unreadable};
 use crate::hash_key::HashKeyRange;
 use crate::iterator::{IteratorKey, IteratorToken};
 use crate::lock::DirLock;
@@ -121,7 +121,8 @@ const STREAMS_DIR: &str = "streams";
 /// Store-wide settings kept for the wire API (account settings), by their API names.
 pub const SETTINGS_FILE: &str = "settings.json";
 
-fn read_settings(dir: &Path) -> Result<BTreeMap<String, serde_json::Value>> {
+/// Reads `settings.json` of a data directory (empty if there is none).
+pub(crate) fn read_settings(dir: &Path) -> Result<BTreeMap<String, serde_json::Value>> {
     let path = dir.join(SETTINGS_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -136,11 +137,14 @@ struct Inner {
     options: StoreOptions,
     context: StreamContext,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Streams whose manifest could not be read at open: listed, refused with the damage on
+    /// every call, deletable.
+    damaged: RwLock<BTreeMap<String, Unreadable>>,
     /// Serializes create and delete, which work on the directory as well as the map.
     admin: Mutex<()>,
     shutdown: Shutdown,
-    /// `settings.json`: store-wide settings kept for the wire API.
-    settings: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// `settings.json`: store-wide settings kept for the wire API (unavailable if damaged).
+    settings: Mutex<std::result::Result<BTreeMap<String, serde_json::Value>, Unreadable>>,
     _lock: DirLock,
 }
 
@@ -185,6 +189,7 @@ impl Store {
             iterator_key: Arc::new(IteratorKey::load_or_create(&dir)?),
         };
         let mut streams = BTreeMap::new();
+        let mut damaged = BTreeMap::new();
         let listed = names::list_dir(
             &streams_dir,
             check_stream_name,
@@ -192,20 +197,30 @@ impl Store {
         )?;
         for entry in listed {
             match entry {
-                Listed::User(name, path) => {
-                    let stream = Stream::open(path, context.clone())?;
-                    streams.insert(name, Arc::new(stream));
-                }
+                Listed::User(name, path) => match Stream::open(path.clone(), context.clone()) {
+                    Ok(stream) => {
+                        streams.insert(name, Arc::new(stream));
+                    }
+                    // One damaged manifest costs its stream, not the store.
+                    Err(e) => {
+                        tracing::error!(stream = %name, error = %e, "stream unavailable: its manifest does not read");
+                        damaged.insert(name, Unreadable::new(&path.join(MANIFEST_FILE), &e));
+                    }
+                },
                 // Left by a crash in the middle of a create or delete.
                 Listed::Leftover(path) => std::fs::remove_dir_all(&path)
                     .map_err(Error::io_at("remove leftover", &path))?,
             }
         }
-        let settings = read_settings(&dir)?;
+        let settings = read_settings(&dir).map_err(|e| {
+            tracing::error!(error = %e, "store settings unavailable: settings.json does not read");
+            Unreadable::new(&dir.join(SETTINGS_FILE), &e)
+        });
         let inner = Arc::new(Inner {
             dir,
             context,
             streams: RwLock::new(streams),
+            damaged: RwLock::new(damaged),
             admin: Mutex::new(()),
             shutdown: Shutdown::default(),
             settings: Mutex::new(settings),
@@ -286,6 +301,7 @@ impl Store {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(name)
+            || self.damaged(name).is_some()
         {
             return Err(Error::ResourceInUse {
                 kind: "stream",
@@ -335,14 +351,21 @@ impl Store {
         Ok(stream)
     }
 
-    /// Deletes a stream and all its records.
+    /// Deletes a stream and all its records (a damaged one too: that is how it is cleared).
     pub fn delete_stream(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let stream = self.stream(name)?;
         let streams_dir = self.streams_dir();
+        let dir = match self.damaged(name) {
+            Some(_) => streams_dir.join(names::disk_name(name)),
+            None => self.stream(name)?.dir().to_path_buf(),
+        };
         let trash = names::trash_path(&streams_dir, name, self.inner.context.clock.now_ms());
-        std::fs::rename(stream.dir(), &trash)
-            .map_err(Error::io_at("delete stream", stream.dir()))?;
+        std::fs::rename(&dir, &trash).map_err(Error::io_at("delete stream", &dir))?;
+        self.inner
+            .damaged
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         sync_dir(&streams_dir)?;
         self.inner
             .streams
@@ -352,29 +375,56 @@ impl Store {
         std::fs::remove_dir_all(&trash).map_err(Error::io_at("delete stream", &trash))
     }
 
-    /// The stream called `name`, or [`Error::ResourceNotFound`].
+    /// The stream called `name`: [`Error::ResourceNotFound`] if there is none,
+    /// [`Error::Corrupt`] naming its manifest if it could not be opened.
     pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
-        self.inner
+        if let Some(stream) = self
+            .inner
             .streams
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .cloned()
-            .ok_or_else(|| Error::ResourceNotFound {
+        {
+            return Ok(Arc::clone(stream));
+        }
+        Err(match self.damaged(name) {
+            Some(damage) => damage.error(),
+            None => Error::ResourceNotFound {
                 kind: "stream",
                 name: name.into(),
-            })
+            },
+        })
     }
 
-    /// Names of all streams, sorted.
-    pub fn list_streams(&self) -> Vec<String> {
+    fn damaged(&self, name: &str) -> Option<Unreadable> {
         self.inner
+            .damaged
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Names of all streams, sorted (damaged ones included: they exist, and can be deleted).
+    pub fn list_streams(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
             .streams
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .keys()
             .cloned()
-            .collect()
+            .collect();
+        names.extend(
+            self.inner
+                .damaged
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
+        names.sort();
+        names
     }
 
     /// Reads records at a shard iterator (Kinesis GetRecords): up to `limit` records (1 to
@@ -397,13 +447,15 @@ impl Store {
         IteratorToken::decode(shard_iterator, &self.inner.context.iterator_key)
     }
 
-    /// Store-wide settings kept for the wire API but not acted on (Kinesis account settings).
-    pub fn settings(&self) -> BTreeMap<String, serde_json::Value> {
+    /// Store-wide settings kept for the wire API but not acted on (Kinesis account settings);
+    /// [`Error::Corrupt`] if `settings.json` did not read at open.
+    pub fn settings(&self) -> Result<BTreeMap<String, serde_json::Value>> {
         self.inner
             .settings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+            .map_err(|damage| damage.error())
     }
 
     /// Changes the store-wide settings and writes them durably (`settings.json`); if the
@@ -417,12 +469,13 @@ impl Store {
             .settings
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut next = settings.clone();
+        // A damaged file is not overwritten from nothing: it is repaired or removed by hand.
+        let mut next = settings.clone().map_err(|damage| damage.error())?;
         change(&mut next);
         let bytes = serde_json::to_vec_pretty(&next)
             .map_err(|e| Error::io("encode settings", &self.inner.dir, std::io::Error::other(e)))?;
         write_atomically(&self.inner.dir, SETTINGS_FILE, &bytes)?;
-        *settings = next;
+        *settings = Ok(next);
         Ok(())
     }
 

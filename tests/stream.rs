@@ -1062,7 +1062,7 @@ fn api_settings_of_streams_and_the_store_persist_and_verify_clean() {
         d.settings.into_iter().collect::<Vec<_>>(),
         [("EncryptionType".to_string(), serde_json::json!("KMS"))]
     );
-    assert_eq!(store.settings()["Account"]["Status"], "ENABLED");
+    assert_eq!(store.settings().unwrap()["Account"]["Status"], "ENABLED");
     drop(store);
     let out = common::shardlog(&["verify", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", common::text(&out.stdout));

@@ -55,6 +55,7 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
         Target::Data(dir) => {
             stream_dirs = target::stream_dirs(&dir)?;
             group_files = target::group_files(&dir)?;
+            problems.extend(check_side_files(&dir)?);
             for buffer in target::delivery_buffer_dirs(&dir)? {
                 shards += 1;
                 jobs.extend(jobs_for_shard(&buffer, None)?);
@@ -116,6 +117,42 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
     } else {
         writeln!(out, "{} problems in {checked}", problems.len())?;
         Ok(ExitCode::from(1))
+    }
+}
+
+/// The data directory's own files besides streams and groups: `settings.json`, and each
+/// delivery stream's `delivery.json` and `checkpoint.json`. One that does not read is a
+/// problem (the store keeps serving everything else, but not what depends on it).
+fn check_side_files(data_dir: &Path) -> CliResult<Vec<Problem>> {
+    let mut problems = Vec::new();
+    if let Err(e) = crate::store::read_settings(data_dir) {
+        problems.push(problem_of(&data_dir.join(crate::store::SETTINGS_FILE), e));
+    }
+    #[cfg(feature = "firehose")]
+    for dir in target::delivery_stream_dirs(data_dir)? {
+        if let Err(e) = crate::firehose::read_delivery_stream(&dir) {
+            problems.push(problem_of(
+                &dir.join(crate::firehose::service::DELIVERY_FILE),
+                e,
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// A problem from the error reading a file (`fallback` names it unless the error does).
+fn problem_of(fallback: &Path, e: crate::Error) -> Problem {
+    match e {
+        crate::Error::Corrupt { path, reason, .. } => Problem {
+            path,
+            position: None,
+            what: format!("does not parse: {reason}"),
+        },
+        other => Problem {
+            path: fallback.to_path_buf(),
+            position: None,
+            what: other.to_string(),
+        },
     }
 }
 

@@ -348,6 +348,18 @@ impl DeliveryStream {
         check_name(&spec.name)?;
         spec.config.validate()?;
         let checkpoint = read_checkpoint(&dir)?;
+        if let Some(pending) = &checkpoint.pending {
+            // A crash while writing the batch's objects may have left temporary files beside
+            // them; the batch itself is written again by the next pass.
+            for key in [&pending.key, &pending.error_key] {
+                if key.is_empty() {
+                    continue;
+                }
+                if let Err(e) = spec.destination.remove_leftovers(key) {
+                    tracing::warn!(delivery_stream = %spec.name, key = %key, error = %e, "could not remove a leftover of an interrupted delivery");
+                }
+            }
+        }
         let stream = DeliveryStream {
             name: spec.name,
             dir,

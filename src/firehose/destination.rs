@@ -14,6 +14,12 @@ pub trait Destination: Send + Sync {
 
     /// A short description for `describe` (`file:///data/out`, `s3://bucket/...`).
     fn describe(&self) -> String;
+
+    /// Removes what a `put` of `key` interrupted by a crash may have left beside it (a
+    /// temporary file); the object itself, if any, stays. Called for a batch found pending.
+    fn remove_leftovers(&self, _key: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Objects as files under a root directory; `/` in keys makes subdirectories. Each object is
@@ -87,6 +93,29 @@ impl Destination for LocalDirectory {
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
+
+    fn remove_leftovers(&self, key: &str) -> Result<()> {
+        let path = self.path_of(key)?;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Ok(());
+        };
+        // What `write_atomically_uncached` names its temporary files.
+        let prefix = format!(".{}.", name.to_string_lossy());
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("list", dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(Error::io_at("list", dir))?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.starts_with(&prefix) && file.ends_with(".tmp") {
+                let leftover = entry.path();
+                std::fs::remove_file(&leftover).map_err(Error::io_at("remove", &leftover))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +138,23 @@ mod tests {
         for bad in ["", "../x", "/etc/passwd", "a/../../x", "dir/"] {
             assert!(d.put(bad, b"x").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn leftovers_of_an_interrupted_put_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = LocalDirectory::new(dir.path());
+        d.put("p/a.gz", b"done").unwrap();
+        std::fs::write(dir.path().join("p/.a.gz.x1Y2z3.tmp"), b"half").unwrap();
+        std::fs::write(dir.path().join("p/.b.gz.x1Y2z3.tmp"), b"other").unwrap();
+        d.remove_leftovers("p/a.gz").unwrap();
+        d.remove_leftovers("q/none.gz").unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(dir.path().join("p"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![".b.gz.x1Y2z3.tmp", "a.gz"]);
     }
 }
 

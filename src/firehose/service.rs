@@ -25,7 +25,7 @@ use super::delivery::{
     Transform,
 };
 use super::destination::{Destination, LocalDirectory, S3Config};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unreadable};
 use crate::names::{self, disk_name, Listed};
 use crate::segment::sync_dir;
 use crate::segment::write_atomically;
@@ -279,6 +279,9 @@ struct Inner {
     store: Arc<Store>,
     options: FirehoseOptions,
     streams: RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// Delivery streams whose files could not be read at open: listed, refused with the damage
+    /// on every call, deletable.
+    damaged: RwLock<BTreeMap<String, Unreadable>>,
     admin: Mutex<()>,
     shutdown: Shutdown,
 }
@@ -315,6 +318,7 @@ impl Firehose {
             store,
             options,
             streams: RwLock::new(BTreeMap::new()),
+            damaged: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             shutdown: Shutdown::default(),
         });
@@ -322,9 +326,21 @@ impl Firehose {
         for listed in names::list_dir(&dir, check_name, names::recorded_name(DELIVERY_FILE))? {
             match listed {
                 Listed::User(name, path) => {
-                    let record = read_record(&path)?;
-                    let entry = inner.open_entry(&path, record)?;
-                    streams.insert(name, Arc::new(entry));
+                    match read_record(&path).and_then(|record| inner.open_entry(&path, record)) {
+                        Ok(entry) => {
+                            streams.insert(name, Arc::new(entry));
+                        }
+                        // One damaged delivery stream costs itself, not the service.
+                        Err(e) => {
+                            tracing::error!(delivery_stream = %name, error = %e, "delivery stream unavailable: its files do not read");
+                            let damage = Unreadable::new(&path.join(DELIVERY_FILE), &e);
+                            inner
+                                .damaged
+                                .write()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(name, damage);
+                        }
+                    }
                 }
                 Listed::Leftover(path) => std::fs::remove_dir_all(&path)
                     .map_err(Error::io_at("remove leftover", &path))?,
@@ -357,7 +373,7 @@ impl Firehose {
             self.inner.store.stream(stream)?;
         }
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
-        if self.streams().contains_key(name) {
+        if self.streams().contains_key(name) || self.damaged(name).is_some() {
             return Err(Error::ResourceInUse {
                 kind: "delivery stream",
                 name: name.to_string(),
@@ -415,10 +431,22 @@ impl Firehose {
     }
 
     fn entry(&self, name: &str) -> Result<Arc<Entry>> {
-        self.streams()
+        if let Some(entry) = self.streams().get(name) {
+            return Ok(Arc::clone(entry));
+        }
+        Err(match self.damaged(name) {
+            Some(damage) => damage.error(),
+            None => not_found(name),
+        })
+    }
+
+    fn damaged(&self, name: &str) -> Option<Unreadable> {
+        self.inner
+            .damaged
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
-            .ok_or_else(|| not_found(name))
     }
 
     fn streams(&self) -> BTreeMap<String, Arc<Entry>> {
@@ -429,9 +457,19 @@ impl Firehose {
             .clone()
     }
 
-    /// Names of the delivery streams, sorted.
+    /// Names of the delivery streams, sorted (damaged ones included: they can be deleted).
     pub fn list_delivery_streams(&self) -> Vec<String> {
-        self.streams().keys().cloned().collect()
+        let mut names: Vec<String> = self.streams().keys().cloned().collect();
+        names.extend(
+            self.inner
+                .damaged
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned(),
+        );
+        names.sort();
+        names
     }
 
     /// Describes a delivery stream: configuration, version, backlog, checkpoint, statistics.
@@ -569,6 +607,19 @@ impl Firehose {
     /// Deletes a delivery stream and its undelivered records.
     pub fn delete_delivery_stream(&self, name: &str) -> Result<()> {
         let _admin = self.inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+        if self.damaged(name).is_some() {
+            let path = self.inner.dir.join(disk_name(name));
+            let doomed = names::trash_path(&self.inner.dir, name, 0);
+            std::fs::rename(&path, &doomed)
+                .map_err(Error::io_at("delete delivery stream", &path))?;
+            self.inner
+                .damaged
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+            sync_dir(&self.inner.dir)?;
+            return std::fs::remove_dir_all(&doomed).map_err(Error::io_at("remove", &doomed));
+        }
         let entry = self.entry(name)?;
         let path = self.inner.dir.join(disk_name(name));
         let doomed = names::trash_path(&self.inner.dir, name, entry.record.created_ms);

@@ -207,7 +207,12 @@ impl Kinesis<'_> {
     fn delete_stream(&self, input: &Input<'_>) -> Reply {
         let name = self.stream_name(input)?;
         let enforce = input.opt_bool("EnforceConsumerDeletion")?.unwrap_or(false);
-        let consumers = self.ctx.store.stream(&name)?.describe().consumers.len();
+        // A stream whose manifest is damaged has no consumers to speak of: it can be deleted.
+        let consumers = match self.ctx.store.stream(&name) {
+            Ok(stream) => stream.describe().consumers.len(),
+            Err(crate::Error::Corrupt { .. }) => 0,
+            Err(e) => return Err(e.into()),
+        };
         if consumers > 0 && !enforce {
             return Err(ApiError::new(
                 400,
@@ -782,7 +787,7 @@ impl Kinesis<'_> {
 
     /// The account's MinimumThroughputBillingCommitment, stored in the store's settings.json.
     fn describe_account_settings(&self) -> Reply {
-        let settings = self.ctx.store.settings();
+        let settings = self.ctx.store.settings()?;
         match settings.get(BILLING_COMMITMENT) {
             Some(v) => Ok(json!({ "MinimumThroughputBillingCommitment": v })),
             None => Ok(json!({})),
