@@ -28,7 +28,9 @@ use crate::names::{self, Listed};
 use crate::segment::{sync_dir, write_atomically};
 use crate::shard::ShardOptions;
 use crate::shutdown::Shutdown;
-use crate::stream::{check_retention, check_stream_name, GetRecordsOutput, Stream, StreamContext};
+use crate::stream::{
+    check_retention, check_stream_name, GetRecordsOutput, OpenShards, Stream, StreamContext,
+};
 
 /// How a store runs. `StoreOptions::default()` suits most uses.
 #[derive(Debug, Clone)]
@@ -54,6 +56,10 @@ pub struct StoreOptions {
     /// Shards unused this long are closed by the background thread (their maps and file
     /// descriptors released), so a store of many idle shards holds few resources.
     pub idle_shard_timeout: Duration,
+    /// Most shards open at once over all streams (each holds a few file descriptors and
+    /// maps); past it the least recently used idle ones are closed, to reopen on their next
+    /// use. `None` (the default): a quarter of the open-files limit (`RLIMIT_NOFILE`) at open.
+    pub max_open_shard_handles: Option<usize>,
 }
 
 impl Default for StoreOptions {
@@ -66,6 +72,7 @@ impl Default for StoreOptions {
             throughput_limits: false,
             on_demand_window: Duration::from_secs(60),
             idle_shard_timeout: Duration::from_secs(300),
+            max_open_shard_handles: None,
         }
     }
 }
@@ -162,6 +169,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A quarter of the soft open-files limit (at least 64): room for the shards' descriptors
+/// beside everything else a process opens.
+fn default_open_shard_handles() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let files = limit.current.unwrap_or(1 << 20).min(1 << 22) as usize;
+    (files / 4).max(64)
+}
+
 /// What one retention pass deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -187,6 +202,11 @@ impl Store {
             throughput_limits: options.throughput_limits,
             on_demand_window: options.on_demand_window,
             iterator_key: Arc::new(IteratorKey::load_or_create(&dir)?),
+            open_shards: Arc::new(OpenShards::new(
+                options
+                    .max_open_shard_handles
+                    .unwrap_or_else(default_open_shard_handles),
+            )),
         };
         let mut streams = BTreeMap::new();
         let mut damaged = BTreeMap::new();

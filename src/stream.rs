@@ -55,6 +55,8 @@ pub(crate) struct StreamContext {
     pub on_demand_window: Duration,
     /// Signs the store's shard iterators.
     pub iterator_key: Arc<IteratorKey>,
+    /// The store's budget of open shard handles.
+    pub open_shards: Arc<OpenShards>,
 }
 
 /// One record to put.
@@ -378,6 +380,67 @@ struct ShardSlot {
     throttle: Mutex<ShardThrottle>,
     /// When the shard was last used (store clock), so idle shards can be closed.
     last_used_ms: AtomicI64,
+    /// The store's budget of open shards, which this slot's opening counts against.
+    budget: Arc<OpenShards>,
+}
+
+/// The store's budget of open shard handles: each open shard holds file descriptors and maps,
+/// so past `max` the least recently used shards that nobody is using are closed (they reopen on
+/// their next use). Any number of shards can then be written with a bounded number of
+/// descriptors. Costs a lock only when a shard opens.
+#[derive(Debug)]
+pub(crate) struct OpenShards {
+    max: usize,
+    /// Slots that opened a shard (some may have closed it since).
+    open: Mutex<Vec<Weak<ShardSlot>>>,
+}
+
+impl OpenShards {
+    pub(crate) fn new(max: usize) -> OpenShards {
+        OpenShards {
+            max: max.max(1),
+            open: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `slot` opened its shard: over the budget, close the least recently used idle ones.
+    fn opened(&self, slot: &Arc<ShardSlot>) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.push(Arc::downgrade(slot));
+        if open.len() <= self.max {
+            return;
+        }
+        let mut live: Vec<Arc<ShardSlot>> = open
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|s| s.shard.lock().unwrap_or_else(|e| e.into_inner()).is_some())
+            .collect();
+        // Close down to 90% of the budget, so that this does not run on every open.
+        let target = self.max - self.max / 10;
+        if live.len() > target {
+            live.sort_by_key(|s| s.last_used_ms.load(AtomicOrdering::Relaxed));
+            let mut excess = live.len() - target;
+            for candidate in &live {
+                if excess == 0 {
+                    break;
+                }
+                if Arc::ptr_eq(candidate, slot) {
+                    continue;
+                }
+                let mut shard = candidate.shard.lock().unwrap_or_else(|e| e.into_inner());
+                // One in use (an append or read holds it) stays; its turn comes later.
+                if shard.as_ref().is_some_and(|s| Arc::strong_count(s) == 1) {
+                    *shard = None;
+                    excess -= 1;
+                }
+            }
+        }
+        *open = live
+            .iter()
+            .filter(|s| s.shard.lock().unwrap_or_else(|e| e.into_inner()).is_some())
+            .map(Arc::downgrade)
+            .collect();
+    }
 }
 
 impl ShardSlot {
@@ -385,23 +448,28 @@ impl ShardSlot {
         self.throttle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn open(&self, options: &ShardOptions) -> Result<Arc<Shard>> {
+    fn open(self: &Arc<Self>, options: &ShardOptions) -> Result<Arc<Shard>> {
         self.last_used_ms
             .store(options.clock.now_ms(), AtomicOrdering::Relaxed);
-        let mut slot = self.shard.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shard) = slot.as_ref() {
-            return Ok(Arc::clone(shard));
-        }
-        let shard = Arc::new(Shard::open_in_locked_dir(
-            self.dir.clone(),
-            options.clone(),
-        )?);
-        *slot = Some(Arc::clone(&shard));
+        let shard = {
+            let mut slot = self.shard.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(shard) = slot.as_ref() {
+                return Ok(Arc::clone(shard));
+            }
+            let shard = Arc::new(Shard::open_in_locked_dir(
+                self.dir.clone(),
+                options.clone(),
+            )?);
+            *slot = Some(Arc::clone(&shard));
+            shard
+        };
+        // Outside the slot's lock: the budget takes other slots' locks.
+        self.budget.opened(self);
         Ok(shard)
     }
 
     /// The shard if it was ever written (its directory exists), without creating anything.
-    fn open_if_exists(&self, options: &ShardOptions) -> Result<Option<Arc<Shard>>> {
+    fn open_if_exists(self: &Arc<Self>, options: &ShardOptions) -> Result<Option<Arc<Shard>>> {
         if self
             .shard
             .lock()
@@ -470,18 +538,18 @@ fn not_found_shard(id: &str) -> Error {
 }
 
 impl Topology {
-    fn new(manifest: StreamManifest, stream_dir: &Path) -> Topology {
+    fn new(manifest: StreamManifest, stream_dir: &Path, budget: &Arc<OpenShards>) -> Topology {
         let mut t = Topology {
             manifest,
             shards: BTreeMap::new(),
             routes: Vec::new(),
         };
-        t.sync_with_manifest(stream_dir);
+        t.sync_with_manifest(stream_dir, budget);
         t
     }
 
     /// Rebuilds the routes and adds slots for new shards (keeping open handles of old ones).
-    fn sync_with_manifest(&mut self, stream_dir: &Path) {
+    fn sync_with_manifest(&mut self, stream_dir: &Path, budget: &Arc<OpenShards>) {
         let dir = shards_dir(stream_dir);
         let mut shards = BTreeMap::new();
         for entry in &self.manifest.shards {
@@ -491,6 +559,7 @@ impl Topology {
                     shard: Mutex::new(None),
                     throttle: Mutex::new(ShardThrottle::default()),
                     last_used_ms: AtomicI64::new(i64::MIN),
+                    budget: Arc::clone(budget),
                 })
             });
             shards.insert(entry.index, slot);
@@ -580,7 +649,7 @@ impl Stream {
     fn with_manifest(dir: PathBuf, manifest: StreamManifest, context: StreamContext) -> Stream {
         Stream {
             name: manifest.name.clone(),
-            topology: RwLock::new(Topology::new(manifest, &dir)),
+            topology: RwLock::new(Topology::new(manifest, &dir, &context.open_shards)),
             dir,
             context,
             changes: ChangeSignal::default(),
@@ -651,7 +720,7 @@ impl Stream {
         change(&mut next)?;
         next.write(&self.dir)?;
         topology.manifest = next;
-        topology.sync_with_manifest(&self.dir);
+        topology.sync_with_manifest(&self.dir, &self.context.open_shards);
         Ok(())
     }
 

@@ -1112,3 +1112,55 @@ fn with_throughput_limits_rescaling_follows_kinesis_rolling_limits() {
         4
     );
 }
+
+/// File descriptors this process has open.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[test]
+fn any_number_of_shards_can_be_written_within_a_budget_of_open_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            max_open_shard_handles: Some(50),
+            ..options(&clock)
+        },
+    )
+    .unwrap();
+    let shards = 1_500u32;
+    let s = store
+        .create_stream("wide", StreamConfig::provisioned(shards))
+        .unwrap();
+    let before = open_descriptors();
+    let mut written = Vec::new();
+    for d in s.describe().shards {
+        let key = d.hash_key_range.start.to_string();
+        let put = s
+            .put_record(&PutRecord {
+                explicit_hash_key: Some(&key),
+                ..PutRecord::new("k", d.shard_id.as_bytes())
+            })
+            .unwrap();
+        assert_eq!(put.shard_id.to_string(), d.shard_id);
+        written.push(d.shard_id);
+    }
+    let during = open_descriptors();
+    // 50 open shards of a few descriptors each, not 1,500 of them (tests run side by side, so
+    // leave room for other tests' descriptors).
+    assert!(
+        during < before + 400,
+        "{during} descriptors open after writing {shards} shards ({before} before)"
+    );
+    // Every record reads back (closed shards reopen).
+    for shard_id in &written {
+        let it = s
+            .shard_iterator(shard_id, IteratorStart::TrimHorizon)
+            .unwrap();
+        let page = store.get_records(&it, 10).unwrap();
+        assert_eq!(page.records.len(), 1, "{shard_id}");
+        assert_eq!(&page.records[0].data[..], shard_id.as_bytes());
+    }
+}

@@ -105,6 +105,8 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
         Some(path) => Some(Credentials::from_file(path)?),
         None => None,
     };
+    // Before the store sizes its budget of open shards from the limit.
+    crate::server::raise_open_files_limit();
     let store = Arc::new(Store::open(&args.data_dir, options)?);
     let buckets = match (&args.s3_endpoint, &args.objects_dir) {
         (Some(endpoint), _) => Buckets::S3 {
