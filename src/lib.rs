@@ -42,6 +42,7 @@ pub mod hash_key;
 mod index;
 mod iterator;
 pub mod lock;
+mod log_start;
 pub mod manifest;
 mod mmap;
 pub mod names;

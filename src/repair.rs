@@ -97,6 +97,11 @@ pub enum Repair {
         /// What was wrong.
         why: String,
     },
+    /// Record that the shard's log now starts at `at` (records before it are gone).
+    RecordLogStart {
+        /// The first offset the shard holds.
+        at: Offset,
+    },
     /// Record in a segment's seal that offsets after it are lost (a missing segment, or records
     /// cut out of the next one).
     RecordGap {
@@ -150,6 +155,9 @@ impl fmt::Display for Repair {
                     "remove {} ({why}; no record in it verifies)",
                     segment.display()
                 )
+            }
+            Repair::RecordLogStart { at } => {
+                write!(f, "record that the shard's log now starts at offset {at}")
             }
             Repair::RecordGap { segment, lost } => write!(
                 f,
@@ -423,10 +431,19 @@ pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> 
         .filter_map(|f| f.footer.map(|footer| footer.lost_after))
         .sum();
     let gaps: u64 = kept.iter().map(lost_after).sum();
-    let leading = match (bases.first(), kept.first()) {
-        (Some(base), Some(p)) => p.first.get() - base.get(),
+    // Where the log starts: as recorded (a damaged record is rewritten), raised to the first
+    // file the repair leaves when records before it are gone.
+    let recorded_start = crate::log_start::read_log_start(dir).ok();
+    let first_left = starts.iter().copied().min();
+    let leading = match (recorded_start.or(bases.first().copied()), kept.first()) {
+        (Some(start), Some(p)) => p.first.get().saturating_sub(start.get()),
         _ => 0,
     };
+    if let Some(first) = first_left {
+        if recorded_start.is_none_or(|start| first > start) {
+            plan.repairs.push(Repair::RecordLogStart { at: first });
+        }
+    }
     plan.records_lost = leading + gaps.saturating_sub(accounted);
     Ok(plan)
 }
@@ -465,6 +482,7 @@ pub fn apply_repair(dir: &Path, closed_at: Option<Offset>, now_ms: i64) -> Resul
                 remove(&index_path(dir, base_of(segment)?))?;
                 remove(segment)?;
             }
+            Repair::RecordLogStart { at } => crate::log_start::write_log_start(dir, *at)?,
             Repair::RecordGap { segment, lost } => {
                 let bytes =
                     std::fs::read(segment).map_err(Error::io_at("read segment", segment))?;

@@ -16,6 +16,8 @@ use crate::format::{
     MAX_RECORD_BYTES_LIMIT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::lock::DirLock;
+use crate::log_start::write_log_start;
+pub use crate::log_start::{read_log_start, LOG_START_FILE};
 use crate::segment::{
     self, index_path, load_newest_read_only, segment_path, sync_dir, ActiveSegment, Budget,
     Segment, SegmentLimits, Tail,
@@ -243,6 +245,11 @@ impl Shard {
         let limits = options.limits();
         let bases = list_segments(&dir, true)?;
         let now = options.clock.now_ms();
+        if !dir.join(LOG_START_FILE).exists() {
+            // A new shard starts at 0; a shard written before the log start was recorded takes
+            // what retention left as its start (once).
+            write_log_start(&dir, bases.first().copied().unwrap_or(Offset::new(0)))?;
+        }
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len() + 1);
         let mut writer = Writer {
             active: None,
@@ -764,6 +771,10 @@ impl Shard {
             return Ok(Deleted::default());
         }
         let doomed: Vec<Arc<Segment>> = segments[..expired].to_vec();
+        // Where the log starts now, recorded before the files go: a missing oldest segment is
+        // then told apart from one retention deleted.
+        let start = segments.get(expired).map_or(w.next_offset, |s| s.base());
+        write_log_start(&self.dir, start)?;
         self.replace_segments(|list| {
             list.drain(..expired);
         });
@@ -794,6 +805,32 @@ impl Shard {
     }
 }
 
+/// Checks the oldest segment of the shard in `dir` against the recorded log start: a segment
+/// base above it means records were lost that retention did not delete.
+pub fn verify_log_start(dir: &Path) -> Result<Option<Problem>> {
+    let start = match read_log_start(dir) {
+        Ok(start) => start,
+        Err(e) => {
+            return Ok(Some(Problem {
+                path: dir.join(LOG_START_FILE),
+                position: None,
+                what: e.to_string(),
+            }))
+        }
+    };
+    let bases = segment_bases(dir)?;
+    Ok(match bases.first() {
+        Some(&oldest) if oldest > start => Some(Problem {
+            path: segment_file(dir, oldest),
+            position: None,
+            what: format!(
+                "the oldest segment starts at offset {oldest}, but the log starts at {start}: offsets {start}..{oldest} are missing (not deleted by retention)"
+            ),
+        }),
+        _ => None,
+    })
+}
+
 /// How many leading records fit in `room` bytes of frames.
 fn count_fitting(records: &[NewRecord<'_>], room: usize) -> usize {
     let mut used = 0;
@@ -814,7 +851,7 @@ fn count_fitting(records: &[NewRecord<'_>], room: usize) -> usize {
 pub fn verify(dir: impl AsRef<Path>) -> Result<Vec<Problem>> {
     let dir = dir.as_ref();
     let bases = segment_bases(dir)?;
-    let mut problems = Vec::new();
+    let mut problems: Vec<Problem> = verify_log_start(dir)?.into_iter().collect();
     for (i, &base) in bases.iter().enumerate() {
         problems.extend(verify_segment(dir, base, bases.get(i + 1).copied())?.problems);
     }

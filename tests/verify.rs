@@ -131,3 +131,32 @@ fn a_damaged_index_entry_and_garbage_after_the_last_frame_are_reported() {
         "{found:?}"
     );
 }
+
+#[test]
+fn a_deleted_oldest_segment_is_told_apart_from_retention() {
+    use shardlog::{ManualClock, Offset, Shard};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(ManualClock::new(1_000));
+    let shard = Shard::open(dir.path(), common::small_options(&clock, 4096)).unwrap();
+    common::append_range(&shard, 0, 400, 10, 60);
+    // Retention deletes the oldest segments: clean.
+    shard.delete_below(Offset::new(100)).unwrap();
+    drop(shard);
+    assert!(shardlog::shard::verify(dir.path()).unwrap().is_empty());
+    // Deleting the oldest remaining segment by hand is not retention: reported, and still
+    // after a restart of the writer.
+    let oldest = common::segment_files(dir.path())[0].clone();
+    std::fs::remove_file(&oldest).unwrap();
+    let _ = std::fs::remove_file(oldest.with_extension("idx"));
+    drop(Shard::open(dir.path(), common::small_options(&clock, 4096)).unwrap());
+    let problems = shardlog::shard::verify(dir.path()).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].what.contains("not deleted by retention"),
+        "{}",
+        problems[0]
+    );
+    // A repair accepts the loss and records the new start.
+    shardlog::repair::apply_repair(dir.path(), None, 2_000).unwrap();
+    assert!(shardlog::shard::verify(dir.path()).unwrap().is_empty());
+}

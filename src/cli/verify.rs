@@ -58,12 +58,14 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
             problems.extend(check_side_files(&dir)?);
             for buffer in target::delivery_buffer_dirs(&dir)? {
                 shards += 1;
+                problems.extend(crate::shard::verify_log_start(&buffer)?);
                 jobs.extend(jobs_for_shard(&buffer, None)?);
             }
         }
         Target::Stream(dir) => stream_dirs.push(dir),
         Target::Shard { dir, .. } => {
             shards += 1;
+            problems.extend(crate::shard::verify_log_start(&dir)?);
             jobs.extend(jobs_for_shard(&dir, None)?);
         }
         Target::Segment { dir, base, .. } => jobs.extend(jobs_for_shard(&dir, Some(base))?),
@@ -72,6 +74,7 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
         problems.extend(crate::stream::verify_layout(stream)?);
         for shard in target::shard_dirs_on_disk(stream)? {
             shards += 1;
+            problems.extend(crate::shard::verify_log_start(&shard)?);
             jobs.extend(jobs_for_shard(&shard, None)?);
         }
     }

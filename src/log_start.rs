@@ -1,0 +1,57 @@
+//! Where a shard's log starts: `log-start.json` in its directory records the lowest offset the
+//! shard may hold. Retention raises it before deleting segments, and repair when it accepts
+//! lost leading records; a shard whose oldest segment begins above it lost records that
+//! nothing deleted on purpose (`verify` reports it).
+//!
+//! Format: `{"format_version": 1, "log_start": N}`, replaced atomically.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::types::Offset;
+
+/// A shard directory's record of where its log starts: the lowest offset it may hold, raised
+/// by retention before it deletes segments (absent: 0).
+pub const LOG_START_FILE: &str = "log-start.json";
+const LOG_START_VERSION: u16 = 1;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LogStart {
+    format_version: u16,
+    log_start: u64,
+}
+
+/// Where the log of the shard in `dir` starts, as recorded (0 if nothing was ever deleted).
+pub fn read_log_start(dir: &Path) -> Result<Offset> {
+    let path = dir.join(LOG_START_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Offset::new(0)),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let start: LogStart =
+        serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&path, 0, e.to_string()))?;
+    if start.format_version != LOG_START_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path,
+            found: start.format_version,
+            supported: LOG_START_VERSION,
+        });
+    }
+    Ok(Offset::new(start.log_start))
+}
+
+pub(crate) fn write_log_start(dir: &Path, start: Offset) -> Result<()> {
+    let record = LogStart {
+        format_version: LOG_START_VERSION,
+        log_start: start.get(),
+    };
+    let bytes = serde_json::to_vec(&record).map_err(|e| {
+        Error::io(
+            "encode",
+            &dir.join(LOG_START_FILE),
+            std::io::Error::other(e),
+        )
+    })?;
+    crate::segment::write_atomically(dir, LOG_START_FILE, &bytes)
+}
