@@ -3,7 +3,8 @@
 //! while 1,000 idle or half-sent connections are held, then while 2,500 subscriptions stream,
 //! and the server's peak RSS while 1,000 clients send maximum-size (16 MiB) bodies at once.
 //!
-//! `cargo bench --features server --bench server_hostile`
+//! `cargo bench --features server --bench server_hostile` (`SHARDLOG_BIN=path` measures another
+//! build of `shardlog` the same way)
 
 #[path = "../tests/common/http.rs"]
 mod http;
@@ -17,7 +18,12 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 fn spawn(data: &std::path::Path) -> (std::process::Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+    // SHARDLOG_BIN runs another build (an older one, to compare) under the same load.
+    let binary = std::env::var_os("SHARDLOG_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_shardlog").into(),
+        std::path::PathBuf::from,
+    );
+    let mut child = Command::new(binary)
         .args([
             "serve",
             "--listen",

@@ -79,6 +79,10 @@ impl BodyBudget {
         len: usize,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         let wanted = u32::try_from(len.clamp(1, self.max)).unwrap_or(u32::MAX);
+        // The common case, room at once, arms no timer.
+        if let Ok(permit) = Arc::clone(&self.bytes).try_acquire_many_owned(wanted) {
+            return Ok(permit);
+        }
         let acquire = Arc::clone(&self.bytes).acquire_many_owned(wanted);
         match tokio::time::timeout(BUDGET_WAIT, acquire).await {
             Ok(Ok(permit)) => Ok(permit),

@@ -462,7 +462,9 @@ async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
             }
         }
         Err(e) => {
-            if e.status >= 500 {
+            // A 503 is a limit doing its job (back-pressure, shutdown): not worth an error line
+            // per request, which a flood of clients would turn into a flood of logs.
+            if e.status >= 500 && e.status != 503 {
                 tracing::error!(%operation, error = %e.message, "request failed");
             } else {
                 tracing::debug!(%operation, kind = e.kind, error = %e.message, "request refused");
