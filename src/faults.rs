@@ -48,6 +48,15 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The file at `path` was just replaced atomically and durably (written to a temporary file,
+/// fsynced, renamed over it, the directory fsynced): a power cut keeps what it holds now.
+pub(crate) fn replaced_durably(path: &Path) {
+    #[cfg(feature = "failpoints")]
+    armed::synced(path);
+    #[cfg(not(feature = "failpoints"))]
+    let _ = path;
+}
+
 #[cfg(feature = "failpoints")]
 pub use armed::{arm, disarm, fired, mark_durable, power_cut, reset};
 

@@ -41,7 +41,10 @@ pub fn read_log_start(dir: &Path) -> Result<Offset> {
     Ok(Offset::new(start.log_start))
 }
 
-pub(crate) fn write_log_start(dir: &Path, start: Offset) -> Result<()> {
+/// Records `start`. With `sync`, durably (temporary file, fsync, rename, directory fsync);
+/// without (a shard under `FlushPolicy::Never`, which syncs nothing else either), by a rename
+/// alone: a crash loses the file whole or not at all, and the next open records the start again.
+pub(crate) fn write_log_start(dir: &Path, start: Offset, sync: bool) -> Result<()> {
     let record = LogStart {
         format_version: LOG_START_VERSION,
         log_start: start.get(),
@@ -53,5 +56,11 @@ pub(crate) fn write_log_start(dir: &Path, start: Offset) -> Result<()> {
             std::io::Error::other(e),
         )
     })?;
-    crate::segment::write_atomically(dir, LOG_START_FILE, &bytes)
+    if sync {
+        return crate::segment::write_atomically(dir, LOG_START_FILE, &bytes);
+    }
+    let tmp = dir.join(format!(".{LOG_START_FILE}.tmp"));
+    std::fs::write(&tmp, &bytes).map_err(Error::io_at("write", &tmp))?;
+    let path = dir.join(LOG_START_FILE);
+    std::fs::rename(&tmp, &path).map_err(Error::io_at("replace", &path))
 }

@@ -482,7 +482,7 @@ pub fn apply_repair(dir: &Path, closed_at: Option<Offset>, now_ms: i64) -> Resul
                 remove(&index_path(dir, base_of(segment)?))?;
                 remove(segment)?;
             }
-            Repair::RecordLogStart { at } => crate::log_start::write_log_start(dir, *at)?,
+            Repair::RecordLogStart { at } => crate::log_start::write_log_start(dir, *at, true)?,
             Repair::RecordGap { segment, lost } => {
                 let bytes =
                     std::fs::read(segment).map_err(Error::io_at("read segment", segment))?;

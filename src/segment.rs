@@ -1457,5 +1457,7 @@ fn replace_file(dir: &Path, name: &str, bytes: &[u8], keep_cached: bool) -> Resu
     }
     tmp.persist(&path)
         .map_err(|e| Error::io("replace", &path, e.error))?;
-    sync_dir(dir)
+    sync_dir(dir)?;
+    faults::replaced_durably(&path);
+    Ok(())
 }

@@ -248,7 +248,11 @@ impl Shard {
         if !dir.join(LOG_START_FILE).exists() {
             // A new shard starts at 0; a shard written before the log start was recorded takes
             // what retention left as its start (once).
-            write_log_start(&dir, bases.first().copied().unwrap_or(Offset::new(0)))?;
+            write_log_start(
+                &dir,
+                bases.first().copied().unwrap_or(Offset::new(0)),
+                limits.sync,
+            )?;
         }
         let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len() + 1);
         let mut writer = Writer {
@@ -774,7 +778,7 @@ impl Shard {
         // Where the log starts now, recorded before the files go: a missing oldest segment is
         // then told apart from one retention deleted.
         let start = segments.get(expired).map_or(w.next_offset, |s| s.base());
-        write_log_start(&self.dir, start)?;
+        write_log_start(&self.dir, start, true)?;
         self.replace_segments(|list| {
             list.drain(..expired);
         });
