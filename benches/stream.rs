@@ -1,5 +1,5 @@
 //! Stream benchmarks: put_records with MD5 routing, get_records draining a stream, opening a
-//! store of many empty shards, describe/list of many shards.
+//! store of many empty shards, describe/list of many shards, rescaling a wide stream.
 //!
 //! `cargo bench --bench stream`. Like the shard benchmarks, puts write each sample into a fresh
 //! store that is deleted afterwards, so dirty page-cache data never reaches writeback throttling.
@@ -123,6 +123,24 @@ fn many_shards(c: &mut Criterion) {
     group.bench_function("describe_1000_shards", |b| b.iter(|| stream.describe()));
     group.bench_function("list_shards_1000", |b| {
         b.iter(|| stream.list_shards(&ShardFilter::All).unwrap())
+    });
+    // One UpdateShardCount of a 10,000-shard stream to 20,000 (each sample a fresh stream).
+    group.bench_function("update_shard_count_10000_to_20000", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for i in 0..iterations {
+                let name = format!("rescale-{i}");
+                let s = store
+                    .create_stream(&name, StreamConfig::provisioned(10_000))
+                    .unwrap();
+                let started = Instant::now();
+                s.update_shard_count(20_000).unwrap();
+                total += started.elapsed();
+                drop(s);
+                store.delete_stream(&name).unwrap();
+            }
+            total
+        })
     });
     group.finish();
 }

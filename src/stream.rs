@@ -7,7 +7,7 @@
 //! offset is recorded. Shards are opened on first use: a store with many idle shards holds no file
 //! descriptor or mapping for them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
@@ -1472,17 +1472,20 @@ impl Stream {
                 pieces.push(rest);
             }
             // Merge the pieces of each target range, pairwise from the lowest. An old shard closes
-            // at its end offset; a piece made in this update never took records.
-            let end_of = |index: u32| {
-                ends.iter()
-                    .find(|&&(i, _)| i == index)
-                    .map_or(0, |&(_, e)| e)
-            };
+            // at its end offset; a piece made in this update never took records. Pieces and
+            // targets are both in key order, so one pass pairs them.
+            let ends: HashMap<u32, u64> = ends.iter().copied().collect();
+            let end_of = |index: u32| ends.get(&index).copied().unwrap_or(0);
+            let mut next_piece = 0;
             for t in &targets {
-                let mut inside = pieces
-                    .iter()
-                    .filter(|(r, _)| r.start >= t.start && r.end <= t.end)
-                    .copied();
+                while next_piece < pieces.len() && pieces[next_piece].0.start < t.start {
+                    next_piece += 1;
+                }
+                let first = next_piece;
+                while next_piece < pieces.len() && pieces[next_piece].0.end <= t.end {
+                    next_piece += 1;
+                }
+                let mut inside = pieces[first..next_piece].iter().copied();
                 let Some(mut acc) = inside.next() else {
                     continue;
                 };
@@ -1833,7 +1836,9 @@ impl Stream {
 }
 
 fn close(m: &mut StreamManifest, index: u32, end_offset: u64, now: i64) {
-    if let Some(s) = m.shards.iter_mut().find(|s| s.index == index) {
+    // Shards are kept in strictly increasing index order (`StreamManifest::check`).
+    if let Ok(at) = m.shards.binary_search_by_key(&index, |s| s.index) {
+        let s = &mut m.shards[at];
         s.closed.get_or_insert(Closed {
             end_offset,
             closed_ms: now,
