@@ -4,6 +4,12 @@
 //!
 //! It is replaced atomically: written to a temporary file in the same directory, fsynced, renamed
 //! over the old one, and the directory fsynced. A crash leaves either the old or the new manifest.
+//!
+//! A change of shards alone (a split, a merge, a rescale, retention forgetting closed shards) is
+//! not a rewrite: it is appended to `topology.log` beside it (see [`TopologyChange`]), so its I/O
+//! grows with the shards it changes, not with every shard the stream has had. Reading replays the
+//! log over `stream.json`; once the log outgrows a quarter of `stream.json` (and 64 KiB), the
+//! next change writes a new `stream.json` and removes the log.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,8 +22,36 @@ use crate::segment::write_atomically;
 
 /// File name of a stream's manifest.
 pub const MANIFEST_FILE: &str = "stream.json";
-/// Version of the manifest format; a manifest of another version is refused.
-pub const MANIFEST_VERSION: u16 = 1;
+/// Version of the manifest format written; version 1 (no topology log) is read too, any other
+/// is refused. Version 2 is written so that a build that knows no topology log refuses the
+/// manifest instead of ignoring the log's changes.
+pub const MANIFEST_VERSION: u16 = 2;
+/// The oldest manifest version read.
+pub const OLDEST_MANIFEST_VERSION: u16 = 1;
+/// File name of a stream's topology log.
+pub const TOPOLOGY_LOG_FILE: &str = "topology.log";
+/// The log is folded into `stream.json` once it is larger than this...
+const LOG_FOLD_MIN_BYTES: u64 = 64 * 1024;
+/// ... and than this fraction (1/N) of `stream.json`.
+const LOG_FOLD_RATIO: u64 = 4;
+
+/// One record of `topology.log`: the shards a change added or altered (whole entries, so
+/// replaying a record twice gives the same manifest) and removed, and the next shard index.
+///
+/// Format: one line per record, `CRC32-HEX JSON\n`, the CRC32 (8 lowercase hex digits) over the
+/// JSON bytes. A last line that is incomplete or fails its CRC is the torn end of a crash (the
+/// change it held was not acknowledged) and is ignored; one before it is damage (`Corrupt`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyChange {
+    /// The manifest's `next_shard_index` after the change.
+    pub next_shard_index: u32,
+    /// Shards added or changed, whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upsert: Vec<ShardEntry>,
+    /// Indexes of shards removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<u32>,
+}
 
 /// How a stream's capacity is managed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,17 +148,115 @@ impl StreamManifest {
                 format!("line {} column {}: {e}", e.line(), e.column()),
             )
         })?;
-        if manifest.format_version != MANIFEST_VERSION {
+        if !(OLDEST_MANIFEST_VERSION..=MANIFEST_VERSION).contains(&manifest.format_version) {
             return Err(Error::UnsupportedVersion {
                 path,
                 found: manifest.format_version,
                 supported: MANIFEST_VERSION,
             });
         }
-        manifest
-            .check()
-            .map_err(|reason| Error::corrupt(&path, 0, reason))?;
+        let mut manifest = manifest;
+        let log = dir.join(TOPOLOGY_LOG_FILE);
+        for change in read_log(&log)? {
+            manifest.apply(&change);
+        }
+        manifest.check().map_err(|reason| {
+            let blamed = if log.exists() { &log } else { &path };
+            Error::corrupt(blamed, 0, reason)
+        })?;
         Ok(manifest)
+    }
+
+    /// Applies a topology change: upserts by index (keeping index order), removals, and the
+    /// next shard index.
+    fn apply(&mut self, change: &TopologyChange) {
+        for entry in &change.upsert {
+            match self.shards.binary_search_by_key(&entry.index, |s| s.index) {
+                Ok(at) => self.shards[at] = entry.clone(),
+                Err(at) => self.shards.insert(at, entry.clone()),
+            }
+        }
+        if !change.remove.is_empty() {
+            let removed: std::collections::BTreeSet<u32> = change.remove.iter().copied().collect();
+            self.shards.retain(|s| !removed.contains(&s.index));
+        }
+        self.next_shard_index = change.next_shard_index;
+    }
+
+    /// Everything but the topology (shards, next shard index) and the format version.
+    fn without_topology(&self) -> StreamManifest {
+        StreamManifest {
+            format_version: 0,
+            name: self.name.clone(),
+            created_ms: self.created_ms,
+            mode: self.mode,
+            retention_hours: self.retention_hours,
+            max_record_bytes: self.max_record_bytes,
+            throughput_limits: self.throughput_limits,
+            tags: self.tags.clone(),
+            settings: self.settings.clone(),
+            consumers: self.consumers.clone(),
+            next_shard_index: 0,
+            shards: Vec::new(),
+        }
+    }
+
+    /// The topology change from `self` to `next`, if that is all that differs between them
+    /// (`None` when anything else changed too, which takes a rewrite).
+    fn change_to(&self, next: &StreamManifest) -> Option<TopologyChange> {
+        if self.without_topology() != next.without_topology() {
+            return None;
+        }
+        let mut change = TopologyChange {
+            next_shard_index: next.next_shard_index,
+            upsert: Vec::new(),
+            remove: Vec::new(),
+        };
+        // Both lists are in index order: one merge pass.
+        let (mut a, mut b) = (0, 0);
+        loop {
+            match (self.shards.get(a), next.shards.get(b)) {
+                (Some(old), Some(new)) if old.index == new.index => {
+                    if old != new {
+                        change.upsert.push(new.clone());
+                    }
+                    a += 1;
+                    b += 1;
+                }
+                (Some(old), Some(new)) if old.index < new.index => {
+                    change.remove.push(old.index);
+                    a += 1;
+                }
+                (Some(old), None) => {
+                    change.remove.push(old.index);
+                    a += 1;
+                }
+                (_, Some(new)) => {
+                    change.upsert.push(new.clone());
+                    b += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        Some(change)
+    }
+
+    /// Makes `self`, the manifest after a change of `previous` (what `dir` holds now), durable:
+    /// appended to the topology log when only shards changed and the log is still small, else
+    /// written whole (which removes the log).
+    pub fn persist_change(&self, dir: &Path, previous: &StreamManifest) -> Result<()> {
+        let log = dir.join(TOPOLOGY_LOG_FILE);
+        // A log beside a version-1 manifest would be ignored by the builds that wrote it: the
+        // first change after an upgrade writes the manifest whole, as version 2.
+        let log_ok = previous.format_version >= 2;
+        if let Some(change) = previous.change_to(self).filter(|_| log_ok) {
+            let log_len = std::fs::metadata(&log).map_or(0, |m| m.len());
+            let snapshot_len = std::fs::metadata(dir.join(MANIFEST_FILE)).map_or(0, |m| m.len());
+            if log_len < LOG_FOLD_MIN_BYTES.max(snapshot_len / LOG_FOLD_RATIO) {
+                return append_log(&log, &change);
+            }
+        }
+        self.write(dir)
     }
 
     /// Checks what the code relies on: shards in strictly increasing index order, all below
@@ -189,8 +321,84 @@ impl StreamManifest {
             path: dir.join(MANIFEST_FILE),
             source: std::io::Error::other(e),
         })?;
-        write_atomically(dir, MANIFEST_FILE, &json)
+        write_atomically(dir, MANIFEST_FILE, &json)?;
+        // The log's changes are in the manifest now (replaying them again would change
+        // nothing: upserts of whole entries).
+        let log = dir.join(TOPOLOGY_LOG_FILE);
+        match std::fs::remove_file(&log) {
+            Ok(()) => crate::segment::sync_dir(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &log, e)),
+        }
     }
+}
+
+/// Reads the records of a topology log (none if there is no log).
+fn read_log(path: &Path) -> Result<Vec<TopologyChange>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let mut changes = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            break; // the last record, torn by a crash: its change was never acknowledged
+        };
+        match parse_record(&rest[..end]) {
+            Some(change) => changes.push(change),
+            None if pos + end + 1 == bytes.len() => break, // torn too
+            None => {
+                return Err(Error::corrupt(
+                    path,
+                    pos as u64,
+                    "a damaged topology record before the last one",
+                ))
+            }
+        }
+        pos += end + 1;
+    }
+    Ok(changes)
+}
+
+/// One line of the log: `CRC32-HEX JSON`, checked.
+fn parse_record(line: &[u8]) -> Option<TopologyChange> {
+    let (crc, json) = (line.get(..8)?, line.get(9..)?);
+    if line.get(8) != Some(&b' ') {
+        return None;
+    }
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    if crc32fast::hash(json) != crc {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+/// Appends a record to a topology log and makes it durable.
+fn append_log(path: &Path, change: &TopologyChange) -> Result<()> {
+    use std::io::Write;
+    let json = serde_json::to_vec(change)
+        .map_err(|e| Error::io("encode topology change", path, std::io::Error::other(e)))?;
+    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    let existed = path.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(Error::io_at("open", path))?;
+    file.write_all(&line)
+        .and_then(|()| file.sync_data())
+        .map_err(Error::io_at("append to", path))?;
+    if !existed {
+        if let Some(dir) = path.parent() {
+            crate::segment::sync_dir(dir)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -232,6 +440,134 @@ mod tests {
                 },
             ],
         }
+    }
+
+    /// `sample` with shard 1 split in two at `mid` (shard 1 closed at `end`).
+    fn split(m: &StreamManifest, mid: u128, end: u64) -> StreamManifest {
+        let mut next = m.clone();
+        next.shards[1].closed = Some(Closed {
+            end_offset: end,
+            closed_ms: 9,
+        });
+        for (index, range) in [
+            (
+                next.next_shard_index,
+                HashKeyRange {
+                    start: 0,
+                    end: mid - 1,
+                },
+            ),
+            (
+                next.next_shard_index + 1,
+                HashKeyRange {
+                    start: mid,
+                    end: u128::MAX,
+                },
+            ),
+        ] {
+            next.shards.push(ShardEntry {
+                index,
+                hash_range: range,
+                parent: Some(1),
+                adjacent_parent: None,
+                created_ms: 9,
+                closed: None,
+            });
+        }
+        next.next_shard_index += 2;
+        next
+    }
+
+    #[test]
+    fn shard_changes_go_to_the_log_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample();
+        m.write(dir.path()).unwrap();
+        let snapshot = std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap();
+        let next = split(&m, 1 << 100, 40);
+        next.persist_change(dir.path(), &m).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap(),
+            snapshot,
+            "a split appends; it does not rewrite"
+        );
+        assert!(dir.path().join(TOPOLOGY_LOG_FILE).exists());
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), next);
+        // Retention forgetting shard 0 is a removal record.
+        let mut pruned = next.clone();
+        pruned.shards.remove(0);
+        pruned.persist_change(dir.path(), &next).unwrap();
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), pruned);
+        // Anything else rewrites the manifest and removes the log.
+        let mut tagged = pruned.clone();
+        tagged.tags.insert("k".into(), "v".into());
+        tagged.persist_change(dir.path(), &pruned).unwrap();
+        assert!(!dir.path().join(TOPOLOGY_LOG_FILE).exists());
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), tagged);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_ignored_and_earlier_damage_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample();
+        m.write(dir.path()).unwrap();
+        let a = split(&m, 1 << 100, 40);
+        a.persist_change(dir.path(), &m).unwrap();
+        let b = split(&a, 1 << 50, 7);
+        b.persist_change(dir.path(), &a).unwrap();
+        let log = dir.path().join(TOPOLOGY_LOG_FILE);
+        let bytes = std::fs::read(&log).unwrap();
+        let first_line = bytes.iter().position(|&c| c == b'\n').unwrap() + 1;
+        // Every cut inside the second record: the first change stands.
+        for cut in first_line..bytes.len() {
+            std::fs::write(&log, &bytes[..cut]).unwrap();
+            assert_eq!(StreamManifest::read(dir.path()).unwrap(), a, "cut at {cut}");
+        }
+        // A flipped byte in the first record, with a good one after it: damage.
+        let mut damaged = bytes.clone();
+        damaged[20] ^= 1;
+        std::fs::write(&log, &damaged).unwrap();
+        assert!(matches!(
+            StreamManifest::read(dir.path()),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn the_log_is_folded_into_the_manifest_once_it_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = sample();
+        m.write(dir.path()).unwrap();
+        let mut folded = false;
+        for i in 0..2_000u64 {
+            let mut next = m.clone();
+            next.shards[1].created_ms = i as i64; // any change of a shard entry
+            next.persist_change(dir.path(), &m).unwrap();
+            m = next;
+            let log = std::fs::metadata(dir.path().join(TOPOLOGY_LOG_FILE)).map_or(0, |f| f.len());
+            assert!(log <= LOG_FOLD_MIN_BYTES + 1024, "{log} bytes of log");
+            folded |= log == 0;
+        }
+        assert!(folded, "the log was folded at least once");
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_version_1_manifest_is_read_and_rewritten_before_any_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = StreamManifest {
+            format_version: 1,
+            ..sample()
+        };
+        m.write(dir.path()).unwrap();
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), m);
+        let next = StreamManifest {
+            format_version: MANIFEST_VERSION,
+            ..split(&m, 1 << 100, 40)
+        };
+        next.persist_change(dir.path(), &m).unwrap();
+        assert!(!dir.path().join(TOPOLOGY_LOG_FILE).exists());
+        assert_eq!(StreamManifest::read(dir.path()).unwrap().format_version, 2);
     }
 
     #[test]
@@ -281,11 +617,11 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         let mut m = sample();
-        m.format_version = 2;
+        m.format_version = 3;
         m.write(dir.path()).unwrap();
         assert!(matches!(
             StreamManifest::read(dir.path()),
-            Err(Error::UnsupportedVersion { found: 2, .. })
+            Err(Error::UnsupportedVersion { found: 3, .. })
         ));
     }
 }

@@ -718,7 +718,8 @@ impl Stream {
     ) -> Result<()> {
         let mut next = topology.manifest.clone();
         change(&mut next)?;
-        next.write(&self.dir)?;
+        next.format_version = crate::manifest::MANIFEST_VERSION;
+        next.persist_change(&self.dir, &topology.manifest)?;
         topology.manifest = next;
         topology.sync_with_manifest(&self.dir, &self.context.open_shards);
         Ok(())
