@@ -270,6 +270,47 @@ impl Unreadable {
     }
 }
 
+/// Resources (streams, delivery streams) found unreadable at open, by name: listed beside the
+/// healthy ones, refused with their damage, removable.
+#[derive(Debug, Default)]
+pub(crate) struct UnreadableSet(std::sync::RwLock<std::collections::BTreeMap<String, Unreadable>>);
+
+impl UnreadableSet {
+    fn map(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<String, Unreadable>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `name` as unreadable.
+    pub(crate) fn insert(&self, name: String, damage: Unreadable) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, damage);
+    }
+
+    /// The damage of `name`, if it is unreadable.
+    pub(crate) fn get(&self, name: &str) -> Option<Unreadable> {
+        self.map().get(name).cloned()
+    }
+
+    /// `name` is gone (deleted).
+    pub(crate) fn remove(&self, name: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// `names` (the healthy ones) with the unreadable ones added, sorted.
+    pub(crate) fn listed_with(&self, mut names: Vec<String>) -> Vec<String> {
+        names.extend(self.map().keys().cloned());
+        names.sort();
+        names
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::error::{Error, Result, Unreadable};
+use crate::error::{Error, Result, Unreadable, UnreadableSet};
 use crate::hash_key::HashKeyRange;
 use crate::iterator::{IteratorKey, IteratorToken};
 use crate::lock::DirLock;
@@ -146,7 +146,7 @@ struct Inner {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Streams whose manifest could not be read at open: listed, refused with the damage on
     /// every call, deletable.
-    damaged: RwLock<BTreeMap<String, Unreadable>>,
+    damaged: UnreadableSet,
     /// Serializes create and delete, which work on the directory as well as the map.
     admin: Mutex<()>,
     shutdown: Shutdown,
@@ -209,7 +209,7 @@ impl Store {
             )),
         };
         let mut streams = BTreeMap::new();
-        let mut damaged = BTreeMap::new();
+        let damaged = UnreadableSet::default();
         let listed = names::list_dir(
             &streams_dir,
             check_stream_name,
@@ -240,7 +240,7 @@ impl Store {
             dir,
             context,
             streams: RwLock::new(streams),
-            damaged: RwLock::new(damaged),
+            damaged,
             admin: Mutex::new(()),
             shutdown: Shutdown::default(),
             settings: Mutex::new(settings),
@@ -381,11 +381,7 @@ impl Store {
         };
         let trash = names::trash_path(&streams_dir, name, self.inner.context.clock.now_ms());
         std::fs::rename(&dir, &trash).map_err(Error::io_at("delete stream", &dir))?;
-        self.inner
-            .damaged
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        self.inner.damaged.remove(name);
         sync_dir(&streams_dir)?;
         self.inner
             .streams
@@ -417,17 +413,12 @@ impl Store {
     }
 
     fn damaged(&self, name: &str) -> Option<Unreadable> {
-        self.inner
-            .damaged
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.inner.damaged.get(name)
     }
 
     /// Names of all streams, sorted (damaged ones included: they exist, and can be deleted).
     pub fn list_streams(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
+        let names: Vec<String> = self
             .inner
             .streams
             .read()
@@ -435,16 +426,7 @@ impl Store {
             .keys()
             .cloned()
             .collect();
-        names.extend(
-            self.inner
-                .damaged
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .keys()
-                .cloned(),
-        );
-        names.sort();
-        names
+        self.inner.damaged.listed_with(names)
     }
 
     /// Reads records at a shard iterator (Kinesis GetRecords): up to `limit` records (1 to

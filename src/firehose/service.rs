@@ -25,7 +25,7 @@ use super::delivery::{
     Transform,
 };
 use super::destination::{Destination, LocalDirectory, S3Config};
-use crate::error::{Error, Result, Unreadable};
+use crate::error::{Error, Result, Unreadable, UnreadableSet};
 use crate::names::{self, disk_name, Listed};
 use crate::segment::sync_dir;
 use crate::segment::write_atomically;
@@ -281,7 +281,7 @@ struct Inner {
     streams: RwLock<BTreeMap<String, Arc<Entry>>>,
     /// Delivery streams whose files could not be read at open: listed, refused with the damage
     /// on every call, deletable.
-    damaged: RwLock<BTreeMap<String, Unreadable>>,
+    damaged: UnreadableSet,
     admin: Mutex<()>,
     shutdown: Shutdown,
 }
@@ -318,7 +318,7 @@ impl Firehose {
             store,
             options,
             streams: RwLock::new(BTreeMap::new()),
-            damaged: RwLock::new(BTreeMap::new()),
+            damaged: UnreadableSet::default(),
             admin: Mutex::new(()),
             shutdown: Shutdown::default(),
         });
@@ -334,11 +334,7 @@ impl Firehose {
                         Err(e) => {
                             tracing::error!(delivery_stream = %name, error = %e, "delivery stream unavailable: its files do not read");
                             let damage = Unreadable::new(&path.join(DELIVERY_FILE), &e);
-                            inner
-                                .damaged
-                                .write()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(name, damage);
+                            inner.damaged.insert(name, damage);
                         }
                     }
                 }
@@ -441,12 +437,7 @@ impl Firehose {
     }
 
     fn damaged(&self, name: &str) -> Option<Unreadable> {
-        self.inner
-            .damaged
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.inner.damaged.get(name)
     }
 
     fn streams(&self) -> BTreeMap<String, Arc<Entry>> {
@@ -459,17 +450,8 @@ impl Firehose {
 
     /// Names of the delivery streams, sorted (damaged ones included: they can be deleted).
     pub fn list_delivery_streams(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.streams().keys().cloned().collect();
-        names.extend(
-            self.inner
-                .damaged
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .keys()
-                .cloned(),
-        );
-        names.sort();
-        names
+        let names: Vec<String> = self.streams().keys().cloned().collect();
+        self.inner.damaged.listed_with(names)
     }
 
     /// Describes a delivery stream: configuration, version, backlog, checkpoint, statistics.
@@ -612,11 +594,7 @@ impl Firehose {
             let doomed = names::trash_path(&self.inner.dir, name, 0);
             std::fs::rename(&path, &doomed)
                 .map_err(Error::io_at("delete delivery stream", &path))?;
-            self.inner
-                .damaged
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(name);
+            self.inner.damaged.remove(name);
             sync_dir(&self.inner.dir)?;
             return std::fs::remove_dir_all(&doomed).map_err(Error::io_at("remove", &doomed));
         }
