@@ -60,7 +60,13 @@ pub(crate) fn write_log_start(dir: &Path, start: Offset, sync: bool) -> Result<(
         return crate::segment::write_atomically(dir, LOG_START_FILE, &bytes);
     }
     let tmp = dir.join(format!(".{LOG_START_FILE}.tmp"));
-    std::fs::write(&tmp, &bytes).map_err(Error::io_at("write", &tmp))?;
     let path = dir.join(LOG_START_FILE);
-    std::fs::rename(&tmp, &path).map_err(Error::io_at("replace", &path))
+    let written = std::fs::write(&tmp, &bytes)
+        .map_err(Error::io_at("write", &tmp))
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(Error::io_at("replace", &path)));
+    if written.is_err() {
+        // Leave no half-written temporary file behind (repair would remove it too).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

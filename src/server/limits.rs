@@ -181,31 +181,37 @@ impl SubscriptionLimits {
 }
 
 /// What a connection's watcher knows of it: requests running, and the last byte moved.
-#[derive(Default)]
 pub(crate) struct ConnectionActivity {
     running: AtomicUsize,
     /// Milliseconds since `epoch` of the last read or write.
     last_active_ms: AtomicU64,
-    epoch: Option<Instant>,
+    epoch: Instant,
 }
 
 impl ConnectionActivity {
     pub(crate) fn new() -> Arc<ConnectionActivity> {
         Arc::new(ConnectionActivity {
-            epoch: Some(Instant::now()),
-            ..ConnectionActivity::default()
+            running: AtomicUsize::new(0),
+            last_active_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
+    fn elapsed_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        let ms = self.epoch.map_or(0, |e| e.elapsed().as_millis() as u64);
-        self.last_active_ms.store(ms, Ordering::Relaxed);
+        self.last_active_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
     }
 
     /// How long since a byte moved.
     pub(crate) fn idle_for(&self) -> Duration {
-        let now = self.epoch.map_or(0, |e| e.elapsed().as_millis() as u64);
-        Duration::from_millis(now.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)))
+        Duration::from_millis(
+            self.elapsed_ms()
+                .saturating_sub(self.last_active_ms.load(Ordering::Relaxed)),
+        )
     }
 
     /// Whether a request is being handled.
