@@ -36,7 +36,7 @@ fn records<'a>(keys: &'a [String], data: &'a [u8], n: usize) -> Vec<NewRecord<'a
     (0..n)
         .map(|i| NewRecord {
             partition_key: keys[i % keys.len()].as_bytes(),
-            hash_key: i as u128,
+            explicit_hash_key: None,
             data,
         })
         .collect()

@@ -6,7 +6,13 @@ use serde::{Deserialize, Serialize};
 
 /// The hash key of a partition key: its MD5 digest as a big-endian 128-bit number.
 pub fn hash_key_of(partition_key: &str) -> u128 {
-    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+    hash_key_of_bytes(partition_key.as_bytes())
+}
+
+/// [`hash_key_of`] for a partition key as stored (bytes). A leaf function the storage layers use
+/// to derive the hash keys they do not store.
+pub fn hash_key_of_bytes(partition_key: &[u8]) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key).into())
 }
 
 /// Parses an explicit hash key: a decimal number from 0 to 2^128 - 1 with no sign, no leading

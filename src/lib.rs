@@ -10,10 +10,15 @@
 //! # fn main() -> shardlog::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
 //! let shard = Shard::open(dir.path(), ShardOptions::default())?;
-//! let appended = shard.append(&[NewRecord { partition_key: b"user-1", hash_key: 0, data: b"hello" }])?;
+//! let appended = shard.append(&[NewRecord::new(b"user-1", b"hello")])?;
 //! assert_eq!(appended.first, Offset::new(0));
+//! // Owned, zero-copy views of the mapped segment...
 //! let batch = shard.read(Offset::new(0), ReadLimits::default())?;
 //! assert_eq!(&batch.records[0].data[..], b"hello");
+//! // ...or records lent one at a time, for a consumer that does not keep them.
+//! let mut bytes = 0;
+//! let next = shard.visit(Offset::new(0), ReadLimits::default(), |r| bytes += r.data.len())?;
+//! assert_eq!((bytes, next), (5, Offset::new(1)));
 //! # Ok(())
 //! # }
 //! ```
@@ -62,6 +67,7 @@ mod utc;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};
+pub use format::RecordRef;
 pub use hash_key::{HashKeyRange, ShardId};
 pub use manifest::{ConsumerEntry, StreamMode};
 pub use sequence::SequenceNumber;

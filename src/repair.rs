@@ -22,12 +22,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_frame, parse_file_name, peek_frame, SegmentFooter, SegmentHeader, FOOTER_LEN,
-    FRAME_OVERHEAD, INDEX_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
+    parse_file_name, peek_batch, Layout, SegmentFooter, SegmentHeader, FOOTER_LEN, FORMAT_VERSION,
+    INDEX_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::index::{IndexFile, SparseIndex};
 use crate::segment::{
-    good_frame_at, index_path, index_problem, scan, segment_path, sync_dir, write_atomically,
+    good_batch_at, index_path, index_problem, offset_limit, scan, segment_path, sync_dir,
+    write_atomically,
 };
 use crate::types::Offset;
 
@@ -37,9 +38,13 @@ fn is_leftover_temp(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }
 
-/// One run of consecutive good frames found in a segment file.
+/// One run of consecutive good batches (frames, in format versions 1 and 2) found in a segment
+/// file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Piece {
+    /// Format version of its records (the file's, or for a file whose header is damaged, the
+    /// version whose layout finds the most records in it).
+    pub version: u16,
     /// Offset of its first record.
     pub first: Offset,
     /// Records in it.
@@ -192,55 +197,67 @@ struct Found {
     index_bad: bool,
 }
 
-/// Finds the runs of good frames in `bytes`: frames whose CRC verifies, whose offsets count up
-/// from `base` (resuming at any higher offset after damage) and stay below `limit`, and whose
-/// arrival times never go backwards.
-fn salvage(bytes: &[u8], base: Offset, limit: Option<Offset>) -> Vec<Piece> {
+/// Finds the runs of good batches in `bytes`, laid out as format `version` says: batches whose
+/// CRC and records verify, whose offsets count up from `base` (resuming at any higher offset after
+/// damage) and stay below `limit`, and whose arrival times never go backwards.
+fn salvage(bytes: &[u8], base: Offset, version: u16, limit: Option<Offset>) -> Vec<Piece> {
+    let layout = Layout::of_version(version);
     let mut pieces = Vec::new();
     let (mut pos, mut expected, mut last_arrival) = (SEGMENT_HEADER_LEN, base, i64::MIN);
-    // No segment can hold more offsets than it has room for frames.
-    let limit = limit.unwrap_or_else(|| {
-        Offset::new(
-            base.get()
-                .saturating_add((bytes.len() / FRAME_OVERHEAD) as u64 + 1),
-        )
-    });
+    // No segment can hold more offsets than it has room for records.
+    let limit = limit.unwrap_or_else(|| offset_limit(base, bytes.len(), layout));
     let acceptable = |pos: usize, expected: Offset, last_arrival: i64| {
-        good_frame_at(bytes, pos, expected, limit, last_arrival)
+        good_batch_at(bytes, pos, layout, expected, limit, last_arrival)
     };
     while pos < bytes.len() {
         let start = pos;
         let first = expected;
-        while let Ok(frame) = decode_frame(bytes, pos) {
-            if frame.offset != expected || frame.offset >= limit || frame.arrival_ms < last_arrival
-            {
+        while acceptable(pos, expected, last_arrival) {
+            let Ok(head) = peek_batch(bytes, pos, layout) else {
+                break; // `acceptable` decoded it
+            };
+            if head.base_offset != expected {
                 break;
             }
-            last_arrival = frame.arrival_ms;
-            pos += frame.len;
-            expected = expected.next();
+            last_arrival = head.last_arrival_ms;
+            pos += head.len;
+            expected = head.end_offset();
         }
         if pos > start {
             pieces.push(Piece {
+                version,
                 first,
                 records: expected.get() - first.get(),
                 start,
                 end: pos,
             });
         }
-        // Look for the next good frame after the damage (or after zeros: a zeroed page). The
-        // search starts at the frame that stopped the run: it may be good, only out of sequence.
-        // It cannot be found again as it is: a frame `acceptable` takes extends the next run.
+        // Look for the next good batch after the damage (or after zeros: a zeroed page). The
+        // search starts at the batch that stopped the run: it may be good, only out of sequence.
+        // It cannot be found again as it is: a batch `acceptable` takes extends the next run.
         match (pos..bytes.len()).find(|&p| acceptable(p, expected, last_arrival)) {
             Some(p) => {
                 pos = p;
                 // `acceptable` decoded it.
-                expected = peek_frame(bytes, p).map_or(expected, |h| h.offset);
+                expected = peek_batch(bytes, p, layout).map_or(expected, |h| h.base_offset);
             }
             None => break,
         }
     }
     pieces
+}
+
+/// The version whose layout salvages the most records from `bytes`, and its pieces: for a file
+/// whose header is damaged (and with it the version it names).
+fn salvage_unknown_version(bytes: &[u8], base: Offset, limit: Option<Offset>) -> Vec<Piece> {
+    let count = |pieces: &[Piece]| pieces.iter().map(|p| p.records).sum::<u64>();
+    let batches = salvage(bytes, base, FORMAT_VERSION, limit);
+    let frames = salvage(bytes, base, 2, limit);
+    if count(&frames) > count(&batches) {
+        frames
+    } else {
+        batches
+    }
 }
 
 fn examine(dir: &Path, base: Offset, limit: Option<Offset>) -> Result<Found> {
@@ -251,10 +268,15 @@ fn examine(dir: &Path, base: Offset, limit: Option<Offset>) -> Result<Found> {
         .filter(|h| h.base_offset == base);
     let footer = SegmentFooter::decode_at_end(&bytes).ok();
     let frames_end = footer.map_or(bytes.len(), |f| f.data_end as usize);
-    let pieces = if bytes.len() >= SEGMENT_HEADER_LEN {
-        salvage(&bytes[..frames_end], base, limit)
-    } else {
-        Vec::new()
+    let pieces = match header {
+        _ if bytes.len() < SEGMENT_HEADER_LEN => Vec::new(),
+        Some(h) => salvage(&bytes[..frames_end], base, h.version, limit),
+        None => salvage_unknown_version(&bytes[..frames_end], base, limit),
+    };
+    let layout = match (header, pieces.first()) {
+        (Some(h), _) => h.layout(),
+        (None, Some(p)) => Layout::of_version(p.version),
+        (None, None) => Layout::Batches,
     };
     let whole = match pieces.as_slice() {
         [p] => p.first == base && p.start == SEGMENT_HEADER_LEN,
@@ -289,6 +311,7 @@ fn examine(dir: &Path, base: Offset, limit: Option<Offset>) -> Result<Found> {
         scan(
             &bytes[..frames_end],
             base,
+            layout,
             (SEGMENT_HEADER_LEN, base),
             &mut rebuilt,
         );
@@ -534,8 +557,10 @@ fn rewrite(dir: &Path, segment: &Path, pieces: &[(Piece, u64)], now_ms: i64) -> 
         let frames = bytes
             .get(piece.start..piece.end)
             .ok_or_else(|| Error::corrupt(segment, piece.end as u64, "changed during repair"))?;
-        let (first_arrival, last_arrival) = arrivals(frames, piece.first);
+        let (first_arrival, last_arrival) =
+            arrivals(frames, piece.first, Layout::of_version(piece.version));
         let header = SegmentHeader {
+            version: piece.version,
             base_offset: piece.first,
             created_ms: old_header.map_or(first_arrival, |h| h.created_ms),
             arrival_floor_ms: floor,
@@ -561,10 +586,10 @@ fn rewrite(dir: &Path, segment: &Path, pieces: &[(Piece, u64)], now_ms: i64) -> 
     Ok(())
 }
 
-/// Arrival times of the first and last frame of a run of good frames.
-fn arrivals(frames: &[u8], first: Offset) -> (i64, i64) {
+/// Arrival times of the first and last record of a run of good batches.
+fn arrivals(frames: &[u8], first: Offset, layout: Layout) -> (i64, i64) {
     let mut entries = SparseIndex::default();
-    let scanned = scan(frames, first, (0, first), &mut entries);
+    let scanned = scan(frames, first, layout, (0, first), &mut entries);
     let first_arrival = entries.first().map_or(i64::MIN, |e| e.max_arrival_ms);
     (first_arrival, scanned.last_arrival_ms.unwrap_or(i64::MIN))
 }
@@ -589,10 +614,18 @@ fn write_segment(
     write_index(dir, base, &bytes[..bytes.len() - FOOTER_LEN])
 }
 
-/// Rewrites the index of the segment whose bytes up to the end of its frames are `bytes`.
+/// Rewrites the index of the segment whose bytes up to the end of its frames are `bytes` (its
+/// header included, which names its layout).
 fn write_index(dir: &Path, base: Offset, bytes: &[u8]) -> Result<()> {
+    let layout = SegmentHeader::decode(bytes).map_or(Layout::Batches, |h| h.layout());
     let mut entries = SparseIndex::default();
-    scan(bytes, base, (SEGMENT_HEADER_LEN, base), &mut entries);
+    scan(
+        bytes,
+        base,
+        layout,
+        (SEGMENT_HEADER_LEN, base),
+        &mut entries,
+    );
     IndexFile::rewrite(&index_path(dir, base), base, &entries).map(drop)
 }
 
@@ -623,8 +656,9 @@ mod tests {
     fn salvage_finds_the_frames_after_a_flipped_bit_and_after_zeros() {
         let clean = frames(10..20);
         assert_eq!(
-            salvage(&clean, Offset::new(10), None),
+            salvage(&clean, Offset::new(10), 2, None),
             vec![Piece {
+                version: 2,
                 first: Offset::new(10),
                 records: 10,
                 start: SEGMENT_HEADER_LEN,
@@ -634,7 +668,7 @@ mod tests {
         let frame_len = (clean.len() - SEGMENT_HEADER_LEN) / 10;
         let mut flipped = clean.clone();
         flipped[SEGMENT_HEADER_LEN + 3 * frame_len + 20] ^= 0x10;
-        let pieces = salvage(&flipped, Offset::new(10), None);
+        let pieces = salvage(&flipped, Offset::new(10), 2, None);
         assert_eq!(pieces.len(), 2, "{pieces:?}");
         assert_eq!((pieces[0].first.get(), pieces[0].records), (10, 3));
         assert_eq!((pieces[1].first.get(), pieces[1].records), (14, 6));
@@ -642,18 +676,71 @@ mod tests {
         let mut zeroed = clean.clone();
         let at = SEGMENT_HEADER_LEN + 2 * frame_len + 5;
         zeroed[at..at + 2 * frame_len].fill(0);
-        let pieces = salvage(&zeroed, Offset::new(10), None);
+        let pieces = salvage(&zeroed, Offset::new(10), 2, None);
         let kept: Vec<(u64, u64)> = pieces.iter().map(|p| (p.first.get(), p.records)).collect();
         assert_eq!(kept, vec![(10, 2), (15, 5)]);
+    }
+
+    /// A version 3 segment of batches of `per_batch` records from offset `first` on.
+    fn batches(first: u64, batches: u64, per_batch: u64) -> Vec<u8> {
+        use crate::format::{batch_record_len, encode_batch, BATCH_OVERHEAD};
+        use crate::types::NewRecord;
+        let mut out = vec![0u8; SEGMENT_HEADER_LEN];
+        for b in 0..batches {
+            let base = first + b * per_batch;
+            let datas: Vec<String> = (base..base + per_batch)
+                .map(|o| format!("record {o}"))
+                .collect();
+            let records: Vec<NewRecord<'_>> = datas
+                .iter()
+                .map(|d| NewRecord::new(b"k", d.as_bytes()))
+                .collect();
+            let len = BATCH_OVERHEAD + records.iter().map(batch_record_len).sum::<usize>();
+            let at = out.len();
+            out.resize(at + len, 0);
+            encode_batch(
+                Offset::new(base),
+                1_000 + b as i64,
+                &records,
+                &mut out[at..],
+                false,
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn salvage_cuts_a_damaged_batch_whole_and_keeps_the_batches_after_it() {
+        let clean = batches(100, 5, 4);
+        let pieces = salvage(&clean, Offset::new(100), FORMAT_VERSION, None);
+        assert_eq!(pieces.len(), 1);
+        assert_eq!((pieces[0].first.get(), pieces[0].records), (100, 20));
+        let batch_len = (clean.len() - SEGMENT_HEADER_LEN) / 5;
+        let mut flipped = clean.clone();
+        flipped[SEGMENT_HEADER_LEN + 2 * batch_len + 50] ^= 0x01;
+        let pieces = salvage(&flipped, Offset::new(100), FORMAT_VERSION, None);
+        let kept: Vec<(u64, u64)> = pieces.iter().map(|p| (p.first.get(), p.records)).collect();
+        assert_eq!(kept, vec![(100, 8), (112, 8)]);
+        // A file whose header is gone: the layout that finds the most records wins.
+        let mut headless = clean.clone();
+        headless[..SEGMENT_HEADER_LEN].fill(0);
+        let pieces = salvage_unknown_version(&headless, Offset::new(100), None);
+        assert_eq!(pieces[0].version, FORMAT_VERSION);
+        assert_eq!(pieces[0].records, 20);
+        let v2 = frames(10..20);
+        assert_eq!(
+            salvage_unknown_version(&v2, Offset::new(10), None)[0].version,
+            2
+        );
     }
 
     #[test]
     fn salvage_stops_at_the_next_segment_and_ignores_garbage() {
         let clean = frames(0..10);
-        let pieces = salvage(&clean, Offset::new(0), Some(Offset::new(6)));
+        let pieces = salvage(&clean, Offset::new(0), 2, Some(Offset::new(6)));
         assert_eq!(pieces.len(), 1);
         assert_eq!(pieces[0].records, 6);
         let garbage: Vec<u8> = (0..10_000u32).map(|i| (i * 7919 % 251) as u8).collect();
-        assert!(salvage(&garbage, Offset::new(0), None).is_empty());
+        assert!(salvage(&garbage, Offset::new(0), 2, None).is_empty());
     }
 }

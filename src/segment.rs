@@ -16,9 +16,10 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::faults;
 use crate::format::{
-    decode_frame, encode_frame, encode_frame_head, file_name, frame_len, peek_frame, DecodeError,
-    FrameError, FrameFields, IndexEntry, SegmentFooter, SegmentHeader, FOOTER_LEN, FRAME_OVERHEAD,
-    INDEX_ENTRY_LEN, INDEX_EXT, INDEX_HEADER_LEN, SEGMENT_EXT, SEGMENT_HEADER_LEN,
+    batch_record_len, decode_batch, encode_batch, file_name, peek_batch, varint_len, BatchHead,
+    DecodeError, FrameError, IndexEntry, Layout, RecordRef, SegmentFooter, SegmentHeader,
+    BATCH_OVERHEAD, FOOTER_LEN, FORMAT_VERSION, INDEX_ENTRY_LEN, INDEX_EXT, INDEX_HEADER_LEN,
+    SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::index::{self, IndexFile, SparseIndex};
 use crate::mmap::{MapWriter, SharedMap};
@@ -35,6 +36,9 @@ pub(crate) const DIRECT_WRITE_MIN: usize = 32 * 1024;
 /// Frames are gathered in a buffer of about this size between pwrites: small enough to stay in
 /// cache, large enough to make the system calls cheap and the page cache's folios large.
 const PWRITE_CHUNK: usize = 256 * 1024;
+/// A batch takes records until it would grow past this many bytes (a record alone may be
+/// larger): reading any record of it checks one CRC over at most about this much.
+pub(crate) const BATCH_TARGET: usize = 64 * 1024;
 /// How far ahead of small appends the file is zero-filled at a time.
 const PREFILL_AHEAD: usize = 256 * 1024;
 /// New index entries are written to the sidecar file once this many have piled up (and at seal),
@@ -90,6 +94,7 @@ impl AsRef<[u8]> for MapView {
 /// What readers see of one segment.
 pub(crate) struct SegmentData {
     base: Offset,
+    layout: Layout,
     path: PathBuf,
     storage: Storage,
     index: RwLock<SparseIndex>,
@@ -104,6 +109,8 @@ pub(crate) struct SegmentData {
 pub(crate) struct Budget {
     records: usize,
     bytes: usize,
+    /// Whether a record was taken: the first is taken even if larger than `bytes`.
+    started: bool,
 }
 
 impl Budget {
@@ -111,18 +118,45 @@ impl Budget {
         Budget {
             records: limits.max_records,
             bytes: limits.max_bytes,
+            started: false,
         }
     }
 
     pub(crate) fn exhausted(&self) -> bool {
         self.records == 0
     }
+
+    /// Whether any record was taken.
+    pub(crate) fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Takes a record of `size` bytes (partition key and data) if it fits; once one does not,
+    /// the budget is exhausted.
+    #[inline]
+    fn take(&mut self, size: usize) -> bool {
+        if self.records == 0 || (size > self.bytes && self.started) {
+            self.records = 0;
+            return false;
+        }
+        self.bytes = self.bytes.saturating_sub(size);
+        self.records -= 1;
+        self.started = true;
+        true
+    }
 }
 
 impl SegmentData {
-    fn new(base: Offset, path: PathBuf, storage: Storage, index: SparseIndex) -> SegmentData {
+    fn new(
+        base: Offset,
+        layout: Layout,
+        path: PathBuf,
+        storage: Storage,
+        index: SparseIndex,
+    ) -> SegmentData {
         SegmentData {
             base,
+            layout,
             path,
             storage,
             index: RwLock::new(index),
@@ -194,33 +228,43 @@ impl SegmentData {
         }
     }
 
-    /// Skips frames (without CRC checks) from an index entry until `stop` says so; returns the
-    /// position and offset reached, or at the end of the readable frames `Err` with the offset
-    /// after the last one.
-    fn skip_until(
+    fn frame_error(&self, position: usize, e: FrameError) -> Error {
+        match e {
+            FrameError::End => self.corrupt(position, "records end where a batch was promised"),
+            FrameError::Corrupt(reason) => self.corrupt(position, reason),
+        }
+    }
+
+    /// Walks batch heads (without CRC checks) from an index entry until `stop` says so; returns
+    /// the position and head of that batch, or at the end of the readable batches `Err` with the
+    /// offset after the last one.
+    fn find_batch(
         &self,
         bytes: &[u8],
         entry: Option<IndexEntry>,
-        mut stop: impl FnMut(Offset, i64) -> bool,
-    ) -> Result<std::result::Result<(usize, Offset), Offset>> {
+        mut stop: impl FnMut(&BatchHead) -> bool,
+    ) -> Result<std::result::Result<(usize, BatchHead), Offset>> {
         let (mut pos, mut offset) = self.start_of(entry);
         if pos >= bytes.len() {
             return Ok(Err(offset));
         }
         loop {
-            match peek_frame(bytes, pos) {
+            match peek_batch(bytes, pos, self.layout) {
                 Ok(head) => {
-                    if head.offset != offset {
+                    if head.base_offset != offset {
                         return Err(self.corrupt(
                             pos,
-                            format!("frame holds offset {}, expected {offset}", head.offset),
+                            format!(
+                                "batch starts at offset {}, expected {offset}",
+                                head.base_offset
+                            ),
                         ));
                     }
-                    if stop(offset, head.arrival_ms) {
-                        return Ok(Ok((pos, offset)));
+                    if stop(&head) {
+                        return Ok(Ok((pos, head)));
                     }
                     pos += head.len;
-                    offset = offset.next();
+                    offset = head.end_offset();
                 }
                 Err(FrameError::End) => return Ok(Err(offset)),
                 Err(FrameError::Corrupt(reason)) => return Err(self.corrupt(pos, reason)),
@@ -228,14 +272,17 @@ impl SegmentData {
         }
     }
 
-    /// Position of the frame of `offset` (clamped up to the segment's first), if readable now.
-    fn position_of(&self, bytes: &[u8], offset: Offset) -> Result<Option<(usize, Offset)>> {
+    /// Position and head of the batch holding `offset` (clamped up to the segment's first), if
+    /// readable now.
+    fn batch_of(&self, bytes: &[u8], offset: Offset) -> Result<Option<(usize, BatchHead)>> {
         let offset = offset.max(self.base);
         let Ok(rel) = u32::try_from(offset.get() - self.base.get()) else {
             return Ok(None);
         };
         let entry = self.index().for_offset(rel);
-        Ok(self.skip_until(bytes, entry, |o, _| o >= offset)?.ok())
+        Ok(self
+            .find_batch(bytes, entry, |h| h.end_offset() > offset)?
+            .ok())
     }
 
     /// The first record that arrived at or after `t`, if any is readable now; otherwise `Err`
@@ -244,13 +291,81 @@ impl SegmentData {
     pub(crate) fn seek_time(&self, t: i64) -> Result<std::result::Result<Offset, Offset>> {
         let bytes = self.bytes();
         let entry = self.index().for_time(t);
-        Ok(self
-            .skip_until(bytes, entry, |_, at| at >= t)?
-            .map(|(_, o)| o))
+        let (pos, _) = match self.find_batch(bytes, entry, |h| h.last_arrival_ms >= t)? {
+            Ok(found) => found,
+            Err(end) => return Ok(Err(end)),
+        };
+        let batch = decode_batch(bytes, pos, self.layout).map_err(|e| self.frame_error(pos, e))?;
+        for record in batch.records() {
+            let record = record.map_err(|e| self.frame_error(pos, e))?;
+            if record.arrival_ms >= t {
+                return Ok(Ok(record.offset));
+            }
+        }
+        Err(self.corrupt(pos, "no record has the batch's last arrival time"))
     }
 
-    /// Appends records from `from` on to `out` within `budget`, checking every CRC. Returns the
-    /// offset after the last record appended, or `None` if `from` is past the readable frames.
+    /// Calls `visit` with every record from `from` on, within `budget`, in `bytes` (this
+    /// segment's readable bytes, or a prefix of them), checking each batch's CRC once. Returns
+    /// the offset after the last record visited, or `None` if `from` is past the readable records.
+    fn visit_in<'b>(
+        &self,
+        bytes: &'b [u8],
+        from: Offset,
+        budget: &mut Budget,
+        mut visit: impl FnMut(RecordRef<'b>),
+    ) -> Result<Option<Offset>> {
+        let Some((mut pos, head)) = self.batch_of(bytes, from)? else {
+            return Ok(None);
+        };
+        let mut next = from.max(self.base);
+        let mut expected_base = head.base_offset;
+        while !budget.exhausted() {
+            let batch = match decode_batch(bytes, pos, self.layout) {
+                Ok(b) => b,
+                Err(FrameError::End) => break,
+                Err(FrameError::Corrupt(reason)) => return Err(self.corrupt(pos, reason)),
+            };
+            if batch.head.base_offset != expected_base {
+                return Err(self.corrupt(
+                    pos,
+                    format!(
+                        "batch starts at offset {}, expected {expected_base}",
+                        batch.head.base_offset
+                    ),
+                ));
+            }
+            for record in batch.records() {
+                let record = record.map_err(|e| self.frame_error(pos, e))?;
+                if record.offset < next {
+                    continue;
+                }
+                if !budget.take(record.partition_key.len() + record.data.len()) {
+                    return Ok(Some(next));
+                }
+                next = record.offset.next();
+                visit(record);
+            }
+            pos += batch.head.len;
+            expected_base = batch.head.end_offset();
+        }
+        Ok(Some(next))
+    }
+
+    /// Lends every record from `from` on, within `budget`, to `visit` (no copy, no reference
+    /// count). Returns the offset after the last record visited, or `None` if `from` is past the
+    /// readable records.
+    pub(crate) fn visit(
+        &self,
+        from: Offset,
+        budget: &mut Budget,
+        visit: impl FnMut(RecordRef<'_>),
+    ) -> Result<Option<Offset>> {
+        self.visit_in(self.bytes(), from, budget, visit)
+    }
+
+    /// Appends records from `from` on to `out` within `budget` as zero-copy views of the
+    /// segment. Returns as [`SegmentData::visit`].
     pub(crate) fn read(
         &self,
         from: Offset,
@@ -258,40 +373,15 @@ impl SegmentData {
         out: &mut Vec<Record>,
     ) -> Result<Option<Offset>> {
         let shared = self.shared_bytes();
-        let bytes: &[u8] = &shared;
-        let Some((mut pos, mut expected)) = self.position_of(bytes, from)? else {
-            return Ok(None);
-        };
-        while !budget.exhausted() {
-            let frame = match decode_frame(bytes, pos) {
-                Ok(f) => f,
-                Err(FrameError::End) => break,
-                Err(FrameError::Corrupt(reason)) => return Err(self.corrupt(pos, reason)),
-            };
-            if frame.offset != expected {
-                return Err(self.corrupt(
-                    pos,
-                    format!("frame holds offset {}, expected {expected}", frame.offset),
-                ));
-            }
-            let size = frame.partition_key.len() + frame.data.len();
-            if size > budget.bytes && !out.is_empty() {
-                budget.records = 0;
-                break;
-            }
-            budget.bytes = budget.bytes.saturating_sub(size);
-            budget.records -= 1;
+        self.visit_in(&shared, from, budget, |r| {
             out.push(Record {
-                offset: frame.offset,
-                arrival_ms: frame.arrival_ms,
-                hash_key: frame.hash_key,
-                partition_key: shared.slice(frame.key_range),
-                data: shared.slice(frame.data_range),
-            });
-            pos += frame.len;
-            expected = expected.next();
-        }
-        Ok(Some(expected))
+                offset: r.offset,
+                arrival_ms: r.arrival_ms,
+                explicit_hash_key: r.explicit_hash_key,
+                partition_key: shared.slice_ref(r.partition_key),
+                data: shared.slice_ref(r.data),
+            })
+        })
     }
 }
 
@@ -358,33 +448,41 @@ pub(crate) struct Scan {
     pub corrupt: Option<&'static str>,
 }
 
-/// Verifies frames from `(pos, offset)` on (CRC, offset sequence, non-decreasing arrival time) and
-/// extends `entries` with the index entries the frames call for.
+/// Verifies batches from `(pos, offset)` on (CRC, every record's fields, offset sequence,
+/// non-decreasing arrival time) and extends `entries` with the index entries the batches call for.
 pub(crate) fn scan(
     bytes: &[u8],
     base: Offset,
+    layout: Layout,
     (mut pos, mut offset): (usize, Offset),
     entries: &mut SparseIndex,
 ) -> Scan {
     let mut last_arrival_ms = None;
     let corrupt = loop {
-        let frame = match decode_frame(bytes, pos) {
-            Ok(f) => f,
+        let batch = match decode_batch(bytes, pos, layout) {
+            Ok(b) => b,
             Err(FrameError::End) => break None,
             Err(FrameError::Corrupt(reason)) => break Some(reason),
         };
-        if frame.offset != offset {
+        let head = batch.head;
+        if head.base_offset != offset {
             break Some("offset out of sequence");
         }
-        if last_arrival_ms.is_some_and(|t| frame.arrival_ms < t) {
+        if last_arrival_ms.is_some_and(|t| head.first_arrival_ms < t) {
             break Some("arrival time went backwards");
         }
-        if index::entry_due(entries.last(), pos) {
-            entries.push(index_entry(base, offset, pos, frame.arrival_ms));
+        if let Err(e) = batch.check() {
+            break Some(match e {
+                FrameError::Corrupt(reason) => reason,
+                FrameError::End => "records end early",
+            });
         }
-        last_arrival_ms = Some(frame.arrival_ms);
-        pos += frame.len;
-        offset = offset.next();
+        if index::entry_due(entries.last(), pos) {
+            entries.push(index_entry(base, offset, pos, head.first_arrival_ms));
+        }
+        last_arrival_ms = Some(head.last_arrival_ms);
+        pos += head.len;
+        offset = head.end_offset();
     };
     Scan {
         end: pos,
@@ -394,44 +492,56 @@ pub(crate) fn scan(
     }
 }
 
-/// Whether a frame at `pos` verifies and could follow: an offset from `expected` up to below
-/// `limit`, an arrival time no earlier than `last_arrival`.
-pub(crate) fn good_frame_at(
+/// Whether a batch at `pos` verifies and could follow: offsets from `expected` up to below
+/// `limit`, arrival times no earlier than `last_arrival`.
+pub(crate) fn good_batch_at(
     bytes: &[u8],
     pos: usize,
+    layout: Layout,
     expected: Offset,
     limit: Offset,
     last_arrival: i64,
 ) -> bool {
-    match peek_frame(bytes, pos) {
-        Ok(head) if head.offset >= expected && head.offset < limit => {
-            head.arrival_ms >= last_arrival && decode_frame(bytes, pos).is_ok()
+    match peek_batch(bytes, pos, layout) {
+        Ok(head)
+            if head.base_offset >= expected
+                && head.end_offset() <= limit
+                && head.first_arrival_ms >= last_arrival =>
+        {
+            decode_batch(bytes, pos, layout).is_ok_and(|b| b.check().is_ok())
         }
         _ => false,
     }
 }
 
-/// The position of the first frame at or after `from` that verifies and could follow a segment's
-/// good frames (offset at least `expected`, arrival no earlier than `last_arrival`), if any: a
-/// frame after a tail that stopped verifying means damage followed by intact records, which a
-/// cut would lose (and whose offsets it would hand out again).
-pub(crate) fn intact_frame_after(
+/// The most offsets `len` bytes of records of `layout` can hold, past `expected`: what a search
+/// for intact records after damage may accept.
+pub(crate) fn offset_limit(expected: Offset, len: usize, layout: Layout) -> Offset {
+    Offset::new(
+        expected
+            .get()
+            .saturating_add((len / layout.min_record_len()) as u64 + 1),
+    )
+}
+
+/// The position of the first batch at or after `from` that verifies and could follow a
+/// segment's good batches (offsets from `expected`, arrival no earlier than `last_arrival`), if
+/// any: a batch after a tail that stopped verifying means damage followed by intact records,
+/// which a cut would lose (and whose offsets it would hand out again).
+pub(crate) fn intact_batch_after(
     bytes: &[u8],
     from: usize,
+    layout: Layout,
     expected: Offset,
     last_arrival: Option<i64>,
 ) -> Option<usize> {
-    let limit = Offset::new(
-        expected
-            .get()
-            .saturating_add((bytes.len() / FRAME_OVERHEAD) as u64 + 1),
-    );
+    let limit = offset_limit(expected, bytes.len(), layout);
     let last_arrival = last_arrival.unwrap_or(i64::MIN);
-    (from..bytes.len()).find(|&p| good_frame_at(bytes, p, expected, limit, last_arrival))
+    (from..bytes.len()).find(|&p| good_batch_at(bytes, p, layout, expected, limit, last_arrival))
 }
 
-/// The index entry for the frame of `offset` at byte `pos`. Segments are at most 2 GiB plus one
-/// frame, so relative offsets and positions fit in 32 bits.
+/// The index entry for the batch starting with `offset` at byte `pos`. Segments are at most 2 GiB
+/// plus one batch, so relative offsets and positions fit in 32 bits.
 fn index_entry(base: Offset, offset: Offset, pos: usize, arrival_ms: i64) -> IndexEntry {
     IndexEntry {
         relative_offset: (offset.get() - base.get()) as u32,
@@ -440,20 +550,25 @@ fn index_entry(base: Offset, offset: Offset, pos: usize, arrival_ms: i64) -> Ind
     }
 }
 
-/// Drops index entries that do not point at a valid frame of `bytes`, from the end back, and
-/// returns where a scan should resume: the frame of the last good entry (which the scan
-/// re-verifies and indexes again), or the first frame.
-fn trust_index(bytes: &[u8], base: Offset, entries: &mut SparseIndex) -> (usize, Offset) {
-    while let Some(last) = entries.last() {
+/// Drops index entries that do not point at a valid batch of `bytes`, from the end back, and
+/// returns where a scan should resume: the batch of the last good entry (which the scan
+/// re-verifies and indexes again), or the first batch.
+fn trust_index(
+    bytes: &[u8],
+    base: Offset,
+    layout: Layout,
+    entries: &mut SparseIndex,
+) -> (usize, Offset) {
+    while let Some(last) = entries.pop() {
         let offset = Offset::new(base.get() + u64::from(last.relative_offset));
-        match decode_frame(bytes, last.position as usize) {
-            Ok(f) if f.offset == offset && f.arrival_ms == last.max_arrival_ms => {
-                entries.pop();
+        match decode_batch(bytes, last.position as usize, layout) {
+            Ok(b)
+                if b.head.base_offset == offset
+                    && b.head.first_arrival_ms == last.max_arrival_ms =>
+            {
                 return (last.position as usize, offset);
             }
-            _ => {
-                entries.pop();
-            }
+            _ => {}
         }
     }
     (SEGMENT_HEADER_LEN, base)
@@ -500,7 +615,7 @@ fn verify_final(
         Storage::Mapped(map) => map.bytes(),
         Storage::Owned(bytes) => bytes,
     };
-    check_header(&path, all, base)?;
+    let layout = check_header(&path, all, base)?.layout();
     let footer = SegmentFooter::decode_at_end(all).ok();
     let frames_end = footer.map_or(all.len(), |f| f.data_end as usize);
     let frames = &all[..frames_end];
@@ -508,8 +623,8 @@ fn verify_final(
     let idx_path = index_path(dir, base);
     let loaded = index::load(&idx_path, base);
     let mut entries = loaded.clone().unwrap_or_default();
-    let start = trust_index(frames, base, &mut entries);
-    let scan = scan(frames, base, start, &mut entries);
+    let start = trust_index(frames, base, layout, &mut entries);
+    let scan = scan(frames, base, layout, start, &mut entries);
     let last_arrival_ms = match (scan.last_arrival_ms, footer) {
         (Some(t), _) => Some(t),
         (None, Some(f)) if f.record_count > 0 => Some(f.last_arrival_ms),
@@ -547,7 +662,7 @@ fn verify_final(
     }
     let data = SegmentData {
         damage,
-        ..SegmentData::new(base, path, storage, entries)
+        ..SegmentData::new(base, layout, path, storage, entries)
     };
     let _ = data.sealed.set(SealInfo {
         end_offset: scan.next_offset,
@@ -629,6 +744,8 @@ pub struct SegmentReport {
     pub base: Offset,
     /// Size of the file in bytes.
     pub file_bytes: u64,
+    /// Format version in its header (0 if the header is unreadable).
+    pub version: u16,
     /// Whether it carries a valid footer (takes no more records).
     pub sealed: bool,
     /// Records in it: those that verified, or (summary of a sealed segment) the seal's count.
@@ -652,6 +769,7 @@ impl SegmentReport {
             path: segment_path(dir, base),
             base,
             file_bytes,
+            version: 0,
             sealed: false,
             records: 0,
             first_arrival_ms: None,
@@ -691,14 +809,18 @@ pub(crate) fn summarize_segment(dir: &Path, base: Offset) -> Result<SegmentRepor
         .read_exact_at(&mut head, 0)
         .map_err(|_| Error::corrupt(&path, file_bytes, "shorter than a header"))
         .and_then(|()| check_header(&path, &head, base));
-    if let Err(e) = header {
-        report.problems.push(Problem {
-            path,
-            position: Some(0),
-            what: e.to_string(),
-        });
-        return Ok(report);
-    }
+    let header = match header {
+        Ok(header) => header,
+        Err(e) => {
+            report.problems.push(Problem {
+                path,
+                position: Some(0),
+                what: e.to_string(),
+            });
+            return Ok(report);
+        }
+    };
+    report.version = header.version;
     if let Some(f) = read_footer(&file, file_bytes) {
         let known = |t: i64| Some(t).filter(|_| f.record_count > 0);
         return Ok(SegmentReport {
@@ -713,7 +835,13 @@ pub(crate) fn summarize_segment(dir: &Path, base: Offset) -> Result<SegmentRepor
     drop(file);
     let bytes = std::fs::read(&path).map_err(Error::io_at("read segment", &path))?;
     let mut entries = SparseIndex::default();
-    let scanned = scan(&bytes, base, (SEGMENT_HEADER_LEN, base), &mut entries);
+    let scanned = scan(
+        &bytes,
+        base,
+        header.layout(),
+        (SEGMENT_HEADER_LEN, base),
+        &mut entries,
+    );
     Ok(SegmentReport {
         records: scanned.next_offset.get() - base.get(),
         first_arrival_ms: entries.first().map(|e| e.max_arrival_ms),
@@ -739,10 +867,14 @@ pub(crate) fn verify_segment(
     let idx_path = index_path(dir, base);
     let bytes = std::fs::read(&path).map_err(Error::io_at("read segment", &path))?;
     let mut report = SegmentReport::unread(dir, base, bytes.len() as u64);
-    if let Err(e) = check_header(&path, &bytes, base) {
-        report.problems.push(problem(Some(0), e.to_string()));
-        return Ok(report);
-    }
+    let header = match check_header(&path, &bytes, base) {
+        Ok(header) => header,
+        Err(e) => {
+            report.problems.push(problem(Some(0), e.to_string()));
+            return Ok(report);
+        }
+    };
+    report.version = header.version;
     let mut problems = Vec::new();
     let footer = SegmentFooter::decode_at_end(&bytes).ok();
     if footer.is_none() && next_base.is_some() {
@@ -756,6 +888,7 @@ pub(crate) fn verify_segment(
     let scanned = scan(
         &bytes[..frames_end],
         base,
+        header.layout(),
         (SEGMENT_HEADER_LEN, base),
         &mut rebuilt,
     );
@@ -960,6 +1093,7 @@ impl ActiveSegment {
             .open(&path)
             .map_err(Error::io_at("create segment", &path))?;
         let header = SegmentHeader {
+            version: FORMAT_VERSION,
             base_offset: base,
             created_ms: now_ms,
             arrival_floor_ms,
@@ -997,6 +1131,7 @@ impl ActiveSegment {
         Ok(ActiveSegment {
             data: Arc::new(SegmentData::new(
                 base,
+                Layout::Batches,
                 path,
                 Storage::Mapped(map),
                 SparseIndex::default(),
@@ -1059,6 +1194,7 @@ impl ActiveSegment {
                 ),
             });
         }
+        let layout = header.layout();
 
         let len = usize::try_from(len).map_err(|_| Error::corrupt(&path, 0, "file too large"))?;
         let capacity = limits.capacity.max(len);
@@ -1072,16 +1208,20 @@ impl ActiveSegment {
             let content: &[u8] = writer
                 .unpublished_mut(0..len)
                 .expect("a fresh writer may view its whole file");
-            let start = trust_index(content, base, &mut entries);
-            let scan = scan(content, base, start, &mut entries);
+            let start = trust_index(content, base, layout, &mut entries);
+            let scan = scan(content, base, layout, start, &mut entries);
             let rest = &content[scan.end..];
             let cut = rest.iter().rposition(|&b| b != 0).map(|last| last + 1);
             if cut.is_some() {
                 // Bytes after the last good frame: a torn write (the last one of a crash) may be
                 // cut, but damage followed by intact frames is not a torn tail.
-                if let Some(at) =
-                    intact_frame_after(content, scan.end, scan.next_offset, scan.last_arrival_ms)
-                {
+                if let Some(at) = intact_batch_after(
+                    content,
+                    scan.end,
+                    layout,
+                    scan.next_offset,
+                    scan.last_arrival_ms,
+                ) {
                     return Ok(Tail::Damaged {
                         path,
                         position: scan.end as u64,
@@ -1124,8 +1264,14 @@ impl ActiveSegment {
         } else {
             IndexFile::rewrite(&idx_path, base, &entries)?
         };
-        Ok(Tail::Active(ActiveSegment {
-            data: Arc::new(SegmentData::new(base, path, Storage::Mapped(map), entries)),
+        let active = ActiveSegment {
+            data: Arc::new(SegmentData::new(
+                base,
+                layout,
+                path,
+                Storage::Mapped(map),
+                entries,
+            )),
             writer,
             index_file,
             end: scan.end,
@@ -1137,7 +1283,28 @@ impl ActiveSegment {
             sync: limits.sync,
             durable_end: scan.end,
             scratch: Vec::new(),
-        }))
+        };
+        if layout != Layout::Batches {
+            // A segment of an older format takes no more records: it is sealed as it is (and read
+            // in its own layout), and the shard starts a segment of the current format after it.
+            let floor = header.arrival_floor_ms;
+            if active.is_empty() {
+                drop(active);
+                match std::fs::remove_file(&idx_path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(Error::io("remove old index", &idx_path, e));
+                    }
+                    _ => {}
+                }
+                let path = segment_path(dir, base);
+                std::fs::remove_file(&path).map_err(Error::io_at("remove empty segment", &path))?;
+                return Self::create(dir, base, now_ms, floor, limits).map(Tail::Active);
+            }
+            let end_offset = active.next_offset;
+            active.seal(now_ms, limits.sync)?;
+            return Ok(Tail::Sealed { end_offset });
+        }
+        Ok(Tail::Active(active))
     }
 
     pub(crate) fn data(&self) -> &Arc<SegmentData> {
@@ -1198,18 +1365,15 @@ impl ActiveSegment {
             .map_err(Error::io_at("grow segment", &self.data.path))
     }
 
-    /// Writes `records` as frames with arrival time `arrival_ms` and publishes them. A small
-    /// append (under [`MAP_APPEND_MAX`] bytes, policy `Never`) is stored straight into the map,
-    /// with no system call; any other is written with pwrite from a small, cache-resident buffer
-    /// (payloads of [`DIRECT_WRITE_MIN`] bytes and more straight from the caller's slice), which
-    /// puts each byte into the page cache once instead of zero-filling the pages first. The caller
-    /// has checked that the records fit the segment; space is allocated before any byte is
-    /// written, so a full disk leaves nothing behind.
+    /// Writes `records` in batches (see [`plan_batches`]) with arrival time `arrival_ms` and
+    /// publishes them. A small append (under [`MAP_APPEND_MAX`] bytes, policy `Never`) is stored
+    /// straight into the map, with no system call; any other is written with pwrite from a small,
+    /// cache-resident buffer (payloads of [`DIRECT_WRITE_MIN`] bytes and more straight from the
+    /// caller's slice), which puts each byte into the page cache once instead of zero-filling the
+    /// pages first. The caller has checked that the records fit the segment; space is allocated
+    /// before any byte is written, so a full disk leaves nothing behind.
     pub(crate) fn append(&mut self, records: &[NewRecord<'_>], arrival_ms: i64) -> Result<()> {
-        let total: usize = records
-            .iter()
-            .map(|r| frame_len(r.partition_key.len(), r.data.len()))
-            .sum();
+        let total: usize = plan_batches(records).map(|(_, len)| len).sum();
         self.reserve(total)?;
         let base = self.data.base;
         let start = self.end;
@@ -1224,24 +1388,17 @@ impl ActiveSegment {
         let mut new_entries = Vec::new();
         let mut last_entry = self.data.index().last();
         let mut pending = PwriteBuffer::new(&mut self.scratch, start);
-        for r in records {
-            let len = frame_len(r.partition_key.len(), r.data.len());
-            let fields = FrameFields {
-                offset,
-                arrival_ms,
-                hash_key: r.hash_key,
-                partition_key: r.partition_key,
-                data: r.data,
-            };
+        for (range, len) in plan_batches(records) {
+            let batch = &records[range];
             if through_map {
                 let dst = self
                     .writer
                     .unpublished_mut(pos..pos + len)
-                    .expect("reserve() allocated room for every frame of the append");
-                encode_frame(&fields, dst);
+                    .expect("reserve() allocated room for every batch of the append");
+                encode_batch(offset, arrival_ms, batch, dst, false);
             } else {
                 pending
-                    .push(&mut self.writer, &fields, len)
+                    .push(&mut self.writer, offset, arrival_ms, batch, len)
                     .map_err(Error::io_at("write segment", &self.data.path))?;
             }
             if index::entry_due(last_entry, pos) {
@@ -1250,7 +1407,7 @@ impl ActiveSegment {
                 last_entry = Some(e);
             }
             pos += len;
-            offset = offset.next();
+            offset = Offset::new(offset.get() + batch.len() as u64);
         }
         pending
             .flush(&mut self.writer)
@@ -1353,24 +1510,30 @@ impl<'a> PwriteBuffer<'a> {
         PwriteBuffer { buf, at }
     }
 
+    /// Adds the batch of `records` (`len` bytes, starting with `offset`); a batch of one large
+    /// payload is written at once, its payload straight from the caller's slice.
     fn push(
         &mut self,
         writer: &mut MapWriter,
-        fields: &FrameFields<'_>,
+        offset: Offset,
+        arrival_ms: i64,
+        records: &[NewRecord<'_>],
         len: usize,
     ) -> std::io::Result<()> {
-        let head = len - fields.data.len();
         let from = self.buf.len();
-        if fields.data.len() >= DIRECT_WRITE_MIN {
-            self.buf.resize(from + head, 0);
-            encode_frame_head(fields, &mut self.buf[from..]);
-            self.flush(writer)?;
-            writer.write_at(self.at, fields.data)?;
-            self.at += fields.data.len();
-            return Ok(());
+        if let [single] = records {
+            if single.data.len() >= DIRECT_WRITE_MIN {
+                let head = len - single.data.len();
+                self.buf.resize(from + head, 0);
+                encode_batch(offset, arrival_ms, records, &mut self.buf[from..], true);
+                self.flush(writer)?;
+                writer.write_at(self.at, single.data)?;
+                self.at += single.data.len();
+                return Ok(());
+            }
         }
         self.buf.resize(from + len, 0);
-        encode_frame(fields, &mut self.buf[from..]);
+        encode_batch(offset, arrival_ms, records, &mut self.buf[from..], false);
         if self.buf.len() >= PWRITE_CHUNK {
             self.flush(writer)?;
         }
@@ -1385,6 +1548,63 @@ impl<'a> PwriteBuffer<'a> {
         }
         Ok(())
     }
+}
+
+/// How an append is cut into batches: consecutive runs of records, each run's encoding at most
+/// [`BATCH_TARGET`] bytes unless a single record is larger, and a payload of
+/// [`DIRECT_WRITE_MIN`] bytes or more alone in its batch (so it is written from where it lies).
+/// Yields each run's range and its encoded length. The cut of a prefix of `records` is the same
+/// as the cut of the whole up to its last run, which [`count_fitting`] relies on.
+pub(crate) fn plan_batches<'r>(
+    records: &'r [NewRecord<'_>],
+) -> impl Iterator<Item = (std::ops::Range<usize>, usize)> + 'r {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let first = records.get(at)?;
+        let start = at;
+        let mut len = BATCH_OVERHEAD + batch_record_len(first);
+        at += 1;
+        if first.data.len() < DIRECT_WRITE_MIN {
+            while let Some(r) = records.get(at) {
+                let r_len = batch_record_len(r);
+                if r.data.len() >= DIRECT_WRITE_MIN || len + r_len > BATCH_TARGET {
+                    break;
+                }
+                len += r_len;
+                at += 1;
+            }
+        }
+        Some((start..at, len))
+    })
+}
+
+/// How many leading `records` fit in `room` bytes of batches.
+pub(crate) fn count_fitting(records: &[NewRecord<'_>], room: usize) -> usize {
+    let mut used = 0;
+    let mut fitting = 0;
+    for (range, _) in plan_batches(records) {
+        used += BATCH_OVERHEAD;
+        for r in &records[range] {
+            used += batch_record_len(r);
+            if used > room {
+                return fitting;
+            }
+            fitting += 1;
+        }
+    }
+    fitting
+}
+
+/// The most bytes one record of `key_len` and `data_len` bytes can take, alone in its batch with
+/// an explicit hash key.
+pub(crate) fn max_batched_len(key_len: usize, data_len: usize) -> usize {
+    BATCH_OVERHEAD
+        + varint_len((key_len as u64) << 1 | 1)
+        + 1
+        + varint_len(data_len as u64)
+        + 16
+        + key_len
+        + data_len
 }
 
 impl Drop for ActiveSegment {

@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, RecordError, Result};
 use crate::format::{
-    frame_len, parse_file_name, FOOTER_LEN, INDEX_EXT, MAX_PARTITION_KEY_LEN,
+    parse_file_name, RecordRef, FOOTER_LEN, INDEX_EXT, MAX_PARTITION_KEY_LEN,
     MAX_RECORD_BYTES_LIMIT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::lock::DirLock;
 use crate::log_start::write_log_start;
 pub use crate::log_start::{read_log_start, LOG_START_FILE};
 use crate::segment::{
-    self, index_path, load_newest_read_only, segment_path, sync_dir, ActiveSegment, Budget,
-    Segment, SegmentLimits, Tail,
+    self, count_fitting, index_path, load_newest_read_only, max_batched_len, segment_path,
+    sync_dir, ActiveSegment, Budget, Segment, SegmentData, SegmentLimits, Tail,
 };
 pub use crate::segment::{Problem, SegmentReport};
 use crate::types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits};
@@ -99,7 +99,7 @@ impl ShardOptions {
     }
 
     fn limits(&self) -> SegmentLimits {
-        let largest_frame = frame_len(MAX_PARTITION_KEY_LEN, self.max_record_bytes);
+        let largest_frame = max_batched_len(MAX_PARTITION_KEY_LEN, self.max_record_bytes);
         SegmentLimits {
             capacity: (self.segment_bytes as usize + largest_frame + FOOTER_LEN)
                 .next_multiple_of(4096),
@@ -623,6 +623,39 @@ impl Shard {
     /// `from` was deleted), within `limits`. Every record's CRC is checked; damage is an
     /// [`Error::Corrupt`] naming file and position, after the good records before it were returned.
     pub fn read(&self, from: Offset, limits: ReadLimits) -> Result<ReadBatch> {
+        let mut out = Vec::with_capacity(limits.max_records.min(1024));
+        let next_offset = self.read_segments(from, limits, |data, cursor, budget| {
+            data.read(cursor, budget, &mut out)
+        })?;
+        Ok(ReadBatch {
+            records: out,
+            next_offset,
+        })
+    }
+
+    /// Lends the records from `from` on, within `limits`, to `visit`, as [`Shard::read`] reads
+    /// them but without handing out owned views: no reference count, no allocation per record,
+    /// one CRC check per batch. For consumers that use each record and let it go (encoders,
+    /// serializers, counters). Returns the offset to read from next.
+    pub fn visit(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        mut visit: impl FnMut(RecordRef<'_>),
+    ) -> Result<Offset> {
+        self.read_segments(from, limits, |data, cursor, budget| {
+            data.visit(cursor, budget, &mut visit)
+        })
+    }
+
+    /// Walks the segments holding `from` and after, handing each to `read_segment` with the
+    /// offset to read from and the budget left; returns the offset to read from next.
+    fn read_segments(
+        &self,
+        from: Offset,
+        limits: ReadLimits,
+        mut read_segment: impl FnMut(&SegmentData, Offset, &mut Budget) -> Result<Option<Offset>>,
+    ) -> Result<Offset> {
         // Loaded before the snapshot: records below it were in segments listed before it was
         // published, so if the snapshot lists none, they are all gone (expired). Loaded after,
         // it could count records appended (to a segment created) since the snapshot, and the
@@ -630,22 +663,18 @@ impl Shard {
         let next_offset = self.next_offset();
         let segments = self.snapshot();
         let Some(first) = segments.first() else {
-            return Ok(ReadBatch {
-                records: Vec::new(),
-                next_offset: from.max(next_offset),
-            });
+            return Ok(from.max(next_offset));
         };
         let mut cursor = from.max(first.base());
         // cursor >= the first segment's base, so at least one segment starts at or before it.
         let start = segments.partition_point(|s| s.base() <= cursor) - 1;
         let mut budget = Budget::new(limits);
-        let mut out = Vec::with_capacity(limits.max_records.min(1024));
         for (i, segment) in segments.iter().enumerate().skip(start) {
             if budget.exhausted() {
                 break;
             }
             let data = segment.data()?;
-            if let Some(next) = data.read(cursor, &mut budget, &mut out)? {
+            if let Some(next) = read_segment(&data, cursor, &mut budget)? {
                 cursor = next;
             }
             if budget.exhausted() {
@@ -658,7 +687,7 @@ impl Shard {
             if cursor < newer.base() && cursor.get().saturating_add(lost) != newer.base().get() {
                 // This segment ended before the next one begins, and no repair accounted for the
                 // gap: records are missing.
-                if !out.is_empty() {
+                if budget.started() {
                     break;
                 }
                 let (position, reason) = match data.damage() {
@@ -669,10 +698,7 @@ impl Shard {
             }
             cursor = cursor.max(newer.base());
         }
-        Ok(ReadBatch {
-            records: out,
-            next_offset: cursor,
-        })
+        Ok(cursor)
     }
 
     /// The offset of the first record that arrived at or after `t_ms` (ms since the Unix epoch),
@@ -833,18 +859,6 @@ pub fn verify_log_start(dir: &Path) -> Result<Option<Problem>> {
         }),
         _ => None,
     })
-}
-
-/// How many leading records fit in `room` bytes of frames.
-fn count_fitting(records: &[NewRecord<'_>], room: usize) -> usize {
-    let mut used = 0;
-    records
-        .iter()
-        .take_while(|r| {
-            used += frame_len(r.partition_key.len(), r.data.len());
-            used <= room
-        })
-        .count()
 }
 
 /// Checks a shard directory without changing it: every frame's CRC and offset in every segment,

@@ -838,7 +838,7 @@ impl Stream {
         }
         let appended = shard.append(&[NewRecord {
             partition_key: record.partition_key.as_bytes(),
-            hash_key,
+            explicit_hash_key: record.explicit_hash_key.map(|_| hash_key),
             data: record.data,
         }])?;
         self.changes.notify();
@@ -927,7 +927,7 @@ impl Stream {
             batch.clear();
             batch.extend(group.iter().map(|&(_, i, hash_key)| NewRecord {
                 partition_key: records[i].partition_key.as_bytes(),
-                hash_key,
+                explicit_hash_key: records[i].explicit_hash_key.map(|_| hash_key),
                 data: records[i].data,
             }));
             let appended = slot.open(&options).and_then(|shard| shard.append(&batch));

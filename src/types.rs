@@ -44,11 +44,22 @@ impl std::fmt::Display for Offset {
 pub struct NewRecord<'a> {
     /// Partition key, 1 to 256 bytes.
     pub partition_key: &'a [u8],
-    /// The 128-bit hash key that routed the record to this shard (MD5 of the partition key, or
-    /// an explicit hash key); stored so tools can show it.
-    pub hash_key: u128,
+    /// The explicit hash key that routed the record to this shard, if it had one (stored); `None`
+    /// when it was routed by the MD5 of its partition key, which is derived again on read.
+    pub explicit_hash_key: Option<u128>,
     /// The payload.
     pub data: &'a [u8],
+}
+
+impl<'a> NewRecord<'a> {
+    /// A record routed by the MD5 of its partition key.
+    pub fn new(partition_key: &'a [u8], data: &'a [u8]) -> NewRecord<'a> {
+        NewRecord {
+            partition_key,
+            explicit_hash_key: None,
+            data,
+        }
+    }
 }
 
 /// A stored record. `partition_key` and `data` are views into the segment's memory map: reading
@@ -59,12 +70,21 @@ pub struct Record {
     pub offset: Offset,
     /// When the shard accepted the record, ms since the Unix epoch. Non-decreasing within a shard.
     pub arrival_ms: i64,
-    /// The 128-bit hash key stored with the record.
-    pub hash_key: u128,
+    /// The explicit hash key stored with the record (format versions 1 and 2 stored every
+    /// record's hash key); `None` when it is the MD5 of the partition key. See [`Record::hash_key`].
+    pub explicit_hash_key: Option<u128>,
     /// Partition key bytes.
     pub partition_key: Bytes,
     /// Payload bytes.
     pub data: Bytes,
+}
+
+impl Record {
+    /// The 128-bit hash key that routed the record: explicit, or the MD5 of its partition key.
+    pub fn hash_key(&self) -> u128 {
+        self.explicit_hash_key
+            .unwrap_or_else(|| crate::hash_key::hash_key_of_bytes(&self.partition_key))
+    }
 }
 
 /// Bounds on one read (Kinesis GetRecords allows 10,000 records and 10 MiB).

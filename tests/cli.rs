@@ -441,7 +441,7 @@ fn verify_checks_each_manifest_against_its_shard_directories() {
     shard
         .append(&[shardlog::NewRecord {
             partition_key: b"late",
-            hash_key: 1,
+            explicit_hash_key: None,
             data: b"after the close",
         }])
         .unwrap();

@@ -63,7 +63,7 @@ fn a_full_disk_fails_appends_cleanly_and_loses_nothing_acknowledged() {
         let records: Vec<NewRecord<'_>> = (0..4)
             .map(|i| NewRecord {
                 partition_key: &keys[i],
-                hash_key: 0,
+                explicit_hash_key: None,
                 data: &datas[i],
             })
             .collect();
@@ -88,7 +88,7 @@ fn a_full_disk_fails_appends_cleanly_and_loses_nothing_acknowledged() {
     assert!(matches!(
         shard.append(&[NewRecord {
             partition_key: b"k",
-            hash_key: 0,
+            explicit_hash_key: None,
             data: &[0u8; 100_000],
         }]),
         Err(Error::DiskFull { .. })

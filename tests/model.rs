@@ -121,7 +121,7 @@ fn run(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
                     .iter()
                     .map(|(k, d)| NewRecord {
                         partition_key: k,
-                        hash_key: u128::from(k[0]),
+                        explicit_hash_key: (k[0] % 2 == 0).then(|| u128::from(k[0])),
                         data: d,
                     })
                     .collect();
@@ -170,9 +170,39 @@ fn run(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
                     prop_assert_eq!(got.arrival_ms, want.arrival_ms);
                     prop_assert_eq!(&got.partition_key[..], &want.key[..]);
                     prop_assert_eq!(&got.data[..], &want.data[..]);
+                    let explicit = (want.key[0] % 2 == 0).then(|| u128::from(want.key[0]));
+                    prop_assert_eq!(got.explicit_hash_key, explicit);
                 }
                 let next = expected.last().map_or(start.max(from), |r| r.offset + 1);
                 prop_assert_eq!(batch.next_offset, Offset::new(next));
+                // The borrowing path lends exactly what the owning path returns.
+                let mut lent = Vec::new();
+                let visited_next = shard
+                    .visit(Offset::new(from), limits, |r| {
+                        lent.push((
+                            r.offset,
+                            r.arrival_ms,
+                            r.explicit_hash_key,
+                            r.partition_key.to_vec(),
+                            r.data.to_vec(),
+                        ))
+                    })
+                    .unwrap();
+                prop_assert_eq!(visited_next, batch.next_offset);
+                let owned: Vec<_> = batch
+                    .records
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.offset,
+                            r.arrival_ms,
+                            r.explicit_hash_key,
+                            r.partition_key.to_vec(),
+                            r.data.to_vec(),
+                        )
+                    })
+                    .collect();
+                prop_assert_eq!(lent, owned);
             }
             Op::SeekTime(f) => {
                 let t = model.time_at_fraction(f);

@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use shardlog::format::{decode_frame, SEGMENT_HEADER_LEN};
+use shardlog::format::{decode_batch, Layout, SEGMENT_HEADER_LEN};
 use shardlog::{PutRecord, ShardOptions, Store, StoreOptions, StreamConfig};
 
 const SHARD: &str = "shardId-000000000001";
@@ -78,14 +78,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The frames of a segment file: (offset, byte range).
+/// The records of a segment file: (offset, byte range of its batch). (`put_record` appends one
+/// record at a time: each batch holds one.)
 fn frames(segment: &Path) -> Vec<(u64, Range<usize>)> {
     let bytes = std::fs::read(segment).unwrap();
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
-    while let Ok(frame) = decode_frame(&bytes, pos) {
-        out.push((frame.offset.get(), pos..pos + frame.len));
-        pos += frame.len;
+    while let Ok(batch) = decode_batch(&bytes, pos, Layout::Batches) {
+        let first = batch.head.base_offset.get();
+        let range = pos..pos + batch.head.len;
+        out.extend((first..batch.head.end_offset().get()).map(|o| (o, range.clone())));
+        pos += batch.head.len;
     }
     out
 }
@@ -135,7 +138,7 @@ fn inflict(dir: &Path, damage: Damage, which: usize) -> (Vec<u64>, String) {
                 .filter(|(_, r)| r.end > at)
                 .map(|(o, _)| *o)
                 .collect();
-            let expect = format!("{} at byte {}: frame", seg.display(), cut.start);
+            let expect = format!("{} at byte {}: batch", seg.display(), cut.start);
             (lost, expect)
         }
         Damage::FlipBit => {

@@ -15,7 +15,7 @@ use shardlog::{
 fn record<'a>(key: &'a [u8], data: &'a [u8]) -> NewRecord<'a> {
     NewRecord {
         partition_key: key,
-        hash_key: 7,
+        explicit_hash_key: Some(7),
         data,
     }
 }
@@ -29,7 +29,14 @@ fn appends_get_consecutive_offsets_and_read_back_intact() {
     assert_eq!(shard.next_offset(), Offset::new(1000));
     let all = read_all(&shard, 0);
     check_records(&all, 0, 1000, 300);
-    assert_eq!(all[5].hash_key, 5);
+    // Explicit hash keys are stored; the others are the MD5 of the partition key.
+    assert_eq!(all[6].hash_key(), 6);
+    assert_eq!(all[6].explicit_hash_key, Some(6));
+    assert_eq!(all[5].explicit_hash_key, None);
+    assert_eq!(
+        all[5].hash_key(),
+        shardlog::hash_key::hash_key_of_bytes(&all[5].partition_key)
+    );
     check_records(&read_all(&shard, 990), 990, 1000, 300);
 }
 
@@ -469,7 +476,7 @@ fn concurrent_appenders_share_group_commits_and_lose_nothing() {
                     let a = shard
                         .append(&[NewRecord {
                             partition_key: &[b'p', t],
-                            hash_key: 0,
+                            explicit_hash_key: None,
                             data: &data,
                         }])
                         .unwrap();

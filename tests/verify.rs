@@ -6,7 +6,6 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use shardlog::format::{frame_len, SEGMENT_HEADER_LEN};
 use shardlog::shard::{verify, Problem};
 
 fn problems(dir: &Path) -> Vec<Problem> {
@@ -16,12 +15,13 @@ fn problems(dir: &Path) -> Vec<Problem> {
     found
 }
 
-/// Byte position of the frame of offset `o` in the first segment (records written by `written`).
-fn frame_position(o: u64, max_len: usize) -> usize {
-    SEGMENT_HEADER_LEN
-        + (0..o)
-            .map(|i| frame_len(key(i).len(), payload(i, max_len).len()))
-            .sum::<usize>()
+/// Byte position of the batch holding offset `o` in `segment`.
+fn batch_position(segment: &std::path::Path, o: u64) -> usize {
+    batches(segment)
+        .into_iter()
+        .find(|(_, offsets)| offsets.contains(&o))
+        .map(|(bytes, _)| bytes.start)
+        .unwrap()
 }
 
 #[test]
@@ -35,14 +35,15 @@ fn a_directory_the_engine_wrote_is_clean() {
 fn a_flipped_bit_is_reported_at_its_frame() {
     let (dir, _clock) = written(1, 16 * 1024, 2000, 7, 200);
     let seg = &segment_files(dir.path())[0];
-    let at = frame_position(10, 200) + 30;
+    let batch = batch_position(seg, 10);
+    let at = batch + 30;
     let mut bytes = std::fs::read(seg).unwrap();
     bytes[at] ^= 0x04;
     std::fs::write(seg, &bytes).unwrap();
     let found = problems(dir.path());
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(&found[0].path, seg);
-    assert_eq!(found[0].position, Some(frame_position(10, 200) as u64));
+    assert_eq!(found[0].position, Some(batch as u64));
     assert!(found[0].what.contains("CRC"), "{}", found[0]);
 }
 

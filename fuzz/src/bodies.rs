@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use shardlog::format::{
-    decode_frame, encode_frame, encode_index_header, frame_len, peek_frame, FrameFields,
-    IndexEntry, SegmentHeader, SEGMENT_HEADER_LEN,
+    batch_record_len, decode_batch, decode_frame, encode_batch, encode_frame, encode_index_header,
+    frame_len, peek_batch, peek_frame, FrameFields, IndexEntry, Layout, SegmentHeader,
+    BATCH_OVERHEAD, SEGMENT_HEADER_LEN,
 };
 use shardlog::{
     Clock, IteratorStart, ListShards, ManualClock, NewRecord, Offset, PutRecord, ReadLimits,
@@ -20,13 +21,25 @@ use shardlog::{
 
 /// Records in the template shard.
 const KNOWN: u64 = 300;
-/// Arrival time of known record `i` is `T0 + i`.
+/// Arrival time of known record `i`: see [`arrival_of`].
 const T0: i64 = 1_700_000_000_000;
 
 fn known(i: u64) -> (Vec<u8>, Vec<u8>) {
     let key = format!("k{}", i % 7).into_bytes();
     let data = vec![i as u8; ((i * 37) % 300) as usize];
     (key, data)
+}
+
+/// Arrival time of known record `i`: that of the first record of its append.
+fn arrival_of(i: u64) -> i64 {
+    let mut first = 0;
+    loop {
+        let n = 1 + first % 4;
+        if i < first + n {
+            return T0 + first as i64;
+        }
+        first += n;
+    }
 }
 
 fn options(segment_bytes: u64) -> ShardOptions {
@@ -53,16 +66,24 @@ fn template() -> &'static Vec<(String, Vec<u8>)> {
             },
         )
         .unwrap();
-        for i in 0..KNOWN {
-            let (key, data) = known(i);
-            clock.set(T0 + i as i64);
-            shard
-                .append(&[NewRecord {
-                    partition_key: &key,
-                    hash_key: u128::from(i),
-                    data: &data,
-                }])
-                .unwrap();
+        // Appends of one to four records: batches of one to four. Every record of an append
+        // shares its arrival time, so record i arrives at the time of the first of its append.
+        let mut i = 0;
+        while i < KNOWN {
+            let n = (1 + i % 4).min(KNOWN - i);
+            let owned: Vec<(Vec<u8>, Vec<u8>)> = (i..i + n).map(known).collect();
+            let records: Vec<NewRecord<'_>> = owned
+                .iter()
+                .enumerate()
+                .map(|(k, (key, data))| NewRecord {
+                    partition_key: key,
+                    explicit_hash_key: (k % 2 == 1).then_some(u128::from(i) + k as u128),
+                    data,
+                })
+                .collect();
+            clock.set(arrival_of(i));
+            shard.append(&records).unwrap();
+            i += n;
         }
         drop(shard);
         let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path())
@@ -116,23 +137,22 @@ fn check_served(records: &[Record], trusted_below: u64) {
         let (key, data) = known(r.offset.get());
         assert_eq!(&r.partition_key[..], &key[..], "key of {}", r.offset);
         assert_eq!(&r.data[..], &data[..], "data of {}", r.offset);
-        assert_eq!(r.arrival_ms, T0 + r.offset.get() as i64);
+        assert_eq!(r.arrival_ms, arrival_of(r.offset.get()));
     }
 }
 
-/// How many known records lie wholly in the first `len` bytes of the first template segment.
+/// How many known records lie in whole batches in the first `len` bytes of the first template
+/// segment.
 fn known_within(len: usize) -> u64 {
-    let mut end = SEGMENT_HEADER_LEN;
-    let mut n = 0;
-    while n < KNOWN {
-        let (key, data) = known(n);
-        end += frame_len(key.len(), data.len());
-        if end > len {
-            break;
-        }
-        n += 1;
-    }
-    n
+    template_records(&segment_files()[0].1)
+        .iter()
+        .take_while(|(_, batch)| batch.end <= len)
+        .count() as u64
+}
+
+/// The first known record that arrived at or after `t`.
+fn first_arriving(t: i64) -> u64 {
+    (0..KNOWN).find(|&i| arrival_of(i) >= t).unwrap_or(KNOWN)
 }
 
 /// Arbitrary bytes as a segment file: alone, as the tail of a valid segment, or as an older
@@ -158,6 +178,7 @@ pub fn segment(data: &[u8]) {
     if mode == 2 {
         // Make it an older segment: a newer, empty one follows far ahead.
         let header = SegmentHeader {
+            version: shardlog::format::FORMAT_VERSION,
             base_offset: Offset::new(1_000_000),
             created_ms: T0,
             arrival_floor_ms: i64::MIN,
@@ -180,11 +201,7 @@ pub fn segment(data: &[u8]) {
         check_served(&read_all(&shard), trusted);
         let _ = shard.seek_time(T0 + 100);
         let next = shard.next_offset();
-        if let Ok(a) = shard.append(&[NewRecord {
-            partition_key: b"new",
-            hash_key: 1,
-            data: b"after recovery",
-        }]) {
+        if let Ok(a) = shard.append(&[NewRecord::new(b"new", b"after recovery")]) {
             assert_eq!(a.first, next, "an append continues where the shard ends");
             let one = ReadLimits {
                 max_records: 1,
@@ -245,7 +262,10 @@ pub fn index(data: &[u8]) {
             let got = shard.read(Offset::new(o), one).expect("valid data reads");
             assert_eq!(got.records[0].offset, Offset::new(o));
             check_served(&got.records, KNOWN);
-            assert_eq!(shard.seek_time(T0 + o as i64).unwrap(), Offset::new(o));
+            assert_eq!(
+                shard.seek_time(T0 + o as i64).unwrap(),
+                Offset::new(first_arriving(T0 + o as i64))
+            );
         }
         assert_eq!(read_all(&shard).len() as u64, KNOWN);
     }
@@ -284,13 +304,25 @@ pub fn manifest(data: &[u8]) {
     }
 }
 
-/// Arbitrary records: encoding then decoding gives them back exactly; and the raw bytes, decoded
-/// as a frame, are an error or a frame whose CRC matched.
+/// Arbitrary records: encoding then decoding gives them back exactly, as a version 2 frame each
+/// and as one version 3 batch; and the raw bytes, decoded as a frame or a batch, are an error or
+/// records whose CRC matched (iterating a batch's records never panics, whatever they hold).
 pub fn frame(data: &[u8]) {
     let _ = decode_frame(data, 0);
     let _ = peek_frame(data, data.len() / 2);
+    for at in [0, data.len() / 2] {
+        let _ = peek_batch(data, at, Layout::Batches);
+        if let Ok(batch) = decode_batch(data, at, Layout::Batches) {
+            let _ = batch.check();
+            for record in batch.records() {
+                let Ok(record) = record else { break };
+                let _ = record.hash_key();
+            }
+        }
+    }
     let mut rest = data;
     let mut offset = 0u64;
+    let mut owned = Vec::new();
     while rest.len() >= 3 {
         let key_len = 1 + usize::from(rest[0]) % 32;
         let data_len = usize::from(rest[1]) * 5;
@@ -319,18 +351,58 @@ pub fn frame(data: &[u8]) {
         assert_eq!(decoded.len, buf.len());
         let head = peek_frame(&buf, 0).expect("an encoded frame peeks");
         assert_eq!((head.len, head.offset), (buf.len(), fields.offset));
+        owned.push((
+            key.to_vec(),
+            value.to_vec(),
+            (rest[0] % 2 == 0).then_some(fields.hash_key),
+        ));
         rest = &rest[3..];
         offset += 1;
     }
+    if owned.is_empty() {
+        return;
+    }
+    let records: Vec<NewRecord<'_>> = owned
+        .iter()
+        .map(|(key, value, explicit)| NewRecord {
+            partition_key: key,
+            explicit_hash_key: *explicit,
+            data: value,
+        })
+        .collect();
+    let len = BATCH_OVERHEAD + records.iter().map(batch_record_len).sum::<usize>();
+    let mut buf = vec![0u8; len];
+    let (base, arrival) = (Offset::new(1_000), i64::from(data[0]) - 100);
+    encode_batch(base, arrival, &records, &mut buf, false);
+    let batch = decode_batch(&buf, 0, Layout::Batches).expect("an encoded batch decodes");
+    batch.check().expect("an encoded batch checks");
+    assert_eq!(batch.head.len, len);
+    assert_eq!(batch.head.count as usize, records.len());
+    for (i, (got, want)) in batch.records().zip(&records).enumerate() {
+        let got = got.expect("an encoded record decodes");
+        assert_eq!(got.offset, Offset::new(1_000 + i as u64));
+        assert_eq!(got.arrival_ms, arrival);
+        assert_eq!(got.partition_key, want.partition_key);
+        assert_eq!(got.data, want.data);
+        assert_eq!(got.explicit_hash_key, want.explicit_hash_key);
+    }
+    // The last record's payload written apart from the rest encodes the same bytes.
+    let last = records.last().expect("not empty").data;
+    let mut split = vec![0u8; len - last.len()];
+    encode_batch(base, arrival, &records, &mut split, true);
+    split.extend_from_slice(last);
+    assert_eq!(split, buf);
 }
 
-/// The frames of a template segment file: (offset, byte range).
-fn template_frames(bytes: &[u8]) -> Vec<(u64, std::ops::Range<usize>)> {
+/// The records of a template segment file: (offset, byte range of its batch).
+fn template_records(bytes: &[u8]) -> Vec<(u64, std::ops::Range<usize>)> {
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
-    while let Ok(frame) = decode_frame(bytes, pos) {
-        out.push((frame.offset.get(), pos..pos + frame.len));
-        pos += frame.len;
+    while let Ok(batch) = decode_batch(bytes, pos, Layout::Batches) {
+        let range = pos..pos + batch.head.len;
+        let first = batch.head.base_offset.get();
+        out.extend((first..first + u64::from(batch.head.count)).map(|o| (o, range.clone())));
+        pos += batch.head.len;
     }
     out
 }
@@ -396,7 +468,7 @@ pub fn repair(data: &[u8]) {
         if !name.ends_with(".seg") {
             continue;
         }
-        for (offset, range) in template_frames(bytes) {
+        for (offset, range) in template_records(bytes) {
             let hit = damaged[i]
                 .iter()
                 .any(|d| d.start < range.end && range.start < d.end);

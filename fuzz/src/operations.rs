@@ -187,7 +187,7 @@ impl Harness {
             .iter()
             .map(|r| NewRecord {
                 partition_key: &r.key,
-                hash_key: 7,
+                explicit_hash_key: Some(7),
                 data: &r.data,
             })
             .collect();

@@ -222,7 +222,7 @@ fn print_record(
             "arrival": rfc3339_utc(r.arrival_ms),
             "arrival_ms": r.arrival_ms,
             "partition_key": key,
-            "hash_key": r.hash_key.to_string(),
+            "hash_key": r.hash_key().to_string(),
             "size": r.data.len(),
             "data": data,
         });
@@ -241,7 +241,7 @@ fn print_record(
         "{position}\t{}\t{}\t{}\t{}\t",
         rfc3339_utc(r.arrival_ms),
         key.escape_debug(),
-        r.hash_key,
+        r.hash_key(),
         r.data.len()
     )?;
     match options.data {

@@ -525,7 +525,7 @@ impl DeliveryStream {
         check_record(data).map_err(|reason| Error::invalid("Record.Data", reason))?;
         let appended = self.buffer.append(&[NewRecord {
             partition_key: BUFFER_KEY,
-            hash_key: 0,
+            explicit_hash_key: None,
             data,
         }])?;
         Ok(record_id(appended.first))
@@ -562,7 +562,7 @@ impl DeliveryStream {
             .filter(|(_, c)| c.is_ok())
             .map(|(data, _)| NewRecord {
                 partition_key: BUFFER_KEY,
-                hash_key: 0,
+                explicit_hash_key: None,
                 data,
             })
             .collect();
@@ -1059,7 +1059,7 @@ fn read_stream(
             out.push(Record {
                 offset: r.sequence_number.offset(),
                 arrival_ms: r.approximate_arrival_ms,
-                hash_key: 0,
+                explicit_hash_key: None,
                 partition_key: bytes::Bytes::from(r.partition_key.into_bytes()),
                 data: r.data,
             });

@@ -66,7 +66,7 @@ pub fn append_range(shard: &Shard, from: u64, to: u64, batch: u64, max_len: usiz
         let records: Vec<NewRecord<'_>> = (0..(end - o) as usize)
             .map(|i| NewRecord {
                 partition_key: &keys[i],
-                hash_key: u128::from(o) + i as u128,
+                explicit_hash_key: ((o + i as u64) % 3 == 0).then(|| u128::from(o) + i as u128),
                 data: &datas[i],
             })
             .collect();
@@ -272,4 +272,22 @@ pub fn shardlog(args: &[&str]) -> std::process::Output {
 /// Bytes as text, for assertion messages.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The batches of a (version 3) segment file, as far as they verify: each one's byte range and
+/// the offsets of its records.
+pub fn batches(segment: &Path) -> Vec<(std::ops::Range<usize>, std::ops::Range<u64>)> {
+    use shardlog::format::{decode_batch, Layout, SEGMENT_HEADER_LEN};
+    let bytes = std::fs::read(segment).unwrap();
+    let mut out = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    while let Ok(batch) = decode_batch(&bytes, pos, Layout::Batches) {
+        let head = batch.head;
+        out.push((
+            pos..pos + head.len,
+            head.base_offset.get()..head.end_offset().get(),
+        ));
+        pos += head.len;
+    }
+    out
 }
