@@ -395,6 +395,7 @@ const _: () = assert!(B_RECORDS == BATCH_OVERHEAD);
 pub const MAX_BATCH_LEN: usize = 2 * MAX_FRAME_LEN;
 
 /// Bytes of `value` as a LEB128 varint.
+#[inline]
 pub fn varint_len(value: u64) -> usize {
     // 1 byte per started group of 7 bits, at least one.
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
@@ -411,7 +412,7 @@ fn put_varint(dst: &mut [u8], mut at: usize, mut value: u64) -> usize {
 }
 
 /// Reads a varint at `*at`, advancing it; `None` if it runs off the slice or past 64 bits.
-#[inline]
+#[inline(always)]
 fn get_varint(src: &[u8], at: &mut usize) -> Option<u64> {
     let first = *src.get(*at)?;
     *at += 1;
@@ -438,6 +439,7 @@ fn get_varint(src: &[u8], at: &mut usize) -> Option<u64> {
 }
 
 /// Bytes of `record` inside a batch whose records share one arrival time, its data excluded.
+#[inline]
 pub fn batch_record_head_len(record: &NewRecord<'_>) -> usize {
     let key_len = record.partition_key.len();
     varint_len((key_len as u64) << 1)
@@ -452,6 +454,7 @@ pub fn batch_record_head_len(record: &NewRecord<'_>) -> usize {
 }
 
 /// Bytes of `record` inside a batch whose records share one arrival time.
+#[inline]
 pub fn batch_record_len(record: &NewRecord<'_>) -> usize {
     batch_record_head_len(record) + record.data.len()
 }

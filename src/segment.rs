@@ -41,9 +41,13 @@ const PWRITE_CHUNK: usize = 256 * 1024;
 pub(crate) const BATCH_TARGET: usize = 64 * 1024;
 /// How far ahead of small appends the file is zero-filled at a time.
 const PREFILL_AHEAD: usize = 256 * 1024;
-/// New index entries are written to the sidecar file once this many have piled up (and at seal),
-/// bounding the frames a recovery must scan to about `INDEX_FLUSH_EVERY * INDEX_INTERVAL` bytes.
+/// New index entries are written to the sidecar file once this many have piled up, or once they
+/// cover [`INDEX_FLUSH_BYTES`] of batches (and at seal and close), bounding what a recovery after
+/// a crash must scan to about `INDEX_FLUSH_EVERY * INDEX_INTERVAL` bytes, or one flush's worth of
+/// large batches.
 const INDEX_FLUSH_EVERY: usize = 64;
+/// See [`INDEX_FLUSH_EVERY`].
+const INDEX_FLUSH_BYTES: usize = 256 * 1024;
 
 /// Paths of a segment's files.
 pub(crate) fn segment_path(dir: &Path, base: Offset) -> PathBuf {
@@ -574,6 +578,33 @@ fn trust_index(
     (SEGMENT_HEADER_LEN, base)
 }
 
+/// Where the data of `file` (`len` bytes) ends at or after `from`: the end of its last data
+/// region, skipping holes and the unwritten (preallocated) extents that read as zeros, so a
+/// recovery need not read them. `len` where the filesystem cannot say (no `SEEK_DATA`).
+fn data_end(file: &File, from: usize, len: usize) -> usize {
+    use rustix::fs::{seek, SeekFrom};
+    let mut end = from.min(len);
+    let mut at = from as u64;
+    while (at as usize) < len {
+        let data = match seek(file, SeekFrom::Data(at)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return len,
+        };
+        if data as usize >= len {
+            break;
+        }
+        match seek(file, SeekFrom::Hole(data)) {
+            Ok(hole) => {
+                end = (hole as usize).min(len);
+                at = hole;
+            }
+            Err(_) => return len,
+        }
+    }
+    end
+}
+
 fn header_error(path: &Path, e: DecodeError) -> Error {
     match e {
         DecodeError::Version(found) => Error::UnsupportedVersion {
@@ -611,10 +642,19 @@ fn verify_final(
     read_only: bool,
 ) -> Result<SegmentData> {
     let path = segment_path(dir, base);
+    let map = match &storage {
+        Storage::Mapped(map) => Some(Arc::clone(map)),
+        Storage::Owned(_) => None,
+    };
     let all: &[u8] = match &storage {
         Storage::Mapped(map) => map.bytes(),
         Storage::Owned(bytes) => bytes,
     };
+    // Only the header, the seal and the batches after the last index entry are read here: no
+    // readahead window around each of them (see `SharedMap::advise`).
+    if let Some(map) = &map {
+        map.advise(memmap2::Advice::Random, 0..all.len());
+    }
     let layout = check_header(&path, all, base)?.layout();
     let footer = SegmentFooter::decode_at_end(all).ok();
     let frames_end = footer.map_or(all.len(), |f| f.data_end as usize);
@@ -623,8 +663,17 @@ fn verify_final(
     let idx_path = index_path(dir, base);
     let loaded = index::load(&idx_path, base);
     let mut entries = loaded.clone().unwrap_or_default();
+    if let (Some(map), Some(last)) = (&map, entries.last()) {
+        map.advise(
+            memmap2::Advice::WillNeed,
+            last.position as usize..frames_end,
+        );
+    }
     let start = trust_index(frames, base, layout, &mut entries);
     let scan = scan(frames, base, layout, start, &mut entries);
+    if let Some(map) = &map {
+        map.advise(memmap2::Advice::Normal, 0..all.len());
+    }
     let last_arrival_ms = match (scan.last_arrival_ms, footer) {
         (Some(t), _) => Some(t),
         (None, Some(f)) if f.record_count > 0 => Some(f.last_arrival_ms),
@@ -1072,8 +1121,10 @@ pub(crate) struct ActiveSegment {
     /// survive a power cut that its frames, or frames before them, do not, and recovery would
     /// trust it past a hole.
     durable_end: usize,
-    /// Frames of one append, encoded here first when they are written with pwrite.
+    /// Batches of one append, encoded here first when they are written with pwrite.
     scratch: Vec<u8>,
+    /// Whether it was sealed (its file then ends with the footer, which a drop must keep).
+    sealed: bool,
 }
 
 impl ActiveSegment {
@@ -1147,6 +1198,7 @@ impl ActiveSegment {
             sync: limits.sync,
             durable_end: SEGMENT_HEADER_LEN,
             scratch: Vec::new(),
+            sealed: false,
         })
     }
 
@@ -1203,13 +1255,28 @@ impl ActiveSegment {
         let idx_path = index_path(dir, base);
         let loaded = index::load(&idx_path, base);
         let mut entries = loaded.clone().unwrap_or_default();
+        // Only the bytes after the last index entry are scanned, and only up to where data
+        // ends: the rest of the file is preallocated, unwritten space that reads as zeros.
+        let tail_start = entries
+            .last()
+            .map_or(SEGMENT_HEADER_LEN, |e| e.position as usize);
+        let data_end = data_end(writer.file(), tail_start, len);
+        map.advise(memmap2::Advice::Random, 0..capacity);
+        map.advise(memmap2::Advice::WillNeed, tail_start..data_end);
         let (scan, cut) = {
             // Nothing is published yet, so the writer's view covers the whole file.
             let content: &[u8] = writer
                 .unpublished_mut(0..len)
                 .expect("a fresh writer may view its whole file");
             let start = trust_index(content, base, layout, &mut entries);
-            let scan = scan(content, base, layout, start, &mut entries);
+            let scan = scan(
+                &content[..data_end.max(start.0)],
+                base,
+                layout,
+                start,
+                &mut entries,
+            );
+            let content = &content[..data_end.max(scan.end)];
             let rest = &content[scan.end..];
             let cut = rest.iter().rposition(|&b| b != 0).map(|last| last + 1);
             if cut.is_some() {
@@ -1232,6 +1299,7 @@ impl ActiveSegment {
             }
             (scan, cut)
         };
+        map.advise(memmap2::Advice::Normal, 0..capacity);
         if let Some(torn) = cut {
             tracing::warn!(
                 file = %path.display(),
@@ -1283,6 +1351,7 @@ impl ActiveSegment {
             sync: limits.sync,
             durable_end: scan.end,
             scratch: Vec::new(),
+            sealed: false,
         };
         if layout != Layout::Batches {
             // A segment of an older format takes no more records: it is sealed as it is (and read
@@ -1373,7 +1442,7 @@ impl ActiveSegment {
     /// pages first. The caller has checked that the records fit the segment; space is allocated
     /// before any byte is written, so a full disk leaves nothing behind.
     pub(crate) fn append(&mut self, records: &[NewRecord<'_>], arrival_ms: i64) -> Result<()> {
-        let total: usize = plan_batches(records).map(|(_, len)| len).sum();
+        let total = batched_len(records);
         self.reserve(total)?;
         let base = self.data.base;
         let start = self.end;
@@ -1420,7 +1489,16 @@ impl ActiveSegment {
             let mut index = self.data.index.write().unwrap_or_else(|e| e.into_inner());
             index.extend(new_entries);
             let persistable = self.persistable(&index);
-            if persistable.saturating_sub(self.index_file.persisted()) >= INDEX_FLUSH_EVERY {
+            let persisted = self.index_file.persisted();
+            let unpersisted_bytes = match (index.get(persisted), persistable.checked_sub(1)) {
+                (Some(first), Some(last)) => index.get(last).map_or(0, |last| {
+                    (last.position as usize).saturating_sub(first.position as usize)
+                }),
+                _ => 0,
+            };
+            if persistable.saturating_sub(persisted) >= INDEX_FLUSH_EVERY
+                || unpersisted_bytes >= INDEX_FLUSH_BYTES
+            {
                 // The records are stored and visible: failing the append now would invite a
                 // retry that duplicates them. The index file is a cache; what it misses now is
                 // written with the next group, or rebuilt by the next open.
@@ -1486,6 +1564,7 @@ impl ActiveSegment {
         let persistable = self.persistable(&index);
         let _ = self.index_file.append_new(&index, persistable);
         drop(index);
+        self.sealed = true;
         let _ = self.data.sealed.set(SealInfo {
             end_offset: self.next_offset,
             data_end: end,
@@ -1578,6 +1657,11 @@ pub(crate) fn plan_batches<'r>(
     })
 }
 
+/// Bytes `records` take once cut into batches.
+pub(crate) fn batched_len(records: &[NewRecord<'_>]) -> usize {
+    plan_batches(records).map(|(_, len)| len).sum()
+}
+
 /// How many leading `records` fit in `room` bytes of batches.
 pub(crate) fn count_fitting(records: &[NewRecord<'_>], room: usize) -> usize {
     let mut used = 0;
@@ -1614,6 +1698,13 @@ impl Drop for ActiveSegment {
         let index = self.data.index();
         let persistable = self.persistable(&index);
         let _ = self.index_file.append_new(&index, persistable);
+        drop(index);
+        if !self.sealed {
+            // Give back the space allocated ahead of appends (up to 16 MiB): a closed shard
+            // takes only what it holds. Readers never read past the published end, which this
+            // keeps; the next open allocates afresh.
+            let _ = self.writer.set_file_len(self.end);
+        }
     }
 }
 

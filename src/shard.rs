@@ -19,8 +19,8 @@ use crate::lock::DirLock;
 use crate::log_start::write_log_start;
 pub use crate::log_start::{read_log_start, LOG_START_FILE};
 use crate::segment::{
-    self, count_fitting, index_path, load_newest_read_only, max_batched_len, segment_path,
-    sync_dir, ActiveSegment, Budget, Segment, SegmentData, SegmentLimits, Tail,
+    self, batched_len, count_fitting, index_path, load_newest_read_only, max_batched_len,
+    segment_path, sync_dir, ActiveSegment, Budget, Segment, SegmentData, SegmentLimits, Tail,
 };
 pub use crate::segment::{Problem, SegmentReport};
 use crate::types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits};
@@ -481,7 +481,9 @@ impl Shard {
     /// Makes sure an active segment exists that can take a first part of `records`, rolling when
     /// the current one is full or too old; returns how many records go into it.
     fn prepare_active(&self, w: &mut Writer, records: &[NewRecord<'_>], now: i64) -> Result<usize> {
-        let segment_bytes = self.options.segment_bytes as usize;
+        let fresh_room = self.options.segment_bytes as usize - SEGMENT_HEADER_LEN;
+        // Computed once: most appends fit, and then no record-by-record count is needed.
+        let total = batched_len(records);
         loop {
             let Some(active) = w.active.as_ref() else {
                 self.start_segment(w, now)?;
@@ -489,16 +491,21 @@ impl Shard {
             };
             if active.is_empty() {
                 // A fresh segment takes as much as fits, and always at least one record.
-                let fitting = count_fitting(records, segment_bytes - SEGMENT_HEADER_LEN).max(1);
-                return Ok(fitting);
+                if total <= fresh_room {
+                    return Ok(records.len());
+                }
+                return Ok(count_fitting(records, fresh_room).max(1));
             }
             let too_old = self.options.max_segment_age.is_some_and(|age| {
                 now.saturating_sub(active.created_ms()) >= age.as_millis() as i64
             });
-            let room = segment_bytes.saturating_sub(active.end());
-            let fitting = count_fitting(records, room);
-            let all_fit_fresh =
-                count_fitting(records, segment_bytes - SEGMENT_HEADER_LEN) == records.len();
+            let room = fresh_room.saturating_sub(active.end() - SEGMENT_HEADER_LEN);
+            let fitting = if total <= room {
+                records.len()
+            } else {
+                count_fitting(records, room)
+            };
+            let all_fit_fresh = total <= fresh_room;
             // Roll rather than split an append that a fresh segment would hold whole.
             if too_old || fitting == 0 || (fitting < records.len() && all_fit_fresh) {
                 self.roll(w, now)?;

@@ -432,6 +432,26 @@ impl Store {
     /// Reads records at a shard iterator (Kinesis GetRecords): up to `limit` records (1 to
     /// 10,000) and 10 MiB.
     pub fn get_records(&self, shard_iterator: &str, limit: usize) -> Result<GetRecordsOutput> {
+        let (stream, token) = self.iterator_stream(shard_iterator)?;
+        stream.get_records(&token, limit)
+    }
+
+    /// [`Store::get_records`] lending each record to `visit` (borrowed from the shard's memory map,
+    /// no copy, no allocation per record) instead of returning owned records: for a caller that
+    /// encodes them and lets them go. On an error no page was read (records already lent are to
+    /// be discarded).
+    pub fn visit_records(
+        &self,
+        shard_iterator: &str,
+        limit: usize,
+        visit: impl FnMut(crate::stream::StreamRecordRef<'_>),
+    ) -> Result<crate::stream::PageEnd> {
+        let (stream, token) = self.iterator_stream(shard_iterator)?;
+        stream.visit_records(&token, limit, visit)
+    }
+
+    /// The stream a shard iterator reads, checked to be the one it was issued for.
+    fn iterator_stream(&self, shard_iterator: &str) -> Result<(Arc<Stream>, IteratorToken)> {
         let token = self
             .decode_iterator(shard_iterator)
             .ok_or_else(|| Error::invalid("ShardIterator", "not a shard iterator of this store"))?;
@@ -441,7 +461,7 @@ impl Store {
                 reason: format!("stream {} was deleted and created again", token.stream),
             });
         }
-        stream.get_records(&token, limit)
+        Ok((stream, token))
     }
 
     /// A shard iterator this store issued, decoded (`None` for anything else, or one altered).

@@ -155,6 +155,57 @@ pub struct GetRecordsOutput {
     pub child_shards: Vec<ChildShard>,
 }
 
+/// A record lent by [`Store::visit_records`](crate::Store::visit_records): borrowed from the
+/// shard's memory map for the duration of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRecordRef<'a> {
+    /// Its sequence number.
+    pub sequence_number: SequenceNumber,
+    /// When the shard accepted it, ms since the Unix epoch.
+    pub approximate_arrival_ms: i64,
+    /// Partition key.
+    pub partition_key: &'a str,
+    /// Payload.
+    pub data: &'a [u8],
+}
+
+/// Where a GetRecords page taken through [`Store::visit_records`](crate::Store::visit_records)
+/// ends: what [`GetRecordsOutput`] says besides the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageEnd {
+    /// Records lent.
+    pub records: usize,
+    /// Their bytes (data + partition keys).
+    pub bytes: usize,
+    /// The iterator to continue with; `None` once a closed shard has been read to its end.
+    pub next_shard_iterator: Option<String>,
+    /// How far behind the newest record of the shard the reader is, in ms (0 when caught up).
+    pub millis_behind_latest: i64,
+    /// Once a closed shard is read to its end: the shards to continue with.
+    pub child_shards: Vec<ChildShard>,
+}
+
+/// What one page's read from a shard took.
+#[derive(Debug, Default)]
+struct PageRead {
+    next: Offset,
+    records: usize,
+    bytes: usize,
+    last_arrival_ms: Option<i64>,
+}
+
+impl PageRead {
+    fn take(&mut self, bytes: usize, arrival_ms: i64) {
+        self.records += 1;
+        self.bytes += bytes;
+        self.last_arrival_ms = Some(arrival_ms);
+    }
+}
+
+fn not_utf8(shard: &Shard, offset: Offset) -> Error {
+    Error::corrupt(shard.dir(), offset.get(), "partition key is not UTF-8")
+}
+
 /// A shard as describe and list_shards show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardDescription {
@@ -1034,6 +1085,76 @@ impl Stream {
         token: &IteratorToken,
         limit: usize,
     ) -> Result<GetRecordsOutput> {
+        let mut records = Vec::new();
+        let end = self.read_page(token, limit, |shard, from, limits| {
+            let batch = shard.read(from, limits)?;
+            records.reserve(batch.records.len());
+            let mut page = PageRead::default();
+            for r in batch.records {
+                let partition_key = String::from_utf8(r.partition_key.to_vec())
+                    .map_err(|_| not_utf8(shard, r.offset))?;
+                page.take(partition_key.len() + r.data.len(), r.arrival_ms);
+                records.push(StreamRecord {
+                    sequence_number: SequenceNumber::new(token.shard_index, r.offset),
+                    approximate_arrival_ms: r.arrival_ms,
+                    partition_key,
+                    data: r.data,
+                });
+            }
+            page.next = batch.next_offset;
+            Ok(page)
+        })?;
+        Ok(GetRecordsOutput {
+            records,
+            next_shard_iterator: end.next_shard_iterator,
+            millis_behind_latest: end.millis_behind_latest,
+            child_shards: end.child_shards,
+        })
+    }
+
+    /// [`Stream::get_records`] lending each record to `visit` instead of collecting owned
+    /// copies: for callers that encode records and let them go (a wire serializer).
+    pub(crate) fn visit_records(
+        &self,
+        token: &IteratorToken,
+        limit: usize,
+        mut visit: impl FnMut(StreamRecordRef<'_>),
+    ) -> Result<PageEnd> {
+        self.read_page(token, limit, |shard, from, limits| {
+            let mut page = PageRead::default();
+            let mut bad_key = None;
+            page.next = shard.visit(from, limits, |r| {
+                if bad_key.is_some() {
+                    return;
+                }
+                let Ok(partition_key) = std::str::from_utf8(r.partition_key) else {
+                    bad_key = Some(r.offset);
+                    return;
+                };
+                page.take(partition_key.len() + r.data.len(), r.arrival_ms);
+                visit(StreamRecordRef {
+                    sequence_number: SequenceNumber::new(token.shard_index, r.offset),
+                    approximate_arrival_ms: r.arrival_ms,
+                    partition_key,
+                    data: r.data,
+                });
+            })?;
+            match bad_key {
+                Some(offset) => Err(not_utf8(shard, offset)),
+                None => Ok(page),
+            }
+        })
+    }
+
+    /// One GetRecords page: checks the limit and the iterator's age, applies the shard's read
+    /// throughput limits, lets `read` take the records from the shard, and works out where the
+    /// next page starts.
+    fn read_page(
+        &self,
+        token: &IteratorToken,
+        limit: usize,
+        read: impl FnOnce(&Shard, Offset, ReadLimits) -> Result<PageRead>,
+    ) -> Result<PageEnd> {
         if !(1..=MAX_GET_RECORDS).contains(&limit) {
             return Err(Error::invalid(
                 "Limit",
@@ -1062,55 +1183,38 @@ impl Stream {
             return Err(self.throttled(token.shard_index, "5 GetRecords calls or 2 MiB per second"));
         }
         let shard = slot.open_if_exists(&self.shard_options(&topology.manifest))?;
-        let (records, next, latest) = match &shard {
+        let (page, latest) = match &shard {
             Some(shard) => {
-                let batch = shard.read(
+                let page = read(
+                    shard,
                     token.offset,
                     ReadLimits {
                         max_records: limit,
                         max_bytes: MAX_GET_RECORDS_BYTES,
                     },
                 )?;
-                let latest = closed_end.unwrap_or_else(|| shard.next_offset());
-                let mut records = Vec::with_capacity(batch.records.len());
-                for r in batch.records {
-                    let partition_key =
-                        String::from_utf8(r.partition_key.to_vec()).map_err(|_| {
-                            Error::corrupt(
-                                shard.dir(),
-                                r.offset.get(),
-                                "partition key is not UTF-8",
-                            )
-                        })?;
-                    records.push(StreamRecord {
-                        sequence_number: SequenceNumber::new(token.shard_index, r.offset),
-                        approximate_arrival_ms: r.arrival_ms,
-                        partition_key,
-                        data: r.data,
-                    });
-                }
-                (records, batch.next_offset, latest)
+                (page, closed_end.unwrap_or_else(|| shard.next_offset()))
             }
             None => (
-                Vec::new(),
-                token.offset,
+                PageRead {
+                    next: token.offset,
+                    ..PageRead::default()
+                },
                 closed_end.unwrap_or(Offset::new(0)),
             ),
         };
         if limits {
-            let bytes = records
-                .iter()
-                .map(|r| r.data.len() + r.partition_key.len())
-                .sum();
-            slot.throttle().charge_read(bytes);
+            slot.throttle().charge_read(page.bytes);
         }
-        let millis_behind_latest = match records.last() {
-            Some(last) if next < latest => now.saturating_sub(last.approximate_arrival_ms).max(0),
+        let next = page.next;
+        let millis_behind_latest = match page.last_arrival_ms {
+            Some(last) if next < latest => now.saturating_sub(last).max(0),
             _ => 0,
         };
         let finished = closed_end.is_some_and(|end| next >= end);
-        Ok(GetRecordsOutput {
-            records,
+        Ok(PageEnd {
+            records: page.records,
+            bytes: page.bytes,
             next_shard_iterator: (!finished).then(|| {
                 IteratorToken {
                     offset: next,

@@ -1164,3 +1164,68 @@ fn any_number_of_shards_can_be_written_within_a_budget_of_open_handles() {
         assert_eq!(&page.records[0].data[..], shard_id.as_bytes());
     }
 }
+
+#[test]
+fn visit_records_lends_exactly_what_get_records_returns() {
+    let (_dir, clock, store) = store();
+    let stream = store
+        .create_stream("lend", StreamConfig::provisioned(2))
+        .unwrap();
+    let keys: Vec<String> = (0..700).map(|i| format!("k{i}")).collect();
+    let datas: Vec<Vec<u8>> = (0..700).map(|i| vec![i as u8; i % 97]).collect();
+    for chunk in (0..700).collect::<Vec<usize>>().chunks(250) {
+        let puts: Vec<PutRecord<'_>> = chunk
+            .iter()
+            .map(|&i| PutRecord::new(&keys[i], &datas[i]))
+            .collect();
+        for r in stream.put_records(&puts).unwrap() {
+            r.unwrap();
+        }
+        clock.advance(5);
+    }
+    for shard in stream.describe().shards {
+        let mut it = stream
+            .shard_iterator(&shard.shard_id, IteratorStart::TrimHorizon)
+            .unwrap();
+        let mut pages = 0;
+        loop {
+            let owned = store.get_records(&it, 97).unwrap();
+            let mut lent = Vec::new();
+            let end = store
+                .visit_records(&it, 97, |r| {
+                    lent.push((
+                        r.sequence_number,
+                        r.approximate_arrival_ms,
+                        r.partition_key.to_string(),
+                        r.data.to_vec(),
+                    ))
+                })
+                .unwrap();
+            let want: Vec<_> = owned
+                .records
+                .iter()
+                .map(|r| {
+                    (
+                        r.sequence_number,
+                        r.approximate_arrival_ms,
+                        r.partition_key.clone(),
+                        r.data.to_vec(),
+                    )
+                })
+                .collect();
+            assert_eq!(lent, want);
+            assert_eq!(end.records, want.len());
+            assert_eq!(
+                end.bytes,
+                want.iter().map(|w| w.2.len() + w.3.len()).sum::<usize>()
+            );
+            assert_eq!(end.millis_behind_latest, owned.millis_behind_latest);
+            if owned.records.is_empty() {
+                break;
+            }
+            it = end.next_shard_iterator.unwrap();
+            pages += 1;
+        }
+        assert!(pages >= 3, "{pages} pages");
+    }
+}

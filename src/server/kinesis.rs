@@ -483,7 +483,8 @@ impl Kinesis<'_> {
         Ok(json!({ "ShardIterator": iterator }))
     }
 
-    /// GetRecords, serialized from typed structs: a page holds up to 10,000 records.
+    /// GetRecords, written as JSON straight from the records the shard lends (no owned copy, no
+    /// allocation per record): a page holds up to 10,000 records.
     fn get_records(&self, input: &Input<'_>) -> Result<Output, ApiError> {
         let iterator = input.str("ShardIterator")?;
         let limit = match input.opt_i64("Limit")? {
@@ -491,27 +492,40 @@ impl Kinesis<'_> {
             Some(n) if (1..=10_000).contains(&n) => n as usize,
             Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=10000"))),
         };
-        let out = self.ctx.store.get_records(iterator, limit)?;
-        if let Some(stream) = self.ctx.store.decode_iterator(iterator).map(|t| t.stream) {
-            self.ctx
-                .metrics
-                .records_out(&stream, &out.records, out.millis_behind_latest);
+        let mut body = Vec::with_capacity(64 * 1024);
+        body.extend_from_slice(b"{\"Records\":[");
+        let mut data_bytes = 0u64;
+        let mut first = true;
+        let end = self.ctx.store.visit_records(iterator, limit, |r| {
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            data_bytes += r.data.len() as u64;
+            write_record_json(&mut body, &r);
+        })?;
+        body.push(b']');
+        if let Some(next) = &end.next_shard_iterator {
+            body.extend_from_slice(b",\"NextShardIterator\":");
+            write_json_str(&mut body, next);
         }
-        let data = RecordOutput::base64_data(&out.records);
-        let reply = GetRecordsOutput {
-            records: out
-                .records
-                .iter()
-                .zip(&data)
-                .map(|(r, data)| RecordOutput::new(r, data))
-                .collect(),
-            next_shard_iterator: out.next_shard_iterator.as_deref(),
-            millis_behind_latest: out.millis_behind_latest,
-            child_shards: child_shards_json(&out.child_shards),
-        };
-        serde_json::to_vec(&reply)
-            .map(Output::Encoded)
-            .map_err(|e| ApiError::new(500, "InternalFailureException", e.to_string()))
+        body.extend_from_slice(b",\"MillisBehindLatest\":");
+        body.extend_from_slice(end.millis_behind_latest.to_string().as_bytes());
+        if !end.child_shards.is_empty() {
+            body.extend_from_slice(b",\"ChildShards\":");
+            serde_json::to_writer(&mut body, &child_shards_json(&end.child_shards))
+                .map_err(|e| ApiError::new(500, "InternalFailureException", e.to_string()))?;
+        }
+        body.push(b'}');
+        if let Some(stream) = self.ctx.store.decode_iterator(iterator).map(|t| t.stream) {
+            self.ctx.metrics.records_out(
+                &stream,
+                end.records,
+                data_bytes,
+                end.millis_behind_latest,
+            );
+        }
+        Ok(Output::Encoded(body))
     }
 
     fn split_shard(&self, input: &Input<'_>) -> Reply {
@@ -1053,18 +1067,6 @@ fn warm_throughput(settings: &BTreeMap<String, Value>) -> Value {
     }
 }
 
-/// GetRecords' answer.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct GetRecordsOutput<'a> {
-    records: Vec<RecordOutput<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_shard_iterator: Option<&'a str>,
-    millis_behind_latest: i64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    child_shards: Vec<Value>,
-}
-
 /// A record as GetRecords (and SubscribeToShard) returns it.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -1095,6 +1097,36 @@ impl<'a> RecordOutput<'a> {
             partition_key: &record.partition_key,
         }
     }
+}
+
+/// Appends one GetRecords record as JSON: the same members, in the same order, as
+/// [`RecordOutput`] serializes.
+fn write_record_json(out: &mut Vec<u8>, r: &crate::stream::StreamRecordRef<'_>) {
+    use base64::Engine;
+    use std::io::Write;
+    out.extend_from_slice(b"{\"SequenceNumber\":\"");
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}", r.sequence_number);
+    out.extend_from_slice(b"\",\"ApproximateArrivalTimestamp\":");
+    let _ = serde_json::to_writer(&mut *out, &(r.approximate_arrival_ms as f64 / 1000.0));
+    out.extend_from_slice(b",\"Data\":\"");
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let start = out.len();
+    out.resize(
+        start + base64::encoded_len(r.data.len(), true).unwrap_or(0),
+        0,
+    );
+    let written = engine.encode_slice(r.data, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+    out.extend_from_slice(b"\",\"PartitionKey\":");
+    write_json_str(out, r.partition_key);
+    out.push(b'}');
+}
+
+/// Appends `s` as a JSON string (quoted, escaped).
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serializing a `str` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Where to start reading, from an iterator type member and its sequence number / timestamp.

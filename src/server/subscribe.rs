@@ -186,8 +186,12 @@ async fn pump(
         let Some(e) = event_or_end else { break };
         let has_news = !e.records.is_empty() || !e.child_shards.is_empty();
         if has_news || last_sent.elapsed() >= HEARTBEAT {
-            ctx.metrics
-                .records_out(&subscription.stream, &e.records, e.millis_behind_latest);
+            ctx.metrics.records_out(
+                &subscription.stream,
+                e.records.len(),
+                e.records.iter().map(|r| r.data.len() as u64).sum(),
+                e.millis_behind_latest,
+            );
             if sender
                 .send(event("SubscribeToShardEvent", &event_payload(&e), cbor))
                 .await
