@@ -492,31 +492,7 @@ impl Kinesis<'_> {
             Some(n) if (1..=10_000).contains(&n) => n as usize,
             Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=10000"))),
         };
-        let mut body = Vec::with_capacity(64 * 1024);
-        body.extend_from_slice(b"{\"Records\":[");
-        let mut data_bytes = 0u64;
-        let mut first = true;
-        let end = self.ctx.store.visit_records(iterator, limit, |r| {
-            if !first {
-                body.push(b',');
-            }
-            first = false;
-            data_bytes += r.data.len() as u64;
-            write_record_json(&mut body, &r);
-        })?;
-        body.push(b']');
-        if let Some(next) = &end.next_shard_iterator {
-            body.extend_from_slice(b",\"NextShardIterator\":");
-            write_json_str(&mut body, next);
-        }
-        body.extend_from_slice(b",\"MillisBehindLatest\":");
-        body.extend_from_slice(end.millis_behind_latest.to_string().as_bytes());
-        if !end.child_shards.is_empty() {
-            body.extend_from_slice(b",\"ChildShards\":");
-            serde_json::to_writer(&mut body, &child_shards_json(&end.child_shards))
-                .map_err(|e| ApiError::new(500, "InternalFailureException", e.to_string()))?;
-        }
-        body.push(b'}');
+        let (body, end, data_bytes) = get_records_json(&self.ctx.store, iterator, limit)?;
         if let Some(stream) = self.ctx.store.decode_iterator(iterator).map(|t| t.stream) {
             self.ctx.metrics.records_out(
                 &stream,
@@ -1099,28 +1075,114 @@ impl<'a> RecordOutput<'a> {
     }
 }
 
-/// Appends one GetRecords record as JSON: the same members, in the same order, as
-/// [`RecordOutput`] serializes.
-fn write_record_json(out: &mut Vec<u8>, r: &crate::stream::StreamRecordRef<'_>) {
-    use base64::Engine;
-    use std::io::Write;
-    out.extend_from_slice(b"{\"SequenceNumber\":\"");
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{}", r.sequence_number);
-    out.extend_from_slice(b"\",\"ApproximateArrivalTimestamp\":");
-    let _ = serde_json::to_writer(&mut *out, &(r.approximate_arrival_ms as f64 / 1000.0));
-    out.extend_from_slice(b",\"Data\":\"");
-    let engine = &base64::engine::general_purpose::STANDARD;
-    let start = out.len();
-    out.resize(
-        start + base64::encoded_len(r.data.len(), true).unwrap_or(0),
-        0,
-    );
-    let written = engine.encode_slice(r.data, &mut out[start..]).unwrap_or(0);
-    out.truncate(start + written);
-    out.extend_from_slice(b"\",\"PartitionKey\":");
-    write_json_str(out, r.partition_key);
-    out.push(b'}');
+/// The GetRecords answer for `shard_iterator` as the wire's JSON, written straight from the records
+/// the shard lends (no owned copy, no allocation per record); with where the page ends and the
+/// bytes of data it holds. What the server's GetRecords handler sends.
+pub fn get_records_json(
+    store: &crate::Store,
+    shard_iterator: &str,
+    limit: usize,
+) -> crate::Result<(Vec<u8>, crate::PageEnd, u64)> {
+    let mut body = Vec::with_capacity(64 * 1024);
+    body.extend_from_slice(b"{\"Records\":[");
+    let mut data_bytes = 0u64;
+    let mut first = true;
+    let mut writer = RecordJson::default();
+    let end = store.visit_records(shard_iterator, limit, |r| {
+        if !first {
+            body.push(b',');
+        }
+        first = false;
+        data_bytes += r.data.len() as u64;
+        writer.write(&mut body, &r);
+    })?;
+    body.push(b']');
+    if let Some(next) = &end.next_shard_iterator {
+        body.extend_from_slice(b",\"NextShardIterator\":");
+        write_json_str(&mut body, next);
+    }
+    body.extend_from_slice(b",\"MillisBehindLatest\":");
+    body.extend_from_slice(end.millis_behind_latest.to_string().as_bytes());
+    if !end.child_shards.is_empty() {
+        body.extend_from_slice(b",\"ChildShards\":");
+        // Serializing JSON values into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut body, &child_shards_json(&end.child_shards));
+    }
+    body.push(b'}');
+    Ok((body, end, data_bytes))
+}
+
+/// Writes GetRecords records as JSON: the same members, in the same order, as [`RecordOutput`]
+/// serializes. Consecutive records of a shard have consecutive sequence numbers, and the records
+/// of one append share an arrival time, so each number after the first is the previous one's
+/// digits incremented and a repeated timestamp is copied, not formatted again.
+#[derive(Default)]
+struct RecordJson {
+    sequence: Option<(crate::SequenceNumber, Vec<u8>)>,
+    arrival: Option<(i64, Vec<u8>)>,
+}
+
+impl RecordJson {
+    fn write(&mut self, out: &mut Vec<u8>, r: &crate::stream::StreamRecordRef<'_>) {
+        use base64::Engine;
+        out.extend_from_slice(b"{\"SequenceNumber\":\"");
+        let n = r.sequence_number;
+        let follows = |prev: crate::SequenceNumber| {
+            prev.shard_index() == n.shard_index()
+                && prev.offset().checked_next() == Some(n.offset())
+        };
+        let incremented = match &mut self.sequence {
+            Some((prev, digits)) if follows(*prev) => {
+                *prev = n;
+                increment_decimal(digits)
+            }
+            _ => false,
+        };
+        if !incremented {
+            self.sequence = Some((n, n.to_string().into_bytes()));
+        }
+        if let Some((_, digits)) = &self.sequence {
+            out.extend_from_slice(digits);
+        }
+        out.extend_from_slice(b"\",\"ApproximateArrivalTimestamp\":");
+        match &self.arrival {
+            Some((ms, text)) if *ms == r.approximate_arrival_ms => out.extend_from_slice(text),
+            _ => {
+                let mut text = Vec::with_capacity(24);
+                // Serializing an f64 into a Vec cannot fail.
+                let _ =
+                    serde_json::to_writer(&mut text, &(r.approximate_arrival_ms as f64 / 1000.0));
+                out.extend_from_slice(&text);
+                self.arrival = Some((r.approximate_arrival_ms, text));
+            }
+        }
+        out.extend_from_slice(b",\"Data\":\"");
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(r.data.len(), true).unwrap_or(0),
+            0,
+        );
+        let written = engine.encode_slice(r.data, &mut out[start..]).unwrap_or(0);
+        out.truncate(start + written);
+        out.extend_from_slice(b"\",\"PartitionKey\":");
+        write_json_str(out, r.partition_key);
+        out.push(b'}');
+    }
+}
+
+/// Adds one to a decimal number written in ASCII digits, in place; `false` if it would need
+/// another digit (the digits are then all zeros, and the caller formats the number afresh).
+fn increment_decimal(digits: &mut [u8]) -> bool {
+    for b in digits.iter_mut().rev() {
+        if *b == b'9' {
+            *b = b'0';
+        } else {
+            *b += 1;
+            return true;
+        }
+    }
+    false
 }
 
 /// Appends `s` as a JSON string (quoted, escaped).
@@ -1313,6 +1375,48 @@ fn decode_token(token: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_written_directly_match_the_serde_encoding() {
+        use crate::{Offset, SequenceNumber};
+        // Consecutive offsets (with carries through 9s), a jump, another shard, repeated and
+        // changing arrival times, keys that need escaping.
+        let cases: Vec<(u32, u64, i64, &str, Vec<u8>)> = vec![
+            (0, 8, 1_700_000_000_123, "a", b"x".to_vec()),
+            (0, 9, 1_700_000_000_123, "b\"q", vec![]),
+            (0, 10, 1_700_000_000_124, "c\\", vec![0xff; 100]),
+            (0, 99, 1_700_000_000_124, "d", b"hello".to_vec()),
+            (0, 100, 1_700_000_000_124, "e\u{1}", b"hi".to_vec()),
+            (0, 999_999, 5, "\u{e9}t\u{e9}", vec![1, 2, 3]),
+            (0, 1_000_000, 5, "f", vec![]),
+            (7, 1_000_001, 5, "g", vec![]),
+            (7, u64::MAX, -1, "h", vec![9]),
+        ];
+        let mut writer = RecordJson::default();
+        for (shard, offset, ms, key, data) in cases {
+            let r = crate::stream::StreamRecordRef {
+                sequence_number: SequenceNumber::new(shard, Offset::new(offset)),
+                approximate_arrival_ms: ms,
+                partition_key: key,
+                data: &data,
+            };
+            let mut direct = Vec::new();
+            writer.write(&mut direct, &r);
+            let owned = crate::StreamRecord {
+                sequence_number: r.sequence_number,
+                approximate_arrival_ms: ms,
+                partition_key: key.to_string(),
+                data: bytes::Bytes::from(data.clone()),
+            };
+            let b64 = RecordOutput::base64_data(std::slice::from_ref(&owned));
+            let expected = serde_json::to_vec(&RecordOutput::new(&owned, &b64[0])).unwrap();
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(expected).unwrap(),
+                "offset {offset}"
+            );
+        }
+    }
 
     #[test]
     fn stream_arns_name_their_stream() {

@@ -34,6 +34,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::Store;
 pub use auth::Credentials;
+pub use kinesis::get_records_json;
 pub(crate) use limits::raise_open_files_limit;
 pub use limits::ServerLimits;
 use metrics::Metrics;
