@@ -39,6 +39,12 @@ const PWRITE_CHUNK: usize = 256 * 1024;
 /// A batch takes records until it would grow past this many bytes (a record alone may be
 /// larger): reading any record of it checks one CRC over at most about this much.
 pub(crate) const BATCH_TARGET: usize = 64 * 1024;
+/// A read that has walked this many bytes of a segment in one call starts asking for the bytes
+/// ahead of it, [`READ_AHEAD`] at a time (re-asked every half): short reads never pay the system
+/// call.
+const READ_AHEAD_AFTER: usize = 1024 * 1024;
+/// See [`READ_AHEAD_AFTER`].
+const READ_AHEAD: usize = 8 * 1024 * 1024;
 /// How far ahead of small appends the file is zero-filled at a time.
 const PREFILL_AHEAD: usize = 256 * 1024;
 /// New index entries are written to the sidecar file once this many have piled up, or once they
@@ -232,6 +238,15 @@ impl SegmentData {
         }
     }
 
+    /// Asks the kernel to read `range` of a mapped segment ahead of a reader walking it: a cold
+    /// sequential read then waits for the disk far less often than page faults alone would make it
+    /// (their readahead is a guess, and the segment tail's recovery advice resets it).
+    fn read_ahead(&self, range: std::ops::Range<usize>) {
+        if let Storage::Mapped(map) = &self.storage {
+            map.advise(memmap2::Advice::WillNeed, range);
+        }
+    }
+
     fn frame_error(&self, position: usize, e: FrameError) -> Error {
         match e {
             FrameError::End => self.corrupt(position, "records end where a batch was promised"),
@@ -324,7 +339,13 @@ impl SegmentData {
         };
         let mut next = from.max(self.base);
         let mut expected_base = head.base_offset;
+        // A long read asks for the bytes ahead of it (see `READ_AHEAD`); a short one never does.
+        let mut advised_to = pos + READ_AHEAD_AFTER;
         while !budget.exhausted() {
+            if pos >= advised_to {
+                advised_to = pos + READ_AHEAD / 2;
+                self.read_ahead(pos..pos + READ_AHEAD);
+            }
             let batch = match decode_batch(bytes, pos, self.layout) {
                 Ok(b) => b,
                 Err(FrameError::End) => break,

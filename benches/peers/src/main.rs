@@ -88,18 +88,42 @@ fn key_of(i: u64) -> [u8; 16] {
     k
 }
 
-/// Record `i`'s data: its index (little-endian) then the template's bytes.
-fn fill_data(i: u64, template: &[u8], out: &mut Vec<u8>) {
+/// Bytes of the random pool records take their data from.
+const POOL: usize = 1 << 20;
+
+/// A pool of pseudo-random (incompressible) bytes: record data cut from it at scattered places, so
+/// an engine that compresses gains nothing a real payload of random bytes would not give it.
+fn random_pool() -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..POOL)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Where in the pool record `i`'s data (of `size` bytes) starts.
+fn pool_start(i: u64, size: usize) -> usize {
+    (i.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 20) as usize % (POOL - size + 1)
+}
+
+/// Record `i`'s data: its index (little-endian) over `size` bytes of the pool.
+fn fill_data(i: u64, pool: &[u8], size: usize, out: &mut Vec<u8>) {
+    let start = pool_start(i, size);
     out.clear();
-    out.extend_from_slice(template);
-    let n = out.len().min(8);
+    out.extend_from_slice(&pool[start..start + size]);
+    let n = size.min(8);
     out[..n].copy_from_slice(&i.to_le_bytes()[..n]);
 }
 
 /// A checker that every engine's read calls with each record: offsets in order, key and data
 /// exactly as written.
 struct Checker<'t> {
-    template: &'t [u8],
+    pool: &'t [u8],
+    size: usize,
     next: u64,
     bad: Option<String>,
 }
@@ -110,11 +134,12 @@ impl Checker<'_> {
             return;
         }
         let n = data.len().min(8);
+        let start = pool_start(i, self.size);
         let ok = i == self.next
             && key == key_of(i)
-            && data.len() == self.template.len()
+            && data.len() == self.size
             && data[..n] == i.to_le_bytes()[..n]
-            && data[n..] == self.template[n..];
+            && data[n..] == self.pool[start + n..start + self.size];
         if !ok {
             self.bad = Some(format!("record {i} (expected {}) is wrong", self.next));
         }
@@ -154,7 +179,7 @@ fn run_one(
 ) -> Result<RunResult, String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let template: Vec<u8> = (0..w.size).map(|i| (i * 31 + 7) as u8).collect();
+    let pool = random_pool();
     let target = (mib * 1024 * 1024 / w.size) as u64;
     let mut log = open_engine(engine, dir, w.sync_each)?;
 
@@ -174,7 +199,7 @@ fn run_one(
         for j in 0..n {
             let i = written + j as u64;
             keys[j] = key_of(i);
-            fill_data(i, &template, &mut datas[j]);
+            fill_data(i, &pool, w.size, &mut datas[j]);
         }
         let calls: Vec<Vec<(&[u8], &[u8])>> = (0..n)
             .step_by(w.batch)
@@ -211,7 +236,8 @@ fn run_one(
     let reopen_ms = t.elapsed().as_secs_f64() * 1e3;
     let read = |log: &mut Box<dyn Log>| -> Result<f64, String> {
         let mut checker = Checker {
-            template: &template,
+            pool: &pool,
+            size: w.size,
             next: 0,
             bad: None,
         };
