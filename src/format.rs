@@ -309,29 +309,50 @@ pub struct FrameHead {
 /// Reads the head of the frame at `pos` without checking its CRC: the cheap step a seek uses to
 /// skip frames. `Err(End)` at a zero length or past the slice.
 pub fn peek_frame(bytes: &[u8], pos: usize) -> Result<FrameHead, FrameError> {
-    let available = bytes.len().saturating_sub(pos);
-    if available < 4 {
-        return Err(FrameError::End);
-    }
-    let body_len = read_u32(bytes, pos + F_LEN) as usize;
-    if body_len == 0 {
-        return Err(FrameError::End);
-    }
-    if available < F_HASH {
-        return Err(FrameError::Corrupt("frame header cut off"));
-    }
-    let len = FRAME_PREFIX_LEN + body_len;
-    if !(FRAME_OVERHEAD..=MAX_FRAME_LEN).contains(&len) {
-        return Err(FrameError::Corrupt("impossible frame length"));
-    }
-    if available < len {
-        return Err(FrameError::Corrupt("frame cut off"));
-    }
+    const WHY: [&str; 3] = [
+        "frame header cut off",
+        "impossible frame length",
+        "frame cut off",
+    ];
+    let len = prefixed_len(bytes, pos, F_HASH, FRAME_OVERHEAD..=MAX_FRAME_LEN, WHY)?;
     Ok(FrameHead {
         len,
         offset: Offset::new(read_u64(bytes, pos + F_OFFSET)),
         arrival_ms: read_i64(bytes, pos + F_ARRIVAL),
     })
+}
+
+/// The total length of the frame or batch at `pos` (both start `{ body_len u32 | crc32 u32 }`),
+/// with at least `header` bytes of it readable and the length within `lens` and the slice.
+/// `Err(End)` at a zero length or where not even a length fits; otherwise `why` says what is
+/// wrong: the header cut off, an impossible length, the unit cut off.
+#[inline]
+fn prefixed_len(
+    bytes: &[u8],
+    pos: usize,
+    header: usize,
+    lens: std::ops::RangeInclusive<usize>,
+    why: [&'static str; 3],
+) -> Result<usize, FrameError> {
+    let available = bytes.len().saturating_sub(pos);
+    if available < 4 {
+        return Err(FrameError::End);
+    }
+    let body_len = read_u32(bytes, pos) as usize;
+    if body_len == 0 {
+        return Err(FrameError::End);
+    }
+    if available < header {
+        return Err(FrameError::Corrupt(why[0]));
+    }
+    let len = FRAME_PREFIX_LEN + body_len;
+    if !lens.contains(&len) {
+        return Err(FrameError::Corrupt(why[1]));
+    }
+    if available < len {
+        return Err(FrameError::Corrupt(why[2]));
+    }
+    Ok(len)
 }
 
 /// Decodes and CRC-checks the frame at `pos`.
@@ -574,25 +595,19 @@ pub fn peek_batch(bytes: &[u8], pos: usize, layout: Layout) -> Result<BatchHead,
             last_arrival_ms: h.arrival_ms,
         });
     }
-    let available = bytes.len().saturating_sub(pos);
-    if available < 4 {
-        return Err(FrameError::End);
-    }
-    let body_len = read_u32(bytes, pos + B_LEN) as usize;
-    if body_len == 0 {
-        return Err(FrameError::End);
-    }
-    if available < BATCH_OVERHEAD {
-        return Err(FrameError::Corrupt("batch header cut off"));
-    }
-    let len = B_BASE + body_len;
+    const WHY: [&str; 3] = [
+        "batch header cut off",
+        "impossible batch length",
+        "batch cut off",
+    ];
     // The smallest batch holds one record of three one-byte varints and a one-byte key.
-    if !(BATCH_OVERHEAD + 4..=MAX_BATCH_LEN).contains(&len) {
-        return Err(FrameError::Corrupt("impossible batch length"));
-    }
-    if available < len {
-        return Err(FrameError::Corrupt("batch cut off"));
-    }
+    let len = prefixed_len(
+        bytes,
+        pos,
+        BATCH_OVERHEAD,
+        BATCH_OVERHEAD + 4..=MAX_BATCH_LEN,
+        WHY,
+    )?;
     let count = read_u32(bytes, pos + B_COUNT);
     let first_arrival_ms = read_i64(bytes, pos + B_FIRST_ARRIVAL);
     let last_arrival_ms = read_i64(bytes, pos + B_LAST_ARRIVAL);

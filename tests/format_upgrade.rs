@@ -3,8 +3,11 @@
 //! read back exactly, read-only and for writing; the newest (active) version 2 segment is sealed
 //! at open and new records go to version 3 segments after it; everything verifies clean.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::copy_dir;
 use shardlog::shard::{segment_bases, summarize_segment, verify};
 use shardlog::{
     IteratorStart, NewRecord, Offset, PutRecord, ReadLimits, Shard, ShardFilter, ShardOptions,
@@ -17,19 +20,6 @@ fn fixture_record(i: usize) -> (String, Vec<u8>, Option<u128>) {
     let data = format!("record {i};").repeat(1 + i % 5).into_bytes();
     let explicit = (i % 11 == 0).then(|| u128::MAX / 1000 * (i as u128 % 1000));
     (key, data, explicit)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn fixture() -> (tempfile::TempDir, PathBuf) {

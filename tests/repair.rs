@@ -65,19 +65,6 @@ fn pristine() -> (tempfile::TempDir, Contents) {
     (dir, all)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let p = entry.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).unwrap();
-        }
-    }
-}
-
 /// The records of a segment file: (offset, byte range of its batch). (`put_record` appends one
 /// record at a time: each batch holds one.)
 fn frames(segment: &Path) -> Vec<(u64, Range<usize>)> {

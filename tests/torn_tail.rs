@@ -28,13 +28,6 @@ fn write_template(dir: &Path, clock: &Arc<ManualClock>) -> Vec<(Range<usize>, Ra
     found
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 /// Reopens the damaged copy and checks it holds exactly records `0..survivors`, then that it
 /// appends after them and keeps those appends over another reopen.
 fn check_recovery(dir: &Path, clock: &Arc<ManualClock>, survivors: u64, what: &str) {

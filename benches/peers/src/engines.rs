@@ -240,7 +240,8 @@ struct CommitLogLog {
 impl CommitLogLog {
     fn open(dir: &Path) -> Result<CommitLogLog, String> {
         let mut options = commitlog::LogOptions::new(dir);
-        options.message_max_bytes(1 << 20);
+        // The limit applies to a whole append (500 records of 64 KiB are 32 MiB).
+        options.message_max_bytes(64 << 20);
         Ok(CommitLogLog {
             dir: dir.to_path_buf(),
             log: commitlog::CommitLog::new(options).map_err(err)?,

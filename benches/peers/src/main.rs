@@ -396,6 +396,7 @@ fn main() {
     }
     for w in workloads {
         let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); args.engines.len()];
+        let mut failed: Vec<Option<String>> = vec![None; args.engines.len()];
         for rep in 0..args.reps {
             for k in 0..args.engines.len() {
                 let e = (k + rep) % args.engines.len();
@@ -404,8 +405,9 @@ fn main() {
                 match run_one(engine, w, args.mib, args.max_seconds, &dir) {
                     Ok(r) => results[e].push(r),
                     Err(err) => {
+                        // Reported, and the engine's row left out; the other engines go on.
                         eprintln!("{} / {engine:?}: {err}", w.label());
-                        std::process::exit(1);
+                        failed[e] = Some(err);
                     }
                 }
             }
@@ -413,7 +415,11 @@ fn main() {
         println!("## {}", w.label());
         println!("| engine | append MB/s | with final sync MB/s | reopen cold ms | read cold MB/s | read warm MB/s | disk MiB | disk / (payload+keys) |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-        for (e, runs) in args.engines.iter().zip(&results) {
+        for ((e, runs), failure) in args.engines.iter().zip(&results).zip(&failed) {
+            if let Some(err) = failure {
+                println!("| {e:?} | failed: {err} | | | | | | |");
+                continue;
+            }
             let m = |f: fn(&RunResult) -> f64| median(runs.iter().map(f).collect());
             let capped = if runs.iter().any(|r| r.capped) {
                 "*"
