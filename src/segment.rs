@@ -37,12 +37,8 @@ pub(crate) const DIRECT_WRITE_MIN: usize = 32 * 1024;
 /// cache, large enough to make the system calls cheap and the page cache's folios large.
 const PWRITE_CHUNK: usize = 256 * 1024;
 /// A batch takes records until it would grow past this many bytes (a record alone may be
-/// larger): reading any record of it checks one CRC over at most about this much. Measured
-/// (`cargo bench --bench shard`): at 64 KiB a read of one record at a random offset of 1 GiB of
-/// 100 B records took 13.7 µs (the whole batch's CRC and walk), at 4 KiB 2.2 µs, while appends
-/// of 500 × 100 B went from 12.2 to 11.3 M records/s (within this VM's run-to-run spread); the
-/// header costs 1% of 4 KiB.
-pub(crate) const BATCH_TARGET: usize = 4 * 1024;
+/// larger): reading any record of it checks one CRC over at most about this much.
+pub(crate) const BATCH_TARGET: usize = 64 * 1024;
 /// A read that has walked this many bytes of a segment in one call starts asking for the bytes
 /// ahead of it, [`READ_AHEAD`] at a time (re-asked every half): short reads never pay the system
 /// call.
