@@ -332,13 +332,10 @@ impl RedbLog {
     fn open(dir: &Path) -> Result<RedbLog, String> {
         let db = redb::Database::create(dir.join("log.redb")).map_err(err)?;
         let next = {
-            use redb::{ReadableTable, ReadableTableMetadata};
+            use redb::ReadableTable;
             let tx = db.begin_read().map_err(err)?;
             match tx.open_table(REDB_TABLE) {
-                Ok(t) => {
-                    let _ = t.len();
-                    t.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1)
-                }
+                Ok(t) => t.last().map_err(err)?.map_or(0, |(k, _)| k.value() + 1),
                 Err(_) => 0,
             }
         };
