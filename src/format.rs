@@ -9,30 +9,59 @@ use crate::types::{NewRecord, Offset};
 
 /// Version written into every new segment and index header. Version 3 stores records in
 /// batches (one header and CRC per append, or per chunk of one); versions 1 and 2 stored one frame
-/// per record and are still read (see [`Layout`]).
-pub const FORMAT_VERSION: u16 = 3;
+/// per record and are still read (see [`Layout`]). Version 4 lays out records as version 3 does
+/// and spaces index entries 64 KiB apart instead of 4 KiB, so small batches (a cheap read of one
+/// record) do not make the index large.
+pub const FORMAT_VERSION: u16 = 4;
 /// Oldest version this build still reads. Version 1 differs from version 2 only in the footer's
 /// last 8 bytes, which it always wrote as zeros: they read as "no offsets lost after this segment".
 pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// First version that stores records in batches.
 pub const FIRST_BATCH_VERSION: u16 = 3;
 
-/// How a segment lays out its records, decided by the version in its header.
+/// First version whose index entries are [`INDEX_INTERVAL`] bytes apart (before it:
+/// [`INDEX_INTERVAL_BEFORE_V4`]).
+pub const FIRST_SPARSE_INDEX_VERSION: u16 = 4;
+
+/// How a segment lays out its records and how far apart its index entries are, decided by the
+/// version in its header. (The index file is derived from the segment, so a reader rebuilding or
+/// checking it must space entries as the segment's writer did.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// Versions 1 and 2: one frame per record (44 fixed bytes each); read as batches of one.
     Frames,
     /// Version 3 on: batches of records with varint-encoded lengths.
-    Batches,
+    Batches {
+        /// Bytes of batches between index entries: 4 KiB in version 3, 64 KiB from version 4.
+        index_interval: usize,
+    },
 }
 
 impl Layout {
+    /// The layout new segments are written in.
+    pub const CURRENT: Layout = Layout::of_version(FORMAT_VERSION);
+
     /// The layout of segments of format `version`.
-    pub fn of_version(version: u16) -> Layout {
-        if version >= FIRST_BATCH_VERSION {
-            Layout::Batches
+    pub const fn of_version(version: u16) -> Layout {
+        if version >= FIRST_SPARSE_INDEX_VERSION {
+            Layout::Batches {
+                index_interval: INDEX_INTERVAL,
+            }
+        } else if version >= FIRST_BATCH_VERSION {
+            Layout::Batches {
+                index_interval: INDEX_INTERVAL_BEFORE_V4,
+            }
         } else {
             Layout::Frames
+        }
+    }
+
+    /// Bytes of records between index entries: an entry goes to the first batch (or frame) at
+    /// least this far past the previous entry.
+    pub fn index_interval(self) -> usize {
+        match self {
+            Layout::Frames => INDEX_INTERVAL_BEFORE_V4,
+            Layout::Batches { index_interval } => index_interval,
         }
     }
 
@@ -41,7 +70,7 @@ impl Layout {
         match self {
             Layout::Frames => FRAME_OVERHEAD + 1,
             // Three one-byte varints and a one-byte key.
-            Layout::Batches => 4,
+            Layout::Batches { .. } => 4,
         }
     }
 }
@@ -902,7 +931,8 @@ impl SegmentFooter {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sparse index file: a header, then fixed-size entries, one per ~INDEX_INTERVAL bytes of frames.
+// Sparse index file: a header, then fixed-size entries, one per ~INDEX_INTERVAL bytes of batches
+// (Layout::index_interval: 4 KiB before version 4).
 // Header: { magic[8] | version u16 | entry_len u16 | reserved u32 | base_offset u64 | reserved u32
 //           | crc32 u32 (over bytes 0..28) }                   = 32 bytes
 // Entry:  { relative_offset u32 | position u32 | max_arrival_ms i64 | crc32 u32 (over 0..16)
@@ -915,8 +945,10 @@ pub const INDEX_MAGIC: [u8; 8] = *b"SHRDLIDX";
 pub const INDEX_HEADER_LEN: usize = 32;
 /// Size of one index entry.
 pub const INDEX_ENTRY_LEN: usize = 24;
-/// Bytes of frames between index entries.
-pub const INDEX_INTERVAL: usize = 4096;
+/// Bytes of batches between index entries, from version 4 on.
+pub const INDEX_INTERVAL: usize = 64 * 1024;
+/// Bytes of frames or batches between index entries in versions 1 to 3.
+pub const INDEX_INTERVAL_BEFORE_V4: usize = 4096;
 const IH_VERSION: usize = 8;
 const IH_ENTRY_LEN: usize = IH_VERSION + 2;
 const IH_BASE: usize = IH_ENTRY_LEN + 2 + 4;
@@ -1142,7 +1174,7 @@ mod tests {
         let v1_header = SegmentHeader::decode(&v1).unwrap();
         assert_eq!(v1_header, SegmentHeader { version: 1, ..h });
         assert_eq!(v1_header.layout(), Layout::Frames);
-        assert_eq!(h.layout(), Layout::Batches);
+        assert_eq!(h.layout(), Layout::CURRENT);
         assert_eq!(SegmentHeader::decode(&b[..10]), Err(DecodeError::Short));
     }
 
@@ -1217,7 +1249,7 @@ mod tests {
             NewRecord::new(&[b'x'; MAX_PARTITION_KEY_LEN], b""),
         ];
         let buf = sample_batch(&records);
-        let batch = decode_batch(&buf, 0, Layout::Batches).unwrap();
+        let batch = decode_batch(&buf, 0, Layout::CURRENT).unwrap();
         batch.check().unwrap();
         assert_eq!(batch.head.count, 3);
         assert_eq!(batch.head.end_offset(), Offset::new(503));
@@ -1236,7 +1268,7 @@ mod tests {
             crate::hash_key::hash_key_of("user-1"),
             "a derived hash key is the MD5 of the partition key"
         );
-        let head = peek_batch(&buf, 0, Layout::Batches).unwrap();
+        let head = peek_batch(&buf, 0, Layout::CURRENT).unwrap();
         assert_eq!(head, batch.head);
         // 100-byte records with 16-byte keys cost 3 bytes each beyond key and data.
         let data = [1u8; 100];
@@ -1255,7 +1287,7 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[byte] ^= 1 << bit;
-                if let Ok(b) = decode_batch(&bad, 0, Layout::Batches) {
+                if let Ok(b) = decode_batch(&bad, 0, Layout::CURRENT) {
                     panic!(
                         "flip of bit {bit} in byte {byte} went unnoticed: {:?}",
                         b.head
@@ -1265,12 +1297,12 @@ mod tests {
         }
         for cut in 0..buf.len() {
             assert!(
-                decode_batch(&buf[..cut], 0, Layout::Batches).is_err(),
+                decode_batch(&buf[..cut], 0, Layout::CURRENT).is_err(),
                 "cut at {cut}"
             );
         }
         assert_eq!(
-            decode_batch(&[0u8; 64], 0, Layout::Batches).unwrap_err(),
+            decode_batch(&[0u8; 64], 0, Layout::CURRENT).unwrap_err(),
             FrameError::End
         );
     }
@@ -1283,7 +1315,7 @@ mod tests {
         buf[B_COUNT..B_COUNT + 4].copy_from_slice(&2u32.to_le_bytes());
         let crc = crc32fast::hash(&buf[B_BASE..]);
         buf[B_CRC..B_BASE].copy_from_slice(&crc.to_le_bytes());
-        let batch = decode_batch(&buf, 0, Layout::Batches).unwrap();
+        let batch = decode_batch(&buf, 0, Layout::CURRENT).unwrap();
         assert!(batch.check().is_err());
         let results: Vec<_> = batch.records().collect();
         assert!(results[0].is_ok() && results[1].is_err() && results.len() == 2);

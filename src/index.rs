@@ -1,4 +1,4 @@
-//! The sparse index of one segment: an entry every ~[`INDEX_INTERVAL`] bytes of frames mapping a
+//! The sparse index of one segment: an entry every ~[`Layout::index_interval`] bytes of batches mapping a
 //! relative offset to a byte position and the newest arrival time so far.
 //!
 //! The index is a cache. Its sidecar file is written without fsync and is checked entry by entry
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_index_header, encode_index_header, IndexEntry, INDEX_ENTRY_LEN, INDEX_HEADER_LEN,
-    INDEX_INTERVAL, SEGMENT_HEADER_LEN,
+    decode_index_header, encode_index_header, IndexEntry, Layout, INDEX_ENTRY_LEN,
+    INDEX_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::Offset;
 
@@ -100,10 +100,11 @@ impl FromIterator<IndexEntry> for SparseIndex {
     }
 }
 
-/// Whether the frame at byte `pos` gets an index entry, given the last entry so far: the first
-/// frame does, and then the first frame at least [`INDEX_INTERVAL`] bytes past the last entry.
-pub(crate) fn entry_due(last: Option<IndexEntry>, pos: usize) -> bool {
-    last.is_none_or(|e| pos >= e.position as usize + INDEX_INTERVAL)
+/// Whether the batch at byte `pos` of a segment in `layout` gets an index entry, given the last
+/// entry so far: the first batch does, and then the first batch at least the layout's
+/// [`Layout::index_interval`] bytes past the last entry.
+pub(crate) fn entry_due(layout: Layout, last: Option<IndexEntry>, pos: usize) -> bool {
+    last.is_none_or(|e| pos >= e.position as usize + layout.index_interval())
 }
 
 /// Whether `next` may follow `prev` in an index (or start one, when `prev` is `None`).

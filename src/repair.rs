@@ -276,7 +276,7 @@ fn examine(dir: &Path, base: Offset, limit: Option<Offset>) -> Result<Found> {
     let layout = match (header, pieces.first()) {
         (Some(h), _) => h.layout(),
         (None, Some(p)) => Layout::of_version(p.version),
-        (None, None) => Layout::Batches,
+        (None, None) => Layout::CURRENT,
     };
     let whole = match pieces.as_slice() {
         [p] => p.first == base && p.start == SEGMENT_HEADER_LEN,
@@ -617,7 +617,7 @@ fn write_segment(
 /// Rewrites the index of the segment whose bytes up to the end of its frames are `bytes` (its
 /// header included, which names its layout).
 fn write_index(dir: &Path, base: Offset, bytes: &[u8]) -> Result<()> {
-    let layout = SegmentHeader::decode(bytes).map_or(Layout::Batches, |h| h.layout());
+    let layout = SegmentHeader::decode(bytes).map_or(Layout::CURRENT, |h| h.layout());
     let mut entries = SparseIndex::default();
     scan(
         bytes,

@@ -38,7 +38,7 @@ pub(crate) const DIRECT_WRITE_MIN: usize = 32 * 1024;
 const PWRITE_CHUNK: usize = 256 * 1024;
 /// A batch takes records until it would grow past this many bytes (a record alone may be
 /// larger): reading any record of it checks one CRC over at most about this much.
-pub(crate) const BATCH_TARGET: usize = 64 * 1024;
+pub(crate) const BATCH_TARGET: usize = 4 * 1024;
 /// A read that has walked this many bytes of a segment in one call starts asking for the bytes
 /// ahead of it, [`READ_AHEAD`] at a time (re-asked every half): short reads never pay the system
 /// call.
@@ -49,7 +49,7 @@ const READ_AHEAD: usize = 8 * 1024 * 1024;
 const PREFILL_AHEAD: usize = 256 * 1024;
 /// New index entries are written to the sidecar file once this many have piled up, or once they
 /// cover [`INDEX_FLUSH_BYTES`] of batches (and at seal and close), bounding what a recovery after
-/// a crash must scan to about `INDEX_FLUSH_EVERY * INDEX_INTERVAL` bytes, or one flush's worth of
+/// a crash must scan to about `INDEX_FLUSH_EVERY` index intervals, or one flush's worth of
 /// large batches.
 const INDEX_FLUSH_EVERY: usize = 64;
 /// See [`INDEX_FLUSH_EVERY`].
@@ -502,7 +502,7 @@ pub(crate) fn scan(
                 FrameError::End => "records end early",
             });
         }
-        if index::entry_due(entries.last(), pos) {
+        if index::entry_due(layout, entries.last(), pos) {
             entries.push(index_entry(base, offset, pos, head.first_arrival_ms));
         }
         last_arrival_ms = Some(head.last_arrival_ms);
@@ -1203,7 +1203,7 @@ impl ActiveSegment {
         Ok(ActiveSegment {
             data: Arc::new(SegmentData::new(
                 base,
-                Layout::Batches,
+                Layout::CURRENT,
                 path,
                 Storage::Mapped(map),
                 SparseIndex::default(),
@@ -1374,7 +1374,7 @@ impl ActiveSegment {
             scratch: Vec::new(),
             sealed: false,
         };
-        if layout != Layout::Batches {
+        if layout != Layout::CURRENT {
             // A segment of an older format takes no more records: it is sealed as it is (and read
             // in its own layout), and the shard starts a segment of the current format after it.
             let floor = header.arrival_floor_ms;
@@ -1491,7 +1491,7 @@ impl ActiveSegment {
                     .push(&mut self.writer, offset, arrival_ms, batch, len)
                     .map_err(Error::io_at("write segment", &self.data.path))?;
             }
-            if index::entry_due(last_entry, pos) {
+            if index::entry_due(self.data.layout, last_entry, pos) {
                 let e = index_entry(base, offset, pos, arrival_ms);
                 new_entries.push(e);
                 last_entry = Some(e);

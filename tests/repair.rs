@@ -71,7 +71,7 @@ fn frames(segment: &Path) -> Vec<(u64, Range<usize>)> {
     let bytes = std::fs::read(segment).unwrap();
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
-    while let Ok(batch) = decode_batch(&bytes, pos, Layout::Batches) {
+    while let Ok(batch) = decode_batch(&bytes, pos, Layout::CURRENT) {
         let first = batch.head.base_offset.get();
         let range = pos..pos + batch.head.len;
         out.extend((first..batch.head.end_offset().get()).map(|o| (o, range.clone())));

@@ -108,7 +108,8 @@ fn a_deleted_index_and_a_deleted_middle_segment_are_reported() {
 
 #[test]
 fn a_damaged_index_entry_and_garbage_after_the_last_frame_are_reported() {
-    let (dir, _clock) = written(1, 16 * 1024, 2000, 7, 200);
+    // Segments large enough for two index entries (one per 64 KiB of batches).
+    let (dir, _clock) = written(1, 160 * 1024, 4000, 7, 200);
     let segs = segment_files(dir.path());
     let idx = segs[0].with_extension("idx");
     let mut bytes = std::fs::read(&idx).unwrap();

@@ -311,8 +311,8 @@ pub fn frame(data: &[u8]) {
     let _ = decode_frame(data, 0);
     let _ = peek_frame(data, data.len() / 2);
     for at in [0, data.len() / 2] {
-        let _ = peek_batch(data, at, Layout::Batches);
-        if let Ok(batch) = decode_batch(data, at, Layout::Batches) {
+        let _ = peek_batch(data, at, Layout::CURRENT);
+        if let Ok(batch) = decode_batch(data, at, Layout::CURRENT) {
             let _ = batch.check();
             for record in batch.records() {
                 let Ok(record) = record else { break };
@@ -374,7 +374,7 @@ pub fn frame(data: &[u8]) {
     let mut buf = vec![0u8; len];
     let (base, arrival) = (Offset::new(1_000), i64::from(data[0]) - 100);
     encode_batch(base, arrival, &records, &mut buf, false);
-    let batch = decode_batch(&buf, 0, Layout::Batches).expect("an encoded batch decodes");
+    let batch = decode_batch(&buf, 0, Layout::CURRENT).expect("an encoded batch decodes");
     batch.check().expect("an encoded batch checks");
     assert_eq!(batch.head.len, len);
     assert_eq!(batch.head.count as usize, records.len());
@@ -398,7 +398,7 @@ pub fn frame(data: &[u8]) {
 fn template_records(bytes: &[u8]) -> Vec<(u64, std::ops::Range<usize>)> {
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
-    while let Ok(batch) = decode_batch(bytes, pos, Layout::Batches) {
+    while let Ok(batch) = decode_batch(bytes, pos, Layout::CURRENT) {
         let range = pos..pos + batch.head.len;
         let first = batch.head.base_offset.get();
         out.extend((first..first + u64::from(batch.head.count)).map(|o| (o, range.clone())));

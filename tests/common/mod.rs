@@ -281,7 +281,7 @@ pub fn batches(segment: &Path) -> Vec<(std::ops::Range<usize>, std::ops::Range<u
     let bytes = std::fs::read(segment).unwrap();
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
-    while let Ok(batch) = decode_batch(&bytes, pos, Layout::Batches) {
+    while let Ok(batch) = decode_batch(&bytes, pos, Layout::CURRENT) {
         let head = batch.head;
         out.push((
             pos..pos + head.len,
