@@ -441,7 +441,7 @@ const B_FLAGS: usize = B_COUNT + 4;
 const B_RECORDS: usize = B_FLAGS + 4;
 const _: () = assert!(B_RECORDS == BATCH_OVERHEAD);
 /// The largest batch any configuration can produce; a larger length field is corruption. (A
-/// batch holds many small records or one large one: see `segment::BATCH_TARGET`.)
+/// batch holds many small records or one large one: see `ShardOptions::batch_bytes`.)
 pub const MAX_BATCH_LEN: usize = 2 * MAX_FRAME_LEN;
 
 /// Bytes of `value` as a LEB128 varint.

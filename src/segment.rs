@@ -36,9 +36,6 @@ pub(crate) const DIRECT_WRITE_MIN: usize = 32 * 1024;
 /// Frames are gathered in a buffer of about this size between pwrites: small enough to stay in
 /// cache, large enough to make the system calls cheap and the page cache's folios large.
 const PWRITE_CHUNK: usize = 256 * 1024;
-/// A batch takes records until it would grow past this many bytes (a record alone may be
-/// larger): reading any record of it checks one CRC over at most about this much.
-pub(crate) const BATCH_TARGET: usize = 4 * 1024;
 /// A read that has walked this many bytes of a segment in one call starts asking for the bytes
 /// ahead of it, [`READ_AHEAD`] at a time (re-asked every half): short reads never pay the system
 /// call.
@@ -1122,6 +1119,8 @@ pub(crate) struct SegmentLimits {
     /// (0.55 ms vs 0.14-0.18 ms for 72 KB): writeback must write-protect every such page and the
     /// next store faults it back in.
     pub map_small_appends: bool,
+    /// Batches take records until they would grow past this many bytes (`ShardOptions::batch_bytes`).
+    pub batch_bytes: usize,
 }
 
 /// The segment that takes appends, owned by the shard's writer.
@@ -1135,6 +1134,8 @@ pub(crate) struct ActiveSegment {
     created_ms: i64,
     arrival_floor_ms: i64,
     map_small_appends: bool,
+    /// See [`SegmentLimits::batch_bytes`].
+    batch_bytes: usize,
     /// Whether the shard's policy syncs (see [`ActiveSegment::mark_durable`]).
     sync: bool,
     /// Bytes known to be on disk (fsynced). Under a syncing policy, index entries reach the index
@@ -1216,6 +1217,7 @@ impl ActiveSegment {
             created_ms: header.created_ms,
             arrival_floor_ms: header.arrival_floor_ms,
             map_small_appends: limits.map_small_appends,
+            batch_bytes: limits.batch_bytes,
             sync: limits.sync,
             durable_end: SEGMENT_HEADER_LEN,
             scratch: Vec::new(),
@@ -1369,6 +1371,7 @@ impl ActiveSegment {
             created_ms: header.created_ms,
             arrival_floor_ms: header.arrival_floor_ms,
             map_small_appends: limits.map_small_appends,
+            batch_bytes: limits.batch_bytes,
             sync: limits.sync,
             durable_end: scan.end,
             scratch: Vec::new(),
@@ -1463,7 +1466,7 @@ impl ActiveSegment {
     /// pages first. The caller has checked that the records fit the segment; space is allocated
     /// before any byte is written, so a full disk leaves nothing behind.
     pub(crate) fn append(&mut self, records: &[NewRecord<'_>], arrival_ms: i64) -> Result<()> {
-        let total = batched_len(records);
+        let total = batched_len(records, self.batch_bytes);
         self.reserve(total)?;
         let base = self.data.base;
         let start = self.end;
@@ -1478,7 +1481,7 @@ impl ActiveSegment {
         let mut new_entries = Vec::new();
         let mut last_entry = self.data.index().last();
         let mut pending = PwriteBuffer::new(&mut self.scratch, start);
-        for (range, len) in plan_batches(records) {
+        for (range, len) in plan_batches(records, self.batch_bytes) {
             let batch = &records[range];
             if through_map {
                 let dst = self
@@ -1651,12 +1654,13 @@ impl<'a> PwriteBuffer<'a> {
 }
 
 /// How an append is cut into batches: consecutive runs of records, each run's encoding at most
-/// [`BATCH_TARGET`] bytes unless a single record is larger, and a payload of
+/// `target` bytes unless a single record is larger, and a payload of
 /// [`DIRECT_WRITE_MIN`] bytes or more alone in its batch (so it is written from where it lies).
 /// Yields each run's range and its encoded length. The cut of a prefix of `records` is the same
 /// as the cut of the whole up to its last run, which [`count_fitting`] relies on.
 pub(crate) fn plan_batches<'r>(
     records: &'r [NewRecord<'_>],
+    target: usize,
 ) -> impl Iterator<Item = (std::ops::Range<usize>, usize)> + 'r {
     let mut at = 0;
     std::iter::from_fn(move || {
@@ -1667,7 +1671,7 @@ pub(crate) fn plan_batches<'r>(
         if first.data.len() < DIRECT_WRITE_MIN {
             while let Some(r) = records.get(at) {
                 let r_len = batch_record_len(r);
-                if r.data.len() >= DIRECT_WRITE_MIN || len + r_len > BATCH_TARGET {
+                if r.data.len() >= DIRECT_WRITE_MIN || len + r_len > target {
                     break;
                 }
                 len += r_len;
@@ -1678,16 +1682,16 @@ pub(crate) fn plan_batches<'r>(
     })
 }
 
-/// Bytes `records` take once cut into batches.
-pub(crate) fn batched_len(records: &[NewRecord<'_>]) -> usize {
-    plan_batches(records).map(|(_, len)| len).sum()
+/// Bytes `records` take once cut into batches of about `target` bytes.
+pub(crate) fn batched_len(records: &[NewRecord<'_>], target: usize) -> usize {
+    plan_batches(records, target).map(|(_, len)| len).sum()
 }
 
-/// How many leading `records` fit in `room` bytes of batches.
-pub(crate) fn count_fitting(records: &[NewRecord<'_>], room: usize) -> usize {
+/// How many leading `records` fit in `room` bytes of batches of about `target` bytes.
+pub(crate) fn count_fitting(records: &[NewRecord<'_>], room: usize, target: usize) -> usize {
     let mut used = 0;
     let mut fitting = 0;
-    for (range, _) in plan_batches(records) {
+    for (range, _) in plan_batches(records, target) {
         used += BATCH_OVERHEAD;
         for r in &records[range] {
             used += batch_record_len(r);

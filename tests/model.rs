@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use shardlog::shard::{DEFAULT_BATCH_BYTES, MIN_BATCH_BYTES};
 use shardlog::{
     Clock, FlushPolicy, ManualClock, NewRecord, Offset, ReadLimits, Shard, ShardOptions,
 };
@@ -80,18 +81,20 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn options(clock: &Arc<ManualClock>, flush: FlushPolicy) -> ShardOptions {
+fn options(clock: &Arc<ManualClock>, flush: FlushPolicy, batch_bytes: usize) -> ShardOptions {
     ShardOptions {
         segment_bytes: 4096,
         max_record_bytes: 4096,
+        batch_bytes,
         clock: Arc::clone(clock) as Arc<dyn Clock>,
         flush,
         ..ShardOptions::default()
     }
 }
 
-/// `durable` picks `Always`, whose appends go through pwrite instead of the map.
-fn run(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
+/// `durable` picks `Always`, whose appends go through pwrite instead of the map; `batch_bytes`
+/// how appends are cut into batches (small ones make an append span several).
+fn run(ops: Vec<Op>, durable: bool, batch_bytes: usize) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000_000));
     let flush = if durable {
@@ -99,7 +102,7 @@ fn run(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
     } else {
         FlushPolicy::Never
     };
-    let options = |clock: &Arc<ManualClock>| options(clock, flush);
+    let options = |clock: &Arc<ManualClock>| options(clock, flush, batch_bytes);
     let mut shard = Shard::open(dir.path(), options(&clock)).unwrap();
     let mut model = Model {
         records: Vec::new(),
@@ -264,7 +267,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn shard_matches_the_model(ops in prop::collection::vec(op(), 1..60), durable: bool) {
-        run(ops, durable)?;
+    fn shard_matches_the_model(
+        ops in prop::collection::vec(op(), 1..60),
+        durable: bool,
+        batch_bytes in prop::sample::select(vec![MIN_BATCH_BYTES, 1024, DEFAULT_BATCH_BYTES]),
+    ) {
+        run(ops, durable, batch_bytes)?;
     }
 }

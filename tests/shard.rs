@@ -262,12 +262,57 @@ fn options_out_of_range_are_refused() {
             max_record_bytes: 10 * 1024 * 1024 + 1,
             ..ShardOptions::default()
         },
+        ShardOptions {
+            batch_bytes: shardlog::shard::MIN_BATCH_BYTES - 1,
+            ..ShardOptions::default()
+        },
+        ShardOptions {
+            batch_bytes: shardlog::shard::MAX_BATCH_BYTES + 1,
+            ..ShardOptions::default()
+        },
     ] {
-        assert!(matches!(
-            Shard::open(dir.path(), options),
-            Err(Error::InvalidArgument { .. })
-        ));
+        let name = match Shard::open(dir.path(), options) {
+            Err(Error::InvalidArgument { name, .. }) => name,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        };
+        assert!(
+            ["segment_bytes", "max_record_bytes", "batch_bytes"].contains(&name),
+            "{name}"
+        );
     }
+}
+
+/// A shard written with one batch size reads back, and takes appends, with another: the size is
+/// the writer's choice, not part of the format.
+#[test]
+fn batch_size_can_change_between_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let open = |batch_bytes| {
+        Shard::open(
+            dir.path(),
+            ShardOptions {
+                batch_bytes,
+                ..small_options(&clock, 1024 * 1024)
+            },
+        )
+        .unwrap()
+    };
+    let shard = open(64 * 1024);
+    append_range(&shard, 0, 2000, 500, 120);
+    drop(shard);
+    let shard = open(shardlog::shard::MIN_BATCH_BYTES);
+    append_range(&shard, 2000, 4000, 500, 120);
+    check_records(&read_all(&shard, 0), 0, 4000, 120);
+    drop(shard);
+    let segment = &segment_files(dir.path())[0];
+    let counts: Vec<u64> = common::batches(segment)
+        .into_iter()
+        .map(|(_, offsets)| offsets.end - offsets.start)
+        .collect();
+    assert_eq!(counts[..4], [500, 500, 500, 500], "{counts:?}");
+    assert!(counts[4..].iter().all(|&n| n < 10), "{counts:?}");
+    assert_eq!(shardlog::shard::verify(dir.path()).unwrap(), vec![]);
 }
 
 #[test]

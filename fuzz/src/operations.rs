@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardlog::faults;
+use shardlog::shard::{DEFAULT_BATCH_BYTES, MIN_BATCH_BYTES};
 use shardlog::{
     Clock, FlushPolicy, ManualClock, NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions,
 };
@@ -128,8 +129,13 @@ impl Harness {
             },
             _ => FlushPolicy::Never,
         };
+        let segment_byte = input.byte();
         let options = ShardOptions {
-            segment_bytes: 4096 + u64::from(input.byte()) * 256,
+            segment_bytes: 4096 + u64::from(segment_byte) * 256,
+            // Small batches make appends span several; taken from the same input byte so that
+            // existing seeds keep their meaning.
+            batch_bytes: [MIN_BATCH_BYTES, 1024, DEFAULT_BATCH_BYTES]
+                [usize::from(segment_byte % 3)],
             max_segment_age: match input.byte() % 4 {
                 0 => Some(Duration::from_millis(200)),
                 _ => None,

@@ -14,6 +14,9 @@ use crate::{Check, Log};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Shardlog,
+    /// shardlog with 64 KiB batches (`ShardOptions::batch_bytes`), for comparing batch sizes;
+    /// run only when named in `--engines`.
+    Shardlog64k,
     Naive,
     Commitlog,
     Redb,
@@ -35,9 +38,13 @@ impl Engine {
         Engine::Rocksdb,
     ];
 
+    /// Engines run only when named.
+    pub const OPTIONAL: &'static [Engine] = &[Engine::Shardlog64k];
+
     pub fn parse(name: &str) -> Option<Engine> {
         Engine::ALL
             .iter()
+            .chain(Engine::OPTIONAL)
             .copied()
             .find(|e| format!("{e:?}").eq_ignore_ascii_case(name))
     }
@@ -51,7 +58,8 @@ pub fn open_engine(
     durable_calls: bool,
 ) -> Result<Box<dyn Log>, String> {
     Ok(match engine {
-        Engine::Shardlog => Box::new(ShardlogLog::open(dir, durable_calls)?),
+        Engine::Shardlog => Box::new(ShardlogLog::open(dir, durable_calls, None)?),
+        Engine::Shardlog64k => Box::new(ShardlogLog::open(dir, durable_calls, Some(64 * 1024))?),
         Engine::Naive => Box::new(NaiveLog::open(dir)?),
         Engine::Commitlog => Box::new(CommitLogLog::open(dir)?),
         Engine::Redb => Box::new(RedbLog::open(dir)?),
@@ -74,14 +82,20 @@ struct ShardlogLog {
 }
 
 impl ShardlogLog {
-    fn open(dir: &Path, durable_calls: bool) -> Result<ShardlogLog, String> {
+    fn open(
+        dir: &Path,
+        durable_calls: bool,
+        batch_bytes: Option<usize>,
+    ) -> Result<ShardlogLog, String> {
+        let defaults = shardlog::ShardOptions::default();
         let options = shardlog::ShardOptions {
+            batch_bytes: batch_bytes.unwrap_or(defaults.batch_bytes),
             flush: if durable_calls {
                 shardlog::FlushPolicy::Always
             } else {
                 shardlog::FlushPolicy::Never
             },
-            ..shardlog::ShardOptions::default()
+            ..defaults
         };
         Ok(ShardlogLog {
             shard: shardlog::Shard::open(dir, options).map_err(err)?,
