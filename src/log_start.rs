@@ -42,8 +42,11 @@ pub fn read_log_start(dir: &Path) -> Result<Offset> {
 }
 
 /// Records `start`. With `sync`, durably (temporary file, fsync, rename, directory fsync);
-/// without (a shard under `FlushPolicy::Never`, which syncs nothing else either), by a rename
-/// alone: a crash loses the file whole or not at all, and the next open records the start again.
+/// without (a shard under `FlushPolicy::Never`, which syncs nothing else either), the directory
+/// is not synced: a power cut may lose the new name, and the next open records the start again.
+/// The file's bytes are synced before the rename either way: a rename can reach the disk before
+/// the data it names, and a power cut then leaves an empty `log-start.json` that no open reads
+/// (found by the LazyFS power-cut test under `Never`).
 pub(crate) fn write_log_start(dir: &Path, start: Offset, sync: bool) -> Result<()> {
     let record = LogStart {
         format_version: LOG_START_VERSION,
@@ -61,12 +64,20 @@ pub(crate) fn write_log_start(dir: &Path, start: Offset, sync: bool) -> Result<(
     }
     let tmp = dir.join(format!(".{LOG_START_FILE}.tmp"));
     let path = dir.join(LOG_START_FILE);
-    let written = std::fs::write(&tmp, &bytes)
-        .map_err(Error::io_at("write", &tmp))
+    let written = write_synced(&tmp, &bytes)
         .and_then(|()| std::fs::rename(&tmp, &path).map_err(Error::io_at("replace", &path)));
     if written.is_err() {
         // Leave no half-written temporary file behind (repair would remove it too).
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// Creates (or truncates) `path` with `bytes` and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).map_err(Error::io_at("create", path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(Error::io_at("write", path))
 }

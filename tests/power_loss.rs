@@ -1,0 +1,499 @@
+//! Power loss, simulated with LazyFS: the real `shardlog serve` binary runs on a LazyFS mount
+//! (a FUSE file system that keeps every write in its own cache until fsync), is SIGKILLed at a
+//! random moment while real clients put records and change streams, and then every unsynced
+//! write is dropped (`lazyfs::clear-cache`), as a power cut would. The store must then open and
+//! hold everything it acknowledged under `Always` and `GroupCommit`; under `Never` it must open
+//! and return only records that were put, as the README promises.
+//!
+//! LazyFS passes file creation, renames and removals straight to the disk below, so these tests
+//! cut file contents, not directory entries (the `operations` fuzz target cuts both).
+//!
+//! Needs LazyFS (`../shared/tools/lazyfs/build.sh` builds it; the binary is found through
+//! `SHARDLOG_LAZYFS` or at that script's default output) and FUSE (root). Without them every test
+//! prints `SKIPPED`, unless `SHARDLOG_REQUIRE_LAZYFS=1` (set by CI) makes that a failure.
+#![cfg(feature = "server")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::http::Client;
+use common::serve::{spawn_server, ServerProcess};
+use rand::Rng;
+use serde_json::{json, Value};
+use shardlog::{Store, StoreOptions};
+
+/// Where `build.sh` puts the binary when given no output directory.
+const DEFAULT_LAZYFS: &str = "/tmp/lazyfs-build/lazyfs/build/lazyfs";
+
+/// A LazyFS mount over a temporary directory, unmounted on drop.
+struct LazyFs {
+    _dir: tempfile::TempDir,
+    mount: PathBuf,
+    faults_fifo: PathBuf,
+    done_fifo: PathBuf,
+    process: Child,
+}
+
+impl LazyFs {
+    /// Mounts a fresh LazyFS, or `None` (after printing `SKIPPED`) when LazyFS or FUSE is missing
+    /// and `SHARDLOG_REQUIRE_LAZYFS` is not `1`.
+    fn mount() -> Option<LazyFs> {
+        let binary = std::env::var_os("SHARDLOG_LAZYFS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_LAZYFS));
+        let required = std::env::var("SHARDLOG_REQUIRE_LAZYFS").is_ok_and(|v| v == "1");
+        let missing = if !binary.is_file() {
+            Some(format!("no LazyFS binary at {}", binary.display()))
+        } else if !Path::new("/dev/fuse").exists() {
+            Some("no /dev/fuse".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = missing {
+            assert!(!required, "{why}, and SHARDLOG_REQUIRE_LAZYFS=1");
+            eprintln!("SKIPPED: {why} (build it with ../shared/tools/lazyfs/build.sh)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let mount = dir.path().join("mnt");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(&mount).unwrap();
+        let faults_fifo = dir.path().join("faults.fifo");
+        let done_fifo = dir.path().join("done.fifo");
+        let config = dir.path().join("lazyfs.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[faults]\nfifo_path=\"{}\"\nfifo_path_completed=\"{}\"\n\
+                 [cache]\napply_eviction=false\n\
+                 [cache.simple]\ncustom_size=\"2gb\"\nblocks_per_page=1\n\
+                 [filesystem]\nlog_all_operations=false\nlogfile=\"\"\n",
+                faults_fifo.display(),
+                done_fifo.display()
+            ),
+        )
+        .unwrap();
+        let process = Command::new(&binary)
+            .arg(&mount)
+            .arg("--config-path")
+            .arg(&config)
+            .args(["-o", "allow_other", "-o", "modules=subdir", "-o"])
+            .arg(format!("subdir={}", root.display()))
+            .arg("-f")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start lazyfs");
+        let lazyfs = LazyFs {
+            _dir: dir,
+            mount,
+            faults_fifo,
+            done_fifo,
+            process,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !lazyfs.is_mounted() || !lazyfs.faults_fifo.exists() {
+            assert!(Instant::now() < deadline, "LazyFS did not mount");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(lazyfs)
+    }
+
+    fn is_mounted(&self) -> bool {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let needle = format!(" {} fuse", self.mount.display());
+        mounts.lines().any(|l| l.contains(&needle))
+    }
+
+    /// The store's directory on the mount.
+    fn data(&self) -> PathBuf {
+        self.mount.join("data")
+    }
+
+    /// Drops every write not yet fsynced, and waits until LazyFS says it has.
+    fn cut_power(&self) {
+        let (tx, rx) = mpsc::channel();
+        // Open for reading before the command goes out, so LazyFS's answer finds a reader (read and
+        // write: opening a FIFO so never waits for the other end).
+        let done = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.done_fifo)
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(done).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.faults_fifo)
+            .unwrap();
+        fifo.write_all(b"lazyfs::clear-cache\n").unwrap();
+        drop(fifo);
+        let reply = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("LazyFS confirms the cleared cache");
+        assert!(reply.contains("finished::clear-cache"), "{reply:?}");
+    }
+}
+
+impl Drop for LazyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.mount)
+            .status();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// One acknowledged record: its stream, sequence number and data.
+type Acked = (String, String, Vec<u8>);
+
+/// Puts batches of records into `stream` from `writers` threads until the server goes away,
+/// killing it `kill_after` its first acknowledgement; returns every record it acknowledged.
+fn put_until_killed(
+    addr: SocketAddr,
+    stream: &str,
+    tag: &str,
+    writers: usize,
+    kill_after: Duration,
+    server: ServerProcess,
+) -> Vec<Acked> {
+    let (first_ack, first_ack_rx) = mpsc::channel::<()>();
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let (stream, tag) = (stream.to_string(), tag.to_string());
+            let first_ack = first_ack.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let Ok(mut c) = Client::connect(addr) else {
+                    return acked;
+                };
+                for batch in 0.. {
+                    let datas: Vec<String> =
+                        (0..50).map(|i| format!("{tag}:{w}:{batch}:{i}")).collect();
+                    let records: Vec<Value> = datas
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| {
+                            json!({
+                                "PartitionKey": format!("k{}", i % 17),
+                                "Data": base64::engine::general_purpose::STANDARD.encode(d),
+                            })
+                        })
+                        .collect();
+                    let Ok(reply) = c.kinesis(
+                        "PutRecords",
+                        &json!({"StreamName": stream, "Records": records}),
+                    ) else {
+                        break;
+                    };
+                    if reply.status != 200 {
+                        break;
+                    }
+                    let results = reply.json()["Records"].as_array().cloned();
+                    for (data, r) in datas.into_iter().zip(results.unwrap_or_default()) {
+                        match r["SequenceNumber"].as_str() {
+                            Some(seq) => {
+                                acked.push((stream.clone(), seq.to_string(), data.into_bytes()));
+                                let _ = first_ack.send(());
+                            }
+                            None => panic!("a put was refused: {r}"),
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    first_ack_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the restarted server acknowledges a put");
+    std::thread::sleep(kill_after);
+    server.kill();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+/// Every record of every stream of the store at `data`, by (stream, sequence number), once the
+/// store has opened (recovering from the cut) and `shardlog verify` then finds every file clean.
+fn stored_records(data: &Path) -> HashMap<(String, String), Vec<u8>> {
+    let stored = read_store(data);
+    let verify = common::shardlog(&["verify", data.to_str().unwrap()]);
+    assert!(
+        verify.status.success(),
+        "verify after recovery: {}{}",
+        common::text(&verify.stdout),
+        common::text(&verify.stderr)
+    );
+    stored
+}
+
+fn read_store(data: &Path) -> HashMap<(String, String), Vec<u8>> {
+    let store = Store::open(data, StoreOptions::default()).expect("the store opens after the cut");
+    let mut stored = HashMap::new();
+    for name in store.list_streams() {
+        let stream = store.stream(&name).unwrap();
+        for shard in stream.describe().shards {
+            let (records, _) = common::drain(&store, &stream, &shard.shard_id);
+            for r in records {
+                stored.insert(
+                    (name.clone(), r.sequence_number.to_string()),
+                    r.data.to_vec(),
+                );
+            }
+        }
+    }
+    stored
+}
+
+fn create_stream(addr: SocketAddr, name: &str, shards: u32) {
+    let mut c = Client::connect(addr).unwrap();
+    let reply = c
+        .kinesis(
+            "CreateStream",
+            &json!({"StreamName": name, "ShardCount": shards}),
+        )
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", common::text(&reply.body));
+}
+
+/// Under a syncing policy, `cuts` power cuts at random moments of a put load, each followed by a
+/// restart that must find every record acknowledged so far, in this cycle and all before it.
+fn puts_survive_power_cuts(flush: &str, cuts: usize) {
+    let Some(fs) = LazyFs::mount() else { return };
+    let mut rng = common::crash_rng(&format!("power loss {flush}"));
+    let mut all_acked: Vec<Acked> = Vec::new();
+    for cut in 0..cuts {
+        let (server, addr) = spawn_server(&fs.data(), flush);
+        if cut == 0 {
+            create_stream(addr, "s", 4);
+        }
+        let kill_after = Duration::from_millis(rng.gen_range(100..700));
+        let acked = put_until_killed(addr, "s", &format!("{flush}{cut}"), 3, kill_after, server);
+        assert!(
+            !acked.is_empty() || cut > 0,
+            "nothing was acknowledged before the first cut"
+        );
+        fs.cut_power();
+        all_acked.extend(acked);
+        let stored = stored_records(&fs.data());
+        for (stream, seq, data) in &all_acked {
+            assert_eq!(
+                stored
+                    .get(&(stream.clone(), seq.clone()))
+                    .map(|d| common::text(d)),
+                Some(common::text(data)),
+                "cut {cut}: acknowledged record {seq} of {stream} is missing or wrong"
+            );
+        }
+        eprintln!(
+            "{flush} cut {cut}: all {} acknowledged records found ({} stored)",
+            all_acked.len(),
+            stored.len()
+        );
+    }
+}
+
+#[test]
+fn acknowledged_puts_survive_power_cuts_under_always() {
+    puts_survive_power_cuts("always", 8);
+}
+
+#[test]
+fn acknowledged_puts_survive_power_cuts_under_group_commit() {
+    puts_survive_power_cuts("group", 8);
+}
+
+/// `Never` promises nothing about a machine crash except a store that opens and returns no record
+/// that was not put: whatever survives is checked against what was sent.
+#[test]
+fn under_never_a_power_cut_loses_only_unsynced_records_and_corrupts_nothing() {
+    let Some(fs) = LazyFs::mount() else { return };
+    let mut rng = common::crash_rng("power loss never");
+    // Every record acknowledged under each sequence number: a cut under `Never` may lose what a
+    // sequence number named, and the number is then handed out again.
+    let mut sent: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut acked_total = 0;
+    for cut in 0..4 {
+        let (server, addr) = spawn_server(&fs.data(), "never");
+        if cut == 0 {
+            create_stream(addr, "s", 2);
+        }
+        let kill_after = Duration::from_millis(rng.gen_range(100..500));
+        let acked = put_until_killed(addr, "s", &format!("never{cut}"), 2, kill_after, server);
+        fs.cut_power();
+        acked_total += acked.len();
+        for (_, seq, data) in acked {
+            sent.entry(seq).or_default().push(data);
+        }
+        let stored = stored_records(&fs.data());
+        for ((_, seq), data) in &stored {
+            // A record stored but never acknowledged was in flight at the kill: its data still
+            // has the shape the writers send.
+            match sent.get(seq) {
+                Some(sent) => assert!(sent.contains(data), "{seq}: {}", common::text(data)),
+                None => assert!(common::text(data).starts_with("never"), "{seq}"),
+            }
+        }
+        eprintln!(
+            "never cut {cut}: {} records stored of {acked_total} acknowledged so far, none wrong",
+            stored.len(),
+        );
+    }
+}
+
+/// Stream changes (create, reshard, delete) acknowledged before a cut are all there after it,
+/// whole: a created stream opens with its shards, a reshard shows its new shards, a deleted
+/// stream is gone; every acknowledged record of a surviving stream is readable.
+#[test]
+fn acknowledged_stream_changes_survive_power_cuts() {
+    let Some(fs) = LazyFs::mount() else { return };
+    let mut rng = common::crash_rng("power loss admin");
+    // What the store must show: stream -> open shard count (None: deleted).
+    let mut expected: HashMap<String, Option<usize>> = HashMap::new();
+    let mut acked: Vec<Acked> = Vec::new();
+    let mut next_stream = 0;
+    for cut in 0..6 {
+        let (server, addr) = spawn_server(&fs.data(), "always");
+        let (tx, rx) = mpsc::channel::<Change>();
+        let first = next_stream;
+        let (started_tx, started) = mpsc::channel();
+        let driver =
+            std::thread::spawn(move || drive_stream_changes(addr, first, &tx, &started_tx));
+        started
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the restarted server creates a stream");
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..500)));
+        server.kill();
+        driver.join().unwrap();
+        fs.cut_power();
+        let mut changes = 0;
+        // A deletion sent but not acknowledged may or may not have happened.
+        let mut deleting: Vec<String> = Vec::new();
+        for change in rx.try_iter() {
+            match change {
+                Change::Deleting(name) => deleting.push(name),
+                Change::Acked(name, state) => {
+                    let n: usize = name[1..].parse().unwrap();
+                    next_stream = next_stream.max(n + 1);
+                    deleting.retain(|d| d != &name);
+                    expected.insert(name, state);
+                    changes += 1;
+                }
+                Change::Put(record) => acked.push(record),
+            }
+        }
+        // A stream whose creation was in flight may exist: never reuse its name.
+        next_stream += 1;
+
+        let store = Store::open(fs.data(), StoreOptions::default()).expect("the store opens");
+        let listed = store.list_streams();
+        for (name, state) in &expected {
+            match state {
+                None => assert!(!listed.contains(name), "cut {cut}: deleted {name} is back"),
+                Some(_) if deleting.contains(name) && !listed.contains(name) => {}
+                Some(count) => {
+                    let stream = store
+                        .stream(name)
+                        .unwrap_or_else(|e| panic!("cut {cut}: {name} is gone: {e}"));
+                    let open = stream
+                        .describe()
+                        .shards
+                        .iter()
+                        .filter(|s| s.ending_sequence_number.is_none())
+                        .count();
+                    assert!(
+                        open >= *count,
+                        "cut {cut}: {name} has {open} open shards, {count} acknowledged"
+                    );
+                }
+            }
+        }
+        drop(store);
+        let stored = stored_records(&fs.data());
+        for (stream, seq, data) in &acked {
+            if expected.get(stream) == Some(&None) {
+                continue;
+            }
+            assert_eq!(
+                stored.get(&(stream.clone(), seq.clone())),
+                Some(data),
+                "cut {cut}: acknowledged record {seq} of {stream} is missing"
+            );
+        }
+        eprintln!(
+            "admin cut {cut}: {changes} acknowledged changes this round, {} streams expected, all found",
+            expected.len()
+        );
+    }
+}
+
+/// What the stream-changes driver tells the checker, in order.
+enum Change {
+    /// The change to `stream` was acknowledged: it now has this many open shards (`None`: gone).
+    Acked(String, Option<usize>),
+    /// A deletion of this stream was sent.
+    Deleting(String),
+    /// An acknowledged record.
+    Put(Acked),
+}
+
+/// Creates streams `s{first}`, `s{first+1}`, ... (2 shards), puts a record into each, rescales
+/// it to 4 shards, and deletes every other one, until the server goes away.
+fn drive_stream_changes(
+    addr: SocketAddr,
+    first: usize,
+    tx: &mpsc::Sender<Change>,
+    started: &mpsc::Sender<()>,
+) {
+    let Ok(mut c) = Client::connect(addr) else {
+        return;
+    };
+    let mut call = |op: &str, body: Value| c.kinesis(op, &body).ok().filter(|r| r.status == 200);
+    for n in first.. {
+        let name = format!("s{n}");
+        if call("CreateStream", json!({"StreamName": name, "ShardCount": 2})).is_none() {
+            return;
+        }
+        let _ = tx.send(Change::Acked(name.clone(), Some(2)));
+        let _ = started.send(());
+        let data = format!("admin:{name}");
+        let body = json!({"StreamName": name, "PartitionKey": "k",
+                          "Data": base64::engine::general_purpose::STANDARD.encode(&data)});
+        let Some(put) = call("PutRecord", body) else {
+            return;
+        };
+        let seq = put.json()["SequenceNumber"].as_str().unwrap().to_string();
+        let _ = tx.send(Change::Put((name.clone(), seq, data.into_bytes())));
+        let body = json!({"StreamName": name, "TargetShardCount": 4,
+                          "ScalingType": "UNIFORM_SCALING"});
+        if call("UpdateShardCount", body).is_none() {
+            return;
+        }
+        let _ = tx.send(Change::Acked(name.clone(), Some(4)));
+        if n % 2 == 1 && n > first {
+            let older = format!("s{}", n - 1);
+            let _ = tx.send(Change::Deleting(older.clone()));
+            let body = json!({"StreamName": older, "EnforceConsumerDeletion": true});
+            if call("DeleteStream", body).is_none() {
+                return;
+            }
+            let _ = tx.send(Change::Acked(older, None));
+        }
+    }
+}
