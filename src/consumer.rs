@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hash_key::{shard_id, ShardId};
+use crate::io::{self, sync_dir};
 use crate::names;
-use crate::segment::{sync_dir, write_atomically};
 use crate::stream::{check_resource_name, IteratorStart, ShardDescription, StreamRecord};
 use crate::{Offset, SequenceNumber, Store};
 
@@ -287,15 +287,13 @@ fn group_path(dir: &Path, name: &str) -> Result<PathBuf> {
 /// A group file's contents, checked: its version, and a lease from 1 ms to a year (lease
 /// arithmetic stays in range).
 fn parse_group_file(path: &Path, bytes: &[u8]) -> Result<GroupFile> {
-    let file: GroupFile = serde_json::from_slice(bytes)
-        .map_err(|e| Error::corrupt(path, e.column() as u64, e.to_string()))?;
-    if file.format_version != GROUP_FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: file.format_version,
-            supported: GROUP_FORMAT_VERSION,
-        });
-    }
+    let file: GroupFile = io::parse_json(path, bytes)?;
+    io::check_version(
+        path,
+        file.format_version,
+        GROUP_FORMAT_VERSION,
+        GROUP_FORMAT_VERSION,
+    )?;
     if !(1..=MAX_LEASE_MS).contains(&file.lease_ms) {
         return Err(Error::corrupt(
             path,
@@ -555,14 +553,12 @@ impl ConsumerGroup {
     }
 
     fn write(&self, file: &GroupFile) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(file)
-            .map_err(|e| Error::io("encode group", &self.path, std::io::Error::other(e)))?;
         let dir = self.path.parent().unwrap_or(&self.path);
         let name = self
             .path
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        write_atomically(dir, &name, &bytes)
+        io::write_json(dir, &name, file)
     }
 
     /// Shards whose parents (those still in the stream) are processed to their end.

@@ -57,7 +57,7 @@ impl IteratorKey {
         let mut key = [0u8; KEY_LEN];
         rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty())
             .map_err(|e| Error::io("make a random key for", &path, e.into()))?;
-        crate::segment::write_atomically(data_dir, ITERATOR_KEY_FILE, &key)?;
+        crate::io::write_atomically(data_dir, ITERATOR_KEY_FILE, &key)?;
         Ok(IteratorKey(key))
     }
 

@@ -45,6 +45,7 @@ pub mod firehose;
 pub mod format;
 pub mod hash_key;
 mod index;
+mod io;
 mod iterator;
 pub mod lock;
 mod log_start;

@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hash_key::HashKeyRange;
-use crate::segment::write_atomically;
 
 /// File name of a stream's manifest.
 pub const MANIFEST_FILE: &str = "stream.json";
@@ -141,20 +140,13 @@ impl StreamManifest {
     pub fn read(dir: &Path) -> Result<StreamManifest> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&path).map_err(Error::io_at("read manifest", &path))?;
-        let manifest: StreamManifest = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::corrupt(
-                &path,
-                0,
-                format!("line {} column {}: {e}", e.line(), e.column()),
-            )
-        })?;
-        if !(OLDEST_MANIFEST_VERSION..=MANIFEST_VERSION).contains(&manifest.format_version) {
-            return Err(Error::UnsupportedVersion {
-                path,
-                found: manifest.format_version,
-                supported: MANIFEST_VERSION,
-            });
-        }
+        let manifest: StreamManifest = crate::io::parse_json(&path, &bytes)?;
+        crate::io::check_version(
+            &path,
+            manifest.format_version,
+            OLDEST_MANIFEST_VERSION,
+            MANIFEST_VERSION,
+        )?;
         let mut manifest = manifest;
         let log = dir.join(TOPOLOGY_LOG_FILE);
         for change in read_log(&log)? {
@@ -316,17 +308,12 @@ impl StreamManifest {
 
     /// Replaces the manifest in `dir` atomically and durably.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| Error::Io {
-            op: "encode manifest",
-            path: dir.join(MANIFEST_FILE),
-            source: std::io::Error::other(e),
-        })?;
-        write_atomically(dir, MANIFEST_FILE, &json)?;
+        crate::io::write_json(dir, MANIFEST_FILE, self)?;
         // The log's changes are in the manifest now (replaying them again would change
         // nothing: upserts of whole entries).
         let log = dir.join(TOPOLOGY_LOG_FILE);
         match std::fs::remove_file(&log) {
-            Ok(()) => crate::segment::sync_dir(dir),
+            Ok(()) => crate::io::sync_dir(dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", &log, e)),
         }
@@ -395,7 +382,7 @@ fn append_log(path: &Path, change: &TopologyChange) -> Result<()> {
         .map_err(Error::io_at("append to", path))?;
     if !existed {
         if let Some(dir) = path.parent() {
-            crate::segment::sync_dir(dir)?;
+            crate::io::sync_dir(dir)?;
         }
     }
     Ok(())

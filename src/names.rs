@@ -114,7 +114,7 @@ pub(crate) fn list_dir(
         }
     }
     if renamed {
-        crate::segment::sync_dir(dir)?;
+        crate::io::sync_dir(dir)?;
     }
     Ok(listed)
 }

@@ -26,14 +26,12 @@ use crate::format::{
     INDEX_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::index::{IndexFile, SparseIndex};
-use crate::segment::{
-    good_batch_at, index_path, index_problem, offset_limit, scan, segment_path, sync_dir,
-    write_atomically,
-};
+use crate::io::{sync_dir, write_atomically};
+use crate::segment::{good_batch_at, index_path, index_problem, offset_limit, scan, segment_path};
 use crate::types::Offset;
 
 /// Whether a file name is a temporary file left by an interrupted atomic write
-/// (`segment::write_atomically` names them `.<name>.<random>.tmp`).
+/// (`io::write_atomically` names them `.<name>.<random>.tmp`).
 fn is_leftover_temp(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }

@@ -6,7 +6,7 @@
 //! or an owned snapshot (a read-only open of a segment another process may still be writing).
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
@@ -22,6 +22,7 @@ use crate::format::{
     SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
 use crate::index::{self, IndexFile, SparseIndex};
+use crate::io::sync_dir;
 use crate::mmap::{MapWriter, SharedMap};
 use crate::types::{NewRecord, Offset, ReadLimits, Record};
 
@@ -1755,45 +1756,4 @@ fn is_all_zero(file: &File, len: u64) -> std::io::Result<bool> {
         at += n as u64;
     }
     Ok(true)
-}
-
-/// Makes a directory's entries (new or removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io_at("sync directory", dir))
-}
-
-/// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    replace_file(dir, name, bytes, true)
-}
-
-/// [`write_atomically`] for write-once output nobody here reads back (delivered objects): once
-/// durable, its pages are dropped from the page cache, so output does not crowd out the segments
-/// readers need and the next object reuses warm pages.
-#[cfg(feature = "firehose")]
-pub(crate) fn write_atomically_uncached(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    replace_file(dir, name, bytes, false)
-}
-
-fn replace_file(dir: &Path, name: &str, bytes: &[u8], keep_cached: bool) -> Result<()> {
-    let path = dir.join(name);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(Error::io_at("create temporary file", dir))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(Error::io_at("write temporary file", tmp.path()))?;
-    if !keep_cached {
-        // Advice only: a failure changes nothing stored.
-        let _ = rustix::fs::fadvise(tmp.as_file(), 0, None, rustix::fs::Advice::DontNeed);
-    }
-    tmp.persist(&path)
-        .map_err(|e| Error::io("replace", &path, e.error))?;
-    sync_dir(dir)?;
-    faults::replaced_durably(&path);
-    Ok(())
 }

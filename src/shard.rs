@@ -15,12 +15,13 @@ use crate::format::{
     parse_file_name, RecordRef, FOOTER_LEN, INDEX_EXT, MAX_PARTITION_KEY_LEN,
     MAX_RECORD_BYTES_LIMIT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
+use crate::io::sync_dir;
 use crate::lock::DirLock;
 use crate::log_start::write_log_start;
 pub use crate::log_start::{read_log_start, LOG_START_FILE};
 use crate::segment::{
     self, batched_len, count_fitting, index_path, load_newest_read_only, max_batched_len,
-    segment_path, sync_dir, ActiveSegment, Budget, Segment, SegmentData, SegmentLimits, Tail,
+    segment_path, ActiveSegment, Budget, Segment, SegmentData, SegmentLimits, Tail,
 };
 pub use crate::segment::{Problem, SegmentReport};
 use crate::types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits};

@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, Unreadable, UnreadableSet};
 use crate::hash_key::HashKeyRange;
+use crate::io::{self, sync_dir};
 use crate::iterator::{IteratorKey, IteratorToken};
 use crate::lock::DirLock;
 use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::names::{self, Listed};
-use crate::segment::{sync_dir, write_atomically};
 use crate::shard::ShardOptions;
 use crate::shutdown::Shutdown;
 use crate::stream::{
@@ -130,13 +130,7 @@ pub const SETTINGS_FILE: &str = "settings.json";
 
 /// Reads `settings.json` of a data directory (empty if there is none).
 pub(crate) fn read_settings(dir: &Path) -> Result<BTreeMap<String, serde_json::Value>> {
-    let path = dir.join(SETTINGS_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(Error::io("read", &path, e)),
-    }
+    Ok(io::read_json(&dir.join(SETTINGS_FILE))?.unwrap_or_default())
 }
 
 struct Inner {
@@ -494,9 +488,7 @@ impl Store {
         // A damaged file is not overwritten from nothing: it is repaired or removed by hand.
         let mut next = settings.clone().map_err(|damage| damage.error())?;
         change(&mut next);
-        let bytes = serde_json::to_vec_pretty(&next)
-            .map_err(|e| Error::io("encode settings", &self.inner.dir, std::io::Error::other(e)))?;
-        write_atomically(&self.inner.dir, SETTINGS_FILE, &bytes)?;
+        io::write_json(&self.inner.dir, SETTINGS_FILE, &next)?;
         *settings = Ok(next);
         Ok(())
     }

@@ -28,7 +28,7 @@ use super::destination::Destination;
 use super::naming::{error_object_key, object_key, NameParts};
 use crate::consumer::{ConsumerGroup, GroupConfig, InitialPosition, ShardCommit};
 use crate::error::{Error, Result};
-use crate::segment::write_atomically;
+use crate::io;
 use crate::sequence::SequenceNumber;
 use crate::stream::IteratorStart;
 use crate::{NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions};
@@ -90,9 +90,15 @@ pub(crate) struct Pending {
     pub error_key: String,
 }
 
-/// The durable delivery position.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Version of `checkpoint.json`. Files without a `format_version` (written before it was
+/// added) are version 1, which they match.
+const CHECKPOINT_VERSION: u16 = 1;
+
+/// The durable delivery position (`checkpoint.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Checkpoint {
+    #[serde(default = "first_checkpoint_version")]
+    pub format_version: u16,
     /// Every buffered record below this offset is delivered.
     pub delivered: u64,
     pub pending: Option<Pending>,
@@ -106,15 +112,31 @@ pub(crate) struct Checkpoint {
     pub finished: BTreeSet<u32>,
 }
 
+/// Nothing delivered yet.
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Checkpoint {
+            format_version: CHECKPOINT_VERSION,
+            delivered: 0,
+            pending: None,
+            shards: BTreeMap::new(),
+            finished: BTreeSet::new(),
+        }
+    }
+}
+
+fn first_checkpoint_version() -> u16 {
+    1
+}
+
 /// Reads a delivery stream's checkpoint (none yet: nothing delivered).
 pub(crate) fn read_checkpoint(dir: &Path) -> Result<Checkpoint> {
     let path = dir.join(CHECKPOINT_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::default()),
-        Err(e) => Err(Error::io("read checkpoint", &path, e)),
-    }
+    let Some(checkpoint) = io::read_json::<Checkpoint>(&path)? else {
+        return Ok(Checkpoint::default());
+    };
+    io::check_version(&path, checkpoint.format_version, 1, CHECKPOINT_VERSION)?;
+    Ok(checkpoint)
 }
 
 /// Delivery statistics, for describe.
@@ -1018,9 +1040,7 @@ impl DeliveryStream {
                 group.commit_all(SOURCE_WORKER, &commits)?;
             }
         }
-        let bytes = serde_json::to_vec_pretty(checkpoint)
-            .map_err(|e| Error::io("encode checkpoint", &self.dir, std::io::Error::other(e)))?;
-        write_atomically(&self.dir, CHECKPOINT_FILE, &bytes)
+        io::write_json(&self.dir, CHECKPOINT_FILE, checkpoint)
     }
 }
 

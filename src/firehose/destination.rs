@@ -3,7 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::segment::{sync_dir, write_atomically_uncached};
+use crate::io::{sync_dir, write_atomically_uncached};
 
 /// Stores delivered objects. `put` returns only once the object is durable: the delivery
 /// checkpoint advances right after. Putting a key again replaces the object (a batch delivered

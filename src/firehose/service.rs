@@ -26,9 +26,8 @@ use super::delivery::{
 };
 use super::destination::{Destination, LocalDirectory, S3Config};
 use crate::error::{Error, Result, Unreadable, UnreadableSet};
+use crate::io::{self, sync_dir};
 use crate::names::{self, disk_name, Listed};
-use crate::segment::sync_dir;
-use crate::segment::write_atomically;
 use crate::shutdown::Shutdown;
 use crate::{FlushPolicy, ShardOptions, Store};
 
@@ -723,15 +722,13 @@ impl Inner {
 fn read_record(dir: &Path) -> Result<DeliveryRecord> {
     let path = dir.join(DELIVERY_FILE);
     let bytes = std::fs::read(&path).map_err(Error::io_at("read delivery stream", &path))?;
-    let record: DeliveryRecord = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corrupt(&path, e.column() as u64, e.to_string()))?;
-    if record.format_version != DELIVERY_FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            path,
-            found: record.format_version,
-            supported: DELIVERY_FORMAT_VERSION,
-        });
-    }
+    let record: DeliveryRecord = io::parse_json(&path, &bytes)?;
+    io::check_version(
+        &path,
+        record.format_version,
+        DELIVERY_FORMAT_VERSION,
+        DELIVERY_FORMAT_VERSION,
+    )?;
     record
         .config
         .validate()
@@ -740,9 +737,7 @@ fn read_record(dir: &Path) -> Result<DeliveryRecord> {
 }
 
 fn write_record(dir: &Path, record: &DeliveryRecord) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(record)
-        .map_err(|e| Error::io("encode delivery stream", dir, std::io::Error::other(e)))?;
-    write_atomically(dir, DELIVERY_FILE, &bytes)
+    io::write_json(dir, DELIVERY_FILE, record)
 }
 
 /// Delivers due batches every `interval`; a stream whose delivery fails waits, doubling, up to

@@ -1,0 +1,201 @@
+//! The store's small durable files: replacing a file atomically (temporary file, fsync, rename,
+//! directory fsync), syncing a directory, and the JSON read/write pair behind every versioned
+//! JSON file the store keeps (stream manifests, `settings.json`, consumer-group files, delivery
+//! configs and checkpoints, `log-start.json`). Segment and index files have their own byte
+//! layouts (`format`) and write path (`faults`, `mmap`).
+//!
+//! A replaced file holds either its old or its new bytes after a power cut, never a mix and never
+//! nothing: its bytes are fsynced before the rename, since a rename may reach the disk before the
+//! data it names (a LazyFS power cut found `log-start.json` empty when that was skipped).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::faults;
+
+/// Makes a directory's entries (new, renamed or removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io_at("sync directory", dir))
+}
+
+/// How far [`replace_file`] makes a replacement durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// Bytes and name: after a power cut the file holds the new bytes.
+    Durable,
+    /// Bytes only: a power cut may bring back the old file (or none), never an empty one. For
+    /// files under `FlushPolicy::Never`, which syncs nothing else either.
+    BytesOnly,
+    /// As `Durable`, then the file's pages are dropped from the page cache (write-once output).
+    DurableUncached,
+}
+
+/// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    replace_file(dir, name, bytes, Replace::Durable)
+}
+
+/// Replaces `dir/name` with `bytes` without syncing the directory: a power cut keeps the old file
+/// or the new one whole.
+pub(crate) fn write_atomically_unsynced_dir(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    replace_file(dir, name, bytes, Replace::BytesOnly)
+}
+
+/// [`write_atomically`] for write-once output nobody here reads back (delivered objects): once
+/// durable, its pages are dropped from the page cache, so output does not crowd out the segments
+/// readers need and the next object reuses warm pages.
+#[cfg(feature = "firehose")]
+pub(crate) fn write_atomically_uncached(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    replace_file(dir, name, bytes, Replace::DurableUncached)
+}
+
+fn replace_file(dir: &Path, name: &str, bytes: &[u8], how: Replace) -> Result<()> {
+    let path = dir.join(name);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(Error::io_at("create temporary file", dir))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(Error::io_at("write temporary file", tmp.path()))?;
+    if how == Replace::DurableUncached {
+        // Advice only: a failure changes nothing stored.
+        let _ = rustix::fs::fadvise(tmp.as_file(), 0, None, rustix::fs::Advice::DontNeed);
+    }
+    tmp.persist(&path)
+        .map_err(|e| Error::io("replace", &path, e.error))?;
+    if how != Replace::BytesOnly {
+        sync_dir(dir)?;
+        faults::replaced_durably(&path);
+    }
+    Ok(())
+}
+
+/// Parses `bytes`, the contents of the JSON file at `path`; malformed JSON is
+/// [`Error::Corrupt`] at the byte where it went wrong.
+pub(crate) fn parse_json<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let position = byte_position(bytes, e.line(), e.column());
+        Error::corrupt(
+            path,
+            position,
+            format!("line {} column {}: {e}", e.line(), e.column()),
+        )
+    })
+}
+
+/// Reads and parses the JSON file at `path`; `Ok(None)` if there is none.
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse_json(path, &bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+/// `Ok` if the file at `path` has a version this build reads (`oldest..=current`), else
+/// [`Error::UnsupportedVersion`].
+pub(crate) fn check_version(path: &Path, found: u16, oldest: u16, current: u16) -> Result<()> {
+    if (oldest..=current).contains(&found) {
+        return Ok(());
+    }
+    Err(Error::UnsupportedVersion {
+        path: path.to_path_buf(),
+        found,
+        supported: current,
+    })
+}
+
+/// Writes `value` as pretty-printed JSON to `dir/name`, atomically and durably
+/// ([`write_atomically`]).
+pub(crate) fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
+    write_atomically(dir, name, &encode_json(dir, name, value)?)
+}
+
+/// `value` as pretty-printed JSON, or an error naming the file it was meant for.
+pub(crate) fn encode_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::io("encode", &dir.join(name), std::io::Error::other(e)))
+}
+
+/// The byte offset of 1-based `line` and `column` (serde_json's error position; its column
+/// counts bytes) in `bytes`, clamped to the end.
+fn byte_position(bytes: &[u8], line: usize, column: usize) -> u64 {
+    let line_start = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .take(line.saturating_sub(1))
+        .map(<[u8]>::len)
+        .sum::<usize>();
+    (line_start + column.saturating_sub(1)).min(bytes.len()) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+    struct Sample {
+        format_version: u16,
+        name: String,
+    }
+
+    #[test]
+    fn json_round_trips_and_a_missing_file_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        assert_eq!(read_json::<Sample>(&path).unwrap(), None);
+        let sample = Sample {
+            format_version: 1,
+            name: "x".into(),
+        };
+        write_json(dir.path(), "s.json", &sample).unwrap();
+        assert_eq!(read_json::<Sample>(&path).unwrap(), Some(sample));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["s.json"], "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_json_error_names_the_byte_where_it_went_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.json");
+        // Line 3, column 13: the unquoted value.
+        let bytes = b"{\n  \"format_version\": 1,\n  \"name\": oops\n}\n";
+        std::fs::write(&path, bytes).unwrap();
+        match read_json::<Sample>(&path) {
+            Err(Error::Corrupt {
+                position, reason, ..
+            }) => {
+                let at = bytes.windows(4).position(|w| w == b"oops").unwrap() as u64;
+                assert_eq!(position, at, "{reason}");
+                assert!(reason.contains("line 3"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn versions_outside_the_readable_range_are_refused() {
+        let path = Path::new("x.json");
+        assert!(check_version(path, 2, 1, 2).is_ok());
+        assert!(matches!(
+            check_version(path, 3, 1, 2),
+            Err(Error::UnsupportedVersion {
+                found: 3,
+                supported: 2,
+                ..
+            })
+        ));
+        assert!(check_version(path, 0, 1, 2).is_err());
+    }
+}
