@@ -1,5 +1,5 @@
-//! The sparse index of one segment: an entry every ~[`Layout::index_interval`] bytes of batches mapping a
-//! relative offset to a byte position and the newest arrival time so far.
+//! The sparse index of one segment: an entry every ~[`Layout::index_interval`] bytes of batches
+//! mapping a relative offset to a byte position and the newest arrival time so far.
 //!
 //! The index is a cache. Its sidecar file is written without fsync and is checked entry by entry
 //! (CRC, monotonic fields) when loaded; whatever fails the checks is dropped and rebuilt by scanning
