@@ -133,6 +133,14 @@ fn damaged_side_files_cost_only_their_own_resource() {
             "verify does not name {file}:\n{report}"
         );
     }
+    // A torn JSON file is reported where it breaks off: the checkpoint's last byte, 13 (serde's
+    // 1-based column 14).
+    assert!(
+        report.contains(
+            "bad-checkpoint/checkpoint.json at byte 13: does not parse: line 1 column 14"
+        ),
+        "{report}"
+    );
 
     // The server starts; what is intact serves.
     let (server, addr) = spawn_server_with(&data, "always", &[]);

@@ -146,9 +146,13 @@ fn check_side_files(data_dir: &Path) -> CliResult<Vec<Problem>> {
 /// A problem from the error reading a file (`fallback` names it unless the error does).
 fn problem_of(fallback: &Path, e: crate::Error) -> Problem {
     match e {
-        crate::Error::Corrupt { path, reason, .. } => Problem {
+        crate::Error::Corrupt {
             path,
-            position: None,
+            position,
+            reason,
+        } => Problem {
+            path,
+            position: Some(position),
             what: format!("does not parse: {reason}"),
         },
         other => Problem {
