@@ -161,58 +161,33 @@ impl Drop for LazyFs {
 /// One acknowledged record: its stream, sequence number and data.
 type Acked = (String, String, Vec<u8>);
 
-/// Puts batches of records into `stream` from `writers` threads until the server goes away,
-/// killing it `kill_after` its first acknowledgement; returns every record it acknowledged.
-fn put_until_killed(
+/// Runs `writers` threads, each calling `put(client, writer, batch)` for batches 0, 1, ... until it
+/// returns `None` (the server is gone), and SIGKILLs `server` `kill_after` the first
+/// acknowledgement; returns everything the puts acknowledged.
+fn load_until_killed<T: Send + 'static>(
     addr: SocketAddr,
-    stream: &str,
-    tag: &str,
     writers: usize,
     kill_after: Duration,
     server: ServerProcess,
-) -> Vec<Acked> {
+    put: impl Fn(&mut Client, usize, u64) -> Option<Vec<T>> + Send + Clone + 'static,
+) -> Vec<T> {
     let (first_ack, first_ack_rx) = mpsc::channel::<()>();
     let threads: Vec<_> = (0..writers)
         .map(|w| {
-            let (stream, tag) = (stream.to_string(), tag.to_string());
-            let first_ack = first_ack.clone();
+            let (first_ack, put) = (first_ack.clone(), put.clone());
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 let Ok(mut c) = Client::connect(addr) else {
                     return acked;
                 };
                 for batch in 0.. {
-                    let datas: Vec<String> =
-                        (0..50).map(|i| format!("{tag}:{w}:{batch}:{i}")).collect();
-                    let records: Vec<Value> = datas
-                        .iter()
-                        .enumerate()
-                        .map(|(i, d)| {
-                            json!({
-                                "PartitionKey": format!("k{}", i % 17),
-                                "Data": base64::engine::general_purpose::STANDARD.encode(d),
-                            })
-                        })
-                        .collect();
-                    let Ok(reply) = c.kinesis(
-                        "PutRecords",
-                        &json!({"StreamName": stream, "Records": records}),
-                    ) else {
+                    let Some(new) = put(&mut c, w, batch) else {
                         break;
                     };
-                    if reply.status != 200 {
-                        break;
+                    if !new.is_empty() {
+                        let _ = first_ack.send(());
                     }
-                    let results = reply.json()["Records"].as_array().cloned();
-                    for (data, r) in datas.into_iter().zip(results.unwrap_or_default()) {
-                        match r["SequenceNumber"].as_str() {
-                            Some(seq) => {
-                                acked.push((stream.clone(), seq.to_string(), data.into_bytes()));
-                                let _ = first_ack.send(());
-                            }
-                            None => panic!("a put was refused: {r}"),
-                        }
-                    }
+                    acked.extend(new);
                 }
                 acked
             })
@@ -227,6 +202,47 @@ fn put_until_killed(
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect()
+}
+
+/// Puts batches of records into `stream` from `writers` threads until the server goes away,
+/// killing it `kill_after` its first acknowledgement; returns every record it acknowledged.
+fn put_until_killed(
+    addr: SocketAddr,
+    stream: &str,
+    tag: &str,
+    writers: usize,
+    kill_after: Duration,
+    server: ServerProcess,
+) -> Vec<Acked> {
+    let (stream, tag) = (stream.to_string(), tag.to_string());
+    load_until_killed(addr, writers, kill_after, server, move |c, w, batch| {
+        let datas: Vec<String> = (0..50).map(|i| format!("{tag}:{w}:{batch}:{i}")).collect();
+        let records: Vec<Value> = datas
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                json!({
+                    "PartitionKey": format!("k{}", i % 17),
+                    "Data": base64::engine::general_purpose::STANDARD.encode(d),
+                })
+            })
+            .collect();
+        let body = json!({"StreamName": stream, "Records": records});
+        let reply = c.kinesis("PutRecords", &body).ok()?;
+        if reply.status != 200 {
+            return None;
+        }
+        let results = reply.json()["Records"].as_array().cloned();
+        let acked = datas
+            .into_iter()
+            .zip(results.unwrap_or_default())
+            .map(|(data, r)| match r["SequenceNumber"].as_str() {
+                Some(seq) => (stream.clone(), seq.to_string(), data.into_bytes()),
+                None => panic!("a put was refused: {r}"),
+            })
+            .collect();
+        Some(acked)
+    })
 }
 
 /// Every record of every stream of the store at `data`, by (stream, sequence number), once the
@@ -561,49 +577,40 @@ fn firehose_delivers_every_acknowledged_record_exactly_once_across_power_cuts() 
             .unwrap();
             assert_eq!(created.status, 200, "{}", common::text(&created.body));
         }
-        let (first_ack, first_ack_rx) = mpsc::channel::<()>();
-        let writers: Vec<_> = (0..2)
-            .map(|w| {
-                let first_ack = first_ack.clone();
-                std::thread::spawn(move || {
-                    let mut acked = Vec::new();
-                    let Ok(mut c) = Client::connect(addr) else {
-                        return acked;
-                    };
-                    for batch in 0.. {
-                        let lines: Vec<String> =
-                            (0..100).map(|i| format!("fh{cut}:{w}:{batch}:{i}")).collect();
-                        let records: Vec<Value> = lines
-                            .iter()
-                            .map(|l| {
-                                let data = format!("{l}\n");
-                                json!({"Data": base64::engine::general_purpose::STANDARD.encode(data)})
-                            })
-                            .collect();
-                        let body = json!({"DeliveryStreamName": "d", "Records": records});
-                        let Some(reply) = firehose(&mut c, "PutRecordBatch", &body) else {
-                            break;
-                        };
-                        if reply.status != 200 {
-                            break;
-                        }
-                        let responses = reply.json()["RequestResponses"].as_array().cloned();
-                        for (line, r) in lines.into_iter().zip(responses.unwrap_or_default()) {
-                            assert!(r["RecordId"].is_string(), "a put was refused: {r}");
-                            acked.push(line);
-                        }
-                        let _ = first_ack.send(());
-                    }
-                    acked
-                })
-            })
-            .collect();
-        first_ack_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the restarted server acknowledges a put");
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..600)));
-        server.kill();
-        acked.extend(writers.into_iter().flat_map(|w| w.join().unwrap()));
+        let kill_after = Duration::from_millis(rng.gen_range(0..600));
+        acked.extend(load_until_killed(
+            addr,
+            2,
+            kill_after,
+            server,
+            move |c, w, batch| {
+                let lines: Vec<String> = (0..100)
+                    .map(|i| format!("fh{cut}:{w}:{batch}:{i}"))
+                    .collect();
+                let records: Vec<Value> = lines
+                    .iter()
+                    .map(|l| {
+                        let data = format!("{l}\n");
+                        json!({"Data": base64::engine::general_purpose::STANDARD.encode(data)})
+                    })
+                    .collect();
+                let body = json!({"DeliveryStreamName": "d", "Records": records});
+                let reply = firehose(c, "PutRecordBatch", &body)?;
+                if reply.status != 200 {
+                    return None;
+                }
+                let responses = reply.json()["RequestResponses"].as_array().cloned();
+                let acked = lines
+                    .into_iter()
+                    .zip(responses.unwrap_or_default())
+                    .map(|(line, r)| {
+                        assert!(r["RecordId"].is_string(), "a put was refused: {r}");
+                        line
+                    })
+                    .collect();
+                Some(acked)
+            },
+        ));
         fs.cut_power();
 
         // Restarted, the server delivers what its buffer holds.
