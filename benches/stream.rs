@@ -56,6 +56,28 @@ fn put_records(c: &mut Criterion) {
     group.finish();
 }
 
+/// MD5 routing of 500 partition keys: one at a time (`md-5`, assembly) and lane-parallel.
+fn hash_keys(c: &mut Criterion) {
+    let keys: Vec<String> = (0..500).map(|i| format!("user-{i:08}")).collect();
+    let mut group = c.benchmark_group("hash_keys_500");
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("one_at_a_time", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| shardlog::hash_key::hash_key_of(k))
+                .fold(0u128, |acc, h| acc ^ h)
+        })
+    });
+    let mut out = Vec::with_capacity(500);
+    group.bench_function("lanes", |b| {
+        b.iter(|| {
+            shardlog::hash_key::hash_keys_of(keys.iter().map(|k| k.as_bytes()), &mut out);
+            out.iter().fold(0u128, |acc, h| acc ^ h)
+        })
+    });
+    group.finish();
+}
+
 fn get_records(c: &mut Criterion) {
     const GIB: u64 = 1 << 30;
     let dir = tempfile::tempdir_in(bench_dir()).unwrap();
@@ -145,5 +167,5 @@ fn many_shards(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, put_records, get_records, many_shards);
+criterion_group!(benches, hash_keys, put_records, get_records, many_shards);
 criterion_main!(benches);

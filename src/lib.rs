@@ -47,6 +47,7 @@ pub mod hash_key;
 mod index;
 mod io;
 mod iterator;
+mod lane_md5;
 pub mod lock;
 mod log_start;
 pub mod manifest;

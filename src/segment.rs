@@ -1464,10 +1464,16 @@ impl ActiveSegment {
     /// straight into the map, with no system call; any other is written with pwrite from a small,
     /// cache-resident buffer (payloads of [`DIRECT_WRITE_MIN`] bytes and more straight from the
     /// caller's slice), which puts each byte into the page cache once instead of zero-filling the
-    /// pages first. The caller has checked that the records fit the segment; space is allocated
-    /// before any byte is written, so a full disk leaves nothing behind.
-    pub(crate) fn append(&mut self, records: &[NewRecord<'_>], arrival_ms: i64) -> Result<()> {
-        let total = batched_len(records, self.batch_bytes);
+    /// pages first. The caller has checked that the records fit the segment and passes the
+    /// bytes their batches take (`batched_len`, which it computed for that check); space is
+    /// allocated before any byte is written, so a full disk leaves nothing behind.
+    pub(crate) fn append(
+        &mut self,
+        records: &[NewRecord<'_>],
+        total: usize,
+        arrival_ms: i64,
+    ) -> Result<()> {
+        debug_assert_eq!(total, batched_len(records, self.batch_bytes));
         self.reserve(total)?;
         let base = self.data.base;
         let start = self.end;

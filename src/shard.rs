@@ -483,12 +483,12 @@ impl Shard {
         let first = w.next_offset;
         let mut rest = records;
         while !rest.is_empty() {
-            let fitting = self.prepare_active(&mut w, rest, now)?;
+            let (fitting, len) = self.prepare_active(&mut w, rest, now)?;
             let active = w
                 .active
                 .as_mut()
                 .expect("prepare_active leaves an active segment");
-            active.append(&rest[..fitting], arrival_ms)?;
+            active.append(&rest[..fitting], len, arrival_ms)?;
             w.next_offset = active.next_offset();
             w.last_arrival_ms = Some(arrival_ms);
             self.next_offset
@@ -507,12 +507,27 @@ impl Shard {
     }
 
     /// Makes sure an active segment exists that can take a first part of `records`, rolling when
-    /// the current one is full or too old; returns how many records go into it.
-    fn prepare_active(&self, w: &mut Writer, records: &[NewRecord<'_>], now: i64) -> Result<usize> {
+    /// the current one is full or too old; returns how many records go into it and the bytes
+    /// their batches take.
+    fn prepare_active(
+        &self,
+        w: &mut Writer,
+        records: &[NewRecord<'_>],
+        now: i64,
+    ) -> Result<(usize, usize)> {
         let fresh_room = self.options.segment_bytes as usize - SEGMENT_HEADER_LEN;
         // Computed once: most appends fit, and then no record-by-record count is needed.
         let batch_bytes = self.options.batch_bytes;
         let total = batched_len(records, batch_bytes);
+        // The batches of a prefix are the batches of the whole up to its end (`plan_batches`).
+        let sized = |fitting: usize| {
+            let len = if fitting == records.len() {
+                total
+            } else {
+                batched_len(&records[..fitting], batch_bytes)
+            };
+            (fitting, len)
+        };
         loop {
             let Some(active) = w.active.as_ref() else {
                 self.start_segment(w, now)?;
@@ -521,9 +536,11 @@ impl Shard {
             if active.is_empty() {
                 // A fresh segment takes as much as fits, and always at least one record.
                 if total <= fresh_room {
-                    return Ok(records.len());
+                    return Ok(sized(records.len()));
                 }
-                return Ok(count_fitting(records, fresh_room, batch_bytes).max(1));
+                return Ok(sized(
+                    count_fitting(records, fresh_room, batch_bytes).max(1),
+                ));
             }
             let too_old = self.options.max_segment_age.is_some_and(|age| {
                 now.saturating_sub(active.created_ms()) >= age.as_millis() as i64
@@ -540,7 +557,7 @@ impl Shard {
                 self.roll(w, now)?;
                 continue;
             }
-            return Ok(fitting);
+            return Ok(sized(fitting));
         }
     }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::hash_key::{
-    hash_key_of, parse_hash_key, parse_shard_id, shard_id, HashKeyRange, ShardId,
+    hash_key_of, hash_keys_of, parse_hash_key, parse_shard_id, shard_id, HashKeyRange, ShardId,
 };
 use crate::iterator::{IteratorKey, IteratorToken};
 use crate::manifest::{Closed, ConsumerEntry, ShardEntry, StreamManifest, StreamMode};
@@ -641,10 +641,14 @@ impl Topology {
     }
 
     fn route(&self, hash_key: u128) -> u32 {
+        self.routes[self.route_position(hash_key)].1
+    }
+
+    /// The position in `routes` of the open shard that owns `hash_key`.
+    fn route_position(&self, hash_key: u128) -> usize {
         // The open shards' ranges cover the whole key space, so some range starts at or before
-        // any key.
-        let i = self.routes.partition_point(|(r, _)| r.start <= hash_key) - 1;
-        self.routes[i].1
+        // any key: the subtraction cannot underflow.
+        self.routes.partition_point(|(r, _)| r.start <= hash_key) - 1
     }
 
     fn children_of(&self, index: u32) -> Vec<ChildShard> {
@@ -823,8 +827,27 @@ impl Stream {
     }
 
     fn check_record(&self, manifest: &StreamManifest, record: &PutRecord<'_>) -> Result<u128> {
-        let chars = record.partition_key.chars().count();
-        if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
+        Ok(match self.check_record_shape(manifest, record)? {
+            Some(explicit) => explicit,
+            None => hash_key_of(record.partition_key),
+        })
+    }
+
+    /// Checks a record's partition key, size and explicit hash key; returns the explicit hash
+    /// key, if any (the caller derives the others from the partition keys).
+    fn check_record_shape(
+        &self,
+        manifest: &StreamManifest,
+        record: &PutRecord<'_>,
+    ) -> Result<Option<u128>> {
+        let key = record.partition_key;
+        // A key has at most as many characters as bytes: only a long one needs counting.
+        let chars = if key.len() <= MAX_PARTITION_KEY_CHARS {
+            key.len()
+        } else {
+            key.chars().count()
+        };
+        if key.is_empty() || chars > MAX_PARTITION_KEY_CHARS {
             return Err(Error::invalid(
                 "PartitionKey",
                 format!("{chars} characters; it must have 1 to {MAX_PARTITION_KEY_CHARS}"),
@@ -840,15 +863,17 @@ impl Stream {
                 ),
             ));
         }
-        match record.explicit_hash_key {
-            Some(text) => parse_hash_key(text).ok_or_else(|| {
-                Error::invalid(
-                    "ExplicitHashKey",
-                    format!("{text:?} is not a decimal number from 0 to 2^128 - 1"),
-                )
-            }),
-            None => Ok(hash_key_of(record.partition_key)),
-        }
+        record
+            .explicit_hash_key
+            .map(|text| {
+                parse_hash_key(text).ok_or_else(|| {
+                    Error::invalid(
+                        "ExplicitHashKey",
+                        format!("{text:?} is not a decimal number from 0 to 2^128 - 1"),
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// Puts one record: routes it to the open shard that owns its hash key and appends it.
@@ -922,19 +947,41 @@ impl Stream {
             ));
         }
         let topology = self.read_topology();
-        let mut routed: Vec<(u32, usize, u128)> = Vec::with_capacity(records.len());
-        for (i, record) in records.iter().enumerate() {
+        let mut explicit = Vec::with_capacity(records.len());
+        for record in records {
             if record.sequence_number_for_ordering.is_some() {
                 return Err(Error::invalid(
                     "Records",
                     "put_records takes no SequenceNumberForOrdering",
                 ));
             }
-            let hash_key = self.check_record(&topology.manifest, record)?;
-            routed.push((topology.route(hash_key), i, hash_key));
+            explicit.push(self.check_record_shape(&topology.manifest, record)?);
         }
-        // Group by shard, keeping each shard's entries in request order.
-        routed.sort_by_key(|&(shard, i, _)| (shard, i));
+        // The MD5s of the partition keys, several at a time; explicit keys take their place.
+        let mut derived = Vec::with_capacity(records.len());
+        hash_keys_of(
+            records
+                .iter()
+                .zip(&explicit)
+                .filter(|(_, explicit)| explicit.is_none())
+                .map(|(r, _)| r.partition_key.as_bytes()),
+            &mut derived,
+        );
+        let mut derived = derived.into_iter();
+        let hash_keys: Vec<u128> = explicit
+            .into_iter()
+            // `derived` holds one hash key per record without an explicit one.
+            .map(|explicit| explicit.or_else(|| derived.next()).unwrap_or_default())
+            .collect();
+        let routes: Vec<usize> = hash_keys
+            .iter()
+            .map(|&k| topology.route_position(k))
+            .collect();
+        // Grouped by shard, each shard's entries in request order.
+        let routed: Vec<(u32, usize, u128)> = group_by_route(&routes, topology.routes.len())
+            .into_iter()
+            .map(|i| (topology.routes[routes[i]].1, i, hash_keys[i]))
+            .collect();
         let options = self.shard_options(&topology.manifest);
         let watch = self.watches_writes(&topology.manifest);
         let mut results: Vec<Option<Result<Put, PutFailure>>> = vec![None; records.len()];
@@ -2047,4 +2094,48 @@ pub fn verify_layout(stream_dir: &Path) -> Result<Vec<Problem>> {
         }
     }
     Ok(problems)
+}
+
+/// The indexes of `routes` (each below `route_count`) ordered by route, equal routes in index
+/// order: a counting sort when there are not many more routes than entries (the usual
+/// `PutRecords` over a few shards), else a sort.
+fn group_by_route(routes: &[usize], route_count: usize) -> Vec<usize> {
+    if route_count > 4 * routes.len() {
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        order.sort_unstable_by_key(|&i| (routes[i], i));
+        return order;
+    }
+    // starts[r] = first output slot of route r, once the counts are summed.
+    let mut starts = vec![0usize; route_count + 1];
+    for &r in routes {
+        starts[r + 1] += 1;
+    }
+    for r in 1..starts.len() {
+        starts[r] += starts[r - 1];
+    }
+    let mut order = vec![0; routes.len()];
+    for (i, &r) in routes.iter().enumerate() {
+        order[starts[r]] = i;
+        starts[r] += 1;
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn grouping_by_route_is_a_stable_sort(
+            routes in proptest::collection::vec(0usize..40, 0..60),
+            extra in 0usize..300,
+        ) {
+            let route_count = routes.iter().max().map_or(0, |m| m + 1) + extra;
+            let mut expected: Vec<usize> = (0..routes.len()).collect();
+            expected.sort_by_key(|&i| routes[i]);
+            prop_assert_eq!(group_by_route(&routes, route_count), expected);
+        }
+    }
 }

@@ -162,6 +162,57 @@ fn records_route_by_md5_or_explicit_hash_key() {
     }
 }
 
+/// `put_records` hashes its partition keys several at a time (one MD5 block per key, longer keys
+/// one by one); every record must still land where its own MD5 or explicit hash key says, in
+/// request order within each shard.
+#[test]
+fn put_records_routes_every_record_like_put_record() {
+    let (_dir, _clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(4))
+        .unwrap();
+    let ranges = HashKeyRange::uniform(4);
+    // Lengths across the one-block limit (55 bytes), multibyte characters, and a count that is
+    // not a multiple of the lanes.
+    let keys: Vec<String> = (0..37)
+        .map(|i| match i % 4 {
+            0 => format!("user-{i}"),
+            1 => "k".repeat(50 + i),
+            2 => "é".repeat(20 + i),
+            _ => format!("{i}"),
+        })
+        .collect();
+    let explicit: Vec<String> = (0..37).map(|i| ranges[i % 4].end.to_string()).collect();
+    let records: Vec<PutRecord<'_>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| PutRecord {
+            explicit_hash_key: (i % 5 == 3).then(|| explicit[i].as_str()),
+            ..PutRecord::new(key, key.as_bytes())
+        })
+        .collect();
+    let puts = s.put_records(&records).unwrap();
+    let mut last_in_shard = HashMap::new();
+    for (i, put) in puts.into_iter().enumerate() {
+        let put = put.unwrap();
+        let hash_key = match records[i].explicit_hash_key {
+            Some(text) => text.parse().unwrap(),
+            None => hash_key_of(&keys[i]),
+        };
+        let expected = ranges.iter().position(|r| r.contains(hash_key)).unwrap();
+        assert_eq!(put.shard_id.index(), expected as u32, "record {i}");
+        let previous = last_in_shard.insert(expected, put.sequence_number);
+        assert!(previous < Some(put.sequence_number), "record {i} out of order");
+    }
+    assert!(matches!(
+        s.put_records(&[PutRecord::new(&"é".repeat(257), b"x")]),
+        Err(Error::InvalidArgument {
+            name: "PartitionKey",
+            ..
+        })
+    ));
+}
+
 #[test]
 fn bad_records_are_refused_and_nothing_is_stored() {
     let (_dir, _clock, store) = store();
