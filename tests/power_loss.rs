@@ -2,8 +2,9 @@
 //! (a FUSE file system that keeps every write in its own cache until fsync), is SIGKILLed at a
 //! random moment while real clients put records and change streams, and then every unsynced
 //! write is dropped (`lazyfs::clear-cache`), as a power cut would. The store must then open and
-//! hold everything it acknowledged under `Always` and `GroupCommit`; under `Never` it must open
-//! and return only records that were put, as the README promises.
+//! hold everything it acknowledged under `Always` and `GroupCommit` (records, stream changes,
+//! Firehose deliveries, consumer-group checkpoints); under `Never` it must open and return only
+//! records that were put, as the README promises.
 //!
 //! LazyFS passes file creation, renames and removals straight to the disk below, so these tests
 //! cut file contents, not directory entries (the `operations` fuzz target cuts both).
@@ -33,8 +34,14 @@ use shardlog::{Store, StoreOptions};
 /// Where `build.sh` puts the binary when given no output directory.
 const DEFAULT_LAZYFS: &str = "/tmp/lazyfs-build/lazyfs/build/lazyfs";
 
+/// One LazyFS mount at a time: LazyFS itself has crashed (a segfault in its page cache, seen in
+/// `dmesg`) under the load of several mounts at once while files were replaced by rename many
+/// times a second.
+static ONE_MOUNT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A LazyFS mount over a temporary directory, unmounted on drop.
 struct LazyFs {
+    _serial: std::sync::MutexGuard<'static, ()>,
     _dir: tempfile::TempDir,
     mount: PathBuf,
     faults_fifo: PathBuf,
@@ -62,6 +69,9 @@ impl LazyFs {
             eprintln!("SKIPPED: {why} (build it with ../shared/tools/lazyfs/build.sh)");
             return None;
         }
+        let serial = ONE_MOUNT_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         let mount = dir.path().join("mnt");
@@ -94,6 +104,7 @@ impl LazyFs {
             .spawn()
             .expect("start lazyfs");
         let lazyfs = LazyFs {
+            _serial: serial,
             _dir: dir,
             mount,
             faults_fifo,
@@ -121,6 +132,10 @@ impl LazyFs {
 
     /// Drops every write not yet fsynced, and waits until LazyFS says it has.
     fn cut_power(&self) {
+        assert!(
+            self.is_mounted(),
+            "LazyFS is gone: it crashed (see dmesg), so this run says nothing about shardlog"
+        );
         let (tx, rx) = mpsc::channel();
         // Open for reading before the command goes out, so LazyFS's answer finds a reader (read and
         // write: opening a FIFO so never waits for the other end).
@@ -460,6 +475,175 @@ fn acknowledged_stream_changes_survive_power_cuts() {
             expected.len()
         );
     }
+}
+
+/// What a worker of the checkpoint scenario had acknowledged.
+enum Progress {
+    /// A record put.
+    Put(Acked),
+    /// A checkpoint of (shard, sequence number) in group `g`.
+    Checkpoint(String, String),
+}
+
+/// One round of consumer-group worker `worker`: lease shards of `s` in group `g`, read up to 40
+/// records of each and checkpoint the last one. `None` once the server is gone.
+fn consume_and_checkpoint(c: &mut Client, worker: &str) -> Option<Vec<Progress>> {
+    const GROUPS: &str = "ShardlogConsumerGroups_20261126";
+    let call = |c: &mut Client, target: &str, body: Value| -> Option<common::http::Reply> {
+        let body = serde_json::to_vec(&body).unwrap();
+        c.post(target, "application/x-amz-json-1.1", &body).ok()
+    };
+    let leased = call(
+        c,
+        &format!("{GROUPS}.LeaseShards"),
+        json!({"GroupName": "g", "StreamName": "s", "WorkerId": worker,
+               "LeaseDurationMillis": 1000}),
+    )?;
+    if leased.status != 200 {
+        return None;
+    }
+    let mut acked = Vec::new();
+    for shard in leased.json()["Shards"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let page = c
+            .kinesis(
+                "GetRecords",
+                &json!({"ShardIterator": shard["ShardIterator"], "Limit": 40}),
+            )
+            .ok()?;
+        if page.status != 200 {
+            return None;
+        }
+        let page = page.json();
+        let Some(last) = page["Records"].as_array().and_then(|r| r.last()) else {
+            continue;
+        };
+        let seq = last["SequenceNumber"].as_str().unwrap().to_string();
+        let reply = call(
+            c,
+            &format!("{GROUPS}.Checkpoint"),
+            json!({"GroupName": "g", "WorkerId": worker, "SequenceNumber": seq}),
+        )?;
+        // A lease lost meanwhile (to the other worker) is not an acknowledgement.
+        if reply.status == 200 {
+            let shard_id = shard["ShardId"].as_str().unwrap().to_string();
+            acked.push(Progress::Checkpoint(shard_id, seq));
+        }
+    }
+    // A round every 25 ms: LazyFS itself crashes (a segfault in its cache) when group files
+    // are replaced hundreds of times a second; this rate still makes ~20 checkpoints a cut.
+    std::thread::sleep(Duration::from_millis(25));
+    Some(acked)
+}
+
+/// A consumer group's checkpoints, written through the API while records are put: after each
+/// cut every acknowledged checkpoint is there (or a later one), and none points past the records
+/// that survived.
+#[test]
+fn acknowledged_checkpoints_survive_power_cuts() {
+    let Some(fs) = LazyFs::mount() else { return };
+    let mut rng = common::crash_rng("power loss checkpoints");
+    let mut all_acked: Vec<Acked> = Vec::new();
+    // shard -> the furthest acknowledged checkpoint.
+    let mut furthest: HashMap<String, u128> = HashMap::new();
+    for cut in 0..6 {
+        let (server, addr) = spawn_server(&fs.data(), "always");
+        if cut == 0 {
+            create_stream(addr, "s", 2);
+        }
+        let kill_after = Duration::from_millis(rng.gen_range(200..800));
+        let tag = format!("c{cut}");
+        // Writer 0 puts, writers 1 and 2 are the group's workers.
+        let progress = load_until_killed(addr, 3, kill_after, server, move |c, w, batch| {
+            if w > 0 {
+                return consume_and_checkpoint(c, &format!("w{w}"));
+            }
+            let datas: Vec<String> = (0..20).map(|i| format!("{tag}:{batch}:{i}")).collect();
+            let records: Vec<Value> = datas
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    json!({"PartitionKey": format!("k{i}"),
+                           "Data": base64::engine::general_purpose::STANDARD.encode(d)})
+                })
+                .collect();
+            let reply = c
+                .kinesis(
+                    "PutRecords",
+                    &json!({"StreamName": "s", "Records": records}),
+                )
+                .ok()?;
+            if reply.status != 200 {
+                return None;
+            }
+            let results = reply.json()["Records"].as_array().cloned()?;
+            // (A refused record stops this writer; `cut_power` then tells a crashed LazyFS from
+            // a refusal by shardlog, which the put scenarios fail on.)
+            datas
+                .into_iter()
+                .zip(results)
+                .map(|(d, r)| {
+                    let seq = r["SequenceNumber"].as_str()?.to_string();
+                    Some(Progress::Put(("s".to_string(), seq, d.into_bytes())))
+                })
+                .collect()
+        });
+        fs.cut_power();
+        let mut checkpoints = 0;
+        for p in progress {
+            match p {
+                Progress::Put(record) => all_acked.push(record),
+                Progress::Checkpoint(shard, seq) => {
+                    let seq: u128 = seq.parse().unwrap();
+                    let best = furthest.entry(shard).or_default();
+                    *best = (*best).max(seq);
+                    checkpoints += 1;
+                }
+            }
+        }
+        let stored = stored_records(&fs.data());
+        for (stream, seq, data) in &all_acked {
+            assert_eq!(
+                stored.get(&(stream.clone(), seq.clone())),
+                Some(data),
+                "cut {cut}: acknowledged record {seq} is missing"
+            );
+        }
+        let store = std::sync::Arc::new(Store::open(fs.data(), StoreOptions::default()).unwrap());
+        let group = shardlog::consumer::ConsumerGroup::open_existing(store, "g")
+            .expect("the group file reads after the cut");
+        let found: HashMap<String, u128> = group
+            .describe()
+            .unwrap()
+            .shards
+            .into_iter()
+            .filter_map(|s| Some((s.shard_id, s.checkpoint?.parse().unwrap())))
+            .collect();
+        for (shard, &acked) in &furthest {
+            let kept = found.get(shard).copied();
+            assert!(
+                kept >= Some(acked),
+                "cut {cut}: {shard} checkpoint {kept:?}, acknowledged {acked}"
+            );
+            let last_stored = stored
+                .keys()
+                .map(|(_, seq)| seq.parse::<u128>().unwrap())
+                .filter(|seq| seq >> 64 == acked >> 64)
+                .max();
+            assert!(
+                kept <= last_stored,
+                "cut {cut}: {shard} checkpoint {kept:?} is past its last record {last_stored:?}"
+            );
+        }
+        eprintln!(
+            "checkpoint cut {cut}: {checkpoints} acknowledged checkpoints this round, {} records, all kept",
+            all_acked.len()
+        );
+    }
+    assert!(!furthest.is_empty(), "no checkpoint was ever acknowledged");
 }
 
 /// What the stream-changes driver tells the checker, in order.
