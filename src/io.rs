@@ -1,5 +1,5 @@
 //! The store's small durable files: replacing a file atomically (temporary file, fsync, rename,
-//! directory fsync), syncing a directory, and the JSON read/write pair behind every versioned
+//! directory fsync), appending durably to a log, syncing a directory, and the JSON read/write pair behind every versioned
 //! JSON file the store keeps (stream manifests, `settings.json`, consumer-group files, delivery
 //! configs and checkpoints, `log-start.json`). Segment and index files have their own byte
 //! layouts (`format`) and write path (`faults`, `mmap`).
@@ -77,6 +77,25 @@ fn replace_file(dir: &Path, name: &str, bytes: &[u8], how: Replace) -> Result<()
         faults::replaced_durably(&path);
     }
     Ok(())
+}
+
+/// Appends `bytes` to the file at `path` (created if missing) and makes them durable: fdatasync
+/// of the file, and of its directory when the file is new. For append-only logs of whole,
+/// individually checksummed lines (the topology log), whose torn last line a reader drops.
+pub(crate) fn append_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let existed = path.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(Error::io_at("open", path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_data())
+        .map_err(Error::io_at("append to", path))?;
+    match path.parent() {
+        Some(dir) if !existed => sync_dir(dir),
+        _ => Ok(()),
+    }
 }
 
 /// Parses `bytes`, the contents of the JSON file at `path`; malformed JSON is

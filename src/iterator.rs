@@ -39,6 +39,21 @@ impl std::fmt::Debug for IteratorKey {
     }
 }
 
+/// What is wrong with the key file of `data_dir`, if anything: `None` when it holds a key or is
+/// missing (the next open makes one). A damaged file is replaced at open, invalidating
+/// iterators issued before; `shardlog verify` reports it.
+pub(crate) fn damaged_key_file(data_dir: &Path) -> Option<String> {
+    match std::fs::read(data_dir.join(ITERATOR_KEY_FILE)) {
+        Ok(bytes) if bytes.len() == KEY_LEN => None,
+        Ok(bytes) => Some(format!(
+            "{} bytes, not a {KEY_LEN}-byte key: the next open replaces it (older iterators become invalid)",
+            bytes.len()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!("does not read: {e}")),
+    }
+}
+
 impl IteratorKey {
     /// Reads `DATA_DIR/iterator.key`, or makes it (random, written atomically) if it is missing
     /// or not a key: a new key only makes tokens issued before it invalid, which live 5 minutes.
@@ -185,8 +200,11 @@ mod tests {
         let again = IteratorKey::load_or_create(dir.path()).unwrap();
         assert_eq!(first.0, again.0);
         assert_ne!(first.0, [0u8; KEY_LEN]);
+        assert_eq!(damaged_key_file(dir.path()), None);
         std::fs::write(dir.path().join(ITERATOR_KEY_FILE), b"short").unwrap();
+        assert!(damaged_key_file(dir.path()).is_some_and(|what| what.starts_with("5 bytes")));
         let remade = IteratorKey::load_or_create(dir.path()).unwrap();
         assert_ne!(remade.0, first.0);
+        assert_eq!(damaged_key_file(dir.path()), None);
     }
 }

@@ -365,27 +365,12 @@ fn parse_record(line: &[u8]) -> Option<TopologyChange> {
 
 /// Appends a record to a topology log and makes it durable.
 fn append_log(path: &Path, change: &TopologyChange) -> Result<()> {
-    use std::io::Write;
     let json = serde_json::to_vec(change)
         .map_err(|e| Error::io("encode topology change", path, std::io::Error::other(e)))?;
     let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
     line.extend_from_slice(&json);
     line.push(b'\n');
-    let existed = path.exists();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(Error::io_at("open", path))?;
-    file.write_all(&line)
-        .and_then(|()| file.sync_data())
-        .map_err(Error::io_at("append to", path))?;
-    if !existed {
-        if let Some(dir) = path.parent() {
-            crate::io::sync_dir(dir)?;
-        }
-    }
-    Ok(())
+    crate::io::append_durably(path, &line)
 }
 
 #[cfg(test)]

@@ -111,6 +111,7 @@ fn damaged_side_files_cost_only_their_own_resource() {
     .unwrap();
     damage(&data.join("settings.json"));
     damage(&data.join("groups/g-bad.json"));
+    std::fs::write(data.join("iterator.key"), b"torn").unwrap();
 
     // verify names every damaged file.
     let out = Command::new(env!("CARGO_BIN_EXE_shardlog"))
@@ -127,6 +128,7 @@ fn damaged_side_files_cost_only_their_own_resource() {
         "firehose/bad-checkpoint/checkpoint.json",
         "settings.json",
         "groups/g-bad.json",
+        "iterator.key",
     ] {
         assert!(
             report.contains(file),

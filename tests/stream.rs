@@ -202,7 +202,10 @@ fn put_records_routes_every_record_like_put_record() {
         let expected = ranges.iter().position(|r| r.contains(hash_key)).unwrap();
         assert_eq!(put.shard_id.index(), expected as u32, "record {i}");
         let previous = last_in_shard.insert(expected, put.sequence_number);
-        assert!(previous < Some(put.sequence_number), "record {i} out of order");
+        assert!(
+            previous < Some(put.sequence_number),
+            "record {i} out of order"
+        );
     }
     assert!(matches!(
         s.put_records(&[PutRecord::new(&"é".repeat(257), b"x")]),

@@ -123,11 +123,18 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
     }
 }
 
-/// The data directory's own files besides streams and groups: `settings.json`, and each
-/// delivery stream's `delivery.json` and `checkpoint.json`. One that does not read is a
-/// problem (the store keeps serving everything else, but not what depends on it).
+/// The data directory's own files besides streams and groups: `settings.json`, `iterator.key`,
+/// and each delivery stream's `delivery.json` and `checkpoint.json`. One that does not read is
+/// a problem (the store keeps serving everything else, but not what depends on it).
 fn check_side_files(data_dir: &Path) -> CliResult<Vec<Problem>> {
     let mut problems = Vec::new();
+    if let Some(what) = crate::iterator::damaged_key_file(data_dir) {
+        problems.push(Problem {
+            path: data_dir.join(crate::iterator::ITERATOR_KEY_FILE),
+            position: None,
+            what,
+        });
+    }
     if let Err(e) = crate::store::read_settings(data_dir) {
         problems.push(problem_of(&data_dir.join(crate::store::SETTINGS_FILE), e));
     }
