@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while put < count {
         let n = (count - put).min(batch.len());
         for result in stream.put_records(&batch[..n])? {
-            result.map_err(|f| format!("{}: {}", f.error_code, f.error_message))?;
+            result.map_err(|f| format!("{:?}: {}", f.reason, f.message))?;
         }
         put += n;
     }

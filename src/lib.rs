@@ -76,9 +76,9 @@ pub use sequence::SequenceNumber;
 pub use shard::{Deleted, FlushPolicy, Shard, ShardOptions};
 pub use store::{RetentionReport, Store, StoreOptions, StreamConfig, StreamModeConfig};
 pub use stream::{
-    ChildShard, GetRecordsOutput, IteratorStart, ListShards, PageEnd, Put, PutFailure, PutRecord,
-    ShardDescription, ShardFilter, ShardPage, Stream, StreamDescription, StreamRecord,
-    StreamRecordRef,
+    ChildShard, GetRecordsOutput, IteratorStart, ListShards, PageEnd, Put, PutFailure,
+    PutFailureReason, PutRecord, ShardDescription, ShardFilter, ShardPage, Stream,
+    StreamDescription, StreamRecord, StreamRecordRef,
 };
 pub use types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits, Record};
 

@@ -97,10 +97,19 @@ pub struct Put {
 /// Why one entry of a put_records call failed while others may have succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutFailure {
-    /// `ProvisionedThroughputExceededException` or `InternalFailure`, as Kinesis reports.
-    pub error_code: String,
+    /// What kind of failure (the server reports it as Kinesis's error code).
+    pub reason: PutFailureReason,
     /// What happened.
-    pub error_message: String,
+    pub message: String,
+}
+
+/// The kinds of [`PutFailure`]. The record was not stored either way; both are worth a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutFailureReason {
+    /// The shard's write throughput limit (1 MiB or 1,000 records a second) was reached.
+    Throttled,
+    /// Anything else, e.g. an I/O error writing the shard.
+    Internal,
 }
 
 /// Where to start reading a shard.
@@ -1010,8 +1019,8 @@ impl Stream {
                     k += 1;
                     if !keep {
                         results[i] = Some(Err(PutFailure {
-                            error_code: "ProvisionedThroughputExceededException".into(),
-                            error_message: self
+                            reason: PutFailureReason::Throttled,
+                            message: self
                                 .throttled(index, "1 MiB or 1,000 records per second")
                                 .to_string(),
                         }));
@@ -1040,13 +1049,13 @@ impl Stream {
                         ),
                     }),
                     Err(e) => Err(PutFailure {
-                        error_code: match e {
+                        reason: match e {
                             Error::ProvisionedThroughputExceeded { .. } => {
-                                "ProvisionedThroughputExceededException".into()
+                                PutFailureReason::Throttled
                             }
-                            _ => "InternalFailure".into(),
+                            _ => PutFailureReason::Internal,
                         },
-                        error_message: e.to_string(),
+                        message: e.to_string(),
                     }),
                 });
             }

@@ -857,10 +857,7 @@ fn throughput_limits_throttle_writes_and_reads_per_shard_when_on() {
     let third = s.put_records(&batch).unwrap();
     let failed: Vec<_> = third.iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!(failed.len(), 500);
-    assert_eq!(
-        failed[0].error_code,
-        "ProvisionedThroughputExceededException"
-    );
+    assert_eq!(failed[0].reason, shardlog::PutFailureReason::Throttled);
     // Reads: five calls a second.
     let it = s
         .shard_iterator("shardId-000000000000", IteratorStart::TrimHorizon)

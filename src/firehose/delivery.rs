@@ -158,13 +158,12 @@ pub struct DeliveryStats {
     pub last_error: Option<String>,
 }
 
-/// Why one record of a put_record_batch was refused.
+/// Why one record of a put_record_batch was refused: it is larger than Firehose takes (1,000
+/// KiB). The server reports it as `InvalidArgumentException`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutFailure {
-    /// Firehose's error code (`InvalidArgumentException`, `ServiceUnavailableException`).
-    pub error_code: &'static str,
     /// What was wrong.
-    pub error_message: String,
+    pub message: String,
 }
 
 /// The delivery position, held for a whole delivery pass.
@@ -601,10 +600,7 @@ impl DeliveryStream {
                     next = next.next();
                     Ok(id)
                 }
-                Err(reason) => Err(PutFailure {
-                    error_code: "InvalidArgumentException",
-                    error_message: reason,
-                }),
+                Err(reason) => Err(PutFailure { message: reason }),
             })
             .collect())
     }

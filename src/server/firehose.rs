@@ -376,7 +376,9 @@ impl FirehoseApi<'_> {
             .into_iter()
             .map(|r| match r {
                 Ok(id) => json!({ "RecordId": id }),
-                Err(f) => json!({ "ErrorCode": f.error_code, "ErrorMessage": f.error_message }),
+                Err(f) => {
+                    json!({ "ErrorCode": "InvalidArgumentException", "ErrorMessage": f.message })
+                }
             })
             .collect();
         Ok(json!({

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use super::protocol::{lower_first, tag_page, timestamp, ApiError, Input, Output};
 use super::Context;
 use crate::stream::{
-    check_stream_name, IteratorStart, ListShards, PutRecord, ShardDescription, ShardFilter, Stream,
+    check_stream_name, IteratorStart, ListShards, PutFailureReason, PutRecord, ShardDescription,
+    ShardFilter, Stream,
 };
 use crate::{ConsumerEntry, StreamConfig, StreamMode, StreamModeConfig};
 
@@ -465,7 +466,13 @@ impl Kinesis<'_> {
                     "ShardId": put.shard_id.to_string(),
                     "SequenceNumber": put.sequence_number.to_string(),
                 }),
-                Err(f) => json!({ "ErrorCode": f.error_code, "ErrorMessage": f.error_message }),
+                Err(f) => {
+                    let code = match f.reason {
+                        PutFailureReason::Throttled => "ProvisionedThroughputExceededException",
+                        PutFailureReason::Internal => "InternalFailure",
+                    };
+                    json!({ "ErrorCode": code, "ErrorMessage": f.message })
+                }
             })
             .collect();
         Ok(json!({
