@@ -1,51 +1,66 @@
 //! The write side's file operations, in one place so tests can make them fail.
 //!
-//! Every write, allocation, truncation and sync the engine makes to a segment goes through these
-//! functions. Built normally they are the plain system calls. With the `failpoints` feature (for
-//! tests and fuzzing only) a thread can arm a fault: the n-th operation from then on fails, or
-//! (a write) writes only part of its bytes and then fails, as a full disk or a dying device would.
-//! The feature also remembers each file's contents at its last successful sync, so a test can cut
-//! the power: put every file back to what was synced, plus any subset of what was written since.
+//! Every write, allocation, truncation, sync, rename and directory sync the store makes goes
+//! through these functions (segments directly; small files through `crate::io`). Built normally
+//! they are the plain system calls. With the `failpoints` feature (for tests and fuzzing only) a
+//! fault can be armed for a directory: the n-th operation on a file under it from then on, from
+//! any thread (the Firehose worker, the retention thread, a group-commit sync leader), fails,
+//! or (a write) writes only part of its bytes and then fails, as a full disk or a dying device
+//! would. The feature also remembers each file's contents at its last successful sync, so a test
+//! can cut the power: put every file back to what was synced, plus any subset of what was
+//! written since.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-/// `pwrite` of all of `bytes` at `pos`.
-pub(crate) fn write_all_at(file: &File, bytes: &[u8], pos: u64) -> io::Result<()> {
+/// `pwrite` of all of `bytes` at `pos` into `file`, which is at `path`.
+pub(crate) fn write_all_at(file: &File, path: &Path, bytes: &[u8], pos: u64) -> io::Result<()> {
     #[cfg(feature = "failpoints")]
-    if let Some(torn) = armed::before_write(bytes.len()) {
+    if let Some(torn) = armed::before_write(path, bytes.len()) {
         file.write_all_at(&bytes[..torn], pos)?;
         return Err(armed::injected());
     }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = path;
     file.write_all_at(bytes, pos)
 }
 
 /// `ftruncate`.
-pub(crate) fn set_len(file: &File, len: u64) -> io::Result<()> {
-    #[cfg(feature = "failpoints")]
-    armed::before_other()?;
+pub(crate) fn set_len(file: &File, path: &Path, len: u64) -> io::Result<()> {
+    before_other(path)?;
     file.set_len(len)
 }
 
 /// `fallocate` of `len` bytes at `start`.
-pub(crate) fn allocate(file: &File, start: u64, len: u64) -> io::Result<()> {
-    #[cfg(feature = "failpoints")]
-    armed::before_other()?;
+pub(crate) fn allocate(file: &File, path: &Path, start: u64, len: u64) -> io::Result<()> {
+    before_other(path)?;
     rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), start, len).map_err(Into::into)
 }
 
 /// `fdatasync` of the file at `path`.
 pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
-    #[cfg(feature = "failpoints")]
-    armed::before_other()?;
+    before_other(path)?;
     file.sync_data()?;
     #[cfg(feature = "failpoints")]
     armed::synced(path);
-    #[cfg(not(feature = "failpoints"))]
-    let _ = path;
     Ok(())
+}
+
+/// `rename`: `from` replaces `to`.
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    before_other(to)?;
+    std::fs::rename(from, to)?;
+    #[cfg(feature = "failpoints")]
+    armed::renamed(from, to);
+    Ok(())
+}
+
+/// `fsync` of the directory `dir`, making its entries durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    before_other(dir)?;
+    File::open(dir)?.sync_all()
 }
 
 /// The file at `path` was just replaced atomically and durably (written to a temporary file,
@@ -57,100 +72,139 @@ pub(crate) fn replaced_durably(path: &Path) {
     let _ = path;
 }
 
+/// Fails if an armed fault hits this (non-write) operation on `path`.
+fn before_other(path: &Path) -> io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    armed::before_other(path)?;
+    #[cfg(not(feature = "failpoints"))]
+    let _ = path;
+    Ok(())
+}
+
 #[cfg(feature = "failpoints")]
 pub use armed::{arm, disarm, fired, mark_durable, power_cut, reset};
 
 #[cfg(feature = "failpoints")]
 mod armed {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
     use std::io;
     use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, MutexGuard};
 
     /// Size of the pieces in which unsynced writes survive a power cut, or not.
     const PAGE: usize = 4096;
 
-    #[derive(Default)]
-    struct Plan {
-        /// Operations still to pass before the fault; `None`: no fault armed.
+    /// A fault armed for the files under `scope`.
+    struct Fault {
+        scope: PathBuf,
+        /// Operations still to pass before the fault; `None`: fired or disarmed.
         countdown: Option<u32>,
         /// For a write hit by the fault: how many of its bytes reach the file first.
         tear: usize,
         fired: bool,
-        /// Each file's contents at its last successful sync.
-        synced: HashMap<PathBuf, Vec<u8>>,
     }
 
-    thread_local! {
-        static PLAN: RefCell<Plan> = RefCell::new(Plan::default());
+    struct Plan {
+        /// At most one per scope; scopes of concurrent tests are their own temporary directories.
+        faults: Vec<Fault>,
+        /// Each file's contents at its last successful sync.
+        synced: BTreeMap<PathBuf, Vec<u8>>,
+    }
+
+    static PLAN: Mutex<Plan> = Mutex::new(Plan {
+        faults: Vec::new(),
+        synced: BTreeMap::new(),
+    });
+
+    fn plan() -> MutexGuard<'static, Plan> {
+        // A test that panicked while holding it left nothing half-changed that matters here.
+        PLAN.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) fn injected() -> io::Error {
         io::Error::other("injected fault")
     }
 
-    /// Whether this operation is the one the armed fault hits.
-    fn hit() -> bool {
-        PLAN.with(|p| {
-            let mut p = p.borrow_mut();
-            match p.countdown {
-                Some(0) => {
-                    p.countdown = None;
-                    p.fired = true;
-                    true
-                }
-                Some(n) => {
-                    p.countdown = Some(n - 1);
-                    false
-                }
-                None => false,
+    /// The tear of the armed fault this operation on `path` is the one to hit, if any.
+    fn hit(path: &Path) -> Option<usize> {
+        let mut plan = plan();
+        let fault = plan
+            .faults
+            .iter_mut()
+            .find(|f| f.countdown.is_some() && path.starts_with(&f.scope))?;
+        match fault.countdown {
+            Some(0) => {
+                fault.countdown = None;
+                fault.fired = true;
+                Some(fault.tear)
             }
-        })
+            Some(n) => {
+                fault.countdown = Some(n - 1);
+                None
+            }
+            None => None,
+        }
     }
 
     /// `Some(n)`: write only `n` bytes of `len`, then fail.
-    pub(super) fn before_write(len: usize) -> Option<usize> {
-        hit().then(|| PLAN.with(|p| p.borrow().tear.min(len)))
+    pub(super) fn before_write(path: &Path, len: usize) -> Option<usize> {
+        hit(path).map(|tear| tear.min(len))
     }
 
-    pub(super) fn before_other() -> io::Result<()> {
-        if hit() {
-            Err(injected())
-        } else {
-            Ok(())
+    pub(super) fn before_other(path: &Path) -> io::Result<()> {
+        match hit(path) {
+            Some(_) => Err(injected()),
+            None => Ok(()),
         }
+    }
+
+    /// The file synced at `from` is now at `to` (a power cut may keep the rename or not; the
+    /// model keeps it, and what was synced under the old name is what `to` falls back to).
+    pub(super) fn renamed(from: &Path, to: &Path) {
+        let mut plan = plan();
+        match plan.synced.remove(from) {
+            Some(bytes) => plan.synced.insert(to.to_path_buf(), bytes),
+            None => plan.synced.remove(to),
+        };
     }
 
     pub(super) fn synced(path: &Path) {
         if let Ok(bytes) = std::fs::read(path) {
-            PLAN.with(|p| p.borrow_mut().synced.insert(path.to_path_buf(), bytes));
+            plan().synced.insert(path.to_path_buf(), bytes);
         }
     }
 
-    /// Makes the `after`-th write-side file operation of this thread from now on (0: the next)
-    /// fail; a write it hits first writes `tear` of its bytes.
-    pub fn arm(after: u32, tear: usize) {
-        PLAN.with(|p| {
-            let mut p = p.borrow_mut();
-            p.countdown = Some(after);
-            p.tear = tear;
-            p.fired = false;
+    /// Makes the `after`-th file operation under `scope` from now on (0: the next), from any
+    /// thread, fail; a write it hits first writes `tear` of its bytes. Replaces a fault armed
+    /// for the same scope.
+    pub fn arm(scope: &Path, after: u32, tear: usize) {
+        let mut plan = plan();
+        plan.faults.retain(|f| f.scope != scope);
+        plan.faults.push(Fault {
+            scope: scope.to_path_buf(),
+            countdown: Some(after),
+            tear,
+            fired: false,
         });
     }
 
-    /// Removes an armed fault that has not fired.
-    pub fn disarm() {
-        PLAN.with(|p| p.borrow_mut().countdown = None);
+    /// Removes the fault armed for `scope` if it has not fired.
+    pub fn disarm(scope: &Path) {
+        for fault in plan().faults.iter_mut().filter(|f| f.scope == scope) {
+            fault.countdown = None;
+        }
     }
 
-    /// Forgets everything: the armed fault and every file's synced contents.
-    pub fn reset() {
-        PLAN.with(|p| *p.borrow_mut() = Plan::default());
+    /// Forgets everything about `scope`: its fault and the synced contents of files under it.
+    pub fn reset(scope: &Path) {
+        let mut plan = plan();
+        plan.faults.retain(|f| f.scope != scope);
+        plan.synced.retain(|path, _| !path.starts_with(scope));
     }
 
-    /// Whether the last armed fault has fired.
-    pub fn fired() -> bool {
-        PLAN.with(|p| p.borrow().fired)
+    /// Whether the fault last armed for `scope` has fired.
+    pub fn fired(scope: &Path) -> bool {
+        plan().faults.iter().any(|f| f.scope == scope && f.fired)
     }
 
     /// Takes every file in `dir` as it is now to be on disk (synced), forgetting earlier syncs
@@ -163,18 +217,16 @@ mod armed {
                 files.push((path.clone(), std::fs::read(&path)?));
             }
         }
-        PLAN.with(|p| {
-            let mut p = p.borrow_mut();
-            p.synced.retain(|path, _| !path.starts_with(dir));
-            p.synced.extend(files);
-        });
+        let mut plan = plan();
+        plan.synced.retain(|path, _| !path.starts_with(dir));
+        plan.synced.extend(files);
         Ok(())
     }
 
     /// Simulates a power cut in `dir` (no writer may have it open). Every file goes back to its
-    /// contents at its last sync on this thread (or [`mark_durable`]); each 4 KiB page written
-    /// since, and a changed length, survives if `coin` says so; a file never synced since it was
-    /// created keeps only such pages, or (by `coin`) is gone. Then the result counts as durable.
+    /// contents at its last sync (or [`mark_durable`]); each 4 KiB page written since, and a
+    /// changed length, survives if `coin` says so; a file never synced since it was created
+    /// keeps only such pages, or (by `coin`) is gone. Then the result counts as durable.
     pub fn power_cut(dir: &Path, coin: &mut dyn FnMut() -> bool) -> io::Result<()> {
         // In name order, so a fuzz input means the same cut on every filesystem.
         let mut paths = Vec::new();
@@ -187,7 +239,7 @@ mod armed {
                 continue;
             }
             let now = std::fs::read(&path)?;
-            let synced = PLAN.with(|p| p.borrow().synced.get(&path).cloned());
+            let synced = plan().synced.get(&path).cloned();
             let base = match synced {
                 Some(bytes) => bytes,
                 None if !coin() => {
@@ -227,27 +279,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = File::create(&path).unwrap();
-        arm(1, 3);
-        write_all_at(&file, b"abcdef", 0).unwrap();
-        assert!(!fired());
-        assert!(write_all_at(&file, b"uvwxyz", 0).is_err());
-        assert!(fired());
+        arm(dir.path(), 1, 3);
+        write_all_at(&file, &path, b"abcdef", 0).unwrap();
+        assert!(!fired(dir.path()));
+        // Operations elsewhere do not count.
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = other.path().join("g");
+        write_all_at(&File::create(&elsewhere).unwrap(), &elsewhere, b"x", 0).unwrap();
+        // Operations from other threads do.
+        let (file, at) = (&file, path.as_path());
+        let torn = std::thread::scope(|s| {
+            s.spawn(|| write_all_at(file, at, b"uvwxyz", 0))
+                .join()
+                .unwrap()
+        });
+        assert!(torn.is_err());
+        assert!(fired(dir.path()));
         assert_eq!(std::fs::read(&path).unwrap(), b"uvwdef");
         // Disarmed once fired.
-        set_len(&file, 2).unwrap();
-        reset();
+        set_len(file, &path, 2).unwrap();
+        reset(dir.path());
     }
 
     #[test]
     fn a_power_cut_keeps_what_was_synced_and_the_pages_the_coin_allows() {
         let dir = tempfile::tempdir().unwrap();
-        reset();
         let synced = dir.path().join("synced");
         let mut file = File::create(&synced).unwrap();
         file.write_all(&[1u8; 8192]).unwrap();
         sync_data(&file, &synced).unwrap();
-        write_all_at(&file, &[2u8; 4096], 4096).unwrap();
-        write_all_at(&file, &[3u8; 100], 8192).unwrap();
+        write_all_at(&file, &synced, &[2u8; 4096], 4096).unwrap();
+        write_all_at(&file, &synced, &[3u8; 100], 8192).unwrap();
         let fresh = dir.path().join("fresh");
         std::fs::write(&fresh, b"never synced").unwrap();
 
@@ -258,9 +320,9 @@ mod tests {
 
         // Everything survives when the coin always says so.
         let file = File::options().write(true).open(&synced).unwrap();
-        write_all_at(&file, &[4u8; 10], 0).unwrap();
+        write_all_at(&file, &synced, &[4u8; 10], 0).unwrap();
         power_cut(dir.path(), &mut || true).unwrap();
         assert_eq!(&std::fs::read(&synced).unwrap()[..10], &[4u8; 10]);
-        reset();
+        reset(dir.path());
     }
 }

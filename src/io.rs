@@ -8,8 +8,6 @@
 //! nothing: its bytes are fsynced before the rename, since a rename may reach the disk before the
 //! data it names (a LazyFS power cut found `log-start.json` empty when that was skipped).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -20,9 +18,7 @@ use crate::faults;
 
 /// Makes a directory's entries (new, renamed or removed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io_at("sync directory", dir))
+    faults::sync_dir(dir).map_err(Error::io_at("sync directory", dir))
 }
 
 /// How far [`replace_file`] makes a replacement durable.
@@ -58,20 +54,24 @@ pub(crate) fn write_atomically_uncached(dir: &Path, name: &str, bytes: &[u8]) ->
 
 fn replace_file(dir: &Path, name: &str, bytes: &[u8], how: Replace) -> Result<()> {
     let path = dir.join(name);
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(Error::io_at("create temporary file", dir))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
+    faults::write_all_at(tmp.as_file(), tmp.path(), bytes, 0)
+        .and_then(|()| faults::sync_data(tmp.as_file(), tmp.path()))
         .map_err(Error::io_at("write temporary file", tmp.path()))?;
     if how == Replace::DurableUncached {
         // Advice only: a failure changes nothing stored.
         let _ = rustix::fs::fadvise(tmp.as_file(), 0, None, rustix::fs::Advice::DontNeed);
     }
-    tmp.persist(&path)
-        .map_err(|e| Error::io("replace", &path, e.error))?;
+    // Renamed by hand rather than `persist`, so the rename is a fault-injection seam too; the
+    // temporary file's handle is closed first and its name given up, so nothing deletes it later.
+    let tmp_path = tmp.into_temp_path();
+    faults::rename(&tmp_path, &path).map_err(Error::io_at("replace", &path))?;
+    // The name is gone (renamed): nothing for the handle to delete.
+    let _ = tmp_path.keep();
     if how != Replace::BytesOnly {
         sync_dir(dir)?;
         faults::replaced_durably(&path);
@@ -84,13 +84,19 @@ fn replace_file(dir: &Path, name: &str, bytes: &[u8], how: Replace) -> Result<()
 /// individually checksummed lines (the topology log), whose torn last line a reader drops.
 pub(crate) fn append_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     let existed = path.exists();
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
         .open(path)
         .map_err(Error::io_at("open", path))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_data())
+    let end = file
+        .metadata()
+        .map_err(Error::io_at("read the length of", path))?
+        .len();
+    faults::write_all_at(&file, path, bytes, end)
+        .and_then(|()| faults::sync_data(&file, path))
         .map_err(Error::io_at("append to", path))?;
     match path.parent() {
         Some(dir) if !existed => sync_dir(dir),

@@ -42,6 +42,7 @@ impl std::fmt::Debug for IteratorKey {
 /// What is wrong with the key file of `data_dir`, if anything: `None` when it holds a key or is
 /// missing (the next open makes one). A damaged file is replaced at open, invalidating
 /// iterators issued before; `shardlog verify` reports it.
+#[cfg(any(feature = "cli", test))]
 pub(crate) fn damaged_key_file(data_dir: &Path) -> Option<String> {
     match std::fs::read(data_dir.join(ITERATOR_KEY_FILE)) {
         Ok(bytes) if bytes.len() == KEY_LEN => None,

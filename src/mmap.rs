@@ -24,6 +24,7 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -76,6 +77,7 @@ impl SharedMap {
     /// the file and [`MapWriter::grow`] the file further, up to `capacity`.
     pub(crate) fn map_appendable(
         file: Arc<File>,
+        path: &Path,
         capacity: usize,
         published: usize,
     ) -> io::Result<(Arc<SharedMap>, MapWriter)> {
@@ -95,6 +97,7 @@ impl SharedMap {
         let writer = MapWriter {
             map: Arc::clone(&map),
             file,
+            path: path.to_path_buf(),
             writable_end,
             prefilled_end: published,
         };
@@ -134,6 +137,8 @@ impl SharedMap {
 pub(crate) struct MapWriter {
     map: Arc<SharedMap>,
     file: Arc<File>,
+    /// Where `file` is (for the fault-injection seams, which are keyed by path).
+    path: PathBuf,
     writable_end: usize,
     /// Bytes below this are in the page cache as initialized pages (written, or zero-filled),
     /// so storing into them through the map faults cheaply. Never above `writable_end`.
@@ -172,7 +177,7 @@ impl MapWriter {
         let len = (new_end - self.writable_end) as u64;
         // Not fs2's `allocate`: it reads errno after posix_fallocate, which returns its error
         // instead of setting errno, so a full disk came back as "Success".
-        match faults::allocate(&self.file, start, len) {
+        match faults::allocate(&self.file, &self.path, start, len) {
             Ok(()) => {}
             // A filesystem without fallocate: writing the range allocates it (and reports a
             // full disk).
@@ -215,7 +220,7 @@ impl MapWriter {
         while at < to {
             // Up to the next chunk boundary, so later pieces are aligned.
             let n = (to - at).min(ZERO_CHUNK - at % ZERO_CHUNK);
-            faults::write_all_at(&self.file, &ZEROS[..n], at as u64)?;
+            faults::write_all_at(&self.file, &self.path, &ZEROS[..n], at as u64)?;
             at += n;
         }
         Ok(())
@@ -234,7 +239,7 @@ impl MapWriter {
                 ),
             ));
         }
-        faults::write_all_at(&self.file, bytes, pos as u64)?;
+        faults::write_all_at(&self.file, &self.path, bytes, pos as u64)?;
         if pos <= self.prefilled_end {
             self.prefilled_end = self.prefilled_end.max(pos + bytes.len());
         }
@@ -288,7 +293,7 @@ impl MapWriter {
         // Lower the bounds before shrinking, so no write can land past the new end.
         self.writable_end = self.writable_end.min(len);
         self.prefilled_end = self.prefilled_end.min(len);
-        faults::set_len(&self.file, len as u64)?;
+        faults::set_len(&self.file, &self.path, len as u64)?;
         self.writable_end = len;
         Ok(())
     }
@@ -301,14 +306,15 @@ mod tests {
     #[test]
     fn writer_cannot_touch_published_or_unallocated_bytes() {
         let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
         let file = File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(dir.path().join("f"))
+            .open(&path)
             .unwrap();
-        let (map, mut w) = SharedMap::map_appendable(Arc::new(file), 1 << 20, 0).unwrap();
+        let (map, mut w) = SharedMap::map_appendable(Arc::new(file), &path, 1 << 20, 0).unwrap();
         assert_eq!(w.writable_end(), 0);
         assert!(w.unpublished_mut(0..1).is_none(), "nothing allocated yet");
         w.grow(8192).unwrap();

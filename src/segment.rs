@@ -1188,8 +1188,9 @@ impl ActiveSegment {
     ) -> Result<ActiveSegment> {
         let base = header.base_offset;
         let path = segment_path(dir, base);
-        let (map, mut writer) = SharedMap::map_appendable(Arc::new(file), limits.capacity, 0)
-            .map_err(Error::io_at("map segment", &path))?;
+        let (map, mut writer) =
+            SharedMap::map_appendable(Arc::new(file), &path, limits.capacity, 0)
+                .map_err(Error::io_at("map segment", &path))?;
         writer
             .grow(INITIAL_ALLOCATION.min(limits.capacity))
             .map_err(Error::io_at("allocate segment", &path))?;
@@ -1274,7 +1275,7 @@ impl ActiveSegment {
 
         let len = usize::try_from(len).map_err(|_| Error::corrupt(&path, 0, "file too large"))?;
         let capacity = limits.capacity.max(len);
-        let (map, mut writer) = SharedMap::map_appendable(Arc::new(file), capacity, 0)
+        let (map, mut writer) = SharedMap::map_appendable(Arc::new(file), &path, capacity, 0)
             .map_err(Error::io_at("map segment", &path))?;
         let idx_path = index_path(dir, base);
         let loaded = index::load(&idx_path, base);

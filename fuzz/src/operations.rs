@@ -79,6 +79,10 @@ struct Harness {
     first: u64,
     /// Records that must be there (acknowledged, or found after a crash).
     acked: Vec<Rec>,
+    /// The cutoff of a `delete_before` that failed: it may have deleted any of the segments it
+    /// was deleting (all older than the cutoff) before it failed, so the next crash may find
+    /// the log starting later, past records older than this.
+    failed_delete_before: Option<i64>,
 }
 
 fn same(record: &Record, rec: &Rec) -> bool {
@@ -145,7 +149,7 @@ impl Harness {
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
         };
         let dir = tempfile::tempdir().unwrap();
-        faults::reset();
+        faults::reset(dir.path());
         faults::mark_durable(dir.path()).unwrap();
         let shard = Shard::open(dir.path(), options.clone()).expect("a new shard opens");
         Harness {
@@ -156,6 +160,7 @@ impl Harness {
             shard: Some(shard),
             first: 0,
             acked: Vec::new(),
+            failed_delete_before: None,
         }
     }
 
@@ -206,7 +211,7 @@ impl Harness {
             Err(e) => {
                 trace!("append failed: {e}");
                 assert!(
-                    faults::fired(),
+                    faults::fired(self.dir.path()),
                     "append failed without an injected fault: {e}"
                 );
                 self.crash(input, &batch)
@@ -218,7 +223,7 @@ impl Harness {
     /// acknowledged records followed by a prefix of `failed`. What it holds becomes the model.
     fn crash(&mut self, input: &mut Input<'_>, failed: &[Rec]) {
         drop(self.shard.take()); // may be None already: a reopen failed
-        faults::disarm();
+        faults::disarm(self.dir.path());
         if self.durable_policy {
             faults::power_cut(self.dir.path(), &mut || input.coin()).unwrap();
         }
@@ -250,6 +255,18 @@ impl Harness {
         let first = found
             .first()
             .map_or(shard.next_offset().get(), |r| r.offset.get());
+        if let Some(cutoff) = self.failed_delete_before.take() {
+            if first > self.first {
+                let gone = (first - self.first) as usize;
+                assert!(
+                    gone <= self.acked.len()
+                        && self.acked[..gone].iter().all(|r| r.arrival_ms < cutoff),
+                    "a failed delete_before({cutoff}) took records newer than its cutoff"
+                );
+                self.acked.drain(..gone);
+                self.first = first;
+            }
+        }
         assert_eq!(
             first, self.first,
             "the first offset moved across a crash (acknowledged records lost?)"
@@ -330,9 +347,10 @@ impl Harness {
             }
             Err(e) => {
                 assert!(
-                    faults::fired(),
+                    faults::fired(self.dir.path()),
                     "delete failed without an injected fault: {e}"
                 );
+                self.failed_delete_before = Some(cutoff);
                 self.crash(input, &[])
             }
         }
@@ -349,7 +367,7 @@ impl Harness {
             }
             Err(e) => {
                 assert!(
-                    faults::fired(),
+                    faults::fired(self.dir.path()),
                     "reopen failed without an injected fault: {e}"
                 );
                 self.crash(input, &[]);
@@ -384,7 +402,7 @@ pub fn operations(data: &[u8]) {
                 let after = u32::from(input.byte() % 24);
                 let tear = usize::from(input.u16());
                 trace!("arm after {after} ops, tear {tear}");
-                faults::arm(after, tear);
+                faults::arm(h.dir.path(), after, tear);
             }
             6 => h.clock.advance(i64::from(input.byte())),
             7 => h.delete_before(&mut input),
@@ -401,7 +419,7 @@ pub fn operations(data: &[u8]) {
     // Whatever happened, a crash now keeps every acknowledged record.
     h.crash(&mut input, &[]);
     h.check_everything();
-    faults::disarm();
+    faults::reset(h.dir.path());
     check_dir_verifies(h.dir.path());
 }
 
