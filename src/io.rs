@@ -1,8 +1,9 @@
 //! The store's small durable files: replacing a file atomically (temporary file, fsync, rename,
-//! directory fsync), appending durably to a log, syncing a directory, and the JSON read/write pair behind every versioned
-//! JSON file the store keeps (stream manifests, `settings.json`, consumer-group files, delivery
-//! configs and checkpoints, `log-start.json`). Segment and index files have their own byte
-//! layouts (`format`) and write path (`faults`, `mmap`).
+//! directory fsync), appending durably to a log, syncing a directory, and the JSON read/write
+//! pair behind every versioned JSON file the store keeps (stream manifests, `settings.json`,
+//! consumer-group files, delivery configs and checkpoints, `log-start.json`). Every write,
+//! sync and rename here goes through `faults`, so the fault plan can cut them. Segment and
+//! index files have their own byte layouts (`format`) and write path (`faults`, `mmap`).
 //!
 //! A replaced file holds either its old or its new bytes after a power cut, never a mix and never
 //! nothing: its bytes are fsynced before the rename, since a rename may reach the disk before the
