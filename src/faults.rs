@@ -1,7 +1,7 @@
 //! The write side's file operations, in one place so tests can make them fail.
 //!
 //! Every write, allocation, truncation, sync, rename and directory sync the store makes goes
-//! through these functions (segments directly; small files through `crate::io`). Built normally
+//! through these functions (segments directly; small files through `src/io.rs`). Built normally
 //! they are the plain system calls. With the `failpoints` feature (for tests and fuzzing only) a
 //! fault can be armed for a directory: the n-th operation on a file under it from then on, from
 //! any thread (the Firehose worker, the retention thread, a group-commit sync leader), fails,

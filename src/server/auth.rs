@@ -8,7 +8,7 @@ use std::path::Path;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::protocol::ApiError;
+use super::error::ApiError;
 use crate::error::{Error, Result};
 
 /// How far a request's `X-Amz-Date` may be from the server's clock (AWS: 15 minutes).

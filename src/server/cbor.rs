@@ -8,7 +8,7 @@ use base64::Engine;
 use ciborium::value::{Integer, Value as Cbor};
 use serde_json::{Map, Number, Value};
 
-use super::protocol::ApiError;
+use super::error::ApiError;
 
 /// The content type of CBOR requests and answers.
 pub(crate) const CONTENT_TYPE: &str = "application/x-amz-cbor-1.1";

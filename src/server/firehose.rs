@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::context::Context;
+use super::error::ApiError;
 use super::kinesis::stream_name_of_arn;
-use super::protocol::{tag_page, timestamp, ApiError, Input, Output};
-use super::Context;
+use super::protocol::{tag_page, timestamp, Input, Output};
 use crate::firehose::{
     BufferingHints, Compression, DeliveryConfig, DeliveryStreamConfig, DeliveryStreamDescription,
     DestinationConfig, Firehose, SourceStart,

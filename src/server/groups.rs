@@ -11,29 +11,18 @@
 //!
 //! and `ReleaseLeases` when it stops. A worker that dies loses its leases once they expire.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::protocol::{timestamp, ApiError, Input, Output};
-use super::Context;
+use super::context::Context;
+use super::error::ApiError;
+use super::protocol::{timestamp, Input, Output};
 use crate::consumer::{ConsumerGroup, GroupConfig, InitialPosition};
 
 /// Longest lease a request may ask for (a day) and the shortest (100 ms).
 const LEASE_MS: std::ops::RangeInclusive<i64> = 100..=86_400_000;
-
-/// Groups the server has open, by name: kept open between requests so that a group's state is
-/// read from its file once, not per request.
-#[derive(Default)]
-pub(crate) struct OpenGroups(Mutex<HashMap<String, Arc<ConsumerGroup>>>);
-
-impl OpenGroups {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ConsumerGroup>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Every operation [`call`] answers (metrics label only these).
 pub(crate) const OPERATIONS: [&str; 7] = [

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine;
 use serde_json::{json, Value};
 
-use super::protocol::{lower_first, tag_page, timestamp, ApiError, Input, Output};
-use super::Context;
+use super::context::Context;
+use super::error::ApiError;
+use super::protocol::{lower_first, tag_page, timestamp, Input, Output};
+use super::records::{child_shards_json, hash_range_json};
 use crate::stream::{
     check_stream_name, IteratorStart, ListShards, PutFailureReason, PutRecord, ShardDescription,
     ShardFilter, Stream,
@@ -1050,38 +1051,6 @@ fn warm_throughput(settings: &BTreeMap<String, Value>) -> Value {
     }
 }
 
-/// A record as GetRecords (and SubscribeToShard) returns it.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct RecordOutput<'a> {
-    sequence_number: String,
-    /// Epoch seconds.
-    approximate_arrival_timestamp: f64,
-    /// Base64.
-    data: &'a str,
-    partition_key: &'a str,
-}
-
-impl<'a> RecordOutput<'a> {
-    /// Each record's data in base64, for [`RecordOutput::new`] to borrow.
-    pub(crate) fn base64_data(records: &[crate::StreamRecord]) -> Vec<String> {
-        records
-            .iter()
-            .map(|r| base64::engine::general_purpose::STANDARD.encode(&r.data))
-            .collect()
-    }
-
-    /// `record` with its data already in base64.
-    pub(crate) fn new(record: &'a crate::StreamRecord, data: &'a str) -> RecordOutput<'a> {
-        RecordOutput {
-            sequence_number: record.sequence_number.to_string(),
-            approximate_arrival_timestamp: record.approximate_arrival_ms as f64 / 1000.0,
-            data,
-            partition_key: &record.partition_key,
-        }
-    }
-}
-
 /// The GetRecords answer for `shard_iterator` as the wire's JSON, written straight from the records
 /// the shard lends (no owned copy, no allocation per record); with where the page ends and the
 /// bytes of data it holds. What the server's GetRecords handler sends.
@@ -1119,10 +1088,11 @@ pub fn get_records_json(
     Ok((body, end, data_bytes))
 }
 
-/// Writes GetRecords records as JSON: the same members, in the same order, as [`RecordOutput`]
-/// serializes. Consecutive records of a shard have consecutive sequence numbers, and the records
-/// of one append share an arrival time, so each number after the first is the previous one's
-/// digits incremented and a repeated timestamp is copied, not formatted again.
+/// Writes GetRecords records as JSON: the same members, in the same order, as
+/// [`RecordOutput`](super::records::RecordOutput) serializes. Consecutive records of a shard have
+/// consecutive sequence numbers, and the records of one append share an arrival time, so each
+/// number after the first is the previous one's digits incremented and a repeated timestamp is
+/// copied, not formatted again.
 #[derive(Default)]
 struct RecordJson {
     sequence: Option<(crate::SequenceNumber, Vec<u8>)>,
@@ -1321,27 +1291,6 @@ fn shard_json(s: &ShardDescription) -> Value {
     out
 }
 
-/// `ChildShards` as GetRecords and SubscribeToShard events carry them.
-pub(crate) fn child_shards_json(children: &[crate::ChildShard]) -> Vec<Value> {
-    children
-        .iter()
-        .map(|c| {
-            json!({
-                "ShardId": c.shard_id,
-                "ParentShards": c.parent_shards,
-                "HashKeyRange": hash_range_json(&c.hash_key_range),
-            })
-        })
-        .collect()
-}
-
-fn hash_range_json(range: &crate::HashKeyRange) -> Value {
-    json!({
-        "StartingHashKey": range.start.to_string(),
-        "EndingHashKey": range.end.to_string(),
-    })
-}
-
 fn page_limit(limit: Option<i64>) -> Result<usize, ApiError> {
     match limit.unwrap_or(DEFAULT_PAGE) {
         n if (1..=MAX_PAGE).contains(&n) => Ok(n as usize),
@@ -1382,6 +1331,7 @@ fn decode_token(token: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::records::RecordOutput;
 
     #[test]
     fn records_written_directly_match_the_serde_encoding() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::protocol::ApiError;
+use super::error::ApiError;
 
 /// The bounds `shardlog serve` keeps. `ServerLimits::default()` suits a shared server.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,17 +9,20 @@
 
 mod auth;
 mod cbor;
+mod context;
+mod error;
 mod firehose;
 mod groups;
 mod kinesis;
 mod limits;
 mod metrics;
 mod protocol;
+mod records;
 mod subscribe;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,87 +37,13 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::Store;
 pub use auth::Credentials;
+use context::Context;
+pub use context::ServerOptions;
+use error::ApiError;
 pub use kinesis::get_records_json;
 pub(crate) use limits::raise_open_files_limit;
 pub use limits::ServerLimits;
-use metrics::Metrics;
-use protocol::{parse_target, Api, ApiError, Output};
-
-/// How the server listens and names things.
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// Where to listen (default `127.0.0.1:4567`: loopback only).
-    pub listen: SocketAddr,
-    /// The region in ARNs (default `us-east-1`).
-    pub region: String,
-    /// The account id in ARNs (default `000000000000`).
-    pub account_id: String,
-    /// Largest request body accepted (default 16 MiB: a full PutRecords in base64 fits).
-    pub max_body_bytes: usize,
-    /// With credentials, every API request must carry a valid SigV4 signature by one of their
-    /// keys; without (the default), requests are accepted with any or no signature.
-    pub auth: Option<Credentials>,
-    /// How long a SubscribeToShard call streams before it ends (Kinesis: 5 minutes).
-    pub subscription_lifetime: Duration,
-    /// What one client can take: connections, timeouts, bytes in flight, subscriptions.
-    pub limits: ServerLimits,
-    /// Serve `GET /metrics` (and `/health`) on this address too, unauthenticated, and no
-    /// longer on `listen`. Without it, `/metrics` is served on `listen` when there is no
-    /// `auth`, and refused (403) when there is: metrics name every stream.
-    pub metrics_listen: Option<SocketAddr>,
-}
-
-impl Default for ServerOptions {
-    fn default() -> ServerOptions {
-        ServerOptions {
-            listen: SocketAddr::from(([127, 0, 0, 1], 4567)),
-            region: "us-east-1".into(),
-            account_id: "000000000000".into(),
-            max_body_bytes: 16 * 1024 * 1024,
-            auth: None,
-            subscription_lifetime: Duration::from_secs(300),
-            limits: ServerLimits::default(),
-            metrics_listen: None,
-        }
-    }
-}
-
-/// What every request handler sees.
-pub(crate) struct Context {
-    pub store: Arc<Store>,
-    pub firehose: Option<Arc<crate::firehose::Firehose>>,
-    pub options: ServerOptions,
-    pub metrics: Metrics,
-    subscriptions: limits::SubscriptionLimits,
-    body_budget: limits::BodyBudget,
-    /// Becomes `true` when the server stops: request bodies still arriving are given up.
-    stopping: tokio::sync::watch::Receiver<bool>,
-    groups: groups::OpenGroups,
-    requests: AtomicU64,
-    started: Instant,
-}
-
-impl Context {
-    fn new(
-        store: Arc<Store>,
-        firehose: Option<Arc<crate::firehose::Firehose>>,
-        options: ServerOptions,
-        stopping: tokio::sync::watch::Receiver<bool>,
-    ) -> Context {
-        Context {
-            store,
-            firehose,
-            metrics: Metrics::default(),
-            subscriptions: Default::default(),
-            body_budget: limits::BodyBudget::new(options.limits.max_bytes_in_flight),
-            stopping,
-            groups: Default::default(),
-            requests: AtomicU64::new(0),
-            started: Instant::now(),
-            options,
-        }
-    }
-}
+use protocol::{parse_target, Api, Output};
 
 /// A running server. Dropping it (or [`Server::stop`]) stops accepting, lets in-flight
 /// requests finish and flushes the store.

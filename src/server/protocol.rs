@@ -4,7 +4,7 @@
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::error::Error;
+use super::error::ApiError;
 
 /// Which API a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,69 +36,6 @@ pub(crate) fn parse_target(target: &str) -> Option<(Api, &str)> {
         _ => return None,
     };
     (!operation.is_empty()).then_some((api, operation))
-}
-
-/// An error response: HTTP status, the exception's name, a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ApiError {
-    pub status: u16,
-    pub kind: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: u16, kind: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            kind,
-            message: message.into(),
-        }
-    }
-
-    /// A value the service refuses (InvalidArgumentException, 400).
-    pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::new(400, "InvalidArgumentException", message)
-    }
-
-    /// A request that breaks the model's constraints (ValidationException, 400).
-    pub fn validation(message: impl Into<String>) -> ApiError {
-        ApiError::new(400, "ValidationException", message)
-    }
-
-    /// A body that is not a JSON object of the right types (SerializationException, 400).
-    pub fn serialization(message: impl Into<String>) -> ApiError {
-        ApiError::new(400, "SerializationException", message)
-    }
-
-    /// The response body.
-    pub fn body(&self) -> Value {
-        serde_json::json!({ "__type": self.kind, "message": self.message })
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        let message = e.to_string();
-        let (status, kind) = match &e {
-            Error::ResourceNotFound { .. } => (400, "ResourceNotFoundException"),
-            Error::ResourceInUse { .. } => (400, "ResourceInUseException"),
-            Error::InvalidArgument { .. } | Error::InvalidRecord { .. } => {
-                (400, "InvalidArgumentException")
-            }
-            Error::LimitExceeded { .. } => (400, "LimitExceededException"),
-            Error::ProvisionedThroughputExceeded { .. } => {
-                (400, "ProvisionedThroughputExceededException")
-            }
-            Error::ExpiredIterator { .. } => (400, "ExpiredIteratorException"),
-            Error::ExpiredNextToken { .. } => (400, "ExpiredNextTokenException"),
-            Error::ConcurrentModification { .. } => (400, "ConcurrentModificationException"),
-            Error::LeaseLost { .. } => (400, "LeaseLostException"),
-            // Storage trouble (I/O, a full disk, corruption, a poisoned shard): the service's
-            // fault, not the caller's.
-            _ => (500, "InternalFailureException"),
-        };
-        ApiError::new(status, kind, message)
-    }
 }
 
 /// A successful answer: a JSON value, or a body already encoded (large outputs serialized

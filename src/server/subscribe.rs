@@ -18,8 +18,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame};
 use serde_json::{json, Value};
 
-use super::protocol::ApiError;
-use super::Context;
+use super::context::Context;
+use super::error::ApiError;
 
 /// A subscription the operation accepted: what the pump reads.
 pub(crate) struct Subscription {
@@ -221,13 +221,13 @@ async fn pump(
 
 /// The JSON of a SubscribeToShardEvent.
 fn event_payload(e: &crate::consumer::SubscriptionEvent) -> Value {
-    let data = super::kinesis::RecordOutput::base64_data(&e.records);
+    let data = super::records::RecordOutput::base64_data(&e.records);
     let records: Vec<Value> = e
         .records
         .iter()
         .zip(&data)
         .map(|(r, d)| {
-            serde_json::to_value(super::kinesis::RecordOutput::new(r, d)).unwrap_or(Value::Null)
+            serde_json::to_value(super::records::RecordOutput::new(r, d)).unwrap_or(Value::Null)
         })
         .collect();
     let mut payload = json!({
@@ -236,7 +236,7 @@ fn event_payload(e: &crate::consumer::SubscriptionEvent) -> Value {
         "MillisBehindLatest": e.millis_behind_latest,
     });
     if !e.child_shards.is_empty() {
-        payload["ChildShards"] = super::kinesis::child_shards_json(&e.child_shards).into();
+        payload["ChildShards"] = super::records::child_shards_json(&e.child_shards).into();
     }
     payload
 }
