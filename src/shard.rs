@@ -736,8 +736,18 @@ impl Shard {
             let Some(newer) = segments.get(i + 1) else {
                 break;
             };
-            let lost = data.seal_info().map_or(0, |s| s.lost_after);
-            if cursor < newer.base() && cursor.get().saturating_add(lost) != newer.base().get() {
+            let seal = data.seal_info();
+            let lost = seal.map_or(0, |s| s.lost_after);
+            // A read that starts inside the gap a repair recorded after this segment's records
+            // reads on from the next segment.
+            let in_recorded_gap = seal.is_some_and(|s| {
+                cursor >= s.end_offset
+                    && s.end_offset.get().saturating_add(s.lost_after) == newer.base().get()
+            });
+            if cursor < newer.base()
+                && cursor.get().saturating_add(lost) != newer.base().get()
+                && !in_recorded_gap
+            {
                 // This segment ended before the next one begins, and no repair accounted for the
                 // gap: records are missing.
                 if budget.started() {
