@@ -232,32 +232,49 @@ fn put_until_killed(
     let (stream, tag) = (stream.to_string(), tag.to_string());
     load_until_killed(addr, writers, kill_after, server, move |c, w, batch| {
         let datas: Vec<String> = (0..50).map(|i| format!("{tag}:{w}:{batch}:{i}")).collect();
-        let records: Vec<Value> = datas
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                json!({
-                    "PartitionKey": format!("k{}", i % 17),
-                    "Data": base64::engine::general_purpose::STANDARD.encode(d),
-                })
-            })
-            .collect();
-        let body = json!({"StreamName": stream, "Records": records});
-        let reply = c.kinesis("PutRecords", &body).ok()?;
-        if reply.status != 200 {
-            return None;
-        }
-        let results = reply.json()["Records"].as_array().cloned();
-        let acked = datas
-            .into_iter()
-            .zip(results.unwrap_or_default())
-            .map(|(data, r)| match r["SequenceNumber"].as_str() {
-                Some(seq) => (stream.clone(), seq.to_string(), data.into_bytes()),
-                None => panic!("a put was refused: {r}"),
-            })
-            .collect();
-        Some(acked)
+        let results = put_batch(c, &stream, datas)?;
+        Some(
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|refused| panic!("a put was refused: {refused}")))
+                .collect(),
+        )
     })
+}
+
+/// One PutRecords of `datas` into `stream`: each record acknowledged, or refused (the entry the
+/// server answered); `None` if the server is gone.
+fn put_batch(
+    c: &mut Client,
+    stream: &str,
+    datas: Vec<String>,
+) -> Option<Vec<Result<Acked, Value>>> {
+    let records: Vec<Value> = datas
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            json!({
+                "PartitionKey": format!("k{}", i % 17),
+                "Data": base64::engine::general_purpose::STANDARD.encode(d),
+            })
+        })
+        .collect();
+    let body = json!({"StreamName": stream, "Records": records});
+    let reply = c.kinesis("PutRecords", &body).ok()?;
+    if reply.status != 200 {
+        return None;
+    }
+    let results = reply.json()["Records"].as_array().cloned()?;
+    Some(
+        datas
+            .into_iter()
+            .zip(results)
+            .map(|(data, r)| match r["SequenceNumber"].as_str() {
+                Some(seq) => Ok((stream.to_string(), seq.to_string(), data.into_bytes())),
+                None => Err(r),
+            })
+            .collect(),
+    )
 }
 
 /// Every record of every stream of the store at `data`, by (stream, sequence number), once the
@@ -562,33 +579,11 @@ fn acknowledged_checkpoints_survive_power_cuts() {
                 return consume_and_checkpoint(c, &format!("w{w}"));
             }
             let datas: Vec<String> = (0..20).map(|i| format!("{tag}:{batch}:{i}")).collect();
-            let records: Vec<Value> = datas
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    json!({"PartitionKey": format!("k{i}"),
-                           "Data": base64::engine::general_purpose::STANDARD.encode(d)})
-                })
-                .collect();
-            let reply = c
-                .kinesis(
-                    "PutRecords",
-                    &json!({"StreamName": "s", "Records": records}),
-                )
-                .ok()?;
-            if reply.status != 200 {
-                return None;
-            }
-            let results = reply.json()["Records"].as_array().cloned()?;
             // (A refused record stops this writer; `cut_power` then tells a crashed LazyFS from
             // a refusal by shardlog, which the put scenarios fail on.)
-            datas
+            put_batch(c, "s", datas)?
                 .into_iter()
-                .zip(results)
-                .map(|(d, r)| {
-                    let seq = r["SequenceNumber"].as_str()?.to_string();
-                    Some(Progress::Put(("s".to_string(), seq, d.into_bytes())))
-                })
+                .map(|r| r.ok().map(Progress::Put))
                 .collect()
         });
         fs.cut_power();
