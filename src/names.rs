@@ -128,11 +128,7 @@ pub fn check_stream_name(name: &str) -> Result<()> {
 /// Checks an AWS-style resource name: 1 to `max_len` of `[a-zA-Z0-9_.-]`; `field` names the
 /// argument in the error.
 pub(crate) fn check_resource_name(field: &'static str, name: &str, max_len: usize) -> Result<()> {
-    let ok = (1..=max_len).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+    if is_resource_name(name, max_len) {
         Ok(())
     } else {
         Err(Error::invalid(
@@ -140,6 +136,15 @@ pub(crate) fn check_resource_name(field: &'static str, name: &str, max_len: usiz
             format!("{name:?} must be 1 to {max_len} characters of [a-zA-Z0-9_.-]"),
         ))
     }
+}
+
+/// Whether `name` is 1 to `max_len` of `[a-zA-Z0-9_.-]`, the rule of AWS resource names (and
+/// of bucket names here).
+pub(crate) fn is_resource_name(name: &str, max_len: usize) -> bool {
+    (1..=max_len).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]

@@ -87,12 +87,7 @@ pub const OBJECTS_DIR: &str = "objects";
 /// Checks a bucket name: 1 to 255 of `[a-zA-Z0-9_.-]` (what a BucketARN's pattern allows),
 /// never `.` or `..`, so that it is one plain path component under a directory of buckets.
 pub fn check_bucket_name(bucket: &str) -> Result<()> {
-    let ok = (1..=255).contains(&bucket.len())
-        && !matches!(bucket, "." | "..")
-        && bucket
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+    if crate::names::is_resource_name(bucket, 255) && !matches!(bucket, "." | "..") {
         Ok(())
     } else {
         Err(Error::invalid(
