@@ -278,7 +278,7 @@ fn group_path(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(format!("{}.json", names::disk_name(name)));
     let legacy = dir.join(format!("{name}.json"));
     if legacy != path && legacy.is_file() && !path.exists() {
-        std::fs::rename(&legacy, &path).map_err(Error::io_at("rename", &legacy))?;
+        io::rename("rename", &legacy, &path)?;
         sync_dir(dir)?;
     }
     Ok(path)
@@ -378,7 +378,7 @@ impl ConsumerGroup {
     pub fn open(store: Arc<Store>, name: &str, config: GroupConfig) -> Result<Arc<ConsumerGroup>> {
         check_resource_name("GroupName", name, 128)?;
         let dir = store.dir().join(GROUPS_DIR);
-        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        io::create_dir_all(&dir)?;
         let path = group_path(&dir, name)?;
         Self::open_at(store, path, name, config)
     }
@@ -440,14 +440,13 @@ impl ConsumerGroup {
                 reason: "it is open in this process".into(),
             });
         }
-        match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir(&dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::ResourceNotFound {
+        if !io::remove_file("delete", &path)? {
+            return Err(Error::ResourceNotFound {
                 kind: "consumer group",
                 name: name.to_string(),
-            }),
-            Err(e) => Err(Error::io("delete", &path, e)),
+            });
         }
+        sync_dir(&dir)
     }
 
     /// Opens (creating) a group kept in the file `path` rather than under `groups/`: a

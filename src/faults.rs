@@ -48,13 +48,44 @@ pub(crate) fn sync_data(file: &File, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// `rename`: `from` replaces `to`.
+/// `rename` of a file or a directory: `from` replaces `to`.
 pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
     before_other(to)?;
     std::fs::rename(from, to)?;
     #[cfg(feature = "failpoints")]
     armed::renamed(from, to);
     Ok(())
+}
+
+/// `mkdir -p`.
+pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
+    before_other(dir)?;
+    std::fs::create_dir_all(dir)
+}
+
+/// `unlink` of the file at `path`.
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    before_other(path)?;
+    std::fs::remove_file(path)?;
+    #[cfg(feature = "failpoints")]
+    armed::removed(path);
+    Ok(())
+}
+
+/// Removes `dir` and everything under it one entry at a time, so that a fault (like a crash)
+/// can stop it halfway.
+pub(crate) fn remove_dir_all(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            remove_dir_all(&path)?;
+        } else {
+            remove_file(&path)?;
+        }
+    }
+    before_other(dir)?;
+    std::fs::remove_dir(dir)
 }
 
 /// `fsync` of the directory `dir`, making its entries durable.
@@ -158,14 +189,28 @@ mod armed {
         }
     }
 
-    /// The file synced at `from` is now at `to` (a power cut may keep the rename or not; the
-    /// model keeps it, and what was synced under the old name is what `to` falls back to).
+    /// The file or directory at `from` is now at `to`. The model keeps directory changes
+    /// (renames, removals) in order across a power cut, as ext4's journal does; what was synced
+    /// under the old names is what the new names fall back to, and whatever `to` was is gone.
     pub(super) fn renamed(from: &Path, to: &Path) {
         let mut plan = plan();
-        match plan.synced.remove(from) {
-            Some(bytes) => plan.synced.insert(to.to_path_buf(), bytes),
-            None => plan.synced.remove(to),
-        };
+        plan.synced.retain(|path, _| !path.starts_with(to));
+        let moved: Vec<PathBuf> = plan
+            .synced
+            .keys()
+            .filter(|path| path.starts_with(from))
+            .cloned()
+            .collect();
+        for old in moved {
+            if let (Some(bytes), Ok(rest)) = (plan.synced.remove(&old), old.strip_prefix(from)) {
+                plan.synced.insert(to.join(rest), bytes);
+            }
+        }
+    }
+
+    /// The file at `path` was removed.
+    pub(super) fn removed(path: &Path) {
+        plan().synced.remove(path);
     }
 
     pub(super) fn synced(path: &Path) {
@@ -207,15 +252,33 @@ mod armed {
         plan().faults.iter().any(|f| f.scope == scope && f.fired)
     }
 
-    /// Takes every file in `dir` as it is now to be on disk (synced), forgetting earlier syncs
-    /// of files in it.
-    pub fn mark_durable(dir: &Path) -> io::Result<()> {
-        let mut files = Vec::new();
+    /// The files under `dir`, at any depth, in name order (so a fuzz input means the same cut on
+    /// every filesystem).
+    fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+        let mut paths = Vec::new();
         for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_file() {
-                files.push((path.clone(), std::fs::read(&path)?));
+            paths.push(entry?.path());
+        }
+        paths.sort();
+        for path in paths {
+            if path.is_dir() {
+                files_under(&path, out)?;
+            } else if path.is_file() {
+                out.push(path);
             }
+        }
+        Ok(())
+    }
+
+    /// Takes every file under `dir` (at any depth) as it is now to be on disk (synced),
+    /// forgetting earlier syncs of files under it.
+    pub fn mark_durable(dir: &Path) -> io::Result<()> {
+        let mut paths = Vec::new();
+        files_under(dir, &mut paths)?;
+        let mut files = Vec::new();
+        for path in paths {
+            let bytes = std::fs::read(&path)?;
+            files.push((path, bytes));
         }
         let mut plan = plan();
         plan.synced.retain(|path, _| !path.starts_with(dir));
@@ -223,21 +286,15 @@ mod armed {
         Ok(())
     }
 
-    /// Simulates a power cut in `dir` (no writer may have it open). Every file goes back to its
-    /// contents at its last sync (or [`mark_durable`]); each 4 KiB page written since, and a
-    /// changed length, survives if `coin` says so; a file never synced since it was created
-    /// keeps only such pages, or (by `coin`) is gone. Then the result counts as durable.
+    /// Simulates a power cut of the files under `dir`, at any depth (no writer may have them
+    /// open). Every file goes back to its contents at its last sync (or [`mark_durable`]); each
+    /// 4 KiB page written since, and a changed length, survives if `coin` says so; a file never
+    /// synced since it was created keeps only such pages, or (by `coin`) is gone. Directories and
+    /// their entries stay as they are (see `renamed`). Then the result counts as durable.
     pub fn power_cut(dir: &Path, coin: &mut dyn FnMut() -> bool) -> io::Result<()> {
-        // In name order, so a fuzz input means the same cut on every filesystem.
         let mut paths = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            paths.push(entry?.path());
-        }
-        paths.sort();
+        files_under(dir, &mut paths)?;
         for path in paths {
-            if !path.is_file() {
-                continue;
-            }
             let now = std::fs::read(&path)?;
             let synced = plan().synced.get(&path).cloned();
             let base = match synced {
@@ -323,6 +380,36 @@ mod tests {
         write_all_at(&file, &synced, &[4u8; 10], 0).unwrap();
         power_cut(dir.path(), &mut || true).unwrap();
         assert_eq!(&std::fs::read(&synced).unwrap()[..10], &[4u8; 10]);
+        reset(dir.path());
+    }
+
+    #[test]
+    fn a_power_cut_reaches_every_depth_and_follows_renamed_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join("staging");
+        create_dir_all(&staging.join("inner")).unwrap();
+        let path = staging.join("inner/f");
+        let file = File::create(&path).unwrap();
+        write_all_at(&file, &path, b"synced", 0).unwrap();
+        sync_data(&file, &path).unwrap();
+        write_all_at(&file, &path, b"SYNCED but not this", 0).unwrap();
+        drop(file);
+        let fresh = staging.join("fresh");
+        std::fs::write(&fresh, b"never synced").unwrap();
+        let final_dir = dir.path().join("final");
+        rename(&staging, &final_dir).unwrap();
+
+        power_cut(dir.path(), &mut || false).unwrap();
+        assert_eq!(std::fs::read(final_dir.join("inner/f")).unwrap(), b"synced");
+        assert!(!final_dir.join("fresh").exists());
+
+        // A removal stopped by a fault leaves the rest; the next one finishes it.
+        std::fs::write(final_dir.join("g"), b"x").unwrap();
+        arm(dir.path(), 1, 0);
+        assert!(remove_dir_all(&final_dir).is_err());
+        assert!(final_dir.exists());
+        remove_dir_all(&final_dir).unwrap();
+        assert!(!final_dir.exists());
         reset(dir.path());
     }
 }

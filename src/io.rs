@@ -22,6 +22,37 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     faults::sync_dir(dir).map_err(Error::io_at("sync directory", dir))
 }
 
+/// Creates `dir` and any missing parents.
+pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
+    faults::create_dir_all(dir).map_err(Error::io_at("create directory", dir))
+}
+
+/// Renames the file or directory `from` to `to` (replacing a file, or an empty directory, there);
+/// `op` says what for, in the error. Not durable until the directory is synced.
+pub(crate) fn rename(op: &'static str, from: &Path, to: &Path) -> Result<()> {
+    faults::rename(from, to).map_err(Error::io_at(op, from))
+}
+
+/// Removes the file at `path`; `Ok(false)` if there was none.
+pub(crate) fn remove_file(op: &'static str, path: &Path) -> Result<bool> {
+    match faults::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(op, path, e)),
+    }
+}
+
+/// Removes `dir` and everything under it (nothing to do if it is gone); `op` says what for, in
+/// the error. A crash partway leaves some of it: callers remove only directories that are
+/// already out of sight (renamed to a trash name, or no longer listed in a manifest).
+pub(crate) fn remove_dir_all(op: &'static str, dir: &Path) -> Result<()> {
+    match faults::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(op, dir, e)),
+    }
+}
+
 /// How far [`replace_file`] makes a replacement durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Replace {
@@ -80,10 +111,17 @@ fn replace_file(dir: &Path, name: &str, bytes: &[u8], how: Replace) -> Result<()
     Ok(())
 }
 
-/// Appends `bytes` to the file at `path` (created if missing) and makes them durable: fdatasync
-/// of the file, and of its directory when the file is new. For append-only logs of whole,
-/// individually checksummed lines (the topology log), whose torn last line a reader drops.
-pub(crate) fn append_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Appends `line` (one record ending in `\n`) to the line log at `path` (created if missing) and
+/// makes it durable: fdatasync of the file, and of its directory when the file is new. For
+/// append-only logs of whole, individually checksummed lines (the topology log), whose reader
+/// drops a torn last line. A last line that has no `\n` or that `is_valid` refuses is such a torn
+/// end (of an append that failed, or that a crash cut; never acknowledged) and is cut first:
+/// written after it, the new line would read as part of the torn record and be dropped with it.
+pub(crate) fn append_line_durably(
+    path: &Path,
+    line: &[u8],
+    is_valid: impl Fn(&[u8]) -> bool,
+) -> Result<()> {
     let existed = path.exists();
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -92,16 +130,55 @@ pub(crate) fn append_durably(path: &Path, bytes: &[u8]) -> Result<()> {
         .truncate(false)
         .open(path)
         .map_err(Error::io_at("open", path))?;
-    let end = file
+    let len = file
         .metadata()
         .map_err(Error::io_at("read the length of", path))?
         .len();
-    faults::write_all_at(&file, path, bytes, end)
+    let end = end_of_valid_lines(&file, len, &is_valid).map_err(Error::io_at("read", path))?;
+    if end < len {
+        faults::set_len(&file, path, end).map_err(Error::io_at("cut the torn end of", path))?;
+    }
+    faults::write_all_at(&file, path, line, end)
         .and_then(|()| faults::sync_data(&file, path))
         .map_err(Error::io_at("append to", path))?;
     match path.parent() {
         Some(dir) if !existed => sync_dir(dir),
         _ => Ok(()),
+    }
+}
+
+/// The length of a `len`-byte line log without a torn last line: `len` if its last line ends in
+/// `\n` and `is_valid` takes it (without the `\n`), else where that line starts. Reads the file
+/// backwards from its end only as far as the start of its last line.
+fn end_of_valid_lines(
+    file: &std::fs::File,
+    len: u64,
+    is_valid: &dyn Fn(&[u8]) -> bool,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let judge = |last: &[u8], line_start: u64| match last.split_last() {
+        Some((b'\n', record)) if is_valid(record) => len,
+        _ => line_start,
+    };
+    // `tail` holds the bytes from `start` to the end.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut start = len;
+    loop {
+        let before_last_byte = &tail[..tail.len().saturating_sub(1)];
+        if let Some(p) = before_last_byte.iter().rposition(|&b| b == b'\n') {
+            return Ok(judge(&tail[p + 1..], start + p as u64 + 1));
+        }
+        if start == 0 {
+            return Ok(judge(&tail, 0));
+        }
+        // Doubling reads: a long last line costs linear time.
+        let step = (tail.len() as u64).max(64 * 1024);
+        let from = start.saturating_sub(step);
+        let mut chunk = vec![0; (start - from) as usize];
+        file.read_exact_at(&mut chunk, from)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        start = from;
     }
 }
 
@@ -166,6 +243,37 @@ fn byte_position(bytes: &[u8], line: usize, column: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_found_however_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let valid = |line: &[u8]| line.first() == Some(&b'+');
+        let long = |n: usize| {
+            let mut line = vec![b'+'; n];
+            line.push(b'\n');
+            line
+        };
+        for body in [0, 10, 200_000] {
+            // Whole lines stay; a torn or refused last line of any length goes.
+            let head = [long(body), long(5)].concat();
+            for torn in [
+                &b""[..],
+                b"+no newline",
+                b"-refused\n",
+                &long(300_000)[..300_000],
+            ] {
+                std::fs::write(&path, [&head[..], torn].concat()).unwrap();
+                let file = std::fs::File::open(&path).unwrap();
+                let len = file.metadata().unwrap().len();
+                let end = end_of_valid_lines(&file, len, &valid).unwrap();
+                assert_eq!(end, head.len() as u64, "body {body}, torn {}", torn.len());
+            }
+        }
+        std::fs::write(&path, b"-only a bad line\n").unwrap();
+        append_line_durably(&path, b"+new\n", valid).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"+new\n");
+    }
 
     #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
     struct Sample {

@@ -21,10 +21,12 @@ use crate::hash_key::HashKeyRange;
 
 /// File name of a stream's manifest.
 pub const MANIFEST_FILE: &str = "stream.json";
-/// Version of the manifest format written; version 1 (no topology log) is read too, any other
-/// is refused. Version 2 is written so that a build that knows no topology log refuses the
-/// manifest instead of ignoring the log's changes.
-pub const MANIFEST_VERSION: u16 = 2;
+/// Version of the manifest format written; versions 1 (no topology log) and 2 (log records not
+/// numbered) are read too, any other is refused. Version 2 was written so that a build that
+/// knows no topology log refuses the manifest instead of ignoring the log's changes; version 3
+/// so that a build that would replay a stale log over a manifest that already holds it (and
+/// later changes) refuses it instead.
+pub const MANIFEST_VERSION: u16 = 3;
 /// The oldest manifest version read.
 pub const OLDEST_MANIFEST_VERSION: u16 = 1;
 /// File name of a stream's topology log.
@@ -34,14 +36,23 @@ const LOG_FOLD_MIN_BYTES: u64 = 64 * 1024;
 /// ... and than this fraction (1/N) of `stream.json`.
 const LOG_FOLD_RATIO: u64 = 4;
 
-/// One record of `topology.log`: the shards a change added or altered (whole entries, so
-/// replaying a record twice gives the same manifest) and removed, and the next shard index.
+/// One record of `topology.log`: its number, the shards a change added or altered (whole
+/// entries) and removed, and the next shard index.
+///
+/// Records are numbered 1, 2, ... on from the manifest's `topology_changes`, which counts the
+/// records folded into it: a log that a fold could not remove (a crash between writing the
+/// manifest and removing the log) holds only records at or below it, and they are skipped, not
+/// replayed over the newer manifest (which would undo later changes). Records without a number
+/// (version 2) apply only to a manifest that has folded none.
 ///
 /// Format: one line per record, `CRC32-HEX JSON\n`, the CRC32 (8 lowercase hex digits) over the
 /// JSON bytes. A last line that is incomplete or fails its CRC is the torn end of a crash (the
 /// change it held was not acknowledged) and is ignored; one before it is damage (`Corrupt`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopologyChange {
+    /// Its number (see above); `None` in a version-2 log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// The manifest's `next_shard_index` after the change.
     pub next_shard_index: u32,
     /// Shards added or changed, whole.
@@ -95,6 +106,13 @@ pub struct StreamManifest {
     pub next_shard_index: u32,
     /// Every shard still known, in index order.
     pub shards: Vec<ShardEntry>,
+    /// How many topology-log records this manifest includes (see [`TopologyChange`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub topology_changes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A registered consumer of a stream (Kinesis RegisterStreamConsumer).
@@ -150,7 +168,15 @@ impl StreamManifest {
         let mut manifest = manifest;
         let log = dir.join(TOPOLOGY_LOG_FILE);
         for change in read_log(&log)? {
-            manifest.apply(&change);
+            match change.seq {
+                Some(seq) if seq <= manifest.topology_changes => {} // folded in already
+                Some(seq) => {
+                    manifest.apply(&change);
+                    manifest.topology_changes = seq;
+                }
+                None if manifest.topology_changes == 0 => manifest.apply(&change),
+                None => {} // a version-2 log folded in already
+            }
         }
         manifest.check().map_err(|reason| {
             let blamed = if log.exists() { &log } else { &path };
@@ -190,6 +216,7 @@ impl StreamManifest {
             consumers: self.consumers.clone(),
             next_shard_index: 0,
             shards: Vec::new(),
+            topology_changes: 0,
         }
     }
 
@@ -200,6 +227,7 @@ impl StreamManifest {
             return None;
         }
         let mut change = TopologyChange {
+            seq: None,
             next_shard_index: next.next_shard_index,
             upsert: Vec::new(),
             remove: Vec::new(),
@@ -235,17 +263,34 @@ impl StreamManifest {
 
     /// Makes `self`, the manifest after a change of `previous` (what `dir` holds now), durable:
     /// appended to the topology log when only shards changed and the log is still small, else
-    /// written whole (which removes the log).
-    pub fn persist_change(&self, dir: &Path, previous: &StreamManifest) -> Result<()> {
+    /// written whole (which removes the log). Sets `self.topology_changes`.
+    pub fn persist_change(&mut self, dir: &Path, previous: &StreamManifest) -> Result<()> {
         let log = dir.join(TOPOLOGY_LOG_FILE);
-        // A log beside a version-1 manifest would be ignored by the builds that wrote it: the
-        // first change after an upgrade writes the manifest whole, as version 2.
-        let log_ok = previous.format_version >= 2;
-        if let Some(change) = previous.change_to(self).filter(|_| log_ok) {
+        self.topology_changes = previous.topology_changes;
+        // A log beside a version-1 manifest would be ignored by the builds that wrote it, and
+        // one of unnumbered records could not be told from a stale one: the first change after
+        // an upgrade writes the manifest whole, as the current version.
+        let log_ok = previous.format_version >= 3;
+        let change = previous.change_to(self);
+        if log_ok
+            && self.format_version == previous.format_version
+            && change.as_ref().is_some_and(|c| {
+                c.upsert.is_empty()
+                    && c.remove.is_empty()
+                    && c.next_shard_index == previous.next_shard_index
+            })
+        {
+            return Ok(()); // nothing changed
+        }
+        if let Some(mut change) = change.filter(|_| log_ok) {
             let log_len = std::fs::metadata(&log).map_or(0, |m| m.len());
             let snapshot_len = std::fs::metadata(dir.join(MANIFEST_FILE)).map_or(0, |m| m.len());
             if log_len < LOG_FOLD_MIN_BYTES.max(snapshot_len / LOG_FOLD_RATIO) {
-                return append_log(&log, &change);
+                let seq = previous.topology_changes + 1;
+                change.seq = Some(seq);
+                append_log(&log, &change)?;
+                self.topology_changes = seq;
+                return Ok(());
             }
         }
         self.write(dir)
@@ -309,14 +354,13 @@ impl StreamManifest {
     /// Replaces the manifest in `dir` atomically and durably.
     pub fn write(&self, dir: &Path) -> Result<()> {
         crate::io::write_json(dir, MANIFEST_FILE, self)?;
-        // The log's changes are in the manifest now (replaying them again would change
-        // nothing: upserts of whole entries).
+        // The log's changes are in the manifest now; should the removal not happen (a crash),
+        // its records, numbered at or below `topology_changes`, are skipped when read.
         let log = dir.join(TOPOLOGY_LOG_FILE);
-        match std::fs::remove_file(&log) {
-            Ok(()) => crate::io::sync_dir(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove", &log, e)),
+        if crate::io::remove_file("remove", &log)? {
+            crate::io::sync_dir(dir)?;
         }
+        Ok(())
     }
 }
 
@@ -370,7 +414,7 @@ fn append_log(path: &Path, change: &TopologyChange) -> Result<()> {
     let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
     line.extend_from_slice(&json);
     line.push(b'\n');
-    crate::io::append_durably(path, &line)
+    crate::io::append_line_durably(path, &line, |record| parse_record(record).is_some())
 }
 
 #[cfg(test)]
@@ -411,6 +455,7 @@ mod tests {
                     closed: None,
                 },
             ],
+            topology_changes: 0,
         }
     }
 
@@ -456,7 +501,7 @@ mod tests {
         let m = sample();
         m.write(dir.path()).unwrap();
         let snapshot = std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap();
-        let next = split(&m, 1 << 100, 40);
+        let mut next = split(&m, 1 << 100, 40);
         next.persist_change(dir.path(), &m).unwrap();
         assert_eq!(
             std::fs::read(dir.path().join(MANIFEST_FILE)).unwrap(),
@@ -483,9 +528,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = sample();
         m.write(dir.path()).unwrap();
-        let a = split(&m, 1 << 100, 40);
+        let mut a = split(&m, 1 << 100, 40);
         a.persist_change(dir.path(), &m).unwrap();
-        let b = split(&a, 1 << 50, 7);
+        let mut b = split(&a, 1 << 50, 7);
         b.persist_change(dir.path(), &a).unwrap();
         let log = dir.path().join(TOPOLOGY_LOG_FILE);
         let bytes = std::fs::read(&log).unwrap();
@@ -503,6 +548,48 @@ mod tests {
             StreamManifest::read(dir.path()),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    /// Found by the `store` fuzz target: after an append that failed partway (or a crash that
+    /// tore the last record), the next record was written after the torn bytes, read as part of
+    /// one torn last record, and dropped although acknowledged.
+    #[test]
+    fn a_record_appended_after_a_torn_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample();
+        m.write(dir.path()).unwrap();
+        let mut a = split(&m, 1 << 100, 40);
+        a.persist_change(dir.path(), &m).unwrap();
+        let log = dir.path().join(TOPOLOGY_LOG_FILE);
+        let good = std::fs::read(&log).unwrap();
+        let mut b = a.clone();
+        b.shards[2].created_ms = 11;
+        for torn in [
+            &b"0badc0de {\"seq\": 2, \"next_sh"[..],
+            b"garbage with a newline\n",
+            b"\n",
+        ] {
+            let mut bytes = good.clone();
+            bytes.extend_from_slice(torn);
+            std::fs::write(&log, &bytes).unwrap();
+            let mut next = b.clone();
+            next.persist_change(dir.path(), &a).unwrap();
+            assert_eq!(
+                StreamManifest::read(dir.path()).unwrap(),
+                next,
+                "after {torn:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_change_that_changes_nothing_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample();
+        m.write(dir.path()).unwrap();
+        let mut same = m.clone();
+        same.persist_change(dir.path(), &m).unwrap();
+        assert!(!dir.path().join(TOPOLOGY_LOG_FILE).exists());
     }
 
     #[test]
@@ -533,13 +620,72 @@ mod tests {
         };
         m.write(dir.path()).unwrap();
         assert_eq!(StreamManifest::read(dir.path()).unwrap(), m);
-        let next = StreamManifest {
+        let mut next = StreamManifest {
             format_version: MANIFEST_VERSION,
             ..split(&m, 1 << 100, 40)
         };
         next.persist_change(dir.path(), &m).unwrap();
         assert!(!dir.path().join(TOPOLOGY_LOG_FILE).exists());
-        assert_eq!(StreamManifest::read(dir.path()).unwrap().format_version, 2);
+        assert_eq!(
+            StreamManifest::read(dir.path()).unwrap().format_version,
+            MANIFEST_VERSION
+        );
+    }
+
+    #[test]
+    fn a_version_2_log_is_replayed_then_folded_by_the_first_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = StreamManifest {
+            format_version: 2,
+            ..sample()
+        };
+        m.write(dir.path()).unwrap();
+        let a = split(&m, 1 << 100, 40);
+        let change = m.change_to(&a).unwrap();
+        assert_eq!(change.seq, None);
+        append_log(&dir.path().join(TOPOLOGY_LOG_FILE), &change).unwrap();
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), a);
+        let mut b = StreamManifest {
+            format_version: MANIFEST_VERSION,
+            ..a.clone()
+        };
+        b.shards[2].created_ms = 11;
+        b.persist_change(dir.path(), &a).unwrap();
+        assert!(!dir.path().join(TOPOLOGY_LOG_FILE).exists());
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), b);
+    }
+
+    /// Found by the `store` fuzz target: a crash after a fold wrote the manifest but before it
+    /// removed the log left records that, replayed over the newer manifest, set an older
+    /// `next_shard_index` and reopened closed shards.
+    #[test]
+    fn a_log_a_fold_left_behind_is_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample();
+        m.write(dir.path()).unwrap();
+        let mut a = split(&m, 1 << 100, 40);
+        a.persist_change(dir.path(), &m).unwrap();
+        let log = dir.path().join(TOPOLOGY_LOG_FILE);
+        let stale = std::fs::read(&log).unwrap();
+        // A change that is not only shards rewrites the manifest (and removes the log)...
+        let mut b = a.clone();
+        b.shards[2].closed = Some(Closed {
+            end_offset: 5,
+            closed_ms: 12,
+        });
+        b.shards[3].hash_range.start = b.shards[2].hash_range.start;
+        b.tags.insert("k".into(), "v".into());
+        b.persist_change(dir.path(), &a).unwrap();
+        assert!(!log.exists());
+        // ... which a crash kept from happening.
+        std::fs::write(&log, &stale).unwrap();
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), b);
+        // Later records are numbered past it, and apply.
+        let mut c = b.clone();
+        c.shards[3].created_ms = 13;
+        c.persist_change(dir.path(), &b).unwrap();
+        assert_eq!(c.topology_changes, 2);
+        assert_eq!(StreamManifest::read(dir.path()).unwrap(), c);
     }
 
     #[test]
@@ -589,11 +735,11 @@ mod tests {
             Err(Error::Corrupt { .. })
         ));
         let mut m = sample();
-        m.format_version = 3;
+        m.format_version = MANIFEST_VERSION + 1;
         m.write(dir.path()).unwrap();
         assert!(matches!(
             StreamManifest::read(dir.path()),
-            Err(Error::UnsupportedVersion { found: 3, .. })
+            Err(Error::UnsupportedVersion { found, .. }) if found == MANIFEST_VERSION + 1
         ));
     }
 }

@@ -99,7 +99,7 @@ pub(crate) fn list_dir(
             Some(name) => name,
             None if recorded_name(&path).as_deref() == Some(disk.as_str()) => {
                 let escaped = dir.join(disk_name(&disk));
-                std::fs::rename(&path, &escaped).map_err(Error::io_at("rename", &path))?;
+                crate::io::rename("rename", &path, &escaped)?;
                 renamed = true;
                 path = escaped;
                 disk

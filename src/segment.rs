@@ -1175,7 +1175,7 @@ impl ActiveSegment {
         let created = Self::init(dir, header, file, limits);
         if created.is_err() {
             // Leave no half-made segment behind: the next attempt creates it afresh.
-            let _ = std::fs::remove_file(&path);
+            let _ = crate::io::remove_file("remove half-made segment", &path);
         }
         created
     }
@@ -1257,7 +1257,7 @@ impl ActiveSegment {
                     return Err(e);
                 }
                 drop(file);
-                std::fs::remove_file(&path).map_err(Error::io_at("remove empty segment", &path))?;
+                crate::io::remove_file("remove empty segment", &path)?;
                 return Self::create(dir, base, now_ms, i64::MIN, limits).map(Tail::Active);
             }
         };
@@ -1385,14 +1385,8 @@ impl ActiveSegment {
             let floor = header.arrival_floor_ms;
             if active.is_empty() {
                 drop(active);
-                match std::fs::remove_file(&idx_path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(Error::io("remove old index", &idx_path, e));
-                    }
-                    _ => {}
-                }
-                let path = segment_path(dir, base);
-                std::fs::remove_file(&path).map_err(Error::io_at("remove empty segment", &path))?;
+                crate::io::remove_file("remove old index", &idx_path)?;
+                crate::io::remove_file("remove empty segment", &segment_path(dir, base))?;
                 return Self::create(dir, base, now_ms, floor, limits).map(Tail::Active);
             }
             let end_offset = active.next_offset;

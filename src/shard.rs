@@ -230,7 +230,7 @@ fn list_segments(dir: &Path, tidy: bool) -> Result<Vec<Offset>> {
         for base in indexes {
             if segments.binary_search(&base).is_err() {
                 let path = index_path(dir, base);
-                std::fs::remove_file(&path).map_err(Error::io_at("remove orphan index", &path))?;
+                crate::io::remove_file("remove orphan index", &path)?;
             }
         }
     }
@@ -243,7 +243,7 @@ impl Shard {
     /// Fails with [`Error::Locked`] if another handle has it open for writing.
     pub fn open(dir: impl AsRef<Path>, options: ShardOptions) -> Result<Shard> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        crate::io::create_dir_all(&dir)?;
         let lock = DirLock::acquire(&dir)?;
         Shard::open_with_lock(dir, options, Some(lock))
     }
@@ -251,7 +251,7 @@ impl Shard {
     /// Opens a shard whose directory lies inside one the caller holds the writer lock of (a
     /// store's data directory): no lock file, no file descriptor held for the lock.
     pub(crate) fn open_in_locked_dir(dir: PathBuf, options: ShardOptions) -> Result<Shard> {
-        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        crate::io::create_dir_all(&dir)?;
         Shard::open_with_lock(dir, options, None)
     }
 
@@ -881,13 +881,8 @@ impl Shard {
             deleted.records += end.get() - segment.base().get();
             let path = segment.path();
             deleted.bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
-            std::fs::remove_file(&path).map_err(Error::io_at("delete segment", &path))?;
-            let idx = segment.index_path();
-            match std::fs::remove_file(&idx) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("delete index", &idx, e)),
-            }
+            crate::io::remove_file("delete segment", &path)?;
+            crate::io::remove_file("delete index", &segment.index_path())?;
             deleted.segments += 1;
         }
         if self.limits.sync {

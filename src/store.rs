@@ -185,8 +185,7 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
         let streams_dir = dir.join(STREAMS_DIR);
-        std::fs::create_dir_all(&streams_dir)
-            .map_err(Error::io_at("create directory", &streams_dir))?;
+        io::create_dir_all(&streams_dir)?;
         let lock = DirLock::acquire(&dir)?;
         let context = StreamContext {
             clock: Arc::clone(&options.shard.clock),
@@ -222,8 +221,7 @@ impl Store {
                     }
                 },
                 // Left by a crash in the middle of a create or delete.
-                Listed::Leftover(path) => std::fs::remove_dir_all(&path)
-                    .map_err(Error::io_at("remove leftover", &path))?,
+                Listed::Leftover(path) => io::remove_dir_all("remove leftover", &path)?,
             }
         }
         let settings = read_settings(&dir).map_err(|e| {
@@ -348,13 +346,14 @@ impl Store {
                     closed: None,
                 })
                 .collect(),
+            topology_changes: 0,
         };
         let streams_dir = self.streams_dir();
         let staging = names::staging_path(&streams_dir, name);
-        let _ = std::fs::remove_dir_all(&staging);
+        io::remove_dir_all("remove leftover", &staging)?;
         Stream::create(staging.clone(), manifest, self.inner.context.clone())?;
         let final_dir = streams_dir.join(names::disk_name(name));
-        std::fs::rename(&staging, &final_dir).map_err(Error::io_at("create stream", &final_dir))?;
+        io::rename("create stream", &staging, &final_dir)?;
         sync_dir(&streams_dir)?;
         let stream = Arc::new(Stream::open(final_dir, self.inner.context.clone())?);
         self.inner
@@ -374,7 +373,7 @@ impl Store {
             None => self.stream(name)?.dir().to_path_buf(),
         };
         let trash = names::trash_path(&streams_dir, name, self.inner.context.clock.now_ms());
-        std::fs::rename(&dir, &trash).map_err(Error::io_at("delete stream", &dir))?;
+        io::rename("delete stream", &dir, &trash)?;
         self.inner.damaged.remove(name);
         sync_dir(&streams_dir)?;
         self.inner
@@ -382,7 +381,7 @@ impl Store {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        std::fs::remove_dir_all(&trash).map_err(Error::io_at("delete stream", &trash))
+        io::remove_dir_all("delete stream", &trash)
     }
 
     /// The stream called `name`: [`Error::ResourceNotFound`] if there is none,

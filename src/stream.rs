@@ -680,7 +680,7 @@ impl Stream {
         manifest: StreamManifest,
         context: StreamContext,
     ) -> Result<Stream> {
-        std::fs::create_dir_all(shards_dir(&dir)).map_err(Error::io_at("create stream", &dir))?;
+        crate::io::create_dir_all(&shards_dir(&dir))?;
         manifest.write(&dir)?;
         Ok(Stream::with_manifest(dir, manifest, context))
     }
@@ -1966,11 +1966,7 @@ impl Stream {
             })?;
             for index in emptied {
                 let dir = shards_dir(&self.dir).join(shard_id(index));
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("remove expired shard", &dir, e)),
-                }
+                crate::io::remove_dir_all("remove expired shard", &dir)?;
             }
         }
         Ok(deleted)

@@ -6,3 +6,6 @@ include!("bodies.rs");
 
 mod operations;
 pub use operations::operations;
+
+mod store;
+pub use store::store;

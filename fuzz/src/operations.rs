@@ -23,6 +23,10 @@ use shardlog::{
     Clock, FlushPolicy, ManualClock, NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions,
 };
 
+#[path = "input.rs"]
+mod input;
+use input::Input;
+
 /// Prints what the harness does when `SHARDLOG_FUZZ_TRACE` is set (to replay a finding).
 macro_rules! trace {
     ($($arg:tt)*) => {
@@ -44,33 +48,6 @@ struct Rec {
     /// of it (a power cut kept a later page and lost an earlier one): recovery keeps the intact
     /// batches after the damage and never reuses the offset, so reads skip it.
     lost: bool,
-}
-
-/// Bytes of fuzz input, read as small numbers; zeros once it runs out.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.byte(), self.byte()])
-    }
-
-    fn coin(&mut self) -> bool {
-        self.byte() & 1 == 1
-    }
-
-    fn done(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 struct Harness {

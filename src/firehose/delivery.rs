@@ -340,7 +340,7 @@ impl DeliveryStream {
     /// checkpoint. A batch left pending by a crash is delivered by the next delivery pass.
     pub fn open(dir: impl AsRef<Path>, spec: DeliveryStreamSpec) -> Result<DeliveryStream> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        io::create_dir_all(&dir)?;
         let buffer = Shard::open(dir.join(BUFFER_DIR), Self::buffer_options(&spec))?;
         Self::with_buffer(dir, spec, buffer)
     }

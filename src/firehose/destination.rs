@@ -111,7 +111,7 @@ impl Destination for LocalDirectory {
             let file = entry.file_name().to_string_lossy().into_owned();
             if file.starts_with(&prefix) && file.ends_with(".tmp") {
                 let leftover = entry.path();
-                std::fs::remove_file(&leftover).map_err(Error::io_at("remove", &leftover))?;
+                crate::io::remove_file("remove", &leftover)?;
             }
         }
         Ok(())

@@ -306,7 +306,7 @@ impl Firehose {
     /// background worker.
     pub fn open(store: Arc<Store>, options: FirehoseOptions) -> Result<Firehose> {
         let dir = store.dir().join(FIREHOSE_DIR);
-        std::fs::create_dir_all(&dir).map_err(Error::io_at("create directory", &dir))?;
+        io::create_dir_all(&dir)?;
         let inner = Arc::new(Inner {
             dir: dir.clone(),
             store,
@@ -332,8 +332,7 @@ impl Firehose {
                         }
                     }
                 }
-                Listed::Leftover(path) => std::fs::remove_dir_all(&path)
-                    .map_err(Error::io_at("remove leftover", &path))?,
+                Listed::Leftover(path) => io::remove_dir_all("remove leftover", &path)?,
             }
         }
         *inner.streams.write().unwrap_or_else(|e| e.into_inner()) = streams;
@@ -385,9 +384,8 @@ impl Firehose {
         };
         let staging = names::staging_path(&self.inner.dir, name);
         // A leftover of a crashed create of the same name (open removes them too).
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir(&staging)
-            .map_err(Error::io_at("create staging directory", &staging))?;
+        io::remove_dir_all("remove leftover", &staging)?;
+        io::create_dir_all(&staging)?;
         let staged = write_record(&staging, &record).and_then(|()| {
             match (&record.source_stream, config.source_start) {
                 // Inside the staging directory, so the delivery stream appears positioned.
@@ -399,11 +397,11 @@ impl Firehose {
         });
         if let Err(e) = staged {
             // Best effort: a leftover staging directory is also removed on the next open.
-            let _ = std::fs::remove_dir_all(&staging);
+            let _ = io::remove_dir_all("remove staging directory", &staging);
             return Err(e);
         }
         let path = self.inner.dir.join(disk_name(name));
-        std::fs::rename(&staging, &path).map_err(Error::io_at("create delivery stream", &path))?;
+        io::rename("create delivery stream", &staging, &path)?;
         sync_dir(&self.inner.dir)?;
         let entry = Arc::new(self.inner.open_entry(&path, record)?);
         let stream = Arc::clone(&entry.stream);
@@ -586,17 +584,16 @@ impl Firehose {
         if self.damaged(name).is_some() {
             let path = self.inner.dir.join(disk_name(name));
             let doomed = names::trash_path(&self.inner.dir, name, 0);
-            std::fs::rename(&path, &doomed)
-                .map_err(Error::io_at("delete delivery stream", &path))?;
+            io::rename("delete delivery stream", &path, &doomed)?;
             self.inner.damaged.remove(name);
             sync_dir(&self.inner.dir)?;
-            return std::fs::remove_dir_all(&doomed).map_err(Error::io_at("remove", &doomed));
+            return io::remove_dir_all("remove", &doomed);
         }
         let entry = self.entry(name)?;
         let path = self.inner.dir.join(disk_name(name));
         let doomed = names::trash_path(&self.inner.dir, name, entry.record.created_ms);
         // Out of the way on disk first: if that fails, the stream stays as it was.
-        std::fs::rename(&path, &doomed).map_err(Error::io_at("delete delivery stream", &path))?;
+        io::rename("delete delivery stream", &path, &doomed)?;
         self.inner
             .streams
             .write()
@@ -604,7 +601,7 @@ impl Firehose {
             .remove(name);
         drop(entry);
         sync_dir(&self.inner.dir)?;
-        std::fs::remove_dir_all(&doomed).map_err(Error::io_at("remove", &doomed))
+        io::remove_dir_all("remove", &doomed)
     }
 
     /// Delivers every batch that is due, in every delivery stream (what the worker does each
