@@ -24,8 +24,11 @@ use crate::error::{Error, Result};
 use crate::hash_key::{shard_id, ShardId};
 use crate::io::{self, sync_dir};
 use crate::names;
-use crate::stream::{check_resource_name, IteratorStart, ShardDescription, StreamRecord};
-use crate::{Offset, SequenceNumber, Store};
+use crate::stream::{
+    check_resource_name, IteratorStart, ShardDescription, Start, Stream, StreamRecord,
+    MAX_GET_RECORDS,
+};
+use crate::{Offset, ReadLimits, SequenceNumber, Store};
 
 /// The directory under the data directory holding one file per group.
 pub const GROUPS_DIR: &str = "groups";
@@ -850,6 +853,22 @@ impl ConsumerGroup {
     /// with [`ConsumerGroup::checkpoint`], and at a closed shard's end call
     /// [`ConsumerGroup::finish_shard`], which lets its children be leased.
     pub fn lease_shards(&self, worker: &str) -> Result<Vec<LeasedShard>> {
+        let (stream, held) = self.lease_positions(worker)?;
+        held.into_iter()
+            .map(|(shard, from)| {
+                Ok(LeasedShard {
+                    iterator: stream
+                        .iterator(shard, Start::At(SequenceNumber::new(shard.index(), from)))?,
+                    shard_id: shard.to_string(),
+                    index: shard.index(),
+                })
+            })
+            .collect()
+    }
+
+    /// Renews `worker`'s leases and takes more up to its fair share; the stream, and the shards
+    /// the worker holds with the offset to read each from (see [`ConsumerGroup::lease_shards`]).
+    fn lease_positions(&self, worker: &str) -> Result<(Arc<Stream>, Vec<LeasedPosition>)> {
         let (held, described) = self.acquire_described(worker)?;
         let (stream_name, initial) = {
             let state = self.lock();
@@ -874,13 +893,9 @@ impl ConsumerGroup {
                 }
             }
             let start = start_after(index, checkpoint, has_parents, initial);
-            leased.push(LeasedShard {
-                iterator: stream.shard_iterator(&id, start)?,
-                shard_id: id,
-                index,
-            });
+            leased.push((ShardId(index), stream.resolve(ShardId(index), start)?));
         }
-        Ok(leased)
+        Ok((stream, leased))
     }
 
     /// Marks `shard_id` processed to its end by `worker`, which holds its lease, so that its
@@ -905,16 +920,15 @@ impl ConsumerGroup {
             .find(|s| s.shard_id == shard_id_text)
             .is_some_and(|s| s.parent_shard_id.is_some());
         let start = start_after(index, checkpoint, has_parents, initial);
-        let next = self
-            .store
-            .get_records(&stream.shard_iterator(shard_id_text, start)?, 1)?;
+        let shard = ShardId(index);
+        let next = stream.read(shard, stream.resolve(shard, start)?, ReadLimits::records(1))?;
         if !next.records.is_empty() {
             return Err(Error::invalid(
                 "ShardId",
                 format!("{shard_id_text} has records after the checkpoint; process them first"),
             ));
         }
-        if next.next_shard_iterator.is_some() {
+        if next.end.finished.is_none() {
             return Err(Error::invalid(
                 "ShardId",
                 format!("{shard_id_text} is open; only a closed shard ends"),
@@ -957,15 +971,9 @@ impl ConsumerGroup {
             let lag_ms = if lag_records == 0 {
                 0
             } else {
-                let start = match lease.checkpoint {
-                    Some(0) | None => IteratorStart::TrimHorizon,
-                    Some(n) => IteratorStart::AfterSequenceNumber(
-                        SequenceNumber::new(*index, Offset::new(n - 1)).to_string(),
-                    ),
-                };
-                let iterator = stream.shard_iterator(&shard_id(*index), start)?;
-                self.store
-                    .get_records(&iterator, 1)?
+                let from = Offset::new(position);
+                stream
+                    .read(ShardId(*index), from, ReadLimits::records(1))?
                     .records
                     .first()
                     .map_or(0, |r| (now - r.approximate_arrival_ms).max(0))
@@ -1016,6 +1024,9 @@ pub struct LeasedShard {
     index: u32,
 }
 
+/// A shard a worker holds, and the offset to read it from.
+type LeasedPosition = (ShardId, Offset);
+
 /// Where a group reads shard `index` from: after its checkpoint (the next offset), or without
 /// one at the group's initial position; a shard with parents always from its beginning.
 fn start_after(
@@ -1023,17 +1034,15 @@ fn start_after(
     checkpoint: Option<u64>,
     has_parents: bool,
     initial: InitialPosition,
-) -> IteratorStart {
+) -> Start {
     match checkpoint {
-        Some(0) => IteratorStart::TrimHorizon,
-        Some(n) => IteratorStart::AfterSequenceNumber(
-            SequenceNumber::new(index, Offset::new(n - 1)).to_string(),
-        ),
-        None if has_parents => IteratorStart::TrimHorizon,
+        // The checkpoint is the next offset to read: the record there, whenever it comes.
+        Some(n) => Start::At(SequenceNumber::new(index, Offset::new(n))),
+        None if has_parents => Start::TrimHorizon,
         None => match initial {
-            InitialPosition::TrimHorizon => IteratorStart::TrimHorizon,
-            InitialPosition::Latest => IteratorStart::Latest,
-            InitialPosition::AtTimestamp { ms } => IteratorStart::AtTimestamp(ms),
+            InitialPosition::TrimHorizon => Start::TrimHorizon,
+            InitialPosition::Latest => Start::Latest,
+            InitialPosition::AtTimestamp { ms } => Start::AtTimestamp(ms),
         },
     }
 }
@@ -1093,18 +1102,17 @@ impl Worker {
     where
         F: FnMut(&str, &[StreamRecord]) -> std::result::Result<(), E>,
     {
-        let leased = self.group.lease_shards(&self.id)?;
+        let (stream, leased) = self.group.lease_positions(&self.id)?;
         let mut report = RoundReport::default();
-        for shard in leased {
-            let index = shard.index;
-            report.shards.push(shard.shard_id.clone());
-            let out = self
-                .group
-                .store
-                .get_records(&shard.iterator, options.max_records.clamp(1, 10_000))?;
+        let limits = ReadLimits::records(options.max_records.clamp(1, MAX_GET_RECORDS));
+        for (shard, from) in leased {
+            let index = shard.index();
+            let shard_id = shard.to_string();
+            report.shards.push(shard_id.clone());
+            let out = stream.read(shard, from, limits)?;
             let outcome = match out.records.last() {
                 Some(last) => {
-                    if process(&shard.shard_id, &out.records).is_err() {
+                    if process(&shard_id, &out.records).is_err() {
                         report.failed_batches += 1;
                         continue;
                     }
@@ -1114,10 +1122,8 @@ impl Worker {
                     // A closed shard is finished only once a read past this batch is empty.
                     self.group.commit(&self.id, index, next, false)
                 }
-                None if out.next_shard_iterator.is_none() => {
-                    let stream = self.group.store.stream(&self.group.lock().stream)?;
-                    let end = stream.shard_ends()?.get(&index).copied().unwrap_or(0);
-                    self.group.commit(&self.id, index, end, true)
+                None if out.end.finished.is_some() => {
+                    self.group.commit(&self.id, index, out.end.next.get(), true)
                 }
                 None => Ok(()),
             };

@@ -77,8 +77,8 @@ pub use shard::{Deleted, FlushPolicy, Shard, ShardOptions};
 pub use store::{RetentionReport, Store, StoreOptions, StreamConfig, StreamModeConfig};
 pub use stream::{
     ChildShard, GetRecordsOutput, IteratorStart, ListShards, PageEnd, Put, PutFailure,
-    PutFailureReason, PutRecord, ShardDescription, ShardFilter, ShardPage, Stream,
-    StreamDescription, StreamRecord, StreamRecordRef,
+    PutFailureReason, PutRecord, ReadEnd, ShardDescription, ShardFilter, ShardPage, ShardRead,
+    Start, Stream, StreamDescription, StreamRecord, StreamRecordRef,
 };
 pub use types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits, Record};
 

@@ -106,6 +106,16 @@ impl Default for ReadLimits {
     }
 }
 
+impl ReadLimits {
+    /// At most `max_records` records, and the default's bytes.
+    pub fn records(max_records: usize) -> ReadLimits {
+        ReadLimits {
+            max_records,
+            ..ReadLimits::default()
+        }
+    }
+}
+
 /// The records one read returned and where the next read should start.
 #[derive(Debug, Clone, Default)]
 pub struct ReadBatch {

@@ -30,7 +30,6 @@ use crate::consumer::{ConsumerGroup, GroupConfig, InitialPosition, ShardCommit};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::sequence::SequenceNumber;
-use crate::stream::IteratorStart;
 use crate::{NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions};
 
 /// File of the delivery checkpoint in a delivery stream's directory.
@@ -1042,7 +1041,8 @@ impl DeliveryStream {
 
 /// Reads shard `index` of a stream from offset `from`: up to `max_bytes` of data (at least one
 /// record), or exactly the records below `to` when given. Also says whether the shard is closed
-/// and read to its end.
+/// and read to its end. Through the stream's typed read core: no iterator tokens, no GetRecords
+/// throttling, explicit hash keys kept.
 fn read_stream(
     store: &crate::Store,
     stream_name: &str,
@@ -1052,30 +1052,28 @@ fn read_stream(
     max_bytes: usize,
 ) -> Result<(Vec<Record>, bool)> {
     let stream = store.stream(stream_name)?;
-    let shard_id = crate::hash_key::shard_id(index);
-    let start = match from {
-        0 => IteratorStart::TrimHorizon,
-        n => IteratorStart::AfterSequenceNumber(
-            SequenceNumber::new(index, Offset::new(n - 1)).to_string(),
-        ),
-    };
-    let mut iterator = Some(stream.shard_iterator(&shard_id, start)?);
+    let shard = crate::hash_key::ShardId(index);
     let (mut out, mut bytes) = (Vec::new(), 0usize);
-    while let Some(token) = iterator {
-        let page = store.get_records(&token, 10_000)?;
-        if page.records.is_empty() {
-            return Ok((out, page.next_shard_iterator.is_none()));
+    let mut next = Offset::new(from);
+    loop {
+        let limits = ReadLimits {
+            max_records: 10_000,
+            max_bytes: crate::stream::MAX_GET_RECORDS_BYTES,
+        };
+        let read = stream.read(shard, next, limits)?;
+        if read.records.is_empty() {
+            return Ok((out, read.end.finished.is_some()));
         }
-        for r in page.records {
-            let offset = r.sequence_number.offset().get();
-            if to.is_some_and(|t| offset >= t) {
+        for r in read.records {
+            let offset = r.sequence_number.offset();
+            if to.is_some_and(|t| offset.get() >= t) {
                 return Ok((out, false));
             }
             bytes += r.data.len();
             out.push(Record {
-                offset: r.sequence_number.offset(),
+                offset,
                 arrival_ms: r.approximate_arrival_ms,
-                explicit_hash_key: None,
+                explicit_hash_key: r.explicit_hash_key,
                 partition_key: bytes::Bytes::from(r.partition_key.into_bytes()),
                 data: r.data,
             });
@@ -1083,9 +1081,11 @@ fn read_stream(
                 return Ok((out, false));
             }
         }
-        iterator = page.next_shard_iterator;
+        if read.end.finished.is_some() {
+            return Ok((out, true));
+        }
+        next = read.end.next;
     }
-    Ok((out, true))
 }
 
 fn check_record(data: &[u8]) -> std::result::Result<(), String> {

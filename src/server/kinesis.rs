@@ -1355,6 +1355,7 @@ mod tests {
                 sequence_number: SequenceNumber::new(shard, Offset::new(offset)),
                 approximate_arrival_ms: ms,
                 partition_key: key,
+                explicit_hash_key: None,
                 data: &data,
             };
             let mut direct = Vec::new();
@@ -1363,6 +1364,7 @@ mod tests {
                 sequence_number: r.sequence_number,
                 approximate_arrival_ms: ms,
                 partition_key: key.to_string(),
+                explicit_hash_key: None,
                 data: bytes::Bytes::from(data.clone()),
             };
             let b64 = RecordOutput::base64_data(std::slice::from_ref(&owned));

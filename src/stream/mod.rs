@@ -13,28 +13,28 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering as AtomicOrd
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::hash_key::{
     hash_key_of, hash_keys_of, parse_hash_key, parse_shard_id, shard_id, HashKeyRange, ShardId,
 };
-use crate::iterator::{IteratorKey, IteratorToken};
+use crate::iterator::IteratorKey;
 use crate::manifest::{Closed, ConsumerEntry, ShardEntry, StreamManifest, StreamMode};
 use crate::sequence::SequenceNumber;
 use crate::shard::{Problem, Shard, ShardOptions};
 use crate::throttle::ShardThrottle;
-use crate::types::{NewRecord, Offset, ReadLimits};
+use crate::types::{NewRecord, Offset};
+
+mod read;
+pub use read::{
+    ChildShard, GetRecordsOutput, IteratorStart, PageEnd, ReadEnd, ShardRead, Start, StreamRecord,
+    StreamRecordRef, MAX_GET_RECORDS, MAX_GET_RECORDS_BYTES,
+};
 
 /// Most records one put_records call takes.
 pub const MAX_PUT_RECORDS: usize = 500;
 /// Most bytes (data + partition keys) one put_records call takes.
 pub const MAX_PUT_RECORDS_BYTES: usize = 10 * 1024 * 1024;
-/// Most records one get_records call returns.
-pub const MAX_GET_RECORDS: usize = 10_000;
-/// Most bytes one get_records call returns.
-pub const MAX_GET_RECORDS_BYTES: usize = 10 * 1024 * 1024;
 /// Longest partition key, in characters.
 pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 /// Shortest retention, in hours.
@@ -110,109 +110,6 @@ pub enum PutFailureReason {
     Throttled,
     /// Anything else, e.g. an I/O error writing the shard.
     Internal,
-}
-
-/// Where to start reading a shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IteratorStart {
-    /// The oldest record still stored.
-    TrimHorizon,
-    /// Just after the newest record: only records put from now on.
-    Latest,
-    /// The record with this sequence number.
-    AtSequenceNumber(String),
-    /// The record after the one with this sequence number.
-    AfterSequenceNumber(String),
-    /// The first record that arrived at or after this time (ms since the Unix epoch).
-    AtTimestamp(i64),
-}
-
-/// A record as get_records returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamRecord {
-    /// Its sequence number.
-    pub sequence_number: SequenceNumber,
-    /// When the shard accepted it, ms since the Unix epoch.
-    pub approximate_arrival_ms: i64,
-    /// Partition key.
-    pub partition_key: String,
-    /// Payload: a zero-copy view into the shard's memory map.
-    pub data: Bytes,
-}
-
-/// A shard that follows a closed one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChildShard {
-    /// Its id.
-    pub shard_id: String,
-    /// The shards it came from (one for a split, two for a merge).
-    pub parent_shards: Vec<String>,
-    /// The hash keys it owns.
-    pub hash_key_range: HashKeyRange,
-}
-
-/// What get_records returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GetRecordsOutput {
-    /// The records, in order.
-    pub records: Vec<StreamRecord>,
-    /// The iterator to continue with; `None` once a closed shard has been read to its end.
-    pub next_shard_iterator: Option<String>,
-    /// How far behind the newest record of the shard the reader is, in ms (0 when caught up).
-    pub millis_behind_latest: i64,
-    /// Once a closed shard is read to its end: the shards to continue with.
-    pub child_shards: Vec<ChildShard>,
-}
-
-/// A record lent by [`Store::visit_records`](crate::Store::visit_records): borrowed from the
-/// shard's memory map for the duration of the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamRecordRef<'a> {
-    /// Its sequence number.
-    pub sequence_number: SequenceNumber,
-    /// When the shard accepted it, ms since the Unix epoch.
-    pub approximate_arrival_ms: i64,
-    /// Partition key.
-    pub partition_key: &'a str,
-    /// Payload.
-    pub data: &'a [u8],
-}
-
-/// Where a GetRecords page taken through [`Store::visit_records`](crate::Store::visit_records)
-/// ends: what [`GetRecordsOutput`] says besides the records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageEnd {
-    /// Records lent.
-    pub records: usize,
-    /// Their bytes (data + partition keys).
-    pub bytes: usize,
-    /// The iterator to continue with; `None` once a closed shard has been read to its end.
-    pub next_shard_iterator: Option<String>,
-    /// How far behind the newest record of the shard the reader is, in ms (0 when caught up).
-    pub millis_behind_latest: i64,
-    /// Once a closed shard is read to its end: the shards to continue with.
-    pub child_shards: Vec<ChildShard>,
-}
-
-/// What one page's read from a shard took.
-#[derive(Debug, Default)]
-struct PageRead {
-    next: Offset,
-    records: usize,
-    bytes: usize,
-    last_arrival_ms: Option<i64>,
-}
-
-impl PageRead {
-    fn take(&mut self, bytes: usize, arrival_ms: i64) {
-        self.records += 1;
-        self.bytes += bytes;
-        self.last_arrival_ms = Some(arrival_ms);
-    }
-}
-
-fn not_utf8(shard: &Shard, offset: Offset) -> Error {
-    Error::corrupt(shard.dir(), offset.get(), "partition key is not UTF-8")
 }
 
 /// A shard as describe and list_shards show it.
@@ -1049,224 +946,6 @@ impl Stream {
             .into_iter()
             .map(|r| r.expect("every entry was routed to exactly one group"))
             .collect())
-    }
-
-    /// An iterator for reading `shard_id` from `start`.
-    pub fn shard_iterator(&self, shard_id_text: &str, start: IteratorStart) -> Result<String> {
-        let topology = self.read_topology();
-        let entry = topology.entry_by_id(shard_id_text)?;
-        let index = entry.index;
-        let closed_end = entry.closed.map(|c| Offset::new(c.end_offset));
-        let slot = &topology.shards[&index];
-        let options = self.shard_options(&topology.manifest);
-        let shard_end = || -> Result<Offset> {
-            match closed_end {
-                Some(end) => Ok(end),
-                None => Ok(slot
-                    .open_if_exists(&options)?
-                    .map_or(Offset::new(0), |s| s.next_offset())),
-            }
-        };
-        let own_number = |text: &str| -> Result<Offset> {
-            SequenceNumber::parse(text)
-                .filter(|s| s.shard_index() == index)
-                .map(SequenceNumber::offset)
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "StartingSequenceNumber",
-                        format!(
-                            "{text:?} is not a sequence number of {shard_id_text} in stream {}",
-                            self.name
-                        ),
-                    )
-                })
-        };
-        let offset = match start {
-            IteratorStart::TrimHorizon => Offset::new(0),
-            IteratorStart::Latest => shard_end()?,
-            IteratorStart::AtSequenceNumber(text) => own_number(&text)?,
-            IteratorStart::AfterSequenceNumber(text) => {
-                own_number(&text)?.checked_next().ok_or_else(|| {
-                    Error::invalid(
-                        "StartingSequenceNumber",
-                        format!("{text} is the last sequence number {shard_id_text} can have: nothing comes after it"),
-                    )
-                })?
-            }
-            IteratorStart::AtTimestamp(t) => match slot.open_if_exists(&options)? {
-                Some(shard) => shard.seek_time(t)?.min(shard_end()?),
-                None => Offset::new(0),
-            },
-        };
-        let end = shard_end()?;
-        if offset > end {
-            return Err(Error::invalid(
-                "StartingSequenceNumber",
-                format!("offset {offset} is past the end ({end}) of {shard_id_text}"),
-            ));
-        }
-        Ok(IteratorToken {
-            stream: self.name.clone(),
-            stream_created_ms: topology.manifest.created_ms,
-            shard_index: index,
-            offset,
-            issued_ms: self.context.clock.now_ms(),
-        }
-        .encode(&self.context.iterator_key))
-    }
-
-    /// Reads from the position an iterator token names (already decoded and checked against this
-    /// stream by the store).
-    pub(crate) fn get_records(
-        &self,
-        token: &IteratorToken,
-        limit: usize,
-    ) -> Result<GetRecordsOutput> {
-        let mut records = Vec::new();
-        let end = self.read_page(token, limit, |shard, from, limits| {
-            let batch = shard.read(from, limits)?;
-            records.reserve(batch.records.len());
-            let mut page = PageRead::default();
-            for r in batch.records {
-                let partition_key = String::from_utf8(r.partition_key.to_vec())
-                    .map_err(|_| not_utf8(shard, r.offset))?;
-                page.take(partition_key.len() + r.data.len(), r.arrival_ms);
-                records.push(StreamRecord {
-                    sequence_number: SequenceNumber::new(token.shard_index, r.offset),
-                    approximate_arrival_ms: r.arrival_ms,
-                    partition_key,
-                    data: r.data,
-                });
-            }
-            page.next = batch.next_offset;
-            Ok(page)
-        })?;
-        Ok(GetRecordsOutput {
-            records,
-            next_shard_iterator: end.next_shard_iterator,
-            millis_behind_latest: end.millis_behind_latest,
-            child_shards: end.child_shards,
-        })
-    }
-
-    /// [`Stream::get_records`] lending each record to `visit` instead of collecting owned
-    /// copies: for callers that encode records and let them go (a wire serializer).
-    pub(crate) fn visit_records(
-        &self,
-        token: &IteratorToken,
-        limit: usize,
-        mut visit: impl FnMut(StreamRecordRef<'_>),
-    ) -> Result<PageEnd> {
-        self.read_page(token, limit, |shard, from, limits| {
-            let mut page = PageRead::default();
-            let mut bad_key = None;
-            page.next = shard.visit(from, limits, |r| {
-                if bad_key.is_some() {
-                    return;
-                }
-                let Ok(partition_key) = std::str::from_utf8(r.partition_key) else {
-                    bad_key = Some(r.offset);
-                    return;
-                };
-                page.take(partition_key.len() + r.data.len(), r.arrival_ms);
-                visit(StreamRecordRef {
-                    sequence_number: SequenceNumber::new(token.shard_index, r.offset),
-                    approximate_arrival_ms: r.arrival_ms,
-                    partition_key,
-                    data: r.data,
-                });
-            })?;
-            match bad_key {
-                Some(offset) => Err(not_utf8(shard, offset)),
-                None => Ok(page),
-            }
-        })
-    }
-
-    /// One GetRecords page: checks the limit and the iterator's age, applies the shard's read
-    /// throughput limits, lets `read` take the records from the shard, and works out where the
-    /// next page starts.
-    fn read_page(
-        &self,
-        token: &IteratorToken,
-        limit: usize,
-        read: impl FnOnce(&Shard, Offset, ReadLimits) -> Result<PageRead>,
-    ) -> Result<PageEnd> {
-        if !(1..=MAX_GET_RECORDS).contains(&limit) {
-            return Err(Error::invalid(
-                "Limit",
-                format!("{limit} is outside 1..={MAX_GET_RECORDS}"),
-            ));
-        }
-        let now = self.context.clock.now_ms();
-        if now.saturating_sub(token.issued_ms) > self.context.iterator_ttl.as_millis() as i64 {
-            return Err(Error::ExpiredIterator {
-                reason: format!(
-                    "issued {} ms ago; iterators last {} s",
-                    now - token.issued_ms,
-                    self.context.iterator_ttl.as_secs()
-                ),
-            });
-        }
-        let topology = self.read_topology();
-        let id = shard_id(token.shard_index);
-        let entry = topology
-            .entry(token.shard_index)
-            .ok_or_else(|| not_found_shard(&id))?;
-        let closed_end = entry.closed.map(|c| Offset::new(c.end_offset));
-        let slot = &topology.shards[&token.shard_index];
-        let limits = self.limits_apply(&topology.manifest);
-        if limits && !slot.throttle().try_read_call(now) {
-            return Err(self.throttled(token.shard_index, "5 GetRecords calls or 2 MiB per second"));
-        }
-        let shard = slot.open_if_exists(&self.shard_options(&topology.manifest))?;
-        let (page, latest) = match &shard {
-            Some(shard) => {
-                let page = read(
-                    shard,
-                    token.offset,
-                    ReadLimits {
-                        max_records: limit,
-                        max_bytes: MAX_GET_RECORDS_BYTES,
-                    },
-                )?;
-                (page, closed_end.unwrap_or_else(|| shard.next_offset()))
-            }
-            None => (
-                PageRead {
-                    next: token.offset,
-                    ..PageRead::default()
-                },
-                closed_end.unwrap_or(Offset::new(0)),
-            ),
-        };
-        if limits {
-            slot.throttle().charge_read(page.bytes);
-        }
-        let next = page.next;
-        let millis_behind_latest = match page.last_arrival_ms {
-            Some(last) if next < latest => now.saturating_sub(last).max(0),
-            _ => 0,
-        };
-        let finished = closed_end.is_some_and(|end| next >= end);
-        Ok(PageEnd {
-            records: page.records,
-            bytes: page.bytes,
-            next_shard_iterator: (!finished).then(|| {
-                IteratorToken {
-                    offset: next,
-                    issued_ms: now,
-                    ..token.clone()
-                }
-                .encode(&self.context.iterator_key)
-            }),
-            millis_behind_latest,
-            child_shards: if finished {
-                topology.children_of(token.shard_index)
-            } else {
-                Vec::new()
-            },
-        })
     }
 
     /// The stream's settings and shards.
