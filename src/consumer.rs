@@ -1216,12 +1216,15 @@ pub struct SubscriptionEvent {
 }
 
 /// A registered consumer's push-style subscription to one shard (Kinesis SubscribeToShard):
-/// records as they are appended, from any iterator position, within a throughput budget.
+/// records as they are appended, from any iterator position, within a throughput budget. Reads
+/// through the stream's typed core (its own budget stands in for GetRecords' limits).
 pub struct ShardSubscription {
     store: Arc<Store>,
-    shard: u32,
-    iterator: Option<String>,
-    continuation: String,
+    stream: String,
+    shard: ShardId,
+    /// Where the next read starts; `None` once a closed shard was delivered to its end.
+    next: Option<Offset>,
+    continuation: SequenceNumber,
     options: SubscribeOptions,
     /// Bytes the budget still allows, and when it was last refilled (store clock, ms).
     budget: (f64, i64),
@@ -1230,7 +1233,7 @@ pub struct ShardSubscription {
 impl std::fmt::Debug for ShardSubscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShardSubscription")
-            .field("shard", &shard_id(self.shard))
+            .field("shard", &self.shard)
             .field("continuation", &self.continuation)
             .finish()
     }
@@ -1252,23 +1255,21 @@ impl ShardSubscription {
                 name: consumer.to_string(),
             });
         }
-        let iterator = s.shard_iterator(shard_id_text, options.start.clone())?;
-        let (shard, offset) = store
-            .decode_iterator(&iterator)
-            .map(|t| (t.shard_index, t.offset.get()))
-            .ok_or_else(|| {
-                Error::invalid("ShardId", format!("{shard_id_text} gave no iterator"))
-            })?;
+        let shard = s.shard_by_id(shard_id_text)?;
+        let from = s.resolve(shard, s.typed_start(shard_id_text, &options.start)?)?;
         let now = store.options().shard.clock.now_ms();
         let capacity = options
             .max_bytes_per_sec
             .map_or(f64::INFINITY, |b| b as f64);
         Ok(ShardSubscription {
             store,
+            stream: stream.to_string(),
             shard,
-            iterator: Some(iterator),
-            continuation: SequenceNumber::new(shard, Offset::new(offset.saturating_sub(1)))
-                .to_string(),
+            next: Some(from),
+            continuation: SequenceNumber::new(
+                shard.index(),
+                Offset::new(from.get().saturating_sub(1)),
+            ),
             options,
             budget: (capacity, now),
         })
@@ -1290,16 +1291,11 @@ impl ShardSubscription {
     /// without any, an empty heartbeat. `None` once a closed shard was delivered to its end
     /// (the event before carried its child shards).
     pub fn next_event(&mut self, wait: Duration) -> Result<Option<SubscriptionEvent>> {
-        let Some(iterator) = self.iterator.clone() else {
+        let Some(from) = self.next else {
             return Ok(None);
         };
         let started = std::time::Instant::now();
-        let stream_name = self
-            .store
-            .decode_iterator(&iterator)
-            .map(|t| t.stream)
-            .unwrap_or_default();
-        let stream = self.store.stream(&stream_name)?;
+        let stream = self.store.stream(&self.stream)?;
         loop {
             // Taken before the read, so an append after it ends the wait below at once.
             let seen = stream.change_generation();
@@ -1309,15 +1305,11 @@ impl ShardSubscription {
                 let refill = (clock_now - at).max(0) as f64 / 1000.0 * rate as f64;
                 self.budget = ((left + refill).min(rate as f64), clock_now);
             }
-            let out = if self.budget.0 > 0.0 {
-                Some(self.store.get_records(&iterator, 10_000)?)
-            } else {
-                None
-            };
-            if let Some(mut out) = out {
+            if self.budget.0 > 0.0 {
+                let mut read = stream.read(self.shard, from, ReadLimits::default())?;
                 // Within the budget: cut the batch, and continue after its last record.
                 let mut bytes = 0.0;
-                let keep = out
+                let keep = read
                     .records
                     .iter()
                     .take_while(|r| {
@@ -1326,30 +1318,31 @@ impl ShardSubscription {
                         fits
                     })
                     .count();
-                let cut = keep < out.records.len();
-                out.records.truncate(keep);
-                self.budget.0 -= out.records.iter().map(|r| r.data.len() as f64).sum::<f64>();
-                if let Some(last) = out.records.last() {
-                    self.continuation = last.sequence_number.to_string();
+                let cut = keep < read.records.len();
+                read.records.truncate(keep);
+                self.budget.0 -= read
+                    .records
+                    .iter()
+                    .map(|r| r.data.len() as f64)
+                    .sum::<f64>();
+                if let Some(last) = read.records.last() {
+                    self.continuation = last.sequence_number;
                 }
-                let ended = out.next_shard_iterator.is_none() && !cut;
-                self.iterator = if cut {
-                    Some(stream.shard_iterator(
-                        &shard_id(self.shard),
-                        IteratorStart::AfterSequenceNumber(self.continuation.clone()),
-                    )?)
+                let children = if cut { None } else { read.end.finished };
+                let ended = children.is_some();
+                self.next = if cut {
+                    self.continuation.offset().checked_next()
                 } else if ended {
                     None
                 } else {
-                    // An open shard keeps its position in the iterator it returns.
-                    out.next_shard_iterator.or(Some(iterator.clone()))
+                    Some(read.end.next)
                 };
-                if !out.records.is_empty() || ended || started.elapsed() >= wait {
+                if !read.records.is_empty() || ended || started.elapsed() >= wait {
                     return Ok(Some(SubscriptionEvent {
-                        records: out.records,
-                        continuation_sequence_number: self.continuation.clone(),
-                        millis_behind_latest: out.millis_behind_latest,
-                        child_shards: if ended { out.child_shards } else { Vec::new() },
+                        records: read.records,
+                        continuation_sequence_number: self.continuation.to_string(),
+                        millis_behind_latest: read.end.millis_behind_latest,
+                        child_shards: children.unwrap_or_default(),
                     }));
                 }
                 // Caught up: sleep until the stream changes (or the wait is over).
@@ -1358,7 +1351,7 @@ impl ShardSubscription {
             } else if started.elapsed() >= wait {
                 return Ok(Some(SubscriptionEvent {
                     records: Vec::new(),
-                    continuation_sequence_number: self.continuation.clone(),
+                    continuation_sequence_number: self.continuation.to_string(),
                     millis_behind_latest: 0,
                     child_shards: Vec::new(),
                 }));

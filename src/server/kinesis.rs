@@ -966,13 +966,13 @@ impl Kinesis<'_> {
             shard_id,
             crate::consumer::SubscribeOptions::new(start),
         )?;
-        Ok(Output::Subscription(super::subscribe::Subscription {
+        Ok(Output::Subscription(Box::new(super::subscribe::Subscription {
             consumer_arn: arn,
             stream: stream.name().to_string(),
             shard_id: shard_id.to_string(),
             reader,
             cbor: false,
-        }))
+        })))
     }
 
     fn describe_limits(&self) -> Reply {

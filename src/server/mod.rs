@@ -379,7 +379,7 @@ async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
         },
         Ok(Output::Subscription(mut subscription)) => {
             subscription.cbor = codec == Codec::Cbor;
-            match subscribe::start(ctx, subscription) {
+            match subscribe::start(ctx, *subscription) {
                 Ok(body) => Response::builder()
                     .status(StatusCode::OK)
                     .header(

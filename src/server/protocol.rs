@@ -44,7 +44,7 @@ pub(crate) enum Output {
     Value(Value),
     Encoded(Vec<u8>),
     /// SubscribeToShard: an event stream the server keeps open.
-    Subscription(super::subscribe::Subscription),
+    Subscription(Box<super::subscribe::Subscription>),
 }
 
 impl From<Value> for Output {

@@ -382,6 +382,20 @@ impl Stream {
     pub fn shard_iterator(&self, shard_id_text: &str, start: IteratorStart) -> Result<String> {
         let topology = self.read_topology();
         let entry = topology.entry_by_id(shard_id_text)?;
+        let start = self.typed_start(shard_id_text, &start)?;
+        let offset = self.resolve_entry(&topology, entry, start)?;
+        Ok(self.token(&topology, entry.index, offset))
+    }
+
+    /// The shard called `shard_id_text` ([`Error::ResourceNotFound`] if the stream has none).
+    pub fn shard_by_id(&self, shard_id_text: &str) -> Result<ShardId> {
+        Ok(ShardId(
+            self.read_topology().entry_by_id(shard_id_text)?.index,
+        ))
+    }
+
+    /// `start` with its sequence number parsed; errors name the shard and the stream.
+    pub(crate) fn typed_start(&self, shard_id_text: &str, start: &IteratorStart) -> Result<Start> {
         let parse = |text: &str| -> Result<SequenceNumber> {
             SequenceNumber::parse(text).ok_or_else(|| {
                 Error::invalid(
@@ -393,15 +407,13 @@ impl Stream {
                 )
             })
         };
-        let start = match start {
+        Ok(match start {
             IteratorStart::TrimHorizon => Start::TrimHorizon,
             IteratorStart::Latest => Start::Latest,
-            IteratorStart::AtSequenceNumber(text) => Start::At(parse(&text)?),
-            IteratorStart::AfterSequenceNumber(text) => Start::After(parse(&text)?),
-            IteratorStart::AtTimestamp(t) => Start::AtTimestamp(t),
-        };
-        let offset = self.resolve_entry(&topology, entry, start)?;
-        Ok(self.token(&topology, entry.index, offset))
+            IteratorStart::AtSequenceNumber(text) => Start::At(parse(text)?),
+            IteratorStart::AfterSequenceNumber(text) => Start::After(parse(text)?),
+            IteratorStart::AtTimestamp(t) => Start::AtTimestamp(*t),
+        })
     }
 
     /// A shard iterator for reading `shard` from `start`: [`Stream::shard_iterator`] with typed
