@@ -86,3 +86,16 @@ pub use types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits, Record};
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+// The handles documented as `Send + Sync` are: a change that broke it would not compile.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Store>();
+    shared::<Stream>();
+    shared::<Shard>();
+    shared::<consumer::ConsumerGroup>();
+    #[cfg(feature = "firehose")]
+    shared::<firehose::DeliveryStream>();
+    #[cfg(feature = "firehose")]
+    shared::<firehose::Firehose>();
+};

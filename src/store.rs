@@ -38,8 +38,10 @@ pub struct StoreOptions {
     /// How shards store records (segment size, flush policy, clock). `max_record_bytes` is set per
     /// stream.
     pub shard: ShardOptions,
-    /// How often the background compactor deletes expired data (`None`: never by itself; call
-    /// [`Store::enforce_retention`]). Default: every minute.
+    /// How often the background thread runs: it deletes expired data, splits the hot shards of
+    /// on-demand streams and closes idle shards. `None`: there is no background thread, and
+    /// none of the three happens by itself (call [`Store::enforce_retention`],
+    /// [`Store::autoscale`] and [`Store::close_idle_shards`]). Default: every minute.
     pub retention_interval: Option<Duration>,
     /// How long a shard iterator stays valid (Kinesis: 5 minutes).
     pub iterator_ttl: Duration,
@@ -506,7 +508,8 @@ impl Store {
     }
 
     /// Deletes expired data in every stream now (the compactor does this every
-    /// `retention_interval`).
+    /// `retention_interval`). A stream that fails (a full disk, say) does not keep the others
+    /// from it; the first error is returned.
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
         enforce_retention(&self.inner)
     }
@@ -533,12 +536,29 @@ fn close_idle_shards(inner: &Inner) -> usize {
 }
 
 fn autoscale(inner: &Inner) -> Result<usize> {
-    let streams = all_streams(inner);
     let mut split = 0;
-    for stream in streams {
+    each_stream(inner, "autoscale", |stream| {
         split += stream.autoscale()?;
-    }
+        Ok(())
+    })?;
     Ok(split)
+}
+
+/// Runs `work` on every open stream; one stream's error does not keep the others from it. Each
+/// error is logged; the first is returned.
+fn each_stream(
+    inner: &Inner,
+    what: &str,
+    mut work: impl FnMut(&Stream) -> Result<()>,
+) -> Result<()> {
+    let mut first_error = None;
+    for stream in all_streams(inner) {
+        if let Err(e) = work(&stream) {
+            tracing::warn!(stream = %stream.name(), error = %e, "{what} failed; retried at the next pass");
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The streams open now, so background work can go through them without holding the map.
@@ -554,11 +574,11 @@ fn all_streams(inner: &Inner) -> Vec<Arc<Stream>> {
 
 fn enforce_retention(inner: &Inner) -> Result<RetentionReport> {
     let now = inner.context.clock.now_ms();
-    let streams = all_streams(inner);
     let mut report = RetentionReport::default();
-    for stream in streams {
+    each_stream(inner, "retention", |stream| {
         report.records += stream.enforce_retention(now)?;
-    }
+        Ok(())
+    })?;
     Ok(report)
 }
 
@@ -570,8 +590,8 @@ fn compactor_loop(inner: Weak<Inner>, interval: Duration) {
         if strong.shutdown.wait(interval) {
             return;
         }
-        // A failed pass (a full disk, say) is retried at the next interval; there is no caller
-        // to return the error to.
+        // A failed pass (a full disk, say) was logged per stream, and is retried at the next
+        // interval: there is no caller to return the error to.
         let _ = enforce_retention(&strong);
         let _ = autoscale(&strong);
         close_idle_shards(&strong);
@@ -590,6 +610,54 @@ impl Drop for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One stream failing does not stop retention for the others.
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn retention_goes_on_past_a_failing_stream() {
+        use crate::clock::{Clock, ManualClock};
+        use crate::stream::PutRecord;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let options = StoreOptions {
+            shard: crate::ShardOptions {
+                max_segment_age: Some(Duration::from_secs(3600)),
+                clock: Arc::clone(&clock) as Arc<dyn Clock>,
+                ..crate::ShardOptions::default()
+            },
+            retention_interval: None,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let streams = ["a", "b"].map(|name| {
+            let s = store
+                .create_stream(name, StreamConfig::provisioned(1))
+                .unwrap();
+            s.put_record(&PutRecord::new("k", b"old")).unwrap();
+            s
+        });
+        clock.advance(25 * 3_600_000);
+        for s in &streams {
+            // Rolls the expired segment: it can be deleted now.
+            s.put_record(&PutRecord::new("k", b"new")).unwrap();
+        }
+        let a_dir = streams[0].dir().to_path_buf();
+        crate::faults::arm(&a_dir, 0, 0);
+        assert!(store.enforce_retention().is_err(), "stream a failed");
+        crate::faults::reset(&a_dir);
+        let b = &streams[1];
+        let read = b
+            .read(
+                crate::ShardId(0),
+                crate::Offset::new(0),
+                crate::ReadLimits::default(),
+            )
+            .unwrap();
+        let data: Vec<&[u8]> = read.records.iter().map(|r| &r.data[..]).collect();
+        assert_eq!(data, [&b"new"[..]], "stream b's expired record is gone");
+        // Stream a kept its data, and the next pass deletes it.
+        assert_eq!(store.enforce_retention().unwrap().records, 1);
+    }
 
     #[test]
     fn a_second_store_on_the_same_directory_is_locked_out() {

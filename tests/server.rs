@@ -21,7 +21,7 @@ fn start(dir: &Path) -> (Server, Arc<Store>) {
         None,
         ServerOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
-            max_body_bytes: 8 * 1024 * 1024,
+            max_body_bytes: 16 * 1024 * 1024,
             ..ServerOptions::default()
         },
     )
@@ -150,10 +150,10 @@ fn bad_requests_get_the_models_errors_and_the_server_keeps_serving() {
     // A body over the limit is refused without being read into memory; a fresh connection works.
     let mut big = format!(
         "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
-        9 * 1024 * 1024
+        17 * 1024 * 1024
     )
     .into_bytes();
-    big.resize(big.len() + 9 * 1024 * 1024, b' ');
+    big.resize(big.len() + 17 * 1024 * 1024, b' ');
     let reply = c.raw_while_reading(big).unwrap();
     assert_eq!(
         (reply.status, error_type(&reply).as_str()),
@@ -192,7 +192,8 @@ fn bad_requests_get_the_models_errors_and_the_server_keeps_serving() {
         )
         .unwrap();
     assert_eq!(error_type(&too_many), "ValidationException");
-    let records: Vec<_> = (0..6)
+    // Over the 10 MiB a PutRecords call takes (each record within its own 1 MiB).
+    let records: Vec<_> = (0..11)
         .map(|_| json!({"PartitionKey": "k", "Data": b64(1000 * 1024)}))
         .collect();
     let too_much = c

@@ -10,9 +10,10 @@ use super::context::Context;
 use super::error::ApiError;
 use super::protocol::{lower_first, tag_page, timestamp, Input, Output};
 use super::records::{child_shards_json, hash_range_json};
+// PutRecords' limits are the stream's (Kinesis: 500 records, 10 MiB since records may be 10 MiB).
 use crate::stream::{
     check_stream_name, IteratorStart, ListShards, PutFailureReason, PutRecord, ShardDescription,
-    ShardFilter, Stream,
+    ShardFilter, Stream, MAX_PUT_RECORDS, MAX_PUT_RECORDS_BYTES,
 };
 use crate::{ConsumerEntry, StreamConfig, StreamMode, StreamModeConfig};
 
@@ -20,10 +21,6 @@ use crate::{ConsumerEntry, StreamConfig, StreamMode, StreamModeConfig};
 const MAX_PAGE: i64 = 10_000;
 /// Default page of DescribeStream and ListStreams.
 const DEFAULT_PAGE: i64 = 100;
-/// PutRecords: records per call.
-const MAX_PUT_RECORDS: usize = 500;
-/// PutRecords: data and partition keys per call.
-const MAX_PUT_RECORDS_BYTES: usize = 5 * 1024 * 1024;
 
 type Reply = Result<Value, ApiError>;
 
@@ -966,13 +963,15 @@ impl Kinesis<'_> {
             shard_id,
             crate::consumer::SubscribeOptions::new(start),
         )?;
-        Ok(Output::Subscription(Box::new(super::subscribe::Subscription {
-            consumer_arn: arn,
-            stream: stream.name().to_string(),
-            shard_id: shard_id.to_string(),
-            reader,
-            cbor: false,
-        })))
+        Ok(Output::Subscription(Box::new(
+            super::subscribe::Subscription {
+                consumer_arn: arn,
+                stream: stream.name().to_string(),
+                shard_id: shard_id.to_string(),
+                reader,
+                cbor: false,
+            },
+        )))
     }
 
     fn describe_limits(&self) -> Reply {
