@@ -135,6 +135,27 @@ impl ShardId {
     pub fn parse(text: &str) -> Option<ShardId> {
         parse_shard_id(text).map(ShardId)
     }
+
+    /// Parses a shard id as Kinesis reads one a caller gives: the digits after the last `-`, or
+    /// the whole text if it has none, so `shardId-000000000002`, `shardId-2`, `shard-2`,
+    /// `anything-2` and `2` all name `shardId-000000000002`.
+    pub fn parse_loose(text: &str) -> Option<ShardId> {
+        let digits = text.rsplit('-').next().unwrap_or(text);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // Leading zeros of any number; the value must fit an index.
+        let significant = digits.trim_start_matches('0');
+        if significant.len() > 10 {
+            return None;
+        }
+        let value: u64 = if significant.is_empty() {
+            0
+        } else {
+            significant.parse().ok()?
+        };
+        u32::try_from(value).ok().map(ShardId)
+    }
 }
 
 impl std::fmt::Display for ShardId {
@@ -172,6 +193,36 @@ pub fn parse_shard_id(id: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_ids_given_by_callers_are_read_as_kinesis_reads_them() {
+        for (text, index) in [
+            ("shardId-000000000002", Some(2)),
+            ("shardId-2", Some(2)),
+            ("shard-2", Some(2)),
+            ("anything-at-all-2", Some(2)),
+            ("2", Some(2)),
+            ("0", Some(0)),
+            ("shardId-0000000000000000000007", Some(7)),
+            ("2147483647", Some(2_147_483_647)),
+            ("4294967295", Some(u32::MAX)),
+            ("4294967296", None),
+            ("99999999999999999999", None),
+            ("shardId-", None),
+            ("shardId-x1", None),
+            ("", None),
+            ("-", None),
+            ("+1", None),
+        ] {
+            assert_eq!(
+                ShardId::parse_loose(text).map(ShardId::index),
+                index,
+                "{text:?}"
+            );
+        }
+        // Ids this crate writes stay strict.
+        assert_eq!(ShardId::parse("shardId-2"), None);
+    }
 
     #[test]
     fn md5_routing_matches_kinesis() {

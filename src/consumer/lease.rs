@@ -240,7 +240,7 @@ impl ConsumerGroup {
     /// children can be leased. The shard must be closed, with nothing left to read after the
     /// checkpoint.
     pub fn finish_shard(&self, worker: &str, shard_id_text: &str) -> Result<()> {
-        let index = ShardId::parse(shard_id_text)
+        let index = ShardId::parse_loose(shard_id_text)
             .map(ShardId::index)
             .ok_or_else(|| {
                 Error::invalid("ShardId", format!("{shard_id_text:?} is not a shard id"))

@@ -232,7 +232,7 @@ impl Kinesis<'_> {
         let limit = page_limit(input.opt_i64("Limit")?)?;
         let after = match input.opt_str("ExclusiveStartShardId")? {
             Some(id) => Some(
-                crate::ShardId::parse(id)
+                crate::ShardId::parse_loose(id)
                     .ok_or_else(|| ApiError::invalid(format!("{id:?} is not a shard id")))?
                     .index(),
             ),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::Stream;
 use crate::error::{Error, Result};
-use crate::hash_key::{parse_shard_id, shard_id, HashKeyRange, ShardId};
+use crate::hash_key::{shard_id, HashKeyRange, ShardId};
 use crate::manifest::{ConsumerEntry, ShardEntry, StreamMode};
 use crate::sequence::SequenceNumber;
 use crate::types::Offset;
@@ -160,9 +160,13 @@ impl Stream {
         let topology = self.read_topology();
         let shards = &topology.manifest.shards;
         let after = match filter {
-            ShardFilter::AfterShardId(id) => Some(parse_shard_id(id).ok_or_else(|| {
-                Error::invalid("ShardFilter.ShardId", format!("{id:?} is not a shard id"))
-            })?),
+            ShardFilter::AfterShardId(id) => Some(
+                ShardId::parse_loose(id)
+                    .ok_or_else(|| {
+                        Error::invalid("ShardFilter.ShardId", format!("{id:?} is not a shard id"))
+                    })?
+                    .index(),
+            ),
             _ => None,
         };
         // The shards holding the trim horizon: those with no parent still listed.

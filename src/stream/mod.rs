@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::hash_key::{parse_shard_id, shard_id, HashKeyRange};
+use crate::hash_key::{parse_shard_id, shard_id, HashKeyRange, ShardId};
 use crate::iterator::IteratorKey;
 use crate::manifest::{ShardEntry, StreamManifest};
 use crate::shard::{Problem, Shard, ShardOptions};
@@ -343,10 +343,14 @@ impl Topology {
             .map(|i| &self.manifest.shards[i])
     }
 
+    /// The shard a caller names, read as Kinesis reads shard ids ([`ShardId::parse_loose`]).
     fn entry_by_id(&self, id: &str) -> Result<&ShardEntry> {
-        parse_shard_id(id)
-            .and_then(|i| self.entry(i))
-            .ok_or_else(|| not_found_shard(id))
+        match ShardId::parse_loose(id) {
+            Some(shard) => self
+                .entry(shard.index())
+                .ok_or_else(|| not_found_shard(&shard.to_string())),
+            None => Err(not_found_shard(id)),
+        }
     }
 
     fn route(&self, hash_key: u128) -> u32 {
