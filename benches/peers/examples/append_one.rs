@@ -4,7 +4,9 @@
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args.next().expect("a directory");
-    let n: u64 = args.next().map_or(2_000_000, |s| s.parse().expect("a count"));
+    let n: u64 = args
+        .next()
+        .map_or(2_000_000, |s| s.parse().expect("a count"));
     let _ = std::fs::remove_dir_all(&dir);
     let options = shardlog::ShardOptions {
         flush: shardlog::FlushPolicy::Never,
