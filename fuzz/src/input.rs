@@ -1,6 +1,16 @@
-// Fuzz input read as small numbers, for the model-based targets (`operations`, `store`). Each
-// includes this file as a module of its own (`#[path]`), so the tests that compile a target's
-// body alone (tests/fuzz_*.rs) need nothing else.
+// Fuzz input read as small numbers, and the `trace!` macro, for the model-based targets
+// (`operations`, `store`). Each includes this file as a module of its own (`#[path]`,
+// `#[macro_use]`), so the tests that compile a target's body alone (tests/fuzz_*.rs) need
+// nothing else.
+
+/// Prints what the harness does when `SHARDLOG_FUZZ_TRACE` is set (to replay a finding).
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if std::env::var_os("SHARDLOG_FUZZ_TRACE").is_some() {
+            eprintln!($($arg)*);
+        }
+    };
+}
 
 /// Bytes of fuzz input, read as small numbers; zeros once it runs out.
 pub(crate) struct Input<'a>(pub(crate) &'a [u8]);

@@ -24,17 +24,9 @@ use shardlog::{
 };
 
 #[path = "input.rs"]
+#[macro_use]
 mod input;
 use input::Input;
-
-/// Prints what the harness does when `SHARDLOG_FUZZ_TRACE` is set (to replay a finding).
-macro_rules! trace {
-    ($($arg:tt)*) => {
-        if std::env::var_os("SHARDLOG_FUZZ_TRACE").is_some() {
-            eprintln!($($arg)*);
-        }
-    };
-}
 
 const T0: i64 = 1_700_000_000_000;
 
