@@ -130,12 +130,21 @@ impl LazyFs {
         self.mount.join("data")
     }
 
+    /// Whether LazyFS itself is gone: its process exited (it has crashed with a segfault in its
+    /// page cache, seen in `dmesg`) or its mount no longer answers.
+    fn crashed(&mut self) -> bool {
+        let exited = !matches!(self.process.try_wait(), Ok(None));
+        exited || !self.is_mounted() || std::fs::metadata(&self.mount).is_err()
+    }
+
     /// Drops every write not yet fsynced, and waits until LazyFS says it has.
+    ///
+    /// Never blocks on a LazyFS that is gone: the command FIFO is opened non-blocking (LazyFS keeps
+    /// it open for reading while it runs, so only a dead LazyFS gives `ENXIO`), and the answer is
+    /// awaited with a timeout. Either failure panics, and [`on_lazyfs`] tells a crashed LazyFS from
+    /// a failing shardlog.
     fn cut_power(&self) {
-        assert!(
-            self.is_mounted(),
-            "LazyFS is gone: it crashed (see dmesg), so this run says nothing about shardlog"
-        );
+        assert!(self.is_mounted(), "{LAZYFS_GONE}");
         let (tx, rx) = mpsc::channel();
         // Open for reading before the command goes out, so LazyFS's answer finds a reader (read and
         // write: opening a FIFO so never waits for the other end).
@@ -149,23 +158,70 @@ impl LazyFs {
             let _ = BufReader::new(done).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let mut fifo = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.faults_fifo)
-            .unwrap();
+        let mut fifo = self.open_command_fifo();
         fifo.write_all(b"lazyfs::clear-cache\n").unwrap();
         drop(fifo);
         let reply = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("LazyFS confirms the cleared cache");
+            .expect("LazyFS confirms the cleared cache within 30 s");
         assert!(reply.contains("finished::clear-cache"), "{reply:?}");
     }
+
+    /// LazyFS's command FIFO, open for writing. LazyFS opens its end a moment after it mounts, so
+    /// `ENXIO` (no reader) is retried for a few seconds before it means LazyFS is gone.
+    fn open_command_fifo(&self) -> std::fs::File {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let opened = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(&self.faults_fifo);
+            match opened {
+                Ok(fifo) => return fifo,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+                    assert!(Instant::now() < deadline, "{LAZYFS_GONE}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("open {}: {e}", self.faults_fifo.display()),
+            }
+        }
+    }
+}
+
+const LAZYFS_GONE: &str =
+    "LazyFS is gone: it crashed (see dmesg), so this run says nothing about shardlog";
+
+/// How many times a scenario is run on a fresh mount when LazyFS crashes under it.
+const LAZYFS_ATTEMPTS: usize = 3;
+
+/// Runs `scenario` on a fresh LazyFS mount (or prints `SKIPPED`, see [`LazyFs::mount`]). LazyFS
+/// itself sometimes crashes under rapid file replacement; a scenario that fails because of that
+/// says nothing about shardlog, so it is run again on a fresh mount (with a fresh seed), up to
+/// [`LAZYFS_ATTEMPTS`] times. Any failure while LazyFS is alive fails the test at once.
+fn on_lazyfs(scenario: impl Fn(&LazyFs)) {
+    for attempt in 1..=LAZYFS_ATTEMPTS {
+        let Some(mut fs) = LazyFs::mount() else {
+            return;
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&fs)));
+        match outcome {
+            Ok(()) => return,
+            Err(panic) if !fs.crashed() => std::panic::resume_unwind(panic),
+            Err(_) => eprintln!(
+                "LazyFS crashed under attempt {attempt} of {LAZYFS_ATTEMPTS} (see dmesg); \
+                 the failure above is LazyFS's, not shardlog's"
+            ),
+        }
+    }
+    panic!("LazyFS crashed under all {LAZYFS_ATTEMPTS} attempts: nothing was proven");
 }
 
 impl Drop for LazyFs {
     fn drop(&mut self) {
+        // `-z`: a crashed LazyFS leaves a mount that no longer answers; detach it all the same.
         let _ = Command::new("fusermount3")
-            .arg("-u")
+            .arg("-uz")
             .arg(&self.mount)
             .status();
         let _ = self.process.kill();
@@ -322,8 +378,7 @@ fn create_stream(addr: SocketAddr, name: &str, shards: u32) {
 
 /// Under a syncing policy, `cuts` power cuts at random moments of a put load, each followed by a
 /// restart that must find every record acknowledged so far, in this cycle and all before it.
-fn puts_survive_power_cuts(flush: &str, cuts: usize) {
-    let Some(fs) = LazyFs::mount() else { return };
+fn puts_survive_power_cuts(fs: &LazyFs, flush: &str, cuts: usize) {
     let mut rng = common::crash_rng(&format!("power loss {flush}"));
     let mut all_acked: Vec<Acked> = Vec::new();
     for cut in 0..cuts {
@@ -359,19 +414,22 @@ fn puts_survive_power_cuts(flush: &str, cuts: usize) {
 
 #[test]
 fn acknowledged_puts_survive_power_cuts_under_always() {
-    puts_survive_power_cuts("always", 8);
+    on_lazyfs(|fs| puts_survive_power_cuts(fs, "always", 8));
 }
 
 #[test]
 fn acknowledged_puts_survive_power_cuts_under_group_commit() {
-    puts_survive_power_cuts("group", 8);
+    on_lazyfs(|fs| puts_survive_power_cuts(fs, "group", 8));
 }
 
 /// `Never` promises nothing about a machine crash except a store that opens and returns no record
 /// that was not put: whatever survives is checked against what was sent.
 #[test]
 fn under_never_a_power_cut_loses_only_unsynced_records_and_corrupts_nothing() {
-    let Some(fs) = LazyFs::mount() else { return };
+    on_lazyfs(never_scenario);
+}
+
+fn never_scenario(fs: &LazyFs) {
     let mut rng = common::crash_rng("power loss never");
     // Every record acknowledged under each sequence number: a cut under `Never` may lose what a
     // sequence number named, and the number is then handed out again.
@@ -410,7 +468,10 @@ fn under_never_a_power_cut_loses_only_unsynced_records_and_corrupts_nothing() {
 /// stream is gone; every acknowledged record of a surviving stream is readable.
 #[test]
 fn acknowledged_stream_changes_survive_power_cuts() {
-    let Some(fs) = LazyFs::mount() else { return };
+    on_lazyfs(stream_changes_scenario);
+}
+
+fn stream_changes_scenario(fs: &LazyFs) {
     let mut rng = common::crash_rng("power loss admin");
     // What the store must show: stream -> open shard count (None: deleted).
     let mut expected: HashMap<String, Option<usize>> = HashMap::new();
@@ -561,7 +622,10 @@ fn consume_and_checkpoint(c: &mut Client, worker: &str) -> Option<Vec<Progress>>
 /// that survived.
 #[test]
 fn acknowledged_checkpoints_survive_power_cuts() {
-    let Some(fs) = LazyFs::mount() else { return };
+    on_lazyfs(checkpoints_scenario);
+}
+
+fn checkpoints_scenario(fs: &LazyFs) {
     let mut rng = common::crash_rng("power loss checkpoints");
     let mut all_acked: Vec<Acked> = Vec::new();
     // shard -> the furthest acknowledged checkpoint.
@@ -732,7 +796,10 @@ fn delivered_lines(bucket: &Path) -> Vec<String> {
 /// delivered once the restarted server catches up, and no record is delivered twice.
 #[test]
 fn firehose_delivers_every_acknowledged_record_exactly_once_across_power_cuts() {
-    let Some(fs) = LazyFs::mount() else { return };
+    on_lazyfs(firehose_scenario);
+}
+
+fn firehose_scenario(fs: &LazyFs) {
     let mut rng = common::crash_rng("power loss firehose");
     let bucket = fs.data().join("objects/fh-bucket");
     let mut acked: Vec<String> = Vec::new();
