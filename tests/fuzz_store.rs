@@ -1,7 +1,7 @@
 //! The `store` fuzz target's body (fuzz/src/store.rs) over its committed seeds in
-//! fuzz/seeds/store: stream creates and deletes, puts, reshards, retention changes and
-//! consumer-group checkpoints with an I/O fault armed anywhere under the data directory, power
-//! cuts, and a model of what must survive. Needs the `failpoints` feature (`cargo test --release
+//! fuzz/seeds/store: stream creates and deletes, puts, reshards, retention changes and runs,
+//! consumer-group checkpoints and Firehose puts and deliveries, with an I/O fault armed anywhere
+//! under the data directory, power cuts, and a model of what must survive. Needs the `failpoints` feature (`cargo test --release
 //! --features failpoints`). `SHARDLOG_SEEDS=DIR` runs the seeds of another directory (one failing
 //! input, with `SHARDLOG_FUZZ_TRACE=1`).
 

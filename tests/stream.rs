@@ -737,6 +737,50 @@ fn retention_deletes_old_records_and_expired_closed_shards_disappear() {
     assert_eq!(s.describe().retention_hours, 24);
 }
 
+/// A closed shard retention removed from the manifest but not from the disk (a crash or a
+/// failed removal between the two) is removed by the next retention run and by the next open;
+/// a directory of an index the stream never gave out (a reshard's child being made) stays.
+#[test]
+fn shard_directories_retention_forgot_are_removed_later() {
+    let (dir, clock, store) = store();
+    let s = store
+        .create_stream("s", StreamConfig::provisioned(1))
+        .unwrap();
+    s.put_record(&PutRecord::new("k", b"old")).unwrap();
+    s.split_shard("shardId-000000000000", &(u128::MAX / 2).to_string())
+        .unwrap();
+    clock.advance(25 * HOUR);
+    store.enforce_retention().unwrap();
+    assert_eq!(
+        s.describe().shards.len(),
+        2,
+        "shard 0 expired and is forgotten"
+    );
+    let shards = dir.path().join("streams/s/shards");
+    let forgotten = shards.join("shardId-000000000000");
+    let unborn = shards.join("shardId-000000000099");
+    let leave = |path: &std::path::Path| {
+        std::fs::create_dir_all(path).unwrap();
+        std::fs::write(path.join("00000000000000000000.seg"), b"left behind").unwrap();
+    };
+    leave(&forgotten);
+    leave(&unborn);
+    let problems = shardlog::stream::verify_layout(&dir.path().join("streams/s")).unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+
+    store.enforce_retention().unwrap();
+    assert!(!forgotten.exists(), "the next retention run removes it");
+    assert!(unborn.exists(), "not an index the stream gave out");
+
+    leave(&forgotten);
+    drop(s);
+    drop(store);
+    let store = Store::open(dir.path(), options(&clock)).unwrap();
+    assert_eq!(store.stream("s").unwrap().describe().shards.len(), 2);
+    assert!(!forgotten.exists(), "opening the stream removes it");
+    assert!(unborn.exists());
+}
+
 #[test]
 fn a_reader_inside_expired_data_continues_at_the_oldest_record() {
     let (_dir, clock, store) = store();

@@ -1,7 +1,8 @@
 // Body of the `store` fuzz target: power cuts under a whole store. Arbitrary sequences of stream
-// creates and deletes, PutRecords, resharding (UpdateShardCount), retention-period changes and
-// consumer-group checkpoints, with an I/O fault armed at any file operation under the data
-// directory (a write, sync, rename, directory creation or removal; a write may be torn). The
+// creates and deletes, PutRecords, resharding (UpdateShardCount), retention-period changes,
+// retention runs after the clock jumps, consumer-group checkpoints, and a Firehose delivery stream
+// (create, PutRecordBatch, delivery into a local directory under the data directory), with an I/O
+// fault armed at any file operation under the data directory (a write, sync, rename, directory creation or removal; a write may be torn). The
 // first error ends the process's life: everything is dropped and, under `Always` and
 // `GroupCommit`, the power is cut (`faults::power_cut` over every file of the store; directory
 // changes are kept in order, as ext4's journal keeps them). Under `Never` the process is only
@@ -12,7 +13,11 @@
 // - an acknowledged stream exists and opens (a stream is never half made or half deleted), an
 //   acknowledged delete is gone; the failed create or delete left the stream whole or absent;
 // - an acknowledged reshard or retention change is there; a failed one is all or nothing;
-// - an acknowledged checkpoint is there (never behind); none points past the records stored.
+// - an acknowledged checkpoint is there (never behind); none points past the records stored;
+// - records are only ever lost to retention, and only once older than the shortest period;
+// - the delivery stream exists once acknowledged; every delivered Firehose record was put (the
+//   failed call's may be), none is delivered twice, ever; at the end, after a flush, every
+//   acknowledged Firehose record is delivered exactly once.
 //
 // Shared by the cargo-fuzz target and by `cargo test --features failpoints`
 // (tests/fuzz_store.rs), which runs it over the committed seeds. `unwrap`/`expect` here are on
@@ -25,6 +30,9 @@ use std::time::Duration;
 
 use shardlog::consumer::{ConsumerGroup, GroupConfig, InitialPosition};
 use shardlog::faults;
+use shardlog::firehose::{
+    DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose, FirehoseOptions, SourceStart,
+};
 use shardlog::stream::{IteratorStart, PutRecord};
 use shardlog::{
     Clock, FlushPolicy, ManualClock, SequenceNumber, ShardOptions, Store, StoreOptions,
@@ -40,6 +48,12 @@ const T0: i64 = 1_700_000_000_000;
 const STREAMS: [&str; 3] = ["orders", "clicks", ".hidden"];
 const GROUP: &str = "billing";
 const WORKER: &str = "w";
+const DELIVERY: &str = "archive";
+/// Where the delivery stream's objects go: under the data directory, so faults and power cuts
+/// reach them too.
+const DELIVERED: &str = "delivered";
+/// The shortest retention period the target sets: a record younger than this is never lost.
+const MIN_RETENTION_MS: i64 = 24 * 3_600_000;
 
 /// What the model knows of one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +79,8 @@ struct Uncertain {
     retention_hours: Option<(String, u32)>,
     /// A checkpoint (shard index, next offset) that may have been written.
     checkpoint: Option<(u32, u64)>,
+    /// The delivery stream may have been created.
+    delivery_stream: bool,
 }
 
 struct Harness {
@@ -80,6 +96,15 @@ struct Harness {
     group_stream: Option<i64>,
     checkpoints: BTreeMap<u32, u64>,
     next_id: u64,
+    /// When each record was put (the clock only moves forward).
+    put_at: BTreeMap<u64, i64>,
+    firehose: Option<Firehose>,
+    /// The delivery stream was acknowledged created.
+    delivery_stream: bool,
+    /// Firehose records acknowledged, and records of failed puts (they may be buffered, so they
+    /// may be delivered, once).
+    delivery_acked: BTreeSet<u64>,
+    delivery_maybe: BTreeSet<u64>,
 }
 
 /// A record read back: its id, partition key and shard.
@@ -142,20 +167,32 @@ impl Harness {
         };
         let dir = tempfile::tempdir().unwrap();
         faults::reset(dir.path());
-        let store = Store::open(dir.path(), options.clone()).expect("a new store opens");
+        let store = Arc::new(Store::open(dir.path(), options.clone()).expect("a new store opens"));
+        let firehose = open_firehose(&store, flush);
         faults::mark_durable(dir.path()).unwrap();
         Harness {
             dir,
             options,
             clock,
             durable_policy: flush != FlushPolicy::Never,
-            store: Some(Arc::new(store)),
+            store: Some(store),
             group: None,
             streams: BTreeMap::new(),
             group_stream: None,
             checkpoints: BTreeMap::new(),
             next_id: 0,
+            put_at: BTreeMap::new(),
+            firehose: Some(firehose),
+            delivery_stream: false,
+            delivery_acked: BTreeSet::new(),
+            delivery_maybe: BTreeSet::new(),
         }
+    }
+
+    fn firehose(&self) -> &Firehose {
+        self.firehose
+            .as_ref()
+            .expect("the delivery service is open between operations")
     }
 
     fn store(&self) -> &Arc<Store> {
@@ -238,6 +275,7 @@ impl Harness {
             .map(|_| {
                 let id = self.next_id;
                 self.next_id += 1;
+                self.put_at.insert(id, self.clock.now_ms());
                 let key = format!("k{}", input.byte() % 8);
                 let mut data = id.to_le_bytes().to_vec();
                 data.resize(8 + usize::from(input.byte()) * 4, 0xA5);
@@ -433,10 +471,113 @@ impl Harness {
         }
     }
 
+    /// Moves the clock forward by up to 40 hours and runs retention: records older than a
+    /// stream's period may go (whole segments), nothing younger may.
+    fn expire(&mut self, input: &mut Input<'_>) {
+        let hours = 1 + i64::from(input.byte() % 40);
+        self.clock.advance(hours * 3_600_000);
+        trace!("retention run {hours} h later");
+        if let Err(e) = self.store().enforce_retention() {
+            self.failed(input, "retention", e, Uncertain::default());
+        }
+    }
+
+    fn create_delivery_stream(&mut self, input: &mut Input<'_>) {
+        trace!("create delivery stream");
+        let config = DeliveryStreamConfig {
+            delivery: DeliveryConfig {
+                record_delimiter: Some(b"\n".to_vec()),
+                ..DeliveryConfig::default()
+            },
+            destination: DestinationConfig::LocalDirectory {
+                path: self.dir.path().join(DELIVERED),
+            },
+            transform: None,
+            source_stream: None,
+            source_start: SourceStart::TrimHorizon,
+            tags: Default::default(),
+            settings: Default::default(),
+        };
+        match self.firehose().create_delivery_stream(DELIVERY, config) {
+            Ok(_) => {
+                assert!(!self.delivery_stream, "created the delivery stream twice");
+                self.delivery_stream = true;
+            }
+            Err(shardlog::Error::ResourceInUse { .. }) if self.delivery_stream => {}
+            Err(e) => {
+                assert!(!self.delivery_stream, "create of an existing one: {e}");
+                let u = Uncertain {
+                    delivery_stream: true,
+                    ..Uncertain::default()
+                };
+                self.failed(input, "create delivery stream", e, u)
+            }
+        }
+    }
+
+    fn delivery_put(&mut self, input: &mut Input<'_>) {
+        if !self.delivery_stream {
+            return;
+        }
+        let count = 1 + u64::from(input.byte() % 8);
+        let ids: Vec<u64> = (self.next_id..self.next_id + count).collect();
+        self.next_id += count;
+        trace!("delivery put {count} (ids from {})", ids[0]);
+        let datas: Vec<Vec<u8>> = ids.iter().map(|id| id.to_string().into_bytes()).collect();
+        let records: Vec<&[u8]> = datas.iter().map(Vec::as_slice).collect();
+        let stream = self
+            .firehose()
+            .delivery_stream(DELIVERY)
+            .expect("an acknowledged delivery stream opens");
+        match stream.put_record_batch(&records) {
+            Ok(results) => {
+                assert!(results.iter().all(Result::is_ok), "valid records refused");
+                self.delivery_acked.extend(ids);
+            }
+            Err(e) => {
+                drop(stream);
+                self.delivery_maybe.extend(ids);
+                self.failed(input, "delivery put", e, Uncertain::default())
+            }
+        }
+    }
+
+    /// Delivers everything buffered (a failure acknowledges nothing new).
+    fn deliver(&mut self, input: &mut Input<'_>) {
+        if !self.delivery_stream {
+            return;
+        }
+        trace!("deliver");
+        let stream = self
+            .firehose()
+            .delivery_stream(DELIVERY)
+            .expect("an acknowledged delivery stream opens");
+        if let Err(e) = stream.flush() {
+            drop(stream);
+            self.failed(input, "deliver", e, Uncertain::default())
+        }
+    }
+
+    /// Checks what has been delivered so far: only records that were put, none twice. Returns
+    /// the delivered ids.
+    fn check_delivered(&self) -> BTreeSet<u64> {
+        let mut delivered = BTreeSet::new();
+        for line in delivered_lines(&self.dir.path().join(DELIVERED)) {
+            let id: u64 = line.parse().expect("every delivered line is a record id");
+            assert!(
+                self.delivery_acked.contains(&id) || self.delivery_maybe.contains(&id),
+                "delivered record {id} was never put"
+            );
+            assert!(delivered.insert(id), "record {id} delivered twice");
+        }
+        delivered
+    }
+
     /// Drops everything, applies the crash model, reopens, and checks the store against the
     /// model with what `u` may have left; what it holds becomes the model.
     fn crash(&mut self, input: &mut Input<'_>, u: Uncertain) {
         self.group = None;
+        self.firehose = None;
         if let Some(store) = self.store.take() {
             assert_eq!(
                 Arc::strong_count(&store),
@@ -498,6 +639,18 @@ impl Harness {
         }
         self.streams = next;
         self.check_checkpoints(&store, &u);
+        let firehose = open_firehose(&store, self.options.shard.flush);
+        let listed = firehose
+            .list_delivery_streams()
+            .contains(&DELIVERY.to_string());
+        assert!(
+            listed == self.delivery_stream || (listed && u.delivery_stream),
+            "delivery stream there: {listed}, acknowledged: {}",
+            self.delivery_stream
+        );
+        self.delivery_stream = listed;
+        self.check_delivered();
+        self.firehose = Some(firehose);
         faults::mark_durable(self.dir.path()).unwrap();
         self.store = Some(store);
     }
@@ -528,7 +681,13 @@ impl Harness {
                 );
             }
         }
-        let lost: Vec<&u64> = model.records.difference(&seen).collect();
+        // Retention may have removed records older than the shortest period, nothing younger.
+        let cutoff = self.clock.now_ms() - MIN_RETENTION_MS;
+        let lost: Vec<&u64> = model
+            .records
+            .difference(&seen)
+            .filter(|id| self.put_at[id] >= cutoff)
+            .collect();
         assert!(
             lost.is_empty(),
             "{name}: acknowledged records lost: {lost:?}"
@@ -581,8 +740,10 @@ impl Harness {
             );
         }
         for index in self.checkpoints.keys() {
+            // A closed shard whose records all expired is gone from the stream, and its
+            // checkpoint with it (as the KCL drops the lease of a shard that no longer exists).
             assert!(
-                found.contains_key(index),
+                found.contains_key(index) || !ends.contains_key(index),
                 "shard {index}: acknowledged checkpoint lost"
             );
         }
@@ -598,30 +759,88 @@ pub fn store(data: &[u8]) {
     let mut steps = 0;
     while !input.done() && steps < 100 {
         steps += 1;
-        match input.byte() % 10 {
-            0 => h.create(&mut input),
-            1 => h.delete(&mut input),
-            2..=4 => h.put(&mut input),
-            5 => h.reshard(&mut input),
-            6 => h.set_retention(&mut input),
-            7 => h.checkpoint(&mut input),
-            8 => {
-                let after = u32::from(input.byte() % 32);
-                let tear = usize::from(input.byte()) * 16;
-                trace!("arm after {after} ops, tear {tear}");
-                faults::arm(h.dir.path(), after, tear);
-            }
-            _ => {
-                trace!("crash");
-                h.crash(&mut input, Uncertain::default())
-            }
+        let op = input.byte();
+        match op {
+            // Added after the first seeds were written, on the top bytes, so an older seed (whose
+            // operation bytes stay below them) keeps its meaning.
+            244.. => match op % 4 {
+                0 => h.expire(&mut input),
+                1 => h.create_delivery_stream(&mut input),
+                2 => h.delivery_put(&mut input),
+                _ => h.deliver(&mut input),
+            },
+            _ => match op % 10 {
+                0 => h.create(&mut input),
+                1 => h.delete(&mut input),
+                2..=4 => h.put(&mut input),
+                5 => h.reshard(&mut input),
+                6 => h.set_retention(&mut input),
+                7 => h.checkpoint(&mut input),
+                8 => {
+                    let after = u32::from(input.byte() % 32);
+                    let tear = usize::from(input.byte()) * 16;
+                    trace!("arm after {after} ops, tear {tear}");
+                    faults::arm(h.dir.path(), after, tear);
+                }
+                _ => {
+                    trace!("crash");
+                    h.crash(&mut input, Uncertain::default())
+                }
+            },
         }
     }
     // Whatever happened, a crash now keeps everything acknowledged.
     h.crash(&mut input, Uncertain::default());
+    // And every acknowledged Firehose record is delivered, exactly once.
+    if h.delivery_stream {
+        h.firehose()
+            .delivery_stream(DELIVERY)
+            .expect("the delivery stream opens")
+            .flush()
+            .expect("delivery works once no fault is armed");
+        let delivered = h.check_delivered();
+        let missing: Vec<&u64> = h.delivery_acked.difference(&delivered).collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged, never delivered: {missing:?}"
+        );
+    }
+    drop(h.firehose.take());
     drop(h.store.take());
     faults::reset(h.dir.path());
     check_shards_verify(h.dir.path());
+}
+
+/// The delivery service over `store`, delivering only when told to.
+fn open_firehose(store: &Arc<Store>, flush: FlushPolicy) -> Firehose {
+    let options = FirehoseOptions {
+        delivery_interval: None,
+        buffer_flush: flush,
+        ..FirehoseOptions::default()
+    };
+    Firehose::open(Arc::clone(store), options).expect("the delivery service opens")
+}
+
+/// Every line of every object under `root` (temporary files of a write in progress, whose names
+/// start with `.`, are not objects).
+fn delivered_lines(root: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return lines;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            lines.extend(delivered_lines(&path));
+        } else if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
+            let text = std::fs::read_to_string(&path).unwrap();
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines
 }
 
 /// Every shard the store wrote and recovered verifies clean, apart from what a power cut may

@@ -67,11 +67,8 @@ impl LocalDirectory {
         if let Some(parent) = dir.parent() {
             self.create_dirs(parent)?;
         }
-        match std::fs::create_dir(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-            Err(e) => return Err(Error::io("create directory", dir, e)),
-        }
+        // Its parent exists now, so this makes `dir` alone (through the fault-injection seam).
+        crate::io::create_dir_all(dir)?;
         match dir.parent() {
             Some(parent) => sync_dir(parent),
             None => Ok(()),

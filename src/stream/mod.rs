@@ -398,6 +398,10 @@ impl Stream {
     /// Opens an existing stream's directory.
     pub(crate) fn open(dir: PathBuf, context: StreamContext) -> Result<Stream> {
         let manifest = StreamManifest::read(&dir)?;
+        // A crash's leftover, harmless where it is: a failure to remove it is only reported.
+        if let Err(e) = retention::remove_forgotten_shards(&dir, &manifest) {
+            tracing::warn!(stream = %manifest.name, error = %e, "forgotten shard directories stay");
+        }
         Ok(Stream::with_manifest(dir, manifest, context))
     }
 

@@ -1,13 +1,15 @@
 //! What the store's background thread does to a stream: enforce retention (delete expired
 //! segments, forget emptied closed shards) and close idle shards.
 
+use std::path::Path;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{shards_dir, Stream};
-use crate::error::Result;
-use crate::hash_key::shard_id;
+use crate::error::{Error, Result};
+use crate::hash_key::{parse_shard_id, shard_id};
+use crate::manifest::StreamManifest;
 
 impl Stream {
     /// Closes shards not used for `idle`: their maps are unmapped and files closed (the next use
@@ -75,6 +77,41 @@ impl Stream {
                 crate::io::remove_dir_all("remove expired shard", &dir)?;
             }
         }
+        // What an earlier run forgot but failed to remove (the read lock keeps a reshard from
+        // committing meanwhile).
+        remove_forgotten_shards(&self.dir, &self.read_topology().manifest)?;
         Ok(deleted)
     }
+}
+
+/// Removes the directories of shards the manifest no longer lists: closed shards retention
+/// forgot, which a crash or a failed removal left on disk. Only indexes below the manifest's
+/// `next_shard_index` are touched, so the directories of a reshard's children, made before the
+/// reshard commits, never are. Returns how many were removed.
+pub(super) fn remove_forgotten_shards(
+    stream_dir: &Path,
+    manifest: &StreamManifest,
+) -> Result<usize> {
+    let dir = shards_dir(stream_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("list", &dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let name = entry.map_err(Error::io_at("list", &dir))?.file_name();
+        let Some(index) = parse_shard_id(&name.to_string_lossy()) else {
+            continue;
+        };
+        let listed = manifest
+            .shards
+            .binary_search_by_key(&index, |s| s.index)
+            .is_ok();
+        if !listed && index < manifest.next_shard_index {
+            crate::io::remove_dir_all("remove expired shard", &dir.join(&name))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
