@@ -79,7 +79,7 @@ impl Default for ShardOptions {
 }
 
 /// Default [`ShardOptions::batch_bytes`]: one record at a random offset of 1 GiB of 100 B records
-/// reads in 2.6 µs (64 KiB batches: 14.1 µs), see README "Batch size is a trade-off".
+/// reads in 2.6 µs (64 KiB batches: 14.1 µs), see benches/README.md, "Batch size is a trade-off".
 pub const DEFAULT_BATCH_BYTES: usize = 4 * 1024;
 /// Smallest [`ShardOptions::batch_bytes`].
 pub const MIN_BATCH_BYTES: usize = 256;
