@@ -1,0 +1,366 @@
+//! Records in and out: PutRecord(s), GetShardIterator, GetRecords (serialized straight from the
+//! records the shard lends) and SubscribeToShard.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::server::error::ApiError;
+use crate::server::protocol::{lower_first, Input, Output};
+use crate::server::records::child_shards_json;
+// PutRecords' limits are the stream's (Kinesis: 500 records, 10 MiB since records may be 10 MiB).
+use crate::stream::{
+    IteratorStart, PutFailureReason, PutRecord, MAX_PUT_RECORDS, MAX_PUT_RECORDS_BYTES,
+};
+
+use super::settings::encryption_type;
+use super::{Kinesis, Reply};
+
+impl Kinesis<'_> {
+    pub(super) fn put_record(&self, input: &Input<'_>) -> Reply {
+        let data = input.blob("Data")?;
+        let partition_key = input.str("PartitionKey")?;
+        let stream = self.stream(input)?;
+        let put = stream.put_record(&PutRecord {
+            partition_key,
+            data: &data,
+            explicit_hash_key: input.opt_str("ExplicitHashKey")?,
+            sequence_number_for_ordering: input.opt_str("SequenceNumberForOrdering")?,
+        })?;
+        self.ctx
+            .metrics
+            .records_in(stream.name(), 1, data.len() as u64);
+        Ok(json!({
+            "ShardId": put.shard_id.to_string(),
+            "SequenceNumber": put.sequence_number.to_string(),
+            "EncryptionType": encryption_type(&stream.describe().settings),
+        }))
+    }
+
+    pub(super) fn put_records(&self, input: &Input<'_>) -> Reply {
+        let entries = input
+            .opt_list("Records")?
+            .ok_or_else(|| ApiError::validation("Records is required"))?;
+        if entries.is_empty() || entries.len() > MAX_PUT_RECORDS {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value with {} records at 'records' failed to satisfy constraint: Member must have length between 1 and {MAX_PUT_RECORDS}",
+                entries.len()
+            )));
+        }
+        let mut decoded = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let entry = Input::new(entry)?;
+            decoded.push((
+                entry.blob("Data")?,
+                entry.str("PartitionKey")?,
+                entry.opt_str("ExplicitHashKey")?,
+            ));
+        }
+        let total: usize = decoded.iter().map(|(d, k, _)| d.len() + k.len()).sum();
+        if total > MAX_PUT_RECORDS_BYTES {
+            return Err(ApiError::invalid(format!(
+                "the records total {total} bytes (data and partition keys); a PutRecords call holds at most {MAX_PUT_RECORDS_BYTES}"
+            )));
+        }
+        let stream = self.stream(input)?;
+        let records: Vec<PutRecord<'_>> = decoded
+            .iter()
+            .map(|(data, key, hash)| PutRecord {
+                partition_key: key,
+                data,
+                explicit_hash_key: *hash,
+                sequence_number_for_ordering: None,
+            })
+            .collect();
+        let results = stream.put_records(&records)?;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let stored_bytes: usize = results
+            .iter()
+            .zip(&decoded)
+            .filter(|(r, _)| r.is_ok())
+            .map(|(_, (data, _, _))| data.len())
+            .sum();
+        self.ctx.metrics.records_in(
+            stream.name(),
+            (results.len() - failed) as u64,
+            stored_bytes as u64,
+        );
+        let records: Vec<Value> = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(put) => json!({
+                    "ShardId": put.shard_id.to_string(),
+                    "SequenceNumber": put.sequence_number.to_string(),
+                }),
+                Err(f) => {
+                    let code = match f.reason {
+                        PutFailureReason::Throttled => "ProvisionedThroughputExceededException",
+                        PutFailureReason::Internal => "InternalFailure",
+                    };
+                    json!({ "ErrorCode": code, "ErrorMessage": f.message })
+                }
+            })
+            .collect();
+        Ok(json!({
+            "FailedRecordCount": failed,
+            "Records": records,
+            "EncryptionType": encryption_type(&stream.describe().settings),
+        }))
+    }
+
+    pub(super) fn get_shard_iterator(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let shard_id = input.str("ShardId")?;
+        let start = iterator_start(input, "ShardIteratorType", "StartingSequenceNumber")?;
+        let iterator = stream.shard_iterator(shard_id, start)?;
+        Ok(json!({ "ShardIterator": iterator }))
+    }
+
+    /// GetRecords, written as JSON straight from the records the shard lends (no owned copy, no
+    /// allocation per record): a page holds up to 10,000 records.
+    pub(super) fn get_records(&self, input: &Input<'_>) -> Result<Output, ApiError> {
+        let iterator = input.str("ShardIterator")?;
+        let limit = match input.opt_i64("Limit")? {
+            None => 10_000,
+            Some(n) if (1..=10_000).contains(&n) => n as usize,
+            Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=10000"))),
+        };
+        let (body, end, data_bytes) = get_records_json(&self.ctx.store, iterator, limit)?;
+        if let Some(stream) = self.ctx.store.decode_iterator(iterator).map(|t| t.stream) {
+            self.ctx.metrics.records_out(
+                &stream,
+                end.records,
+                data_bytes,
+                end.millis_behind_latest,
+            );
+        }
+        Ok(Output::Encoded(body))
+    }
+
+    /// SubscribeToShard: checks the consumer, shard and position, then hands a shard iterator
+    /// to the server, which streams events from it (see `subscribe.rs`).
+    pub(super) fn subscribe_to_shard(&self, input: &Input<'_>) -> Result<Output, ApiError> {
+        let arn = input.str("ConsumerARN")?.to_string();
+        let (stream, consumer) = self.consumer(input)?;
+        let shard_id = input.str("ShardId")?;
+        let position = input
+            .opt_object("StartingPosition")?
+            .ok_or_else(|| ApiError::validation("StartingPosition is required"))?;
+        let start = iterator_start(&position, "Type", "SequenceNumber")?;
+        let reader = crate::consumer::ShardSubscription::open(
+            Arc::clone(&self.ctx.store),
+            stream.name(),
+            &consumer.name,
+            shard_id,
+            crate::consumer::SubscribeOptions::new(start),
+        )?;
+        Ok(Output::Subscription(Box::new(
+            crate::server::subscribe::Subscription {
+                consumer_arn: arn,
+                stream: stream.name().to_string(),
+                shard_id: shard_id.to_string(),
+                reader,
+                cbor: false,
+            },
+        )))
+    }
+}
+
+/// The GetRecords answer for `shard_iterator` as the wire's JSON, written straight from the records
+/// the shard lends (no owned copy, no allocation per record); with where the page ends and the
+/// bytes of data it holds. What the server's GetRecords handler sends.
+pub fn get_records_json(
+    store: &crate::Store,
+    shard_iterator: &str,
+    limit: usize,
+) -> crate::Result<(Vec<u8>, crate::PageEnd, u64)> {
+    let mut body = Vec::with_capacity(64 * 1024);
+    body.extend_from_slice(b"{\"Records\":[");
+    let mut data_bytes = 0u64;
+    let mut first = true;
+    let mut writer = RecordJson::default();
+    let end = store.visit_records(shard_iterator, limit, |r| {
+        if !first {
+            body.push(b',');
+        }
+        first = false;
+        data_bytes += r.data.len() as u64;
+        writer.write(&mut body, &r);
+    })?;
+    body.push(b']');
+    if let Some(next) = &end.next_shard_iterator {
+        body.extend_from_slice(b",\"NextShardIterator\":");
+        write_json_str(&mut body, next);
+    }
+    body.extend_from_slice(b",\"MillisBehindLatest\":");
+    body.extend_from_slice(end.millis_behind_latest.to_string().as_bytes());
+    if !end.child_shards.is_empty() {
+        body.extend_from_slice(b",\"ChildShards\":");
+        // Serializing JSON values into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut body, &child_shards_json(&end.child_shards));
+    }
+    body.push(b'}');
+    Ok((body, end, data_bytes))
+}
+
+/// Writes GetRecords records as JSON: the same members, in the same order, as
+/// [`RecordOutput`](super::records::RecordOutput) serializes. Consecutive records of a shard have
+/// consecutive sequence numbers, and the records of one append share an arrival time, so each
+/// number after the first is the previous one's digits incremented and a repeated timestamp is
+/// copied, not formatted again.
+#[derive(Default)]
+pub(super) struct RecordJson {
+    sequence: Option<(crate::SequenceNumber, Vec<u8>)>,
+    arrival: Option<(i64, Vec<u8>)>,
+}
+
+impl RecordJson {
+    fn write(&mut self, out: &mut Vec<u8>, r: &crate::stream::StreamRecordRef<'_>) {
+        use base64::Engine;
+        out.extend_from_slice(b"{\"SequenceNumber\":\"");
+        let n = r.sequence_number;
+        let follows = |prev: crate::SequenceNumber| {
+            prev.shard_index() == n.shard_index()
+                && prev.offset().checked_next() == Some(n.offset())
+        };
+        let incremented = match &mut self.sequence {
+            Some((prev, digits)) if follows(*prev) => {
+                *prev = n;
+                increment_decimal(digits)
+            }
+            _ => false,
+        };
+        if !incremented {
+            self.sequence = Some((n, n.to_string().into_bytes()));
+        }
+        if let Some((_, digits)) = &self.sequence {
+            out.extend_from_slice(digits);
+        }
+        out.extend_from_slice(b"\",\"ApproximateArrivalTimestamp\":");
+        match &self.arrival {
+            Some((ms, text)) if *ms == r.approximate_arrival_ms => out.extend_from_slice(text),
+            _ => {
+                let mut text = Vec::with_capacity(24);
+                // Serializing an f64 into a Vec cannot fail.
+                let _ =
+                    serde_json::to_writer(&mut text, &(r.approximate_arrival_ms as f64 / 1000.0));
+                out.extend_from_slice(&text);
+                self.arrival = Some((r.approximate_arrival_ms, text));
+            }
+        }
+        out.extend_from_slice(b",\"Data\":\"");
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(r.data.len(), true).unwrap_or(0),
+            0,
+        );
+        let written = engine.encode_slice(r.data, &mut out[start..]).unwrap_or(0);
+        out.truncate(start + written);
+        out.extend_from_slice(b"\",\"PartitionKey\":");
+        write_json_str(out, r.partition_key);
+        out.push(b'}');
+    }
+}
+
+/// Adds one to a decimal number written in ASCII digits, in place; `false` if it would need
+/// another digit (the digits are then all zeros, and the caller formats the number afresh).
+pub(super) fn increment_decimal(digits: &mut [u8]) -> bool {
+    for b in digits.iter_mut().rev() {
+        if *b == b'9' {
+            *b = b'0';
+        } else {
+            *b += 1;
+            return true;
+        }
+    }
+    false
+}
+
+/// Appends `s` as a JSON string (quoted, escaped).
+pub(super) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serializing a `str` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Where to start reading, from an iterator type member and its sequence number / timestamp.
+pub(super) fn iterator_start(
+    input: &Input<'_>,
+    type_member: &str,
+    sequence_member: &str,
+) -> Result<IteratorStart, ApiError> {
+    let kind = input.str(type_member)?;
+    let sequence = || {
+        input
+            .opt_str(sequence_member)?
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::invalid(format!("{kind} needs a {sequence_member}")))
+    };
+    Ok(match kind {
+        "TRIM_HORIZON" => IteratorStart::TrimHorizon,
+        "LATEST" => IteratorStart::Latest,
+        "AT_SEQUENCE_NUMBER" => IteratorStart::AtSequenceNumber(sequence()?),
+        "AFTER_SEQUENCE_NUMBER" => IteratorStart::AfterSequenceNumber(sequence()?),
+        "AT_TIMESTAMP" => IteratorStart::AtTimestamp(
+            input
+                .opt_timestamp_ms("Timestamp")?
+                .ok_or_else(|| ApiError::invalid("AT_TIMESTAMP needs a Timestamp"))?,
+        ),
+        other => {
+            return Err(ApiError::validation(format!(
+                "1 validation error detected: Value '{other}' at '{}' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]",
+                lower_first(type_member)
+            )))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::records::RecordOutput;
+
+    #[test]
+    fn records_written_directly_match_the_serde_encoding() {
+        use crate::{Offset, SequenceNumber};
+        // Consecutive offsets (with carries through 9s), a jump, another shard, repeated and
+        // changing arrival times, keys that need escaping.
+        let cases: Vec<(u32, u64, i64, &str, Vec<u8>)> = vec![
+            (0, 8, 1_700_000_000_123, "a", b"x".to_vec()),
+            (0, 9, 1_700_000_000_123, "b\"q", vec![]),
+            (0, 10, 1_700_000_000_124, "c\\", vec![0xff; 100]),
+            (0, 99, 1_700_000_000_124, "d", b"hello".to_vec()),
+            (0, 100, 1_700_000_000_124, "e\u{1}", b"hi".to_vec()),
+            (0, 999_999, 5, "\u{e9}t\u{e9}", vec![1, 2, 3]),
+            (0, 1_000_000, 5, "f", vec![]),
+            (7, 1_000_001, 5, "g", vec![]),
+            (7, u64::MAX, -1, "h", vec![9]),
+        ];
+        let mut writer = RecordJson::default();
+        for (shard, offset, ms, key, data) in cases {
+            let r = crate::stream::StreamRecordRef {
+                sequence_number: SequenceNumber::new(shard, Offset::new(offset)),
+                approximate_arrival_ms: ms,
+                partition_key: key,
+                explicit_hash_key: None,
+                data: &data,
+            };
+            let mut direct = Vec::new();
+            writer.write(&mut direct, &r);
+            let owned = crate::StreamRecord {
+                sequence_number: r.sequence_number,
+                approximate_arrival_ms: ms,
+                partition_key: key.to_string(),
+                explicit_hash_key: None,
+                data: bytes::Bytes::from(data.clone()),
+            };
+            let b64 = RecordOutput::base64_data(std::slice::from_ref(&owned));
+            let expected = serde_json::to_vec(&RecordOutput::new(&owned, &b64[0])).unwrap();
+            assert_eq!(
+                String::from_utf8(direct).unwrap(),
+                String::from_utf8(expected).unwrap(),
+                "offset {offset}"
+            );
+        }
+    }
+}

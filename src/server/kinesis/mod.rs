@@ -1,0 +1,286 @@
+//! Kinesis Data Streams operations (`Kinesis_20131202.*`) over the store: request members in,
+//! response members out, as `kinesis/2013-12-02` defines them. This file dispatches and holds
+//! what every group of operations shares; the operations live by subject in `streams`, `data`
+//! (records in and out), `resharding`, `settings` and `consumers`.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::context::Context;
+use super::error::ApiError;
+use super::protocol::{Input, Output};
+use crate::stream::{check_stream_name, Stream};
+use crate::StreamMode;
+
+mod consumers;
+mod data;
+mod resharding;
+mod settings;
+mod streams;
+
+pub use data::get_records_json;
+
+/// Largest DescribeStream / ListStreams page, as Kinesis.
+const MAX_PAGE: i64 = 10_000;
+/// Default page of DescribeStream and ListStreams.
+const DEFAULT_PAGE: i64 = 100;
+
+type Reply = Result<Value, ApiError>;
+
+/// Every operation [`call`] answers (metrics label only these).
+pub(crate) const OPERATIONS: [&str; 39] = [
+    "GetRecords",
+    "SubscribeToShard",
+    "CreateStream",
+    "DeleteStream",
+    "DescribeStream",
+    "DescribeStreamSummary",
+    "ListStreams",
+    "ListShards",
+    "PutRecord",
+    "PutRecords",
+    "GetShardIterator",
+    "SplitShard",
+    "MergeShards",
+    "UpdateShardCount",
+    "UpdateStreamMode",
+    "UpdateMaxRecordSize",
+    "IncreaseStreamRetentionPeriod",
+    "DecreaseStreamRetentionPeriod",
+    "AddTagsToStream",
+    "RemoveTagsFromStream",
+    "ListTagsForStream",
+    "DescribeLimits",
+    "TagResource",
+    "UntagResource",
+    "ListTagsForResource",
+    "StartStreamEncryption",
+    "StopStreamEncryption",
+    "EnableEnhancedMonitoring",
+    "DisableEnhancedMonitoring",
+    "PutResourcePolicy",
+    "GetResourcePolicy",
+    "DeleteResourcePolicy",
+    "DescribeAccountSettings",
+    "UpdateAccountSettings",
+    "UpdateStreamWarmThroughput",
+    "RegisterStreamConsumer",
+    "DeregisterStreamConsumer",
+    "DescribeStreamConsumer",
+    "ListStreamConsumers",
+];
+
+/// Runs one Kinesis operation.
+pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Output, ApiError> {
+    let input = Input::new(body)?;
+    let kinesis = Kinesis { ctx };
+    match operation {
+        "GetRecords" => return kinesis.get_records(&input),
+        "SubscribeToShard" => return kinesis.subscribe_to_shard(&input),
+        _ => {}
+    }
+    let reply = match operation {
+        "CreateStream" => kinesis.create_stream(&input),
+        "DeleteStream" => kinesis.delete_stream(&input),
+        "DescribeStream" => kinesis.describe_stream(&input),
+        "DescribeStreamSummary" => kinesis.describe_stream_summary(&input),
+        "ListStreams" => kinesis.list_streams(&input),
+        "ListShards" => kinesis.list_shards(&input),
+        "PutRecord" => kinesis.put_record(&input),
+        "PutRecords" => kinesis.put_records(&input),
+        "GetShardIterator" => kinesis.get_shard_iterator(&input),
+        "SplitShard" => kinesis.split_shard(&input),
+        "MergeShards" => kinesis.merge_shards(&input),
+        "UpdateShardCount" => kinesis.update_shard_count(&input),
+        "UpdateStreamMode" => kinesis.update_stream_mode(&input),
+        "UpdateMaxRecordSize" => kinesis.update_max_record_size(&input),
+        "IncreaseStreamRetentionPeriod" => kinesis.change_retention(&input, true),
+        "DecreaseStreamRetentionPeriod" => kinesis.change_retention(&input, false),
+        "AddTagsToStream" => kinesis.add_tags(&input),
+        "RemoveTagsFromStream" => kinesis.remove_tags(&input),
+        "ListTagsForStream" => kinesis.list_tags(&input),
+        "DescribeLimits" => kinesis.describe_limits(),
+        "TagResource" => kinesis.tag_resource(&input),
+        "UntagResource" => kinesis.untag_resource(&input),
+        "ListTagsForResource" => kinesis.list_tags_for_resource(&input),
+        "StartStreamEncryption" => kinesis.stream_encryption(&input, true),
+        "StopStreamEncryption" => kinesis.stream_encryption(&input, false),
+        "EnableEnhancedMonitoring" => kinesis.enhanced_monitoring(&input, true),
+        "DisableEnhancedMonitoring" => kinesis.enhanced_monitoring(&input, false),
+        "PutResourcePolicy" => kinesis.put_resource_policy(&input),
+        "GetResourcePolicy" => kinesis.get_resource_policy(&input),
+        "DeleteResourcePolicy" => kinesis.delete_resource_policy(&input),
+        "DescribeAccountSettings" => kinesis.describe_account_settings(),
+        "UpdateAccountSettings" => kinesis.update_account_settings(&input),
+        "UpdateStreamWarmThroughput" => kinesis.update_warm_throughput(&input),
+        "RegisterStreamConsumer" => kinesis.register_consumer(&input),
+        "DeregisterStreamConsumer" => kinesis.deregister_consumer(&input),
+        "DescribeStreamConsumer" => kinesis.describe_consumer(&input),
+        "ListStreamConsumers" => kinesis.list_consumers(&input),
+        other => Err(ApiError::new(
+            400,
+            "UnknownOperationException",
+            format!("shardlog does not implement the Kinesis operation {other:?} (yet)"),
+        )),
+    };
+    reply.map(Output::from)
+}
+
+struct Kinesis<'a> {
+    ctx: &'a Context,
+}
+
+impl Kinesis<'_> {
+    fn arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:kinesis:{}:{}:stream/{name}",
+            self.ctx.options.region, self.ctx.options.account_id
+        )
+    }
+
+    /// The stream a request names by StreamName or StreamARN (both: they must agree).
+    fn stream(&self, input: &Input<'_>) -> Result<Arc<Stream>, ApiError> {
+        let name = self.stream_name(input)?;
+        Ok(self.ctx.store.stream(&name)?)
+    }
+
+    fn stream_name(&self, input: &Input<'_>) -> Result<String, ApiError> {
+        let by_name = input.opt_str("StreamName")?;
+        let by_arn = match input.opt_str("StreamARN")? {
+            None => None,
+            Some(arn) => Some(stream_name_of_arn(arn)?),
+        };
+        let name = match (by_name, by_arn) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::invalid(format!(
+                    "StreamName {a} and StreamARN (stream {b}) name different streams"
+                )))
+            }
+            (Some(a), _) => a.to_string(),
+            (None, Some(b)) => b.to_string(),
+            (None, None) => {
+                return Err(ApiError::invalid(
+                    "either StreamName or StreamARN must be given",
+                ))
+            }
+        };
+        check_stream_name(&name).map_err(|e| ApiError::validation(e.to_string()))?;
+        Ok(name)
+    }
+
+    /// ListShards with only a NextToken: the token names its stream.
+    fn stream_of_list_token(&self, token: &str) -> Result<Arc<Stream>, ApiError> {
+        let name = crate::stream::stream_of_next_token(token)
+            .ok_or_else(|| ApiError::invalid("NextToken is not a ListShards token"))?;
+        Ok(self.ctx.store.stream(&name)?)
+    }
+
+    fn describe_limits(&self) -> Reply {
+        let streams: Vec<Arc<Stream>> = self
+            .ctx
+            .store
+            .list_streams()
+            .iter()
+            .filter_map(|n| self.ctx.store.stream(n).ok())
+            .collect();
+        let open: usize = streams.iter().map(|s| s.describe().open_shard_count).sum();
+        let on_demand = streams
+            .iter()
+            .filter(|s| s.describe().mode == StreamMode::OnDemand)
+            .count();
+        Ok(json!({
+            "ShardLimit": self.ctx.store.options().max_open_shards_per_stream,
+            "OpenShardCount": open,
+            "OnDemandStreamCount": on_demand,
+            "OnDemandStreamCountLimit": 50,
+        }))
+    }
+}
+
+/// An object without its null members (absent optional members are left out, not null).
+fn without_nulls(mut value: Value) -> Value {
+    if let Value::Object(members) = &mut value {
+        members.retain(|_, v| !v.is_null());
+    }
+    value
+}
+
+/// The stream name in a Kinesis stream ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`).
+pub(crate) fn stream_name_of_arn(arn: &str) -> Result<&str, ApiError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "kinesis", _, account, resource]
+            if partition.starts_with("aws")
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            resource
+                .strip_prefix("stream/")
+                .filter(|name| !name.is_empty() && !name.contains('/'))
+                .ok_or_else(|| ApiError::invalid(format!("{arn:?} is not a stream ARN")))
+        }
+        _ => Err(ApiError::invalid(format!(
+            "{arn:?} is not a Kinesis stream ARN"
+        ))),
+    }
+}
+
+fn page_limit(limit: Option<i64>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        n if (1..=MAX_PAGE).contains(&n) => Ok(n as usize),
+        n => Err(ApiError::invalid(format!(
+            "Limit {n} is outside 1..={MAX_PAGE}"
+        ))),
+    }
+}
+
+fn positive_u32(name: &str, n: i64) -> Result<u32, ApiError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| ApiError::validation(format!("{name} {n} must be a positive integer")))
+}
+
+fn kib_to_bytes(kib: i64) -> Result<usize, ApiError> {
+    usize::try_from(kib)
+        .ok()
+        .and_then(|k| k.checked_mul(1024))
+        .ok_or_else(|| ApiError::validation(format!("MaxRecordSizeInKiB {kib} is out of range")))
+}
+
+fn encode_token(last: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+}
+
+fn decode_token(token: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::invalid("NextToken is not a ListStreams token"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_arns_name_their_stream() {
+        assert_eq!(
+            stream_name_of_arn("arn:aws:kinesis:us-east-1:000000000000:stream/orders").unwrap(),
+            "orders"
+        );
+        for bad in [
+            "orders",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/",
+            "arn:aws:sqs:us-east-1:000000000000:stream/orders",
+            "arn:aws:kinesis:us-east-1:0:stream/orders",
+            "arn:aws:kinesis:us-east-1:000000000000:table/orders",
+        ] {
+            assert!(stream_name_of_arn(bad).is_err(), "{bad}");
+        }
+    }
+}

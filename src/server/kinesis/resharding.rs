@@ -1,0 +1,47 @@
+//! SplitShard, MergeShards and UpdateShardCount.
+
+use serde_json::json;
+
+use crate::server::error::ApiError;
+use crate::server::protocol::Input;
+
+use super::{positive_u32, Kinesis, Reply};
+
+impl Kinesis<'_> {
+    pub(super) fn split_shard(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        stream.split_shard(input.str("ShardToSplit")?, input.str("NewStartingHashKey")?)?;
+        Ok(json!({}))
+    }
+
+    pub(super) fn merge_shards(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        stream.merge_shards(
+            input.str("ShardToMerge")?,
+            input.str("AdjacentShardToMerge")?,
+        )?;
+        Ok(json!({}))
+    }
+
+    pub(super) fn update_shard_count(&self, input: &Input<'_>) -> Reply {
+        let stream = self.stream(input)?;
+        let target = positive_u32("TargetShardCount", input.i64("TargetShardCount")?)?;
+        match input.str("ScalingType")? {
+            "UNIFORM_SCALING" => {}
+            other => {
+                return Err(ApiError::validation(format!(
+                    "ScalingType {other:?} is not UNIFORM_SCALING"
+                )))
+            }
+        }
+        let current = stream.describe().open_shard_count;
+        stream.update_shard_count(target)?;
+        let name = stream.name().to_string();
+        Ok(json!({
+            "StreamName": name,
+            "StreamARN": self.arn(&name),
+            "CurrentShardCount": current,
+            "TargetShardCount": target,
+        }))
+    }
+}
