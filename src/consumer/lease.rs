@@ -181,7 +181,7 @@ impl ConsumerGroup {
     }
 
     /// Renews `worker`'s leases and takes more up to its fair share, as each round of a
-    /// [`Worker`] does, and returns the shards it holds, each with a shard iterator after its
+    /// [`Worker`](super::Worker) does, and returns the shards it holds, each with a shard iterator after its
     /// checkpoint (without one: at the group's initial position, or for a shard created by
     /// resharding, at its beginning). For workers that read by themselves, such as workers in
     /// other processes reading through the server: they read from the iterator, checkpoint
