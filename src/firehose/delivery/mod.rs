@@ -12,131 +12,52 @@
 //! (`source-group.json`, one worker holding every lease): the group decides which shards may
 //! be read (parents before children) and records how far each is delivered; the checkpoint file
 //! keeps only the pending batch.
+//!
+//! This file holds the delivery stream and its delivery loop; `checkpoint` the checkpoint file,
+//! `batch` cutting and encoding batches, `source` a stream as the source, `transform` the hook.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::codec::ObjectEncoder;
 use super::config::{
     check_name, DeliveryConfig, MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES,
 };
 use super::destination::Destination;
-use super::naming::{error_object_key, object_key, NameParts};
-use crate::consumer::{ConsumerGroup, GroupConfig, InitialPosition, ShardCommit};
+use crate::consumer::{ConsumerGroup, ShardCommit};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::sequence::SequenceNumber;
-use crate::{NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions};
+use crate::{NewRecord, Offset, Shard, ShardOptions};
+
+mod batch;
+mod checkpoint;
+mod source;
+mod transform;
+
+use batch::Batch;
+pub(crate) use checkpoint::read_checkpoint;
+use checkpoint::Checkpoint;
+pub(crate) use source::pin_source_at_latest;
+use source::SOURCE_WORKER;
+pub use source::{Source, SourceStart};
+pub use transform::{Transform, Transformed};
 
 /// File of the delivery checkpoint in a delivery stream's directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+
 /// File of a stream source's consumer group (its per-shard delivery positions).
 pub const SOURCE_GROUP_FILE: &str = "source-group.json";
-/// The one worker of a stream source's group.
-const SOURCE_WORKER: &str = "firehose";
-/// The source group's lease: the delivery stream is its only worker (the store's lock admits
-/// one process), so the lease only has to outlast any delivery pass.
-const SOURCE_LEASE: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// Subdirectory holding the buffer's shard log.
 pub const BUFFER_DIR: &str = "buffer";
+
 /// The partition key every buffered record carries (the buffer is one shard; keys do not route).
 const BUFFER_KEY: &[u8] = b"f";
+
 /// Firehose's error output type for records a transform failed.
 pub const PROCESSING_FAILED: &str = "processing-failed";
-
-/// What a transform did with one record (Firehose's Lambda contract: `Ok`, `Dropped`,
-/// `ProcessingFailed`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transformed {
-    /// Deliver these bytes instead.
-    Ok(Vec<u8>),
-    /// Deliver nothing for this record (on purpose).
-    Dropped,
-    /// The record could not be processed: it goes to the error output, with this reason.
-    ProcessingFailed(String),
-}
-
-/// A record transformation hook. It gets a batch of (record id, data) and returns one result per
-/// record, in order. It should be deterministic: a batch delivered again after a crash is
-/// transformed again.
-pub trait Transform: Send + Sync {
-    /// Transforms a batch.
-    fn transform(&self, records: &[(String, &[u8])]) -> Vec<Transformed>;
-}
-
-impl<F> Transform for F
-where
-    F: Fn(&[(String, &[u8])]) -> Vec<Transformed> + Send + Sync,
-{
-    fn transform(&self, records: &[(String, &[u8])]) -> Vec<Transformed> {
-        self(records)
-    }
-}
-
-/// A batch whose objects may be (partly) written but whose delivery is not yet recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Pending {
-    /// For a Kinesis-stream source: the index of the shard the batch comes from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shard: Option<u32>,
-    pub from: u64,
-    pub to: u64,
-    pub key: String,
-    pub error_key: String,
-}
-
-/// Version of `checkpoint.json`. Files without a `format_version` (written before it was
-/// added) are version 1, which they match.
-const CHECKPOINT_VERSION: u16 = 1;
-
-/// The durable delivery position (`checkpoint.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Checkpoint {
-    #[serde(default = "first_checkpoint_version")]
-    pub format_version: u16,
-    /// Every buffered record below this offset is delivered.
-    pub delivered: u64,
-    pub pending: Option<Pending>,
-    /// For a Kinesis-stream source: per shard index, the offset below which it is delivered.
-    /// Kept in the source group (saved there first); read from checkpoint files written before
-    /// the group existed, which the group then adopts.
-    #[serde(default, skip_serializing)]
-    pub shards: BTreeMap<u32, u64>,
-    /// For a Kinesis-stream source: closed shards delivered to their end. Like `shards`.
-    #[serde(default, skip_serializing)]
-    pub finished: BTreeSet<u32>,
-}
-
-/// Nothing delivered yet.
-impl Default for Checkpoint {
-    fn default() -> Self {
-        Checkpoint {
-            format_version: CHECKPOINT_VERSION,
-            delivered: 0,
-            pending: None,
-            shards: BTreeMap::new(),
-            finished: BTreeSet::new(),
-        }
-    }
-}
-
-fn first_checkpoint_version() -> u16 {
-    1
-}
-
-/// Reads a delivery stream's checkpoint (none yet: nothing delivered).
-pub(crate) fn read_checkpoint(dir: &Path) -> Result<Checkpoint> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let Some(checkpoint) = io::read_json::<Checkpoint>(&path)? else {
-        return Ok(Checkpoint::default());
-    };
-    io::check_version(&path, checkpoint.format_version, 1, CHECKPOINT_VERSION)?;
-    Ok(checkpoint)
-}
 
 /// Delivery statistics, for describe.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -192,32 +113,6 @@ impl Progress {
     }
 }
 
-/// A batch cut and encoded: its pending record and its objects, ready to write.
-struct Batch {
-    pending: Pending,
-    /// (key, bytes): the error output first, then the records.
-    objects: Vec<(String, Vec<u8>)>,
-    counts: BatchCounts,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct BatchCounts {
-    delivered: u64,
-    bytes: u64,
-    dropped: u64,
-    failed: u64,
-}
-
-impl Batch {
-    /// Puts the batch's objects; returns once all are durable.
-    fn write(&self, destination: &dyn Destination) -> Result<()> {
-        for (key, bytes) in &self.objects {
-            destination.put(key, bytes)?;
-        }
-        Ok(())
-    }
-}
-
 /// What can change by an update: applies to batches cut after it.
 #[derive(Clone)]
 struct Setup {
@@ -258,58 +153,6 @@ pub struct DeliveryReport {
     pub batches: u64,
     /// Keys of the objects written.
     pub keys: Vec<String>,
-}
-
-/// Where a delivery stream reading a Kinesis stream starts, when it is created.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SourceStart {
-    /// Records put after the delivery stream is created, as Firehose does.
-    #[default]
-    Latest,
-    /// Every record still in the stream.
-    TrimHorizon,
-}
-
-/// The consumer-group configuration of a stream source.
-fn source_group_config(stream: &str) -> GroupConfig {
-    GroupConfig {
-        stream: stream.to_string(),
-        initial_position: InitialPosition::TrimHorizon,
-        lease_duration: SOURCE_LEASE,
-    }
-}
-
-/// Creates the source group of a delivery stream being created in `dir`, positioned at every
-/// shard's end (`SourceStart::Latest`): records put from now on are delivered.
-pub(crate) fn pin_source_at_latest(
-    store: &Arc<crate::Store>,
-    dir: &Path,
-    name: &str,
-    stream: &str,
-) -> Result<()> {
-    let group = ConsumerGroup::open_at(
-        Arc::clone(store),
-        dir.join(SOURCE_GROUP_FILE),
-        name,
-        source_group_config(stream),
-    )?;
-    let ends = store.stream(stream)?.shard_ends()?;
-    group.adopt(&ends, &BTreeSet::new())
-}
-
-/// Where a delivery stream's records come from.
-#[derive(Clone, Default)]
-pub enum Source {
-    /// Put by the caller (`put_record`, `put_record_batch`) into the stream's own buffer.
-    #[default]
-    DirectPut,
-    /// Read from every shard of a stream of `store`, parents before children.
-    KinesisStream {
-        /// The store holding the stream.
-        store: Arc<crate::Store>,
-        /// The stream's name.
-        stream: String,
-    },
 }
 
 /// How to open a delivery stream.
@@ -403,32 +246,6 @@ impl DeliveryStream {
         // delivery stream still opens, describes and can be deleted.
         let _ = stream.source_group();
         Ok(stream)
-    }
-
-    /// A stream source's consumer group, opened (and created) on first use; `None` for direct
-    /// put. Positions of a checkpoint file written before the group existed are adopted.
-    fn source_group(&self) -> Result<Option<Arc<ConsumerGroup>>> {
-        let Source::KinesisStream { store, stream } = &self.source else {
-            return Ok(None);
-        };
-        let mut slot = self.source_group.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(group) = slot.as_ref() {
-            return Ok(Some(Arc::clone(group)));
-        }
-        let group = ConsumerGroup::open_at(
-            Arc::clone(store),
-            self.dir.join(SOURCE_GROUP_FILE),
-            &self.name,
-            source_group_config(stream),
-        )?;
-        let legacy = read_checkpoint(&self.dir)?;
-        if !legacy.shards.is_empty() || !legacy.finished.is_empty() {
-            // Idempotent (checkpoints only move forward), so a crash before the checkpoint file
-            // is rewritten without these fields just adopts them again.
-            group.adopt(&legacy.shards, &legacy.finished)?;
-        }
-        *slot = Some(Arc::clone(&group));
-        Ok(Some(group))
     }
 
     fn setup(&self) -> Setup {
@@ -722,299 +539,6 @@ impl DeliveryStream {
         Ok(cut.is_some() && finished_more)
     }
 
-    /// For a stream source: renews the source group's leases, loads its positions into
-    /// `position`, and forgets a pending batch the group already records as delivered (a crash
-    /// between the group's write and the checkpoint's). Returns the shards that may be read
-    /// now: those whose parents are delivered to their end, in index order.
-    fn sync_source(&self, position: &mut Checkpoint) -> Result<Vec<u32>> {
-        let Some(group) = self.source_group()? else {
-            return Ok(Vec::new());
-        };
-        let readable = group.acquire(SOURCE_WORKER)?;
-        position.shards.clear();
-        position.finished.clear();
-        for (index, (next, finished)) in group.positions() {
-            if let Some(next) = next {
-                position.shards.insert(index, next);
-            }
-            if finished {
-                position.finished.insert(index);
-            }
-        }
-        let delivered = position.pending.as_ref().is_some_and(|p| {
-            p.shard
-                .and_then(|shard| position.shards.get(&shard))
-                .is_some_and(|&next| next >= p.to)
-        });
-        if delivered {
-            position.pending = None;
-        }
-        Ok(readable)
-    }
-
-    /// The next due batch of a Kinesis-stream source: from the first of the `readable` shards
-    /// (see [`Self::sync_source`]) with a due batch. Closed shards read to their end are marked
-    /// finished in `position` on the way (saved with it).
-    fn cut_stream(
-        &self,
-        store: &crate::Store,
-        stream_name: &str,
-        readable: &[u32],
-        position: &mut Checkpoint,
-        force: bool,
-        setup: &Setup,
-    ) -> Result<Option<Batch>> {
-        let hints = setup.config.buffering;
-        let now = self.buffer.options().clock.now_ms();
-        for &index in readable {
-            if position.finished.contains(&index) {
-                continue;
-            }
-            let from = position.shards.get(&index).copied().unwrap_or(0);
-            let (records, at_end) =
-                read_stream(store, stream_name, index, from, None, hints.size_bytes())?;
-            let Some(first) = records.first() else {
-                if at_end {
-                    position.finished.insert(index);
-                    position.shards.entry(index).or_insert(from);
-                }
-                continue;
-            };
-            let bytes: usize = records.iter().map(|r| r.data.len()).sum();
-            let due = force
-                || bytes >= hints.size_bytes()
-                || now.saturating_sub(first.arrival_ms) >= hints.interval_ms();
-            if !due {
-                continue;
-            }
-            let to = records.last().map_or(from, |r| r.offset.get() + 1);
-            let batch_id = format!("{}:{stream_name}:{index}:{from}-{to}", self.name);
-            let pending =
-                self.pending(Some(index), from, to, first.arrival_ms, &batch_id, setup)?;
-            return self.encode(pending, &records, setup).map(Some);
-        }
-        Ok(None)
-    }
-
-    /// The next due batch of the source after `position`, encoded.
-    fn cut_next(
-        &self,
-        position: &mut Checkpoint,
-        readable: &[u32],
-        force: bool,
-        setup: &Setup,
-    ) -> Result<Option<Batch>> {
-        match &self.source {
-            Source::DirectPut => self.cut(position.delivered, force, setup),
-            Source::KinesisStream { store, stream } => {
-                self.cut_stream(store, stream, readable, position, force, setup)
-            }
-        }
-    }
-
-    /// The next batch from `from`, if one is due: records up to the size hint, cut when the
-    /// size is reached, the oldest record has waited the interval, or `force`.
-    fn cut(&self, from: u64, force: bool, setup: &Setup) -> Result<Option<Batch>> {
-        let end = self.buffer.next_offset().get();
-        if from >= end {
-            return Ok(None);
-        }
-        let hints = setup.config.buffering;
-        let limit = hints.size_bytes();
-        let (mut to, mut bytes, mut records) = (from, 0usize, Vec::new());
-        while to < end && bytes < limit {
-            let batch = self.buffer.read(
-                Offset::new(to),
-                ReadLimits {
-                    max_records: 10_000,
-                    max_bytes: limit - bytes,
-                },
-            )?;
-            if batch.records.is_empty() {
-                break;
-            }
-            for r in batch.records {
-                bytes += r.data.len();
-                to = r.offset.get() + 1;
-                records.push(r);
-                if bytes >= limit {
-                    break;
-                }
-            }
-        }
-        let Some(first_arrival) = records.first().map(|r| r.arrival_ms) else {
-            return Ok(None);
-        };
-        let now = self.buffer.options().clock.now_ms();
-        let due =
-            force || bytes >= limit || now.saturating_sub(first_arrival) >= hints.interval_ms();
-        if !due {
-            return Ok(None);
-        }
-        let batch_id = format!("{}:{from}-{to}", self.name);
-        let pending = self.pending(None, from, to, first_arrival, &batch_id, setup)?;
-        self.encode(pending, &records, setup).map(Some)
-    }
-
-    /// A batch of offsets `from..to` (of `shard`, for a stream source) with its object keys,
-    /// which derive from `batch_id` and the first record's arrival time only.
-    fn pending(
-        &self,
-        shard: Option<u32>,
-        from: u64,
-        to: u64,
-        first_arrival: i64,
-        batch_id: &str,
-        setup: &Setup,
-    ) -> Result<Pending> {
-        let parts = NameParts {
-            stream: &self.name,
-            version: setup.version,
-            time_ms: first_arrival,
-            batch_id: batch_id.as_bytes(),
-            compression: setup.config.compression,
-        };
-        let invalid = |e: super::naming::PrefixError| Error::invalid("Prefix", e.to_string());
-        Ok(Pending {
-            shard,
-            from,
-            to,
-            key: object_key(setup.config.prefix.as_deref(), &parts).map_err(invalid)?,
-            error_key: error_object_key(
-                setup.config.error_output_prefix.as_deref(),
-                PROCESSING_FAILED,
-                &parts,
-            )
-            .map_err(invalid)?,
-        })
-    }
-
-    /// Transforms and encodes a batch's records into its objects (error output first).
-    fn encode(&self, p: Pending, records: &[Record], setup: &Setup) -> Result<Batch> {
-        let first_arrival = records.first().map_or(0, |r| r.arrival_ms);
-        // Without a transform every record is delivered as it is: no ids, no copies.
-        let ids: Vec<(String, &[u8])> = match &setup.transform {
-            None => Vec::new(),
-            Some(_) => records
-                .iter()
-                .map(|r| (record_id(r.offset), &r.data[..]))
-                .collect(),
-        };
-        let results: Vec<Transformed> = match &setup.transform {
-            None => Vec::new(),
-            Some(t) => {
-                let out = t.transform(&ids);
-                if out.len() == ids.len() {
-                    out
-                } else {
-                    let reason = format!(
-                        "the transform returned {} results for {} records",
-                        out.len(),
-                        ids.len()
-                    );
-                    vec![Transformed::ProcessingFailed(reason); ids.len()]
-                }
-            }
-        };
-        let entry_name = p.key.rsplit('/').next().unwrap_or(&p.key);
-        let entry_name = entry_name
-            .strip_suffix(setup.config.compression.extension())
-            .unwrap_or(entry_name);
-        let io = |e: std::io::Error| Error::io("encode object", &self.dir, e);
-        let mut main =
-            ObjectEncoder::new(setup.config.compression, entry_name, first_arrival).map_err(io)?;
-        let mut errors =
-            ObjectEncoder::new(setup.config.compression, entry_name, first_arrival).map_err(io)?;
-        let (mut delivered, mut bytes, mut dropped, mut failed) = (0u64, 0u64, 0u64, 0u64);
-        let now = self.buffer.options().clock.now_ms();
-        let delimiter = setup.config.record_delimiter.as_deref();
-        let mut deliver = |data: &[u8]| -> Result<()> {
-            main.write(data).map_err(io)?;
-            if let Some(d) = delimiter {
-                main.write(d).map_err(io)?;
-            }
-            delivered += 1;
-            bytes += data.len() as u64;
-            Ok(())
-        };
-        if setup.transform.is_none() {
-            for record in records {
-                deliver(&record.data)?;
-            }
-        }
-        for (((id, raw), record), result) in ids.iter().zip(records).zip(&results) {
-            match result {
-                Transformed::Ok(data) => deliver(&data[..])?,
-                Transformed::Dropped => dropped += 1,
-                Transformed::ProcessingFailed(reason) => {
-                    let line = serde_json::json!({
-                        "attemptsMade": 1,
-                        "arrivalTimestamp": record.arrival_ms,
-                        "errorCode": "Lambda.ProcessingFailed",
-                        "errorMessage": reason,
-                        "attemptEndingTimestamp": now,
-                        "rawData": base64::engine::general_purpose::STANDARD.encode(raw),
-                        "recordId": id,
-                    });
-                    errors.write(line.to_string().as_bytes()).map_err(io)?;
-                    errors.write(b"\n").map_err(io)?;
-                    failed += 1;
-                }
-            }
-        }
-        let mut objects = Vec::new();
-        if failed > 0 {
-            objects.push((p.error_key.clone(), errors.finish().map_err(io)?));
-        }
-        if delivered > 0 {
-            objects.push((p.key.clone(), main.finish().map_err(io)?));
-        }
-        Ok(Batch {
-            pending: p,
-            objects,
-            counts: BatchCounts {
-                delivered,
-                bytes,
-                dropped,
-                failed,
-            },
-        })
-    }
-
-    /// The records of a pending batch, read back from its source.
-    fn read_pending(&self, p: &Pending) -> Result<Vec<Record>> {
-        match (&self.source, p.shard) {
-            (Source::KinesisStream { store, stream }, Some(shard)) => {
-                Ok(read_stream(store, stream, shard, p.from, Some(p.to), usize::MAX)?.0)
-            }
-            _ => self.read_range(p.from, p.to),
-        }
-    }
-
-    fn read_range(&self, from: u64, to: u64) -> Result<Vec<Record>> {
-        let mut out = Vec::with_capacity((to - from) as usize);
-        let mut cursor = Offset::new(from);
-        while cursor.get() < to {
-            let batch = self.buffer.read(
-                cursor,
-                ReadLimits {
-                    max_records: (to - cursor.get()).min(10_000) as usize,
-                    ..ReadLimits::default()
-                },
-            )?;
-            if batch.records.is_empty() {
-                return Err(Error::corrupt(
-                    &self.dir.join(BUFFER_DIR),
-                    0,
-                    format!("buffered records {cursor}..{to} of a pending batch are missing"),
-                ));
-            }
-            cursor = batch.next_offset;
-            out.extend(batch.records.into_iter().filter(|r| r.offset.get() < to));
-        }
-        Ok(out)
-    }
-
     /// Saves `checkpoint`: for a stream source, the shards' positions into the source group
     /// first (so a pending batch the group records as delivered is known to be), then the
     /// checkpoint file.
@@ -1036,55 +560,6 @@ impl DeliveryStream {
             }
         }
         io::write_json(&self.dir, CHECKPOINT_FILE, checkpoint)
-    }
-}
-
-/// Reads shard `index` of a stream from offset `from`: up to `max_bytes` of data (at least one
-/// record), or exactly the records below `to` when given. Also says whether the shard is closed
-/// and read to its end. Through the stream's typed read core: no iterator tokens, no GetRecords
-/// throttling, explicit hash keys kept.
-fn read_stream(
-    store: &crate::Store,
-    stream_name: &str,
-    index: u32,
-    from: u64,
-    to: Option<u64>,
-    max_bytes: usize,
-) -> Result<(Vec<Record>, bool)> {
-    let stream = store.stream(stream_name)?;
-    let shard = crate::hash_key::ShardId(index);
-    let (mut out, mut bytes) = (Vec::new(), 0usize);
-    let mut next = Offset::new(from);
-    loop {
-        let limits = ReadLimits {
-            max_records: 10_000,
-            max_bytes: crate::stream::MAX_GET_RECORDS_BYTES,
-        };
-        let read = stream.read(shard, next, limits)?;
-        if read.records.is_empty() {
-            return Ok((out, read.end.finished.is_some()));
-        }
-        for r in read.records {
-            let offset = r.sequence_number.offset();
-            if to.is_some_and(|t| offset.get() >= t) {
-                return Ok((out, false));
-            }
-            bytes += r.data.len();
-            out.push(Record {
-                offset,
-                arrival_ms: r.approximate_arrival_ms,
-                explicit_hash_key: r.explicit_hash_key,
-                partition_key: bytes::Bytes::from(r.partition_key.into_bytes()),
-                data: r.data,
-            });
-            if to.is_none() && bytes >= max_bytes {
-                return Ok((out, false));
-            }
-        }
-        if read.end.finished.is_some() {
-            return Ok((out, true));
-        }
-        next = read.end.next;
     }
 }
 
