@@ -516,16 +516,23 @@ impl DeliveryStream {
             position = after;
             self.progress()
                 .record(&batch, &position, self.buffer.options().clock.now_ms());
-            // The buffer's delivered segments are no longer needed. A failure here only keeps
-            // them longer.
-            if batch.pending.shard.is_none() {
-                let _ = self.buffer.delete_below(Offset::new(batch.pending.to));
-            }
+            // The buffer's delivered segments are no longer needed. Deleting them may seal the
+            // active segment, and a failed seal poisons the buffer (puts are refused until the
+            // delivery stream is reopened), so a failure is reported, not swallowed (found by
+            // the `store` fuzz target), once the batch is recorded as delivered.
+            let cleanup_failed = match batch.pending.shard {
+                None => self
+                    .buffer
+                    .delete_below(Offset::new(batch.pending.to))
+                    .err(),
+                Some(_) => None,
+            };
             report.batches += 1;
             report
                 .keys
                 .extend(batch.objects.into_iter().map(|(key, _)| key));
-            if let Some(e) = cut_failed {
+            if let Some(e) = cut_failed.or(cleanup_failed) {
+                self.progress().stats.last_error = Some(e.to_string());
                 return Err(e);
             }
             current = next;
