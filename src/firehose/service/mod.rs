@@ -10,6 +10,9 @@
 //! `NAME` is written as [`crate::names::disk_name`] writes it (a leading `.` escaped). Creation
 //! and deletion go through `.creating-` / `.deleting-` staging directories renamed atomically,
 //! as streams do, so a crash leaves a delivery stream whole or gone.
+//!
+//! `files` reads and writes `delivery.json` (and all of a delivery stream's files, offline);
+//! `destinations` says where objects go.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,155 +20,37 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::config::{check_name, DeliveryConfig};
 use super::delivery::{
     pin_source_at_latest, DeliveryStats, DeliveryStream, DeliveryStreamSpec, Source, SourceStart,
     Transform,
 };
-use super::destination::{Destination, LocalDirectory, S3Config};
+use super::destination::Destination;
 use crate::error::{Error, Result, Unreadable, UnreadableSet};
 use crate::io::{self, sync_dir};
 use crate::names::{self, disk_name, Listed};
 use crate::shutdown::Shutdown;
 use crate::{FlushPolicy, ShardOptions, Store};
 
+mod destinations;
+mod files;
+
+pub use destinations::{check_bucket_name, Buckets, DestinationConfig, OBJECTS_DIR};
+pub use files::{
+    read_delivery_stream, DeliveryStreamFiles, DELIVERY_FILE, DELIVERY_FORMAT_VERSION,
+};
+use files::{read_record, write_record, DeliveryRecord};
+
 /// Directory of delivery streams in a data directory.
 pub const FIREHOSE_DIR: &str = "firehose";
-/// A delivery stream's description file.
-pub const DELIVERY_FILE: &str = "delivery.json";
-/// Version of `delivery.json`'s format.
-pub const DELIVERY_FORMAT_VERSION: u16 = 1;
+
 /// Longest wait between delivery attempts of a stream whose destination keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// Most tags a delivery stream may have (Firehose: 50).
 const MAX_TAGS: usize = 50;
-
-/// Where a delivery stream's objects go, as stored in `delivery.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum DestinationConfig {
-    /// Files under a local directory.
-    LocalDirectory {
-        /// The root directory.
-        path: PathBuf,
-    },
-    /// An S3 bucket (needs the `s3` feature to deliver).
-    S3(S3Config),
-    /// A bucket of the object store the delivery service runs with
-    /// ([`FirehoseOptions::buckets`]), resolved each time the delivery stream opens: a data
-    /// directory that is moved, or a server started with another object store, delivers where
-    /// it is configured now. What `shardlog serve` creates.
-    Bucket {
-        /// The bucket's name (an S3 bucket name: no `/`, never `.` or `..`).
-        bucket: String,
-    },
-}
-
-/// Where the buckets that [`DestinationConfig::Bucket`] names live.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Buckets {
-    /// `DATA_DIR/objects/BUCKET/` of the store's data directory (the default).
-    #[default]
-    InDataDir,
-    /// `ROOT/BUCKET/`.
-    Directory(PathBuf),
-    /// An S3 API (AWS, or an S3-compatible server at `endpoint`); credentials come from the
-    /// usual `AWS_*` environment variables. Needs the `s3` feature.
-    S3 {
-        /// An endpoint other than AWS's.
-        endpoint: Option<String>,
-        /// The buckets' region.
-        region: String,
-    },
-}
-
-/// Directory of [`Buckets::InDataDir`] in a data directory.
-pub const OBJECTS_DIR: &str = "objects";
-
-/// Checks a bucket name: 1 to 255 of `[a-zA-Z0-9_.-]` (what a BucketARN's pattern allows),
-/// never `.` or `..`, so that it is one plain path component under a directory of buckets.
-pub fn check_bucket_name(bucket: &str) -> Result<()> {
-    if crate::names::is_resource_name(bucket, 255) && !matches!(bucket, "." | "..") {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "BucketARN",
-            format!("{bucket:?} is not a bucket name: 1 to 255 of [a-zA-Z0-9_.-], not . or .."),
-        ))
-    }
-}
-
-impl DestinationConfig {
-    /// The destination, with buckets resolved by `buckets` (`data_dir` for
-    /// [`Buckets::InDataDir`]).
-    fn open(&self, buckets: &Buckets, data_dir: &Path) -> Result<Arc<dyn Destination>> {
-        match self {
-            DestinationConfig::LocalDirectory { path } => Ok(Arc::new(LocalDirectory::new(path))),
-            DestinationConfig::Bucket { bucket } => {
-                check_bucket_name(bucket)?;
-                match buckets {
-                    Buckets::InDataDir => Ok(Arc::new(LocalDirectory::new(
-                        data_dir.join(OBJECTS_DIR).join(bucket),
-                    ))),
-                    Buckets::Directory(root) => {
-                        Ok(Arc::new(LocalDirectory::new(root.join(bucket))))
-                    }
-                    Buckets::S3 { endpoint, region } => DestinationConfig::S3(S3Config {
-                        bucket: bucket.clone(),
-                        region: region.clone(),
-                        endpoint: endpoint.clone(),
-                        access_key_id: None,
-                        secret_access_key: None,
-                    })
-                    .open(buckets, data_dir),
-                }
-            }
-            #[cfg(feature = "s3")]
-            DestinationConfig::S3(config) => Ok(Arc::new(super::destination::S3::new(config)?)),
-            #[cfg(not(feature = "s3"))]
-            DestinationConfig::S3(_) => Err(Error::invalid(
-                "S3DestinationConfiguration",
-                "this build of shardlog has no S3 support (feature `s3`)",
-            )),
-        }
-    }
-
-    /// Where it points, for people: a directory or `s3://bucket`.
-    pub fn describe(&self) -> String {
-        match self {
-            DestinationConfig::LocalDirectory { path } => path.display().to_string(),
-            DestinationConfig::S3(c) => format!("s3://{}", c.bucket),
-            DestinationConfig::Bucket { bucket } => format!("bucket {bucket}"),
-        }
-    }
-}
-
-/// Everything `delivery.json` holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct DeliveryRecord {
-    format_version: u16,
-    name: String,
-    created_ms: i64,
-    version: u64,
-    config: DeliveryConfig,
-    destination: DestinationConfig,
-    /// Name of a transform registered in [`FirehoseOptions::transforms`].
-    transform: Option<String>,
-    /// The stream of the store it reads (KinesisStreamAsSource); none for direct put.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    source_stream: Option<String>,
-    /// Tags.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    tags: BTreeMap<String, String>,
-    /// Settings stored for describe, by their Firehose API names (see [`DeliveryStreamConfig`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    settings: BTreeMap<String, serde_json::Value>,
-    /// When the configuration, tags or settings last changed (ms since the Unix epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    updated_ms: Option<i64>,
-}
 
 /// How to create a delivery stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -711,27 +596,6 @@ impl Inner {
     }
 }
 
-fn read_record(dir: &Path) -> Result<DeliveryRecord> {
-    let path = dir.join(DELIVERY_FILE);
-    let bytes = std::fs::read(&path).map_err(Error::io_at("read delivery stream", &path))?;
-    let record: DeliveryRecord = io::parse_json(&path, &bytes)?;
-    io::check_version(
-        &path,
-        record.format_version,
-        DELIVERY_FORMAT_VERSION,
-        DELIVERY_FORMAT_VERSION,
-    )?;
-    record
-        .config
-        .validate()
-        .map_err(|e| Error::corrupt(&path, 0, e.to_string()))?;
-    Ok(record)
-}
-
-fn write_record(dir: &Path, record: &DeliveryRecord) -> Result<()> {
-    io::write_json(dir, DELIVERY_FILE, record)
-}
-
 /// Delivers due batches every `interval`; a stream whose delivery fails waits, doubling, up to
 /// [`MAX_BACKOFF`], then tries again (its records stay buffered: nothing is skipped).
 fn worker_loop(inner: Weak<Inner>, interval: Duration) {
@@ -767,73 +631,4 @@ impl Drop for Firehose {
         // Deliver what the hints allow now; the rest stays buffered for the next open.
         let _ = self.inner.deliver_all(false);
     }
-}
-
-/// A delivery stream as its files show it, read without opening it (no lock, nothing changed):
-/// what `shardlog inspect` prints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeliveryStreamFiles {
-    /// Its name.
-    pub name: String,
-    /// Configuration version.
-    pub version: u64,
-    /// When it was created, ms since the Unix epoch.
-    pub created_ms: i64,
-    /// Its delivery configuration.
-    pub config: DeliveryConfig,
-    /// Where objects go.
-    pub destination: DestinationConfig,
-    /// The registered transform it names.
-    pub transform: Option<String>,
-    /// Every buffered record below this offset is delivered.
-    pub delivered: u64,
-    /// A batch being delivered: first and end offset, and its object key.
-    pub pending: Option<(u64, u64, String)>,
-    /// One past the newest buffered record.
-    pub buffered_end: u64,
-    /// Records buffered and not yet delivered (direct put).
-    pub backlog: u64,
-    /// The stream it reads (`KinesisStreamAsSource`).
-    pub source_stream: Option<String>,
-    /// For a stream source: how far each shard is delivered (its consumer group), once it has
-    /// delivered or looked for something to deliver.
-    pub source_group: Option<crate::consumer::GroupFiles>,
-}
-
-/// Reads a delivery stream's files (`DATA_DIR/firehose/NAME`) without opening it.
-pub fn read_delivery_stream(dir: &Path) -> Result<DeliveryStreamFiles> {
-    let record = read_record(dir)?;
-    let checkpoint = super::delivery::read_checkpoint(dir)?;
-    let delivered = checkpoint.delivered;
-    let pending = checkpoint.pending.map(|p| (p.from, p.to, p.key));
-    let buffer = dir.join(super::delivery::BUFFER_DIR);
-    let buffered_end = match crate::shard::segment_bases(&buffer) {
-        Ok(bases) => match bases.last() {
-            Some(&newest) => {
-                let s = crate::shard::summarize_segment(&buffer, newest)?;
-                s.end_offset().get().saturating_add(s.lost_after)
-            }
-            None => delivered,
-        },
-        Err(_) => delivered, // never written
-    };
-    Ok(DeliveryStreamFiles {
-        name: record.name,
-        version: record.version,
-        created_ms: record.created_ms,
-        config: record.config,
-        destination: record.destination,
-        transform: record.transform,
-        delivered,
-        pending,
-        buffered_end,
-        backlog: buffered_end.saturating_sub(delivered),
-        source_group: match &record.source_stream {
-            Some(_) => {
-                crate::consumer::read_group_file(&dir.join(super::delivery::SOURCE_GROUP_FILE))?
-            }
-            None => None,
-        },
-        source_stream: record.source_stream,
-    })
 }
