@@ -529,10 +529,13 @@ fn split_closes_the_parent_and_children_take_over() {
             .unwrap();
     }
     let half = (u128::MAX / 2 + 1).to_string();
-    assert!(matches!(
-        s.split_shard("shardId-000000000000", "0"),
-        Err(Error::InvalidArgument { .. })
-    ));
+    // Kinesis's rule: above the start plus one, below the end.
+    for refused in ["0", "1", &u128::MAX.to_string()] {
+        assert!(matches!(
+            s.split_shard("shardId-000000000000", refused),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
     assert!(matches!(
         s.split_shard("shardId-000000000007", &half),
         Err(Error::ResourceNotFound { .. })

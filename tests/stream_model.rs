@@ -280,7 +280,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if range.end - range.start < 4 {
                     continue;
                 }
-                let key = range.start + 1 + ((range.end - range.start - 1) as f64 * at) as u128;
+                // Kinesis takes a key above the start plus one and below the end.
+                let key = range.start + 2 + ((range.end - range.start - 3) as f64 * at) as u128;
                 stream
                     .split_shard(&shard_id(index), &key.to_string())
                     .unwrap();

@@ -27,12 +27,18 @@ impl Stream {
         let mut topology = self.write_topology();
         let parent = self.open_entry(&topology, shard_to_split)?;
         let range = parent.hash_range;
-        if key <= range.start || key > range.end {
+        // Kinesis's rule: above the parent's starting hash key plus one, below its ending one.
+        if key <= range.start.saturating_add(1) || key >= range.end {
             return Err(Error::invalid(
                 "NewStartingHashKey",
                 format!(
-                    "{key} must be above {} and at most {} to split {shard_to_split}",
-                    range.start, range.end
+                    "{key} used in SplitShard() on shard {} in stream {} is not both greater \
+                     than one plus the shard's StartingHashKey {} and less than the shard's \
+                     EndingHashKey {}",
+                    shard_id(parent.index),
+                    self.name,
+                    range.start,
+                    range.end
                 ),
             ));
         }

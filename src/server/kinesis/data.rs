@@ -111,7 +111,8 @@ impl Kinesis<'_> {
     pub(super) fn get_shard_iterator(&self, input: &Input<'_>) -> Reply {
         let stream = self.stream(input)?;
         let shard_id = input.str("ShardId")?;
-        let start = iterator_start(input, "ShardIteratorType", "StartingSequenceNumber")?;
+        let now_ms = self.ctx.store.options().shard.clock.now_ms();
+        let start = iterator_start(input, "ShardIteratorType", "StartingSequenceNumber", now_ms)?;
         let iterator = stream.shard_iterator(shard_id, start)?;
         Ok(json!({ "ShardIterator": iterator }))
     }
@@ -146,7 +147,8 @@ impl Kinesis<'_> {
         let position = input
             .opt_object("StartingPosition")?
             .ok_or_else(|| ApiError::validation("StartingPosition is required"))?;
-        let start = iterator_start(&position, "Type", "SequenceNumber")?;
+        let now_ms = self.ctx.store.options().shard.clock.now_ms();
+        let start = iterator_start(&position, "Type", "SequenceNumber", now_ms)?;
         let reader = crate::consumer::ShardSubscription::open(
             Arc::clone(&self.ctx.store),
             stream.name(),
@@ -283,36 +285,58 @@ pub(super) fn write_json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Where to start reading, from an iterator type member and its sequence number / timestamp.
+/// The rule AWS states when an iterator type and a starting sequence number do not go together.
+const SEQUENCE_RULE: &str = "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER \
+     and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber.";
+
+/// Where to start reading, from an iterator type member and its sequence number / timestamp,
+/// checked as Kinesis checks them (messages as AWS words them): a sequence number exactly with
+/// the `*_SEQUENCE_NUMBER` types, a timestamp with `AT_TIMESTAMP` and not after `now_ms`.
 pub(super) fn iterator_start(
     input: &Input<'_>,
     type_member: &str,
     sequence_member: &str,
+    now_ms: i64,
 ) -> Result<IteratorStart, ApiError> {
     let kind = input.str(type_member)?;
-    let sequence = || {
-        input
-            .opt_str(sequence_member)?
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::invalid(format!("{kind} needs a {sequence_member}")))
+    let sequence = input.opt_str(sequence_member)?.map(str::to_string);
+    let with_sequence = |sequence: Option<String>| {
+        sequence.ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{SEQUENCE_RULE} Request specified {kind} and no StartingSequenceNumber."
+            ))
+        })
     };
-    Ok(match kind {
-        "TRIM_HORIZON" => IteratorStart::TrimHorizon,
-        "LATEST" => IteratorStart::Latest,
-        "AT_SEQUENCE_NUMBER" => IteratorStart::AtSequenceNumber(sequence()?),
-        "AFTER_SEQUENCE_NUMBER" => IteratorStart::AfterSequenceNumber(sequence()?),
-        "AT_TIMESTAMP" => IteratorStart::AtTimestamp(
-            input
-                .opt_timestamp_ms("Timestamp")?
-                .ok_or_else(|| ApiError::invalid("AT_TIMESTAMP needs a Timestamp"))?,
-        ),
-        other => {
-            return Err(ApiError::validation(format!(
-                "1 validation error detected: Value '{other}' at '{}' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]",
-                lower_first(type_member)
-            )))
-        }
-    })
+    let without_sequence = |start: IteratorStart| match sequence {
+        Some(_) => Err(ApiError::invalid(format!(
+            "{SEQUENCE_RULE} Request specified {kind} and also a StartingSequenceNumber."
+        ))),
+        None => Ok(start),
+    };
+    match kind {
+        "TRIM_HORIZON" => without_sequence(IteratorStart::TrimHorizon),
+        "LATEST" => without_sequence(IteratorStart::Latest),
+        "AT_SEQUENCE_NUMBER" => Ok(IteratorStart::AtSequenceNumber(with_sequence(sequence)?)),
+        "AFTER_SEQUENCE_NUMBER" => Ok(IteratorStart::AfterSequenceNumber(with_sequence(
+            sequence,
+        )?)),
+        "AT_TIMESTAMP" => match input.opt_timestamp_ms("Timestamp")? {
+            None => Err(ApiError::invalid(
+                "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. \
+                 Current request has no timestamp parameter.",
+            )),
+            Some(at) if at > now_ms => Err(ApiError::invalid(format!(
+                "The timestampInMillis parameter cannot be greater than the \
+                 currentTimestampInMillis. timestampInMillis: {at}, currentTimestampInMillis: \
+                 {now_ms}"
+            ))),
+            Some(at) => Ok(IteratorStart::AtTimestamp(at)),
+        },
+        other => Err(ApiError::validation(format!(
+            "1 validation error detected: Value '{other}' at '{}' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]",
+            lower_first(type_member)
+        ))),
+    }
 }
 
 #[cfg(test)]

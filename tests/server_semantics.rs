@@ -1,0 +1,178 @@
+//! The semantic checks Kinesis makes beyond the model's constraints, with its messages where they
+//! are known (issue #18, item 3): iterator types against StartingSequenceNumber and Timestamp,
+//! and where SplitShard may split.
+#![cfg(feature = "server")]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::http::Client;
+use serde_json::{json, Value};
+use shardlog::server::{Server, ServerOptions};
+use shardlog::{Store, StoreOptions};
+
+const RULE: &str = "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and \
+     StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber.";
+
+fn start() -> (tempfile::TempDir, Server, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+    let server = Server::start(
+        store,
+        None,
+        ServerOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let c = Client::connect(server.local_addr()).unwrap();
+    (dir, server, c)
+}
+
+/// The error type and message of a refused request.
+fn refusal(c: &mut Client, operation: &str, body: &Value) -> (String, String) {
+    let reply = c.kinesis(operation, body).unwrap();
+    assert_eq!(reply.status, 400, "{}", common::text(&reply.body));
+    let body = reply.json();
+    (
+        body["__type"].as_str().unwrap().to_string(),
+        body["message"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn iterator_types_and_starting_sequence_numbers_go_together_as_kinesis_says() {
+    let (_dir, _server, mut c) = start();
+    c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 1}))
+        .unwrap();
+    let put = c
+        .kinesis(
+            "PutRecord",
+            &json!({"StreamName": "s", "PartitionKey": "k", "Data": "YQ=="}),
+        )
+        .unwrap()
+        .json();
+    let seq = put["SequenceNumber"].as_str().unwrap().to_string();
+    let request = |kind: &str, seq: Option<&str>| {
+        let mut body =
+            json!({"StreamName": "s", "ShardId": "shardId-0", "ShardIteratorType": kind});
+        if let Some(seq) = seq {
+            body["StartingSequenceNumber"] = json!(seq);
+        }
+        body
+    };
+    for kind in ["LATEST", "TRIM_HORIZON"] {
+        assert_eq!(
+            refusal(&mut c, "GetShardIterator", &request(kind, Some(&seq))),
+            (
+                "InvalidArgumentException".to_string(),
+                format!("{RULE} Request specified {kind} and also a StartingSequenceNumber.")
+            )
+        );
+        let ok = c.kinesis("GetShardIterator", &request(kind, None)).unwrap();
+        assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
+    }
+    for kind in ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"] {
+        assert_eq!(
+            refusal(&mut c, "GetShardIterator", &request(kind, None)),
+            (
+                "InvalidArgumentException".to_string(),
+                format!("{RULE} Request specified {kind} and no StartingSequenceNumber.")
+            )
+        );
+        let ok = c
+            .kinesis("GetShardIterator", &request(kind, Some(&seq)))
+            .unwrap();
+        assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
+    }
+}
+
+#[test]
+fn at_timestamp_needs_a_timestamp_not_in_the_future() {
+    let (_dir, _server, mut c) = start();
+    c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 1}))
+        .unwrap();
+    let body = |timestamp: Option<f64>| {
+        let mut body =
+            json!({"StreamName": "s", "ShardId": "shardId-0", "ShardIteratorType": "AT_TIMESTAMP"});
+        if let Some(t) = timestamp {
+            body["Timestamp"] = json!(t);
+        }
+        body
+    };
+    assert_eq!(
+        refusal(&mut c, "GetShardIterator", &body(None)),
+        (
+            "InvalidArgumentException".to_string(),
+            "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. \
+             Current request has no timestamp parameter."
+                .to_string()
+        )
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let (kind, message) = refusal(&mut c, "GetShardIterator", &body(Some(now + 3600.0)));
+    assert_eq!(kind, "InvalidArgumentException");
+    assert!(
+        message.starts_with(
+            "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. \
+             timestampInMillis: "
+        ),
+        "{message}"
+    );
+    let ok = c
+        .kinesis("GetShardIterator", &body(Some(now - 60.0)))
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
+}
+
+#[test]
+fn split_shard_takes_keys_above_the_start_plus_one_and_below_the_end() {
+    let (_dir, _server, mut c) = start();
+    c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 1}))
+        .unwrap();
+    let split = |key: &str| json!({"StreamName": "s", "ShardToSplit": "shardId-0", "NewStartingHashKey": key});
+    for refused in ["0", "1", &u128::MAX.to_string()] {
+        let (kind, message) = refusal(&mut c, "SplitShard", &split(refused));
+        assert_eq!(kind, "InvalidArgumentException", "{refused}");
+        assert!(
+            message.contains("is not both greater than one plus the shard's StartingHashKey 0"),
+            "{message}"
+        );
+    }
+    // The smallest key Kinesis takes: children [0, 1] and [2, max].
+    let ok = c.kinesis("SplitShard", &split("2")).unwrap();
+    assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
+    let shards = c
+        .kinesis("ListShards", &json!({"StreamName": "s"}))
+        .unwrap()
+        .json();
+    let ranges: Vec<(String, String)> = shards["Shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["HashKeyRange"]["StartingHashKey"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                s["HashKeyRange"]["EndingHashKey"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranges[1..],
+        [
+            ("0".to_string(), "1".to_string()),
+            ("2".to_string(), u128::MAX.to_string())
+        ]
+    );
+}
