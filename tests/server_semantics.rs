@@ -176,3 +176,24 @@ fn split_shard_takes_keys_above_the_start_plus_one_and_below_the_end() {
         ]
     );
 }
+
+#[test]
+fn merge_shards_takes_the_pair_in_key_order_only() {
+    let (_dir, _server, mut c) = start();
+    c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 3}))
+        .unwrap();
+    let merge =
+        |a: &str, b: &str| json!({"StreamName": "s", "ShardToMerge": a, "AdjacentShardToMerge": b});
+    for (a, b) in [("shardId-1", "shardId-0"), ("shardId-0", "shardId-2")] {
+        let (kind, message) = refusal(&mut c, "MergeShards", &merge(a, b));
+        assert_eq!(kind, "InvalidArgumentException");
+        assert!(
+            message.contains("are not an adjacent pair of shards eligible for merging"),
+            "{message}"
+        );
+    }
+    let ok = c
+        .kinesis("MergeShards", &merge("shardId-0", "shardId-1"))
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
+}

@@ -83,20 +83,23 @@ impl Stream {
         let mut topology = self.write_topology();
         let a = self.open_entry(&topology, shard_to_merge)?;
         let b = self.open_entry(&topology, adjacent_shard_to_merge)?;
-        let (low, high) = if a.hash_range.start < b.hash_range.start {
-            (&a, &b)
-        } else {
-            (&b, &a)
-        };
-        if low.hash_range.end.checked_add(1) != Some(high.hash_range.start) {
+        // As Kinesis: the adjacent shard's range must follow the first one's (given the other
+        // way round, AWS refuses the pair too).
+        if a.hash_range.end.checked_add(1) != Some(b.hash_range.start) {
             return Err(Error::invalid(
                 "AdjacentShardToMerge",
-                format!("{shard_to_merge} and {adjacent_shard_to_merge} do not own adjacent hash-key ranges"),
+                format!(
+                    "Shards {} and {} in stream {} are not an adjacent pair of shards eligible \
+                     for merging",
+                    shard_id(a.index),
+                    shard_id(b.index),
+                    self.name
+                ),
             ));
         }
         let merged = HashKeyRange {
-            start: low.hash_range.start,
-            end: high.hash_range.end,
+            start: a.hash_range.start,
+            end: b.hash_range.end,
         };
         let now = self.context.clock.now_ms();
         let end_a = self.close_point(&topology, a.index)?;
