@@ -2,7 +2,8 @@
 // creates and deletes, PutRecords, resharding (UpdateShardCount), retention-period changes,
 // retention runs after the clock jumps, consumer-group checkpoints, and a Firehose delivery stream
 // (create, PutRecordBatch, delivery into a local directory under the data directory), with an I/O
-// fault armed at any file operation under the data directory (a write, sync, rename, directory creation or removal; a write may be torn). The
+// fault armed at any file operation under the data directory (a write, sync, rename, directory
+// creation or removal; a write may be torn). The
 // first error ends the process's life: everything is dropped and, under `Always` and
 // `GroupCommit`, the power is cut (`faults::power_cut` over every file of the store; directory
 // changes are kept in order, as ext4's journal keeps them). Under `Never` the process is only

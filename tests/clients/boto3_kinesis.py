@@ -93,8 +93,14 @@ latest = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIterat
 assert k.get_records(ShardIterator=latest)["Records"] == []
 k.put_record(StreamName="orders", Data=b"late", PartitionKey="alpha")
 assert [r["Data"] for r in k.get_records(ShardIterator=latest)["Records"]] == [b"late"]
-ts = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.datetime.now() + datetime.timedelta(hours=1))
-assert k.get_records(ShardIterator=ts["ShardIterator"])["Records"] == []
+# As AWS: a timestamp in the future is refused, not read as LATEST; one just past reads a suffix.
+utc_now = datetime.datetime.now(datetime.timezone.utc)
+expect_error("InvalidArgumentException", k.get_shard_iterator, StreamName="orders", ShardId=shard_id, ShardIteratorType="AT_TIMESTAMP", Timestamp=utc_now + datetime.timedelta(hours=1))
+horizon = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+held = [r["Data"] for r in k.get_records(ShardIterator=horizon)["Records"]]
+ts = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIteratorType="AT_TIMESTAMP", Timestamp=utc_now - datetime.timedelta(seconds=1))
+recent = [r["Data"] for r in k.get_records(ShardIterator=ts["ShardIterator"])["Records"]]
+assert b"late" in recent and recent == held[len(held) - len(recent):], (recent, held)
 ts = k.get_shard_iterator(StreamName="orders", ShardId=shard_id, ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.datetime(2000, 1, 1))
 assert k.get_records(ShardIterator=ts["ShardIterator"])["Records"][0]["Data"] == b"first"
 expect_error("InvalidArgumentException", k.get_shard_iterator, StreamName="orders", ShardId=shard_id, ShardIteratorType="AT_SEQUENCE_NUMBER")
