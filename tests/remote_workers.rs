@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::http::Client;
 use serde_json::{json, Value};
-use shardlog::server::{Server, ServerOptions};
+use shardlog::server::Server;
 use shardlog::{PutRecord, Store, StoreOptions, StreamConfig};
 
 const ADDR_ENV: &str = "SHARDLOG_REMOTE_WORKER_ADDR";
@@ -225,15 +225,7 @@ fn serve(dir: &std::path::Path, shards: u32) -> (Arc<Store>, Server) {
     store
         .create_stream("s", StreamConfig::provisioned(shards))
         .unwrap();
-    let server = Server::start(
-        Arc::clone(&store),
-        None,
-        ServerOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerOptions::default()
-        },
-    )
-    .unwrap();
+    let server = common::serve::in_process(Arc::clone(&store));
     (store, server)
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::http::Client;
 use serde_json::{json, Value};
-use shardlog::server::{Server, ServerOptions};
+use shardlog::server::Server;
 use shardlog::{Store, StoreOptions};
 
 const RULE: &str = "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and \
@@ -18,15 +18,7 @@ const RULE: &str = "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE
 fn start() -> (tempfile::TempDir, Server, Client) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
-    let server = Server::start(
-        store,
-        None,
-        ServerOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerOptions::default()
-        },
-    )
-    .unwrap();
+    let server = common::serve::in_process(store);
     let c = Client::connect(server.local_addr()).unwrap();
     (dir, server, c)
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use common::http::Client;
 use serde_json::json;
-use shardlog::server::{Server, ServerOptions};
 use shardlog::{Store, StoreOptions};
 
 fn records_read(c: &mut Client, shard_id: &str) -> Vec<String> {
@@ -41,15 +40,7 @@ fn records_read(c: &mut Client, shard_id: &str) -> Vec<String> {
 fn short_shard_ids_name_the_shard_kinesis_would() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
-    let server = Server::start(
-        Arc::clone(&store),
-        None,
-        ServerOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerOptions::default()
-        },
-    )
-    .unwrap();
+    let server = common::serve::in_process(Arc::clone(&store));
     let mut c = Client::connect(server.local_addr()).unwrap();
     c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 3}))
         .unwrap();

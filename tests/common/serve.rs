@@ -57,3 +57,17 @@ pub fn spawn_server_with(data: &Path, flush: &str, extra: &[&str]) -> (ServerPro
         .unwrap_or_else(|| panic!("no address in {line:?}"));
     (ServerProcess(child), addr)
 }
+
+/// The wire API served in this process over `store`, on a free port of 127.0.0.1, with default
+/// options otherwise.
+pub fn in_process(store: std::sync::Arc<shardlog::Store>) -> shardlog::server::Server {
+    shardlog::server::Server::start(
+        store,
+        None,
+        shardlog::server::ServerOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..shardlog::server::ServerOptions::default()
+        },
+    )
+    .unwrap()
+}
