@@ -26,9 +26,10 @@
 //! On top of shards, a [`Store`] holds [`Stream`]s with the semantics of Kinesis Data Streams:
 //! MD5 hash-key routing, sequence numbers, shard iterators, resharding and retention.
 //!
-//! Layers, bottom up (a module only uses the ones above it in this list): `format` (bytes on disk),
-//! `mmap` (the only `unsafe`), `index`, `segment`, `shard` and `repair`, then `hash_key`, `sequence`,
-//! `iterator`, `manifest`, `stream`, `store`. ARCHITECTURE.md describes them.
+//! Layers, bottom up (a module only uses the ones above it in this list): the shard log in
+//! [`log`] (bytes on disk, the memory maps, segments, shards, repair), then `hash_key`,
+//! `sequence`, `iterator`, `manifest`, `stream`, `store`, and over them `consumer`, `firehose`,
+//! `server` and `cli`. ARCHITECTURE.md describes them.
 #![warn(missing_docs)]
 
 #[cfg(feature = "cli")]
@@ -42,23 +43,16 @@ pub mod faults;
 mod faults;
 #[cfg(feature = "firehose")]
 pub mod firehose;
-pub mod format;
 pub mod hash_key;
-mod index;
 mod io;
 mod iterator;
 mod lane_md5;
-pub mod lock;
-mod log_start;
+pub mod log;
 pub mod manifest;
-mod mmap;
 pub mod names;
-pub mod repair;
-mod segment;
 pub mod sequence;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod shard;
 mod shutdown;
 pub mod store;
 pub mod stream;
@@ -69,11 +63,11 @@ mod utc;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};
-pub use format::RecordRef;
 pub use hash_key::{HashKeyRange, ShardId};
+pub use log::format::RecordRef;
+pub use log::shard::{Deleted, FlushPolicy, Shard, ShardOptions};
 pub use manifest::{ConsumerEntry, StreamMode};
 pub use sequence::SequenceNumber;
-pub use shard::{Deleted, FlushPolicy, Shard, ShardOptions};
 pub use store::{RetentionReport, Store, StoreOptions, StreamConfig, StreamModeConfig};
 pub use stream::{
     ChildShard, GetRecordsOutput, IteratorStart, ListShards, PageEnd, Put, PutFailure,

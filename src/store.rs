@@ -23,10 +23,10 @@ use crate::error::{Error, Result, Unreadable, UnreadableSet};
 use crate::hash_key::HashKeyRange;
 use crate::io::{self, sync_dir};
 use crate::iterator::{IteratorKey, IteratorToken};
-use crate::lock::DirLock;
+use crate::log::lock::DirLock;
+use crate::log::shard::ShardOptions;
 use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::names::{self, Listed};
-use crate::shard::ShardOptions;
 use crate::shutdown::Shutdown;
 use crate::stream::{
     check_retention, check_stream_name, GetRecordsOutput, OpenShards, Stream, StreamContext,

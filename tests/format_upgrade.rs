@@ -9,8 +9,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::copy_dir;
-use shardlog::format::FORMAT_VERSION;
-use shardlog::shard::{segment_bases, summarize_segment, verify};
+use shardlog::log::format::FORMAT_VERSION;
+use shardlog::log::shard::{segment_bases, summarize_segment, verify};
 use shardlog::{
     IteratorStart, NewRecord, Offset, PutRecord, ReadLimits, Shard, ShardFilter, ShardOptions,
     Store, StoreOptions,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use shardlog::shard::{DEFAULT_BATCH_BYTES, MIN_BATCH_BYTES};
+use shardlog::log::shard::{DEFAULT_BATCH_BYTES, MIN_BATCH_BYTES};
 use shardlog::{
     Clock, FlushPolicy, ManualClock, NewRecord, Offset, ReadLimits, Shard, ShardOptions,
 };

@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use shardlog::format::{decode_batch, Layout, SEGMENT_HEADER_LEN};
+use shardlog::log::format::{decode_batch, Layout, SEGMENT_HEADER_LEN};
 use shardlog::{PutRecord, ShardOptions, Store, StoreOptions, StreamConfig};
 
 const SHARD: &str = "shardId-000000000001";

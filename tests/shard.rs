@@ -263,11 +263,11 @@ fn options_out_of_range_are_refused() {
             ..ShardOptions::default()
         },
         ShardOptions {
-            batch_bytes: shardlog::shard::MIN_BATCH_BYTES - 1,
+            batch_bytes: shardlog::log::shard::MIN_BATCH_BYTES - 1,
             ..ShardOptions::default()
         },
         ShardOptions {
-            batch_bytes: shardlog::shard::MAX_BATCH_BYTES + 1,
+            batch_bytes: shardlog::log::shard::MAX_BATCH_BYTES + 1,
             ..ShardOptions::default()
         },
     ] {
@@ -301,7 +301,7 @@ fn batch_size_can_change_between_opens() {
     let shard = open(64 * 1024);
     append_range(&shard, 0, 2000, 500, 120);
     drop(shard);
-    let shard = open(shardlog::shard::MIN_BATCH_BYTES);
+    let shard = open(shardlog::log::shard::MIN_BATCH_BYTES);
     append_range(&shard, 2000, 4000, 500, 120);
     check_records(&read_all(&shard, 0), 0, 4000, 120);
     drop(shard);
@@ -312,7 +312,7 @@ fn batch_size_can_change_between_opens() {
         .collect();
     assert_eq!(counts[..4], [500, 500, 500, 500], "{counts:?}");
     assert!(counts[4..].iter().all(|&n| n < 10), "{counts:?}");
-    assert_eq!(shardlog::shard::verify(dir.path()).unwrap(), vec![]);
+    assert_eq!(shardlog::log::shard::verify(dir.path()).unwrap(), vec![]);
 }
 
 #[test]

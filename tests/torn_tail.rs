@@ -63,7 +63,7 @@ fn check_salvage(dir: &Path, clock: &Arc<ManualClock>, lost: Range<u64>, what: &
     drop(shard);
     let shard = Shard::open(dir, small_options(clock, 1 << 20)).unwrap();
     check(&shard, RECORDS + 3);
-    let problems = shardlog::shard::verify(dir).unwrap();
+    let problems = shardlog::log::shard::verify(dir).unwrap();
     assert!(
         problems.is_empty(),
         "{what}: verify after the repair: {problems:?}"

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use shardlog::shard::{verify, Problem};
+use shardlog::log::shard::{verify, Problem};
 
 fn problems(dir: &Path) -> Vec<Problem> {
     let before = snapshot_dir(dir);
@@ -146,14 +146,14 @@ fn a_deleted_oldest_segment_is_told_apart_from_retention() {
     // Retention deletes the oldest segments: clean.
     shard.delete_below(Offset::new(100)).unwrap();
     drop(shard);
-    assert!(shardlog::shard::verify(dir.path()).unwrap().is_empty());
+    assert!(shardlog::log::shard::verify(dir.path()).unwrap().is_empty());
     // Deleting the oldest remaining segment by hand is not retention: reported, and still
     // after a restart of the writer.
     let oldest = common::segment_files(dir.path())[0].clone();
     std::fs::remove_file(&oldest).unwrap();
     let _ = std::fs::remove_file(oldest.with_extension("idx"));
     drop(Shard::open(dir.path(), common::small_options(&clock, 4096)).unwrap());
-    let problems = shardlog::shard::verify(dir.path()).unwrap();
+    let problems = shardlog::log::shard::verify(dir.path()).unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
         problems[0].what.contains("not deleted by retention"),
@@ -161,6 +161,6 @@ fn a_deleted_oldest_segment_is_told_apart_from_retention() {
         problems[0]
     );
     // A repair accepts the loss and records the new start.
-    shardlog::repair::apply_repair(dir.path(), None, 2_000).unwrap();
-    assert!(shardlog::shard::verify(dir.path()).unwrap().is_empty());
+    shardlog::log::repair::apply_repair(dir.path(), None, 2_000).unwrap();
+    assert!(shardlog::log::shard::verify(dir.path()).unwrap().is_empty());
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use shardlog::format::{
+use shardlog::log::format::{
     batch_record_len, decode_batch, decode_frame, encode_batch, encode_frame, encode_index_header,
     frame_len, peek_batch, peek_frame, FrameFields, IndexEntry, Layout, SegmentHeader,
     BATCH_OVERHEAD, SEGMENT_HEADER_LEN,
@@ -178,7 +178,7 @@ pub fn segment(data: &[u8]) {
     if mode == 2 {
         // Make it an older segment: a newer, empty one follows far ahead.
         let header = SegmentHeader {
-            version: shardlog::format::FORMAT_VERSION,
+            version: shardlog::log::format::FORMAT_VERSION,
             base_offset: Offset::new(1_000_000),
             created_ms: T0,
             arrival_floor_ms: i64::MIN,
@@ -450,7 +450,7 @@ pub fn repair(data: &[u8]) {
         std::fs::write(&path, &bytes).unwrap();
     }
 
-    let plan = shardlog::repair::apply_repair(dir.path(), None, T0 + 20_000)
+    let plan = shardlog::log::repair::apply_repair(dir.path(), None, T0 + 20_000)
         .expect("repair works on any damage");
     if std::env::var_os("SHARDLOG_FUZZ_TRACE").is_some() {
         eprintln!("damaged: {damaged:?} of {names:?}");
@@ -459,7 +459,7 @@ pub fn repair(data: &[u8]) {
         }
     }
     let shard = Shard::open(dir.path(), options(16 * 1024)).expect("a repaired shard opens");
-    let problems = shardlog::shard::verify(dir.path()).expect("verify runs");
+    let problems = shardlog::log::shard::verify(dir.path()).expect("verify runs");
     assert!(problems.is_empty(), "not clean after repair: {problems:?}");
     let served = read_all(&shard);
     check_served(&served, u64::MAX);
@@ -479,7 +479,7 @@ pub fn repair(data: &[u8]) {
         }
     }
     drop(shard);
-    let again = shardlog::repair::plan_repair(dir.path(), None).expect("plan");
+    let again = shardlog::log::repair::plan_repair(dir.path(), None).expect("plan");
     assert!(
         again.repairs.is_empty(),
         "a second repair: {:?}",

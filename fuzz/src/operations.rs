@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardlog::faults;
-use shardlog::shard::{DEFAULT_BATCH_BYTES, MIN_BATCH_BYTES};
+use shardlog::log::shard::{DEFAULT_BATCH_BYTES, MIN_BATCH_BYTES};
 use shardlog::{
     Clock, FlushPolicy, ManualClock, NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions,
 };
@@ -442,7 +442,7 @@ pub fn operations(data: &[u8]) {
 /// A shard the engine wrote and recovered verifies clean, apart from what a power cut may leave
 /// behind that the engine repairs on its own (torn tails, index caches).
 fn check_dir_verifies(dir: &Path) {
-    let problems = shardlog::shard::verify(dir).expect("verify runs");
+    let problems = shardlog::log::shard::verify(dir).expect("verify runs");
     for p in &problems {
         let cache = p.path.extension().is_some_and(|e| e == "idx");
         assert!(

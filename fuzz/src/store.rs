@@ -857,7 +857,7 @@ fn check_shards_verify(dir: &Path) {
         };
         for shard in shards {
             let shard = shard.unwrap().path();
-            for p in shardlog::shard::verify(&shard).expect("verify runs") {
+            for p in shardlog::log::shard::verify(&shard).expect("verify runs") {
                 let cache = p.path.extension().is_some_and(|e| e == "idx");
                 assert!(
                     cache || p.what.contains("torn"),

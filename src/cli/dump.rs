@@ -9,8 +9,8 @@ use base64::Engine as _;
 use super::target::{self, StreamShard, Target};
 use super::{CliError, CliResult, DataEncoding};
 use crate::hash_key::shard_id;
+use crate::log::shard::segment_bases;
 use crate::sequence::SequenceNumber;
-use crate::shard::segment_bases;
 use crate::utc::{parse_time, rfc3339_utc};
 use crate::{Offset, ReadLimits, Record, Shard, ShardOptions};
 

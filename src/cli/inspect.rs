@@ -11,9 +11,9 @@ use super::target::{self, StreamShard, Target};
 use super::{human_bytes, CliResult};
 use crate::clock::{Clock, SystemClock};
 use crate::hash_key::shard_id;
+use crate::log::shard::{segment_bases, summarize_segment, SegmentReport};
 use crate::manifest::StreamManifest;
 use crate::sequence::SequenceNumber;
-use crate::shard::{segment_bases, summarize_segment, SegmentReport};
 use crate::utc::rfc3339_utc;
 use crate::Offset;
 

@@ -8,9 +8,9 @@ use super::target::{self, Target};
 use super::{CliError, CliResult};
 use crate::clock::{Clock, SystemClock};
 use crate::hash_key::parse_shard_id;
-use crate::lock::{DirLock, LOCK_FILE_NAME};
+use crate::log::lock::{DirLock, LOCK_FILE_NAME};
+use crate::log::repair::{apply_repair, plan_repair};
 use crate::manifest::StreamManifest;
-use crate::repair::{apply_repair, plan_repair};
 use crate::Offset;
 
 /// How far up from the given path a store's or shard's lock file is looked for

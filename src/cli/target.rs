@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{CliError, CliResult};
-use crate::format::{parse_file_name, INDEX_EXT, SEGMENT_EXT};
 use crate::hash_key::parse_shard_id;
-use crate::lock::LOCK_FILE_NAME;
+use crate::log::format::{parse_file_name, INDEX_EXT, SEGMENT_EXT};
+use crate::log::lock::LOCK_FILE_NAME;
 use crate::manifest::{StreamManifest, MANIFEST_FILE};
 use crate::Offset;
 

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::target::{self, Target};
 use super::CliResult;
-use crate::shard::{segment_bases, verify_segment, Problem};
+use crate::log::shard::{segment_bases, verify_segment, Problem};
 use crate::Offset;
 
 /// Directories smaller than this verify too fast to need a progress bar.
@@ -40,7 +40,8 @@ fn jobs_for_shard(dir: &Path, only: Option<Offset>) -> CliResult<Vec<Job>> {
             dir: dir.to_path_buf(),
             base,
             next: bases.get(i + 1).copied(),
-            bytes: std::fs::metadata(crate::shard::segment_file(dir, base)).map_or(0, |m| m.len()),
+            bytes: std::fs::metadata(crate::log::shard::segment_file(dir, base))
+                .map_or(0, |m| m.len()),
         })
         .collect())
 }
@@ -58,14 +59,14 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
             problems.extend(check_side_files(&dir)?);
             for buffer in target::delivery_buffer_dirs(&dir)? {
                 shards += 1;
-                problems.extend(crate::shard::verify_log_start(&buffer)?);
+                problems.extend(crate::log::shard::verify_log_start(&buffer)?);
                 jobs.extend(jobs_for_shard(&buffer, None)?);
             }
         }
         Target::Stream(dir) => stream_dirs.push(dir),
         Target::Shard { dir, .. } => {
             shards += 1;
-            problems.extend(crate::shard::verify_log_start(&dir)?);
+            problems.extend(crate::log::shard::verify_log_start(&dir)?);
             jobs.extend(jobs_for_shard(&dir, None)?);
         }
         Target::Segment { dir, base, .. } => jobs.extend(jobs_for_shard(&dir, Some(base))?),
@@ -74,7 +75,7 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
         problems.extend(crate::stream::verify_layout(stream)?);
         for shard in target::shard_dirs_on_disk(stream)? {
             shards += 1;
-            problems.extend(crate::shard::verify_log_start(&shard)?);
+            problems.extend(crate::log::shard::verify_log_start(&shard)?);
             jobs.extend(jobs_for_shard(&shard, None)?);
         }
     }

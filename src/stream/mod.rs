@@ -22,8 +22,8 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::hash_key::{parse_shard_id, shard_id, HashKeyRange, ShardId};
 use crate::iterator::IteratorKey;
+use crate::log::shard::{Problem, Shard, ShardOptions};
 use crate::manifest::{ShardEntry, StreamManifest};
-use crate::shard::{Problem, Shard, ShardOptions};
 use crate::throttle::ShardThrottle;
 
 mod list;
@@ -533,7 +533,7 @@ impl Stream {
 /// Checks a stream directory's manifest and shard directories against each other, changing
 /// nothing: the manifest reads and is consistent, every shard directory belongs to a shard of the
 /// manifest, and every closed shard ends exactly at the offset the manifest closed it at. (Each
-/// shard's own files are checked by [`crate::shard::verify`].)
+/// shard's own files are checked by [`crate::log::shard::verify`].)
 pub fn verify_layout(stream_dir: &Path) -> Result<Vec<Problem>> {
     let manifest_path = stream_dir.join(crate::manifest::MANIFEST_FILE);
     let manifest = match StreamManifest::read(stream_dir) {
@@ -581,7 +581,7 @@ pub fn verify_layout(stream_dir: &Path) -> Result<Vec<Problem>> {
             continue;
         };
         let shard_dir = dir.join(shard_id(entry.index));
-        let bases = match crate::shard::segment_bases(&shard_dir) {
+        let bases = match crate::log::shard::segment_bases(&shard_dir) {
             Ok(bases) => bases,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Vec::new()
@@ -591,7 +591,7 @@ pub fn verify_layout(stream_dir: &Path) -> Result<Vec<Problem>> {
         let Some(&newest) = bases.last() else {
             continue;
         };
-        let report = crate::shard::summarize_segment(&shard_dir, newest)?;
+        let report = crate::log::shard::summarize_segment(&shard_dir, newest)?;
         let end = report.end_offset().get().saturating_add(report.lost_after);
         if report.problems.is_empty() && end != closed.end_offset {
             problems.push(Problem {

@@ -10,9 +10,9 @@ use super::{not_found_shard, Stream, Topology};
 use crate::error::{Error, Result};
 use crate::hash_key::{shard_id, HashKeyRange, ShardId};
 use crate::iterator::IteratorToken;
+use crate::log::shard::Shard;
 use crate::manifest::ShardEntry;
 use crate::sequence::SequenceNumber;
-use crate::shard::Shard;
 use crate::types::{Offset, ReadLimits};
 
 /// Most records one GetRecords call returns.

@@ -277,7 +277,7 @@ pub fn text(bytes: &[u8]) -> String {
 /// The batches of a (version 3) segment file, as far as they verify: each one's byte range and
 /// the offsets of its records.
 pub fn batches(segment: &Path) -> Vec<(std::ops::Range<usize>, std::ops::Range<u64>)> {
-    use shardlog::format::{decode_batch, Layout, SEGMENT_HEADER_LEN};
+    use shardlog::log::format::{decode_batch, Layout, SEGMENT_HEADER_LEN};
     let bytes = std::fs::read(segment).unwrap();
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;

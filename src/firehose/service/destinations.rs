@@ -21,7 +21,7 @@ pub enum DestinationConfig {
     /// An S3 bucket (needs the `s3` feature to deliver).
     S3(S3Config),
     /// A bucket of the object store the delivery service runs with
-    /// ([`FirehoseOptions::buckets`]), resolved each time the delivery stream opens: a data
+    /// ([`FirehoseOptions::buckets`](super::FirehoseOptions::buckets)), resolved each time the delivery stream opens: a data
     /// directory that is moved, or a server started with another object store, delivers where
     /// it is configured now. What `shardlog serve` creates.
     Bucket {

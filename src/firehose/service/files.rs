@@ -101,10 +101,10 @@ pub fn read_delivery_stream(dir: &Path) -> Result<DeliveryStreamFiles> {
     let delivered = checkpoint.delivered;
     let pending = checkpoint.pending.map(|p| (p.from, p.to, p.key));
     let buffer = dir.join(crate::firehose::delivery::BUFFER_DIR);
-    let buffered_end = match crate::shard::segment_bases(&buffer) {
+    let buffered_end = match crate::log::shard::segment_bases(&buffer) {
         Ok(bases) => match bases.last() {
             Some(&newest) => {
-                let s = crate::shard::summarize_segment(&buffer, newest)?;
+                let s = crate::log::shard::summarize_segment(&buffer, newest)?;
                 s.end_offset().get().saturating_add(s.lost_after)
             }
             None => delivered,

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::faults;
-use crate::format::{
+use crate::io::sync_dir;
+use crate::log::format::{
     batch_record_len, encode_batch, varint_len, Layout, SegmentFooter, SegmentHeader,
     BATCH_OVERHEAD, FOOTER_LEN, FORMAT_VERSION, SEGMENT_HEADER_LEN,
 };
-use crate::index::{self, IndexFile, SparseIndex};
-use crate::io::sync_dir;
-use crate::mmap::{MapWriter, SharedMap};
+use crate::log::index::{self, IndexFile, SparseIndex};
+use crate::log::mmap::{MapWriter, SharedMap};
 use crate::types::{NewRecord, Offset};
 
 use super::scan::{

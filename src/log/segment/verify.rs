@@ -6,8 +6,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{SegmentFooter, INDEX_ENTRY_LEN, INDEX_HEADER_LEN, SEGMENT_HEADER_LEN};
-use crate::index::{self, SparseIndex};
+use crate::log::format::{SegmentFooter, INDEX_ENTRY_LEN, INDEX_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::log::index::{self, SparseIndex};
 use crate::types::Offset;
 
 use super::scan::{check_header, read_footer, scan};

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::io::sync_dir;
-use crate::log_start::write_log_start;
-use crate::segment::{ActiveSegment, Segment};
+use crate::log::log_start::write_log_start;
+use crate::log::segment::{ActiveSegment, Segment};
 use crate::types::Offset;
 
 use super::{Deleted, Shard};
@@ -36,7 +36,7 @@ impl Shard {
     /// first, when all before it went and `active_expired` accepts it).
     pub(super) fn delete_where(
         &self,
-        sealed_expired: impl Fn(&crate::segment::SealInfo) -> bool,
+        sealed_expired: impl Fn(&crate::log::segment::SealInfo) -> bool,
         active_expired: impl Fn(&ActiveSegment) -> bool,
     ) -> Result<Deleted> {
         let mut w = self.lock_writer()?;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::format::SEGMENT_HEADER_LEN;
 use crate::io::sync_dir;
-use crate::segment::{batched_len, count_fitting, ActiveSegment, Segment};
+use crate::log::format::SEGMENT_HEADER_LEN;
+use crate::log::segment::{batched_len, count_fitting, ActiveSegment, Segment};
 use crate::types::{Appended, NewRecord, Offset};
 
 use super::{FlushPolicy, Shard, Writer};

@@ -6,11 +6,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{
+use crate::log::format::{
     decode_batch, peek_batch, DecodeError, FrameError, IndexEntry, Layout, SegmentFooter,
     SegmentHeader, FOOTER_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::index::{self, SparseIndex};
+use crate::log::index::{self, SparseIndex};
 use crate::types::Offset;
 
 /// What a scan of frames found.
@@ -181,7 +181,7 @@ pub(super) fn header_error(path: &Path, e: DecodeError) -> Error {
         DecodeError::Version(found) => Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found,
-            supported: crate::format::FORMAT_VERSION,
+            supported: crate::log::format::FORMAT_VERSION,
         },
         other => Error::corrupt(path, 0, format!("segment header: {other}")),
     }

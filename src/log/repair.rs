@@ -21,13 +21,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{
+use crate::io::{sync_dir, write_atomically};
+use crate::log::format::{
     parse_file_name, peek_batch, Layout, SegmentFooter, SegmentHeader, FOOTER_LEN, FORMAT_VERSION,
     INDEX_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
-use crate::index::{IndexFile, SparseIndex};
-use crate::io::{sync_dir, write_atomically};
-use crate::segment::{good_batch_at, index_path, index_problem, offset_limit, scan, segment_path};
+use crate::log::index::{IndexFile, SparseIndex};
+use crate::log::segment::{
+    good_batch_at, index_path, index_problem, offset_limit, scan, segment_path,
+};
 use crate::types::Offset;
 
 /// Whether a file name is a temporary file left by an interrupted atomic write
@@ -454,7 +456,7 @@ pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> 
     let gaps: u64 = kept.iter().map(lost_after).sum();
     // Where the log starts: as recorded (a damaged record is rewritten), raised to the first
     // file the repair leaves when records before it are gone.
-    let recorded_start = crate::log_start::read_log_start(dir).ok();
+    let recorded_start = crate::log::log_start::read_log_start(dir).ok();
     let first_left = starts.iter().copied().min();
     let leading = match (recorded_start.or(bases.first().copied()), kept.first()) {
         (Some(start), Some(p)) => p.first.get().saturating_sub(start.get()),
@@ -503,7 +505,9 @@ pub fn apply_repair(dir: &Path, closed_at: Option<Offset>, now_ms: i64) -> Resul
                 remove(&index_path(dir, base_of(segment)?))?;
                 remove(segment)?;
             }
-            Repair::RecordLogStart { at } => crate::log_start::write_log_start(dir, *at, true)?,
+            Repair::RecordLogStart { at } => {
+                crate::log::log_start::write_log_start(dir, *at, true)?
+            }
             Repair::RecordGap { segment, lost } => {
                 let bytes =
                     std::fs::read(segment).map_err(Error::io_at("read segment", segment))?;
@@ -630,7 +634,7 @@ fn write_index(dir: &Path, base: Offset, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{encode_frame, frame_len, FrameFields};
+    use crate::log::format::{encode_frame, frame_len, FrameFields};
 
     fn frames(offsets: std::ops::Range<u64>) -> Vec<u8> {
         let mut out = vec![0u8; SEGMENT_HEADER_LEN];
@@ -681,7 +685,7 @@ mod tests {
 
     /// A version 3 segment of batches of `per_batch` records from offset `first` on.
     fn batches(first: u64, batches: u64, per_batch: u64) -> Vec<u8> {
-        use crate::format::{batch_record_len, encode_batch, BATCH_OVERHEAD};
+        use crate::log::format::{batch_record_len, encode_batch, BATCH_OVERHEAD};
         use crate::types::NewRecord;
         let mut out = vec![0u8; SEGMENT_HEADER_LEN];
         for b in 0..batches {

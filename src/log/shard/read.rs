@@ -1,8 +1,8 @@
 //! Reads: by offset (owned records or lent to a visitor), and by arrival time.
 
 use crate::error::{Error, Result};
-use crate::format::RecordRef;
-use crate::segment::{Budget, SegmentData};
+use crate::log::format::RecordRef;
+use crate::log::segment::{Budget, SegmentData};
 use crate::types::{Offset, ReadBatch, ReadLimits};
 
 use super::Shard;

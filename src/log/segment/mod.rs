@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::format::{
+use crate::log::format::{
     decode_batch, file_name, peek_batch, BatchHead, FrameError, IndexEntry, Layout, RecordRef,
     INDEX_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
-use crate::index::SparseIndex;
-use crate::mmap::SharedMap;
+use crate::log::index::SparseIndex;
+use crate::log::mmap::SharedMap;
 use crate::types::{Offset, ReadLimits, Record};
 
 mod active;

@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{
+use crate::log::format::{
     decode_index_header, encode_index_header, IndexEntry, Layout, INDEX_ENTRY_LEN,
     INDEX_HEADER_LEN, SEGMENT_HEADER_LEN,
 };

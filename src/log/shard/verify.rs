@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-pub use crate::log_start::{read_log_start, LOG_START_FILE};
-use crate::segment::{self, segment_path};
-pub use crate::segment::{Problem, SegmentReport};
+pub use crate::log::log_start::{read_log_start, LOG_START_FILE};
+use crate::log::segment::{self, segment_path};
+pub use crate::log::segment::{Problem, SegmentReport};
 use crate::types::Offset;
 
 use super::list_segments;

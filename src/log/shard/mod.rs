@@ -15,17 +15,17 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, RecordError, Result};
-use crate::format::{
+use crate::log::format::{
     parse_file_name, FOOTER_LEN, INDEX_EXT, MAX_PARTITION_KEY_LEN, MAX_RECORD_BYTES_LIMIT,
     SEGMENT_EXT,
 };
-use crate::lock::DirLock;
-use crate::log_start::write_log_start;
-pub use crate::log_start::{read_log_start, LOG_START_FILE};
-use crate::segment::{
+use crate::log::lock::DirLock;
+use crate::log::log_start::write_log_start;
+pub use crate::log::log_start::{read_log_start, LOG_START_FILE};
+use crate::log::segment::{
     index_path, load_newest_read_only, max_batched_len, ActiveSegment, Segment, SegmentLimits, Tail,
 };
-pub use crate::segment::{Problem, SegmentReport};
+pub use crate::log::segment::{Problem, SegmentReport};
 use crate::types::{NewRecord, Offset};
 
 mod append;
@@ -331,7 +331,7 @@ impl Shard {
                         reason,
                         "damage followed by intact records: repairing the shard (keeping every intact record)"
                     );
-                    let plan = crate::repair::apply_repair(&dir, None, now)?;
+                    let plan = crate::log::repair::apply_repair(&dir, None, now)?;
                     for repair in &plan.repairs {
                         tracing::warn!(shard = %dir.display(), "repaired: {repair}");
                     }

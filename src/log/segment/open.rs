@@ -9,9 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::format::{SegmentFooter, SEGMENT_HEADER_LEN};
-use crate::index::{self, IndexFile};
-use crate::mmap::SharedMap;
+use crate::log::format::{SegmentFooter, SEGMENT_HEADER_LEN};
+use crate::log::index::{self, IndexFile};
+use crate::log::mmap::SharedMap;
 use crate::types::Offset;
 
 use super::scan::{check_header, read_footer, scan, trust_index};
