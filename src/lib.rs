@@ -68,7 +68,7 @@ pub use log::format::RecordRef;
 pub use log::shard::{Deleted, FlushPolicy, Shard, ShardOptions};
 pub use manifest::{ConsumerEntry, StreamMode};
 pub use sequence::SequenceNumber;
-pub use store::{RetentionReport, Store, StoreOptions, StreamConfig, StreamModeConfig};
+pub use store::{RetentionReport, Store, StoreOptions, StreamConfig};
 pub use stream::{
     ChildShard, GetRecordsOutput, IteratorStart, ListShards, PageEnd, Put, PutFailure,
     PutFailureReason, PutRecord, ReadEnd, ShardDescription, ShardFilter, ShardPage, ShardRead,

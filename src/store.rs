@@ -82,8 +82,12 @@ impl Default for StoreOptions {
 /// How to create a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
-    /// Provisioned with this many shards, or on-demand (which starts with 4).
-    pub mode: StreamModeConfig,
+    /// Provisioned (a fixed number of shards, changed by resharding) or on-demand (shards split
+    /// as the write rate demands).
+    pub mode: StreamMode,
+    /// Shards the stream starts with (for an on-demand stream, [`ON_DEMAND_INITIAL_SHARDS`]
+    /// unless set otherwise).
+    pub shard_count: u32,
     /// Retention in hours, 24 to 8,760 (default 24).
     pub retention_hours: u32,
     /// Largest record, data + partition key: 1 MiB to 10 MiB (default 1 MiB).
@@ -92,34 +96,23 @@ pub struct StreamConfig {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The capacity mode a stream is created with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamModeConfig {
-    /// A fixed number of shards.
-    Provisioned {
-        /// How many.
-        shard_count: u32,
-    },
-    /// Starts with 4 shards.
-    OnDemand,
-}
-
 impl StreamConfig {
     /// A provisioned stream with `shard_count` shards and default settings.
     pub fn provisioned(shard_count: u32) -> StreamConfig {
         StreamConfig {
-            mode: StreamModeConfig::Provisioned { shard_count },
+            mode: StreamMode::Provisioned,
+            shard_count,
             retention_hours: 24,
             max_record_bytes: 1024 * 1024,
             tags: BTreeMap::new(),
         }
     }
 
-    /// An on-demand stream with default settings.
+    /// An on-demand stream with default settings ([`ON_DEMAND_INITIAL_SHARDS`] shards to start).
     pub fn on_demand() -> StreamConfig {
         StreamConfig {
-            mode: StreamModeConfig::OnDemand,
-            ..StreamConfig::provisioned(4)
+            mode: StreamMode::OnDemand,
+            ..StreamConfig::provisioned(ON_DEMAND_INITIAL_SHARDS)
         }
     }
 }
@@ -290,10 +283,7 @@ impl Store {
                 format!("{} bytes is not 1024 to 10240 KiB", config.max_record_bytes),
             ));
         }
-        let (mode, shard_count) = match config.mode {
-            StreamModeConfig::Provisioned { shard_count } => (StreamMode::Provisioned, shard_count),
-            StreamModeConfig::OnDemand => (StreamMode::OnDemand, ON_DEMAND_INITIAL_SHARDS),
-        };
+        let (mode, shard_count) = (config.mode, config.shard_count);
         if shard_count == 0 {
             return Err(Error::invalid(
                 "ShardCount",

@@ -7,7 +7,7 @@ use crate::server::error::ApiError;
 use crate::server::protocol::{timestamp, Input};
 use crate::server::records::hash_range_json;
 use crate::stream::{check_stream_name, ListShards, ShardDescription, ShardFilter};
-use crate::{StreamConfig, StreamMode, StreamModeConfig};
+use crate::{StreamConfig, StreamMode};
 
 use super::settings::{encryption_type, shard_level_metrics, warm_throughput, KEY_ID};
 use super::{
@@ -24,8 +24,8 @@ impl Kinesis<'_> {
             None => StreamMode::Provisioned,
         };
         let shard_count = input.opt_i64("ShardCount")?;
-        let mode = match (mode, shard_count) {
-            (StreamMode::OnDemand, None) => StreamModeConfig::OnDemand,
+        let mut config = match (mode, shard_count) {
+            (StreamMode::OnDemand, None) => StreamConfig::on_demand(),
             (StreamMode::OnDemand, Some(_)) => {
                 return Err(ApiError::validation(
                     "ShardCount cannot be given for an ON_DEMAND stream",
@@ -36,13 +36,9 @@ impl Kinesis<'_> {
                     "ShardCount is required for a PROVISIONED stream",
                 ))
             }
-            (StreamMode::Provisioned, Some(n)) => StreamModeConfig::Provisioned {
-                shard_count: positive_u32("ShardCount", n)?,
-            },
-        };
-        let mut config = StreamConfig {
-            mode,
-            ..StreamConfig::provisioned(1)
+            (StreamMode::Provisioned, Some(n)) => {
+                StreamConfig::provisioned(positive_u32("ShardCount", n)?)
+            }
         };
         if let Some(tags) = input.opt_string_map("Tags")? {
             config.tags = tags;
