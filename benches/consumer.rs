@@ -15,7 +15,7 @@ use shardlog::consumer::{
     ConsumerGroup, GroupConfig, InitialPosition, ProcessOptions, ShardSubscription,
     SubscribeOptions,
 };
-use shardlog::{PutRecord, Store, StoreOptions, StreamConfig, StreamRecord};
+use shardlog::{PutRecord, ShardId, Store, StoreOptions, StreamConfig, StreamRecord};
 
 const RECORDS: usize = 200_000;
 const SHARDS: u32 = 4;
@@ -67,7 +67,7 @@ fn consume(group: &Arc<ConsumerGroup>, stop: &AtomicBool, wait_for_lag_zero: boo
             s.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let report = worker
-                        .process_round(&options, &mut |_: &str, r: &[StreamRecord]| {
+                        .process_round(&options, &mut |_: ShardId, r: &[StreamRecord]| {
                             done.fetch_add(r.len() as u64, Ordering::Relaxed);
                             Ok::<(), ()>(())
                         })
@@ -228,7 +228,7 @@ fn put_to_process_latency() {
                 Arc::clone(&store),
                 "s",
                 "fanout",
-                &format!("shardId-{shard:012}"),
+                ShardId(shard),
                 SubscribeOptions::new(shardlog::IteratorStart::Latest),
             )
             .unwrap();

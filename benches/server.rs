@@ -13,6 +13,7 @@ use base64::Engine;
 use criterion::{Criterion, Throughput};
 use serde_json::json;
 use shardlog::server::{Server, ServerOptions};
+use shardlog::ShardId;
 use shardlog::{FlushPolicy, ShardOptions, Store, StoreOptions};
 
 const RECORDS_PER_CALL: usize = 500;
@@ -229,7 +230,7 @@ fn get_records_json(c: &mut Criterion) {
             .all(|r| r.is_ok()));
     }
     let iterator = stream
-        .shard_iterator("shardId-000000000000", shardlog::IteratorStart::TrimHorizon)
+        .shard_iterator(ShardId(0), shardlog::IteratorStart::TrimHorizon)
         .unwrap();
     let mut group = c.benchmark_group("server");
     group.throughput(Throughput::Elements(10_000));

@@ -93,7 +93,7 @@ fn get_records(c: &mut Criterion) {
         stream.put_records(&batch).unwrap();
         written += 500 * 1024;
     }
-    let shards: Vec<String> = stream
+    let shards: Vec<shardlog::ShardId> = stream
         .describe()
         .shards
         .into_iter()
@@ -107,7 +107,7 @@ fn get_records(c: &mut Criterion) {
             let mut bytes = 0u64;
             for shard in &shards {
                 let mut it = stream
-                    .shard_iterator(shard, IteratorStart::TrimHorizon)
+                    .shard_iterator(*shard, IteratorStart::TrimHorizon)
                     .unwrap();
                 loop {
                     let got = store.get_records(&it, 10_000).unwrap();

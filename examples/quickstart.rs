@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shards = stream.list_shards(&ShardFilter::AtLatest)?;
     let mut iterators = Vec::new();
     for shard in &shards {
-        iterators.push(stream.shard_iterator(&shard.shard_id, IteratorStart::Latest)?);
+        iterators.push(stream.shard_iterator(shard.shard_id, IteratorStart::Latest)?);
     }
 
     let payload = [b'x'; 100];

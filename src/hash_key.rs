@@ -158,6 +158,13 @@ impl ShardId {
     }
 }
 
+/// Serialized as its wire form, `shardId-000000000007`.
+impl serde::Serialize for ShardId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl std::fmt::Display for ShardId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "shardId-{:012}", self.0)

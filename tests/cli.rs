@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
 use common::*;
+use shardlog::ShardId;
 use shardlog::{PutRecord, Store, StoreOptions, StreamConfig};
 
 fn store_with_records(dir: &std::path::Path) {
@@ -178,10 +179,8 @@ fn store_with_history(dir: &std::path::Path) -> Store {
             .unwrap();
         clock.advance(1000);
     }
-    let split_at = (u128::MAX / 6).to_string();
-    stream
-        .split_shard("shardId-000000000000", &split_at)
-        .unwrap();
+    let split_at = u128::MAX / 6;
+    stream.split_shard(ShardId(0), split_at).unwrap();
     store
 }
 

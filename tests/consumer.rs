@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use shardlog::consumer::{ConsumerGroup, GroupConfig, InitialPosition, ProcessOptions, Worker};
 use shardlog::{
-    Clock, Error, ManualClock, PutRecord, ShardOptions, Store, StoreOptions, StreamConfig,
-    StreamRecord,
+    Clock, Error, ManualClock, PutRecord, SequenceNumber, ShardId, ShardOptions, Store,
+    StoreOptions, StreamConfig, StreamRecord,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -67,7 +67,7 @@ fn round(worker: &Worker, seen: &mut Seen) -> shardlog::consumer::RoundReport {
     worker
         .process_round(
             &ProcessOptions::default(),
-            &mut |_: &str, records: &[StreamRecord]| {
+            &mut |_: ShardId, records: &[StreamRecord]| {
                 record(seen, records);
                 Ok::<(), ()>(())
             },
@@ -149,7 +149,7 @@ fn checkpoints_survive_a_restart_and_lag_is_reported() {
             max_records: 100,
             ..ProcessOptions::default()
         };
-        w.process_round(&options, &mut |_: &str, r: &[StreamRecord]| {
+        w.process_round(&options, &mut |_: ShardId, r: &[StreamRecord]| {
             record(&mut seen, r);
             Ok::<(), ()>(())
         })
@@ -199,7 +199,7 @@ fn a_failed_batch_is_retried_and_checkpoints_are_checked() {
     for _ in 0..3 {
         w.process_round(
             &ProcessOptions::default(),
-            &mut |_: &str, r: &[StreamRecord]| {
+            &mut |_: ShardId, r: &[StreamRecord]| {
                 attempts += 1;
                 if attempts == 1 {
                     return Err("downstream is down");
@@ -213,34 +213,39 @@ fn a_failed_batch_is_retried_and_checkpoints_are_checked() {
     assert_eq!(seen.len(), 10, "the failed batch came again, whole");
     assert_eq!(seen[0].1, 0);
     let stream = store.stream("s").unwrap();
-    let first =
-        |offset: u64| shardlog::SequenceNumber::new(0, shardlog::Offset::new(offset)).to_string();
+    let first = |offset: u64| shardlog::SequenceNumber::new(0, shardlog::Offset::new(offset));
     assert!(
         matches!(
-            group.checkpoint("w1", &first(3)),
+            group.checkpoint("w1", first(3)),
             Err(Error::InvalidArgument { .. })
         ),
         "behind"
     );
     assert!(
         matches!(
-            group.checkpoint("w1", &first(10)),
+            group.checkpoint("w1", first(10)),
             Err(Error::InvalidArgument { .. })
         ),
         "beyond the end"
     );
-    assert!(matches!(
-        group.checkpoint("w1", "12"),
-        Err(Error::InvalidArgument { .. })
-    ));
     assert!(
         matches!(
-            group.checkpoint("w2", &first(9)),
+            group.checkpoint(
+                "w1",
+                shardlog::SequenceNumber::new(99, shardlog::Offset::new(0))
+            ),
+            Err(Error::InvalidArgument { .. })
+        ),
+        "not of a shard of the group's stream"
+    );
+    assert!(
+        matches!(
+            group.checkpoint("w2", first(9)),
             Err(Error::LeaseLost { .. })
         ),
         "not its lease"
     );
-    group.checkpoint("w1", &first(9)).unwrap();
+    group.checkpoint("w1", first(9)).unwrap();
     drop(stream);
 }
 
@@ -284,7 +289,7 @@ fn splits_and_merges_during_consumption_keep_per_key_order() {
     };
     let step = |seen: &mut Seen| {
         for w in &workers {
-            w.process_round(&small, &mut |_: &str, r: &[StreamRecord]| {
+            w.process_round(&small, &mut |_: ShardId, r: &[StreamRecord]| {
                 record(seen, r);
                 Ok::<(), ()>(())
             })
@@ -297,9 +302,7 @@ fn splits_and_merges_during_consumption_keep_per_key_order() {
         next += 300;
         step(&mut seen);
         match phase {
-            0 => stream
-                .split_shard("shardId-000000000000", &(u128::MAX / 4).to_string())
-                .unwrap(),
+            0 => stream.split_shard(ShardId(0), u128::MAX / 4).unwrap(),
             1 => stream.update_shard_count(5).unwrap(),
             2 => {
                 let mut open = stream
@@ -307,7 +310,7 @@ fn splits_and_merges_during_consumption_keep_per_key_order() {
                     .unwrap();
                 open.sort_by_key(|s| s.hash_key_range.start);
                 stream
-                    .merge_shards(&open[0].shard_id, &open[1].shard_id)
+                    .merge_shards(open[0].shard_id, open[1].shard_id)
                     .unwrap();
             }
             3 => stream.update_shard_count(2).unwrap(),
@@ -362,7 +365,7 @@ fn child_worker() {
     };
     loop {
         let report = worker
-            .process_round(&options, &mut |_: &str, r: &[StreamRecord]| {
+            .process_round(&options, &mut |_: ShardId, r: &[StreamRecord]| {
                 done += r.len() as u64;
                 Ok::<(), ()>(())
             })
@@ -406,18 +409,18 @@ fn a_killed_worker_is_replaced_after_its_leases_expire_without_skipping() {
     let store = Arc::new(Store::open(dir.path(), common::durable_store_options()).unwrap());
     let group = ConsumerGroup::open(Arc::clone(&store), "g", short_leases()).unwrap();
     let before = group.describe().unwrap();
-    let checkpoints: BTreeMap<String, Option<String>> = before
+    let checkpoints: BTreeMap<ShardId, Option<SequenceNumber>> = before
         .shards
         .iter()
-        .map(|s| (s.shard_id.clone(), s.checkpoint.clone()))
+        .map(|s| (s.shard_id, s.checkpoint))
         .collect();
     let child_done: u64 = before
         .shards
         .iter()
-        .map(|s| processed(&store, &s.shard_id, s.lag_records))
+        .map(|s| processed(&store, s.shard_id, s.lag_records))
         .sum();
     let worker = group.worker("parent");
-    let mut first_seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut first_seen: BTreeMap<ShardId, SequenceNumber> = BTreeMap::new();
     let mut seen = Seen::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     // The child's leases block the parent until they expire (500 ms).
@@ -425,10 +428,10 @@ fn a_killed_worker_is_replaced_after_its_leases_expire_without_skipping() {
         worker
             .process_round(
                 &ProcessOptions::default(),
-                &mut |shard: &str, r: &[StreamRecord]| {
+                &mut |shard: ShardId, r: &[StreamRecord]| {
                     first_seen
-                        .entry(shard.to_string())
-                        .or_insert_with(|| r[0].sequence_number.to_string());
+                        .entry(shard)
+                        .or_insert_with(|| r[0].sequence_number);
                     record(&mut seen, r);
                     Ok::<(), ()>(())
                 },
@@ -438,14 +441,14 @@ fn a_killed_worker_is_replaced_after_its_leases_expire_without_skipping() {
     }
     // The parent resumed each shard exactly after the child's last checkpoint.
     for (shard, first) in &first_seen {
-        let index = shardlog::ShardId::parse(shard).unwrap().index();
-        let expected = match checkpoints.get(shard).cloned().flatten() {
-            Some(cp) => shardlog::SequenceNumber::parse(&cp).unwrap().offset().get() + 1,
+        let index = shard.index();
+        let expected = match checkpoints.get(shard).copied().flatten() {
+            Some(cp) => cp.offset().get() + 1,
             None => 0,
         };
         assert_eq!(
-            first,
-            &shardlog::SequenceNumber::new(index, shardlog::Offset::new(expected)).to_string(),
+            *first,
+            SequenceNumber::new(index, shardlog::Offset::new(expected)),
             "{shard} did not resume right after its checkpoint"
         );
     }
@@ -471,8 +474,8 @@ fn a_killed_worker_is_replaced_after_its_leases_expire_without_skipping() {
 }
 
 /// Records of `shard` below its checkpoint, from its end and its lag.
-fn processed(store: &Store, shard: &str, lag: u64) -> u64 {
-    let index = shardlog::ShardId::parse(shard).unwrap().index();
+fn processed(store: &Store, shard: ShardId, lag: u64) -> u64 {
+    let index = shard.index();
     let end = store.stream("s").unwrap().shard_ends().unwrap()[&index];
     end - lag
 }
@@ -523,7 +526,7 @@ proptest::proptest! {
         let small = ProcessOptions { max_records: 7, ..ProcessOptions::default() };
         let run = |worker: &Worker, fail: bool, seen: &mut Seen| {
             worker
-                .process_round(&small, &mut |_: &str, r: &[StreamRecord]| {
+                .process_round(&small, &mut |_: ShardId, r: &[StreamRecord]| {
                     if fail {
                         return Err(());
                     }
@@ -560,14 +563,14 @@ proptest::proptest! {
                         let s = &open[0];
                         let r = s.hash_key_range;
                         let mid = r.start + (r.end - r.start) / 2;
-                        stream.split_shard(&s.shard_id, &mid.to_string()).unwrap();
+                        stream.split_shard(s.shard_id, mid).unwrap();
                     }
                 }
                 Op::Merge => {
                     let mut open = stream.list_shards(&shardlog::ShardFilter::AtLatest).unwrap();
                     open.sort_by_key(|s| s.hash_key_range.start);
                     if open.len() > 1 {
-                        stream.merge_shards(&open[0].shard_id, &open[1].shard_id).unwrap();
+                        stream.merge_shards(open[0].shard_id, open[1].shard_id).unwrap();
                     }
                 }
                 Op::Advance(ms) => clock.advance(ms),
@@ -614,7 +617,7 @@ fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_sha
             Arc::clone(&store),
             "s",
             "fanout",
-            "shardId-000000000000",
+            ShardId(0),
             SubscribeOptions {
                 max_bytes_per_sec: rate,
                 poll: Duration::from_millis(1),
@@ -627,7 +630,7 @@ fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_sha
             Arc::clone(&store),
             "s",
             "nobody",
-            "shardId-000000000000",
+            ShardId(0),
             SubscribeOptions::new(shardlog::IteratorStart::Latest)
         ),
         Err(Error::ResourceNotFound { .. })
@@ -646,7 +649,7 @@ fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_sha
     assert_eq!(first.records.len(), 3);
     assert_eq!(
         first.continuation_sequence_number,
-        first.records[2].sequence_number.to_string()
+        first.records[2].sequence_number
     );
     assert!(sub
         .next_event(Duration::ZERO)
@@ -680,7 +683,7 @@ fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_sha
     while let Some(e) = all.next_event(Duration::from_millis(10)).unwrap() {
         records += e.records.len();
         if !e.child_shards.is_empty() {
-            children = e.child_shards.iter().map(|c| c.shard_id.clone()).collect();
+            children = e.child_shards.iter().map(|c| c.shard_id).collect();
         }
     }
     assert_eq!(records, 10);
@@ -752,7 +755,7 @@ fn an_append_wakes_a_waiting_subscription_and_a_waiting_worker() {
         Arc::clone(&store),
         "s",
         "fanout",
-        "shardId-000000000000",
+        ShardId(0),
         SubscribeOptions {
             poll: minute,
             ..SubscribeOptions::new(shardlog::IteratorStart::Latest)
@@ -930,7 +933,7 @@ fn concurrent_workers_producer_reshards_and_churn_process_everything_in_key_orde
             s.spawn(move || {
                 while !dying.load(Ordering::Acquire) {
                     worker
-                        .process_round(&options, &mut |_: &str, r: &[StreamRecord]| {
+                        .process_round(&options, &mut |_: ShardId, r: &[StreamRecord]| {
                             record(&mut seen.lock().unwrap(), r);
                             Ok::<(), ()>(())
                         })
@@ -949,9 +952,7 @@ fn concurrent_workers_producer_reshards_and_churn_process_everything_in_key_orde
             }
             put(&store, phase * 1000, (phase + 1) * 1000);
             match phase {
-                2 => stream
-                    .split_shard("shardId-000000000000", &(u128::MAX / 8).to_string())
-                    .unwrap(),
+                2 => stream.split_shard(ShardId(0), u128::MAX / 8).unwrap(),
                 5 => stream.update_shard_count(5).unwrap(),
                 8 => stream.update_shard_count(3).unwrap(),
                 _ => {}
@@ -1025,7 +1026,7 @@ fn an_open_group_does_not_follow_a_stream_deleted_and_created_again() {
     // Its checkpoint (50) means nothing in the new stream: refused, not applied.
     let refused = worker.process_round(
         &ProcessOptions::default(),
-        &mut |_: &str, _: &[StreamRecord]| Ok::<(), ()>(()),
+        &mut |_: ShardId, _: &[StreamRecord]| Ok::<(), ()>(()),
     );
     assert!(
         matches!(&refused, Err(Error::InvalidArgument { reason, .. }) if reason.contains("earlier stream")),

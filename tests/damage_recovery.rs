@@ -11,6 +11,7 @@ use std::sync::Arc;
 use shardlog::firehose::{
     DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose, FirehoseOptions, SourceStart,
 };
+use shardlog::ShardId;
 use shardlog::{IteratorStart, PutRecord, Store, StreamConfig};
 
 /// Flips one byte in the middle of the only segment under `shard_dir`.
@@ -33,7 +34,7 @@ fn shard_dir(data: &Path, stream: &str) -> PathBuf {
 fn sequence_numbers(store: &Store, stream: &str) -> Vec<(String, Vec<u8>)> {
     let stream = store.stream(stream).unwrap();
     let it = stream
-        .shard_iterator("shardId-000000000000", IteratorStart::TrimHorizon)
+        .shard_iterator(ShardId(0), IteratorStart::TrimHorizon)
         .unwrap();
     let page = store.get_records(&it, 10_000).unwrap();
     page.records

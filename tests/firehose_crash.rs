@@ -160,9 +160,7 @@ fn child_stream_putter() {
                 .expect("an open shard");
             let range = widest.hash_key_range;
             let middle = range.start + (range.end - range.start) / 2;
-            orders
-                .split_shard(&widest.shard_id, &middle.to_string())
-                .expect("split");
+            orders.split_shard(widest.shard_id, middle).expect("split");
         }
         let records = batch_records(round, b);
         let keys: Vec<String> = (0..BATCH).map(|i| format!("k{}", (b + i) % 7)).collect();

@@ -13,6 +13,7 @@ use shardlog::firehose::{
     BufferingHints, Compression, DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose,
     FirehoseOptions, SourceStart, Transform, Transformed,
 };
+use shardlog::ShardId;
 use shardlog::{Error, Store, StoreOptions};
 
 fn store(dir: &Path) -> Arc<Store> {
@@ -403,9 +404,7 @@ fn a_stream_source_is_delivered_parents_first_across_a_split_exactly_once() {
     };
     put(0, 100);
     // The parent closes before anything is delivered; its children take the next records.
-    orders
-        .split_shard("shardId-000000000000", &(u128::MAX / 2).to_string())
-        .unwrap();
+    orders.split_shard(ShardId(0), u128::MAX / 2).unwrap();
     put(100, 200);
     let firehose = Firehose::open(Arc::clone(&store), manual()).unwrap();
     let mut from_stream = config(&out, 0);
@@ -425,9 +424,7 @@ fn a_stream_source_is_delivered_parents_first_across_a_split_exactly_once() {
     let mut order: Vec<String> = delivery.flush().unwrap().keys;
     assert_eq!(delivery.backlog(), 0);
     // Children split again; more records.
-    orders
-        .split_shard("shardId-000000000001", &(u128::MAX / 4).to_string())
-        .unwrap();
+    orders.split_shard(ShardId(1), u128::MAX / 4).unwrap();
     put(200, 300);
     assert_eq!(delivery.backlog(), 100);
     order.extend(delivery.flush().unwrap().keys);
@@ -492,9 +489,7 @@ fn a_child_shard_waits_until_its_parent_is_delivered_to_its_end() {
         .unwrap();
     // A small tail in the parent: not due for 60 s.
     orders.put_record(&PutRecord::new("k", b"parent")).unwrap();
-    orders
-        .split_shard("shardId-000000000000", &(u128::MAX / 2).to_string())
-        .unwrap();
+    orders.split_shard(ShardId(0), u128::MAX / 2).unwrap();
     // Over 1 MiB in the children: due by size at once.
     let big = vec![b'c'; 100 * 1024];
     for i in 0..30 {
@@ -661,9 +656,7 @@ fn a_stream_source_starts_at_latest_by_default_as_firehose_does() {
     put_orders(&orders, 20, 30);
     assert_eq!(delivery.backlog(), 10);
     // A split after creation: the children are read from their beginning.
-    orders
-        .split_shard("shardId-000000000000", &(u128::MAX / 4).to_string())
-        .unwrap();
+    orders.split_shard(ShardId(0), u128::MAX / 4).unwrap();
     put_orders(&orders, 30, 40);
     delivery.flush().unwrap();
     let expected: Vec<String> = (20..40).map(|i| format!("r{i:03}")).collect();

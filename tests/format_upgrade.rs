@@ -189,7 +189,7 @@ fn a_version_2_store_reads_back_and_takes_new_records() {
         for shard in stream.list_shards(&ShardFilter::default()).unwrap() {
             let mut it = Some(
                 stream
-                    .shard_iterator(&shard.shard_id, IteratorStart::TrimHorizon)
+                    .shard_iterator(shard.shard_id, IteratorStart::TrimHorizon)
                     .unwrap(),
             );
             while let Some(iterator) = it {

@@ -47,7 +47,7 @@ fn records_of(store: &Store, name: &str) -> Vec<Vec<u8>> {
     for shard in stream.describe().shards {
         let mut iterator = Some(
             stream
-                .shard_iterator(&shard.shard_id, IteratorStart::TrimHorizon)
+                .shard_iterator(shard.shard_id, IteratorStart::TrimHorizon)
                 .unwrap(),
         );
         while let Some(it) = iterator {

@@ -353,7 +353,7 @@ fn read_store(data: &Path) -> HashMap<(String, String), Vec<u8>> {
     for name in store.list_streams() {
         let stream = store.stream(&name).unwrap();
         for shard in stream.describe().shards {
-            let (records, _) = common::drain(&store, &stream, &shard.shard_id);
+            let (records, _) = common::drain(&store, &stream, shard.shard_id);
             for r in records {
                 stored.insert(
                     (name.clone(), r.sequence_number.to_string()),
@@ -679,7 +679,12 @@ fn checkpoints_scenario(fs: &LazyFs) {
             .unwrap()
             .shards
             .into_iter()
-            .filter_map(|s| Some((s.shard_id, s.checkpoint?.parse().unwrap())))
+            .filter_map(|s| {
+                Some((
+                    s.shard_id.to_string(),
+                    s.checkpoint?.to_string().parse().unwrap(),
+                ))
+            })
             .collect();
         for (shard, &acked) in &furthest {
             let kept = found.get(shard).copied();

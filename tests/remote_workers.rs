@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::http::Client;
 use serde_json::{json, Value};
 use shardlog::server::Server;
+use shardlog::ShardId;
 use shardlog::{PutRecord, Store, StoreOptions, StreamConfig};
 
 const ADDR_ENV: &str = "SHARDLOG_REMOTE_WORKER_ADDR";
@@ -246,7 +247,7 @@ fn workers_in_other_processes_share_shards_and_survive_a_sigkill() {
     store
         .stream("s")
         .unwrap()
-        .split_shard("shardId-000000000000", &(u128::MAX / 8).to_string())
+        .split_shard(ShardId(0), u128::MAX / 8)
         .unwrap();
     put(&store, 2000, 4000);
     wait_for(&mut c, "caught up", caught_up);
@@ -394,6 +395,19 @@ fn the_group_api_refuses_bad_requests_with_typed_errors() {
         &json!({"ShardIterator": leased["Shards"][0]["ShardIterator"]}),
     );
     let last = page["Records"][9]["SequenceNumber"].clone();
+    // Sequence numbers and shard ids are parsed by the server: text that is neither is refused.
+    for (operation, member, text) in [
+        ("Checkpoint", "SequenceNumber", "12"),
+        ("FinishShard", "ShardId", "nonsense"),
+    ] {
+        let mut body = json!({"GroupName": "g", "WorkerId": "w"});
+        body[member] = json!(text);
+        assert_eq!(
+            group_error(&mut c, operation, body),
+            (400, "InvalidArgumentException".to_string()),
+            "{operation} with {member} {text:?}"
+        );
+    }
     assert_eq!(
         group_error(
             &mut c,
@@ -464,7 +478,7 @@ fn a_python_worker_with_boto3_consumes_a_resharded_stream_in_key_order() {
     store
         .stream("s")
         .unwrap()
-        .split_shard("shardId-000000000000", &(u128::MAX / 4).to_string())
+        .split_shard(ShardId(0), u128::MAX / 4)
         .unwrap();
     put(&store, 300, 600);
     let out = Command::new("python3")

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use shardlog::log::format::{decode_batch, Layout, SEGMENT_HEADER_LEN};
-use shardlog::{PutRecord, ShardOptions, Store, StoreOptions, StreamConfig};
+use shardlog::{PutRecord, ShardId, ShardOptions, Store, StoreOptions, StreamConfig};
 
 const SHARD: &str = "shardId-000000000001";
 
@@ -35,10 +35,10 @@ fn contents(dir: &Path) -> Contents {
     let stream = store.stream("orders").unwrap();
     let mut out = Contents::new();
     for shard in stream.describe().shards {
-        let (records, _) = drain(&store, &stream, &shard.shard_id);
+        let (records, _) = drain(&store, &stream, shard.shard_id);
         for r in records {
             let offset = r.sequence_number.offset().get();
-            out.insert((shard.shard_id.clone(), offset), r.data.to_vec());
+            out.insert((shard.shard_id.to_string(), offset), r.data.to_vec());
         }
     }
     out
@@ -317,7 +317,7 @@ fn a_closed_shard_that_lost_its_last_records_still_ends_where_its_manifest_close
         let store = Store::open(dir.path(), options()).unwrap();
         let stream = store.stream("orders").unwrap();
         let start = u128::MAX / 4 * 3;
-        stream.split_shard(SHARD, &start.to_string()).unwrap();
+        stream.split_shard(ShardId(1), start).unwrap();
     }
     let shard = dir.path().join("streams/orders/shards").join(SHARD);
     let newest = segment_files(&shard).pop().unwrap();

@@ -518,7 +518,7 @@ fn every_acknowledged_put_survives_a_sigkill_of_the_server() {
     let stream = store.stream("s").unwrap();
     let mut stored = std::collections::HashMap::new();
     for shard in stream.describe().shards {
-        let (records, _) = common::drain(&store, &stream, &shard.shard_id);
+        let (records, _) = common::drain(&store, &stream, shard.shard_id);
         for r in records {
             stored.insert(r.sequence_number.to_string(), r.data.to_vec());
         }

@@ -136,6 +136,13 @@ fn split_shard_takes_keys_above_the_start_plus_one_and_below_the_end() {
             "{message}"
         );
     }
+    // Not a 128-bit decimal number: parsed (and refused) by the server, before the shard is
+    // looked up.
+    for garbage in ["abc", "-1", &(u128::MAX as f64 * 2.0).to_string()] {
+        let (kind, message) = refusal(&mut c, "SplitShard", &split(garbage));
+        assert_eq!(kind, "InvalidArgumentException", "{garbage}");
+        assert!(message.contains("NewStartingHashKey"), "{message}");
+    }
     // The smallest key Kinesis takes: children [0, 1] and [2, max].
     let ok = c.kinesis("SplitShard", &split("2")).unwrap();
     assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
@@ -188,4 +195,49 @@ fn merge_shards_takes_the_pair_in_key_order_only() {
         .kinesis("MergeShards", &merge("shardId-0", "shardId-1"))
         .unwrap();
     assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
+}
+
+#[test]
+fn hash_keys_and_ordering_numbers_that_are_not_numbers_are_refused() {
+    let (_dir, _server, mut c) = start();
+    c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 2}))
+        .unwrap();
+    let too_big = "340282366920938463463374607431768211456"; // 2^128
+    for bad in ["-1", "01", too_big, "x"] {
+        let put =
+            json!({"StreamName": "s", "PartitionKey": "k", "Data": "AA==", "ExplicitHashKey": bad});
+        let (kind, message) = refusal(&mut c, "PutRecord", &put);
+        assert_eq!(kind, "InvalidArgumentException", "{bad}");
+        assert!(message.contains("ExplicitHashKey"), "{message}");
+        let entries = json!({"StreamName": "s", "Records": [
+            {"PartitionKey": "k", "Data": "AA=="},
+            {"PartitionKey": "k", "Data": "AA==", "ExplicitHashKey": bad},
+        ]});
+        let (kind, _) = refusal(&mut c, "PutRecords", &entries);
+        assert_eq!(kind, "InvalidArgumentException", "{bad} in PutRecords");
+    }
+    let ordering = json!({"StreamName": "s", "PartitionKey": "k", "Data": "AA==", "SequenceNumberForOrdering": "123"});
+    let (kind, message) = refusal(&mut c, "PutRecord", &ordering);
+    assert_eq!(kind, "InvalidArgumentException");
+    assert!(message.contains("SequenceNumberForOrdering"), "{message}");
+    // Nothing was stored by the refused requests.
+    let listed = c
+        .kinesis("DescribeStreamSummary", &json!({"StreamName": "s"}))
+        .unwrap()
+        .json();
+    assert_eq!(listed["StreamDescriptionSummary"]["OpenShardCount"], 2);
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        let it = c
+            .kinesis(
+                "GetShardIterator",
+                &json!({"StreamName": "s", "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"}),
+            )
+            .unwrap()
+            .json();
+        let page = c
+            .kinesis("GetRecords", &json!({"ShardIterator": it["ShardIterator"]}))
+            .unwrap()
+            .json();
+        assert_eq!(page["Records"], json!([]), "{shard}");
+    }
 }

@@ -31,8 +31,8 @@ fn producers_resharding_and_consumers_together_lose_and_duplicate_nothing() {
     let producing = AtomicBool::new(true);
     let resharding = AtomicBool::new(true);
     // Shards whose consumer reached their end, and shards some consumer has claimed.
-    let finished: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
-    let claimed: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
+    let finished: Mutex<HashSet<shardlog::ShardId>> = Mutex::new(HashSet::new());
+    let claimed: Mutex<HashSet<shardlog::ShardId>> = Mutex::new(HashSet::new());
     let consumed: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
     let mut expected: HashSet<u64> = HashSet::new();
 
@@ -89,8 +89,8 @@ fn producers_resharding_and_consumers_together_lose_and_duplicate_nothing() {
                                     .all(|p| finished.contains(p))
                         });
                         pick.map(|sh| {
-                            claimed.insert(sh.shard_id.clone());
-                            sh.shard_id.clone()
+                            claimed.insert(sh.shard_id);
+                            sh.shard_id
                         })
                     };
                     let Some(shard) = next else {
@@ -105,7 +105,7 @@ fn producers_resharding_and_consumers_together_lose_and_duplicate_nothing() {
                         continue;
                     };
                     let mut it = stream
-                        .shard_iterator(&shard, IteratorStart::TrimHorizon)
+                        .shard_iterator(shard, IteratorStart::TrimHorizon)
                         .unwrap();
                     loop {
                         // Likewise before the read: an empty read after production ended is the end.

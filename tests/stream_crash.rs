@@ -78,7 +78,7 @@ fn child_putter() {
                 let r = s.hash_key_range;
                 if r.end - r.start > 2 {
                     let mid = r.start + (r.end - r.start) / 2;
-                    stream.split_shard(&s.shard_id, &mid.to_string()).unwrap();
+                    stream.split_shard(s.shard_id, mid).unwrap();
                 }
             }
             2 if open.len() > 1 => {
@@ -86,7 +86,7 @@ fn child_putter() {
                 sorted.sort_by_key(|s| s.hash_key_range.start);
                 let i = rng.gen_range(0..sorted.len() - 1);
                 stream
-                    .merge_shards(&sorted[i].shard_id, &sorted[i + 1].shard_id)
+                    .merge_shards(sorted[i].shard_id, sorted[i + 1].shard_id)
                     .unwrap();
             }
             _ => {}

@@ -2,11 +2,12 @@
 //! iterator type, splits, merges, rescaling, clock moves and reopens. The model keeps its own
 //! shards and hash-key ranges, so it predicts where every record goes and what every read returns.
 
+use shardlog::ShardId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use shardlog::hash_key::{hash_key_of, shard_id};
+use shardlog::hash_key::hash_key_of;
 use shardlog::{
     Clock, HashKeyRange, IteratorStart, ManualClock, Put, PutRecord, ShardFilter, ShardOptions,
     Store, StoreOptions, StreamConfig,
@@ -246,7 +247,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 };
                 let it = stream
-                    .shard_iterator(&shard_id(index), iterator_start)
+                    .shard_iterator(ShardId(index), iterator_start)
                     .unwrap();
                 let got = store.get_records(&it, limit).unwrap();
                 let want: Vec<_> = records.iter().skip(from).take(limit).collect();
@@ -269,7 +270,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let children: Vec<u32> = got
                         .child_shards
                         .iter()
-                        .map(|c| shardlog::ShardId::parse(&c.shard_id).unwrap().index())
+                        .map(|c| c.shard_id.index())
                         .collect();
                     prop_assert!(!children.is_empty());
                 }
@@ -282,9 +283,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 // Kinesis takes a key above the start plus one and below the end.
                 let key = range.start + 2 + ((range.end - range.start - 3) as f64 * at) as u128;
-                stream
-                    .split_shard(&shard_id(index), &key.to_string())
-                    .unwrap();
+                stream.split_shard(ShardId(index), key).unwrap();
                 model.shards.get_mut(&index).unwrap().open = false;
                 let next = *model.shards.keys().last().unwrap() + 1;
                 model.shards.insert(
@@ -317,7 +316,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 let i = shard % (open.len() - 1);
                 let ((a, ra), (b, rb)) = (open[i], open[i + 1]);
-                stream.merge_shards(&shard_id(a), &shard_id(b)).unwrap();
+                stream.merge_shards(ShardId(a), ShardId(b)).unwrap();
                 model.shards.get_mut(&a).unwrap().open = false;
                 model.shards.get_mut(&b).unwrap().open = false;
                 let next = *model.shards.keys().last().unwrap() + 1;
@@ -354,7 +353,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 open_ranges.sort();
                 prop_assert_eq!(open_ranges, HashKeyRange::uniform(target));
                 for s in &listed {
-                    let index = shardlog::ShardId::parse(&s.shard_id).unwrap().index();
+                    let index = s.shard_id.index();
                     let open = s.ending_sequence_number.is_none();
                     let entry = model.shards.entry(index).or_insert(ModelShard {
                         range: s.hash_key_range,

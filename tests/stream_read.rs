@@ -119,8 +119,8 @@ fn a_closed_shard_read_to_its_end_names_its_children() {
         .unwrap();
     assert_eq!(read.records.len(), 3);
     let children = read.end.finished.expect("a closed shard read to its end");
-    let ids: Vec<&str> = children.iter().map(|c| c.shard_id.as_str()).collect();
-    assert_eq!(ids, ["shardId-000000000001", "shardId-000000000002"]);
+    let ids: Vec<ShardId> = children.iter().map(|c| c.shard_id).collect();
+    assert_eq!(ids, [ShardId(1), ShardId(2)]);
     assert_eq!(read.end.next, Offset::new(3));
     // Read part way, it is not finished yet.
     let part = s
@@ -136,7 +136,7 @@ fn explicit_hash_keys_come_back_with_their_records() {
         .create_stream("orders", StreamConfig::provisioned(1))
         .unwrap();
     s.put_record(&PutRecord {
-        explicit_hash_key: Some("12345"),
+        explicit_hash_key: Some(12345),
         ..PutRecord::new("k", b"x")
     })
     .unwrap();

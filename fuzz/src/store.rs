@@ -35,10 +35,7 @@ use shardlog::firehose::{
     DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose, FirehoseOptions, SourceStart,
 };
 use shardlog::stream::{IteratorStart, PutRecord};
-use shardlog::{
-    Clock, FlushPolicy, ManualClock, SequenceNumber, ShardOptions, Store, StoreOptions,
-    StreamConfig,
-};
+use shardlog::{Clock, FlushPolicy, ManualClock, ShardOptions, Store, StoreOptions, StreamConfig};
 
 #[path = "input.rs"]
 #[macro_use]
@@ -113,7 +110,7 @@ struct Harness {
 struct Found {
     id: u64,
     key: String,
-    shard: String,
+    shard: shardlog::ShardId,
 }
 
 fn read_stream(store: &Store, name: &str) -> Vec<Found> {
@@ -122,7 +119,7 @@ fn read_stream(store: &Store, name: &str) -> Vec<Found> {
     for shard in stream.describe().shards {
         let mut iterator = Some(
             stream
-                .shard_iterator(&shard.shard_id, IteratorStart::TrimHorizon)
+                .shard_iterator(shard.shard_id, IteratorStart::TrimHorizon)
                 .expect("every listed shard has an iterator"),
         );
         while let Some(it) = iterator.take() {
@@ -135,7 +132,7 @@ fn read_stream(store: &Store, name: &str) -> Vec<Found> {
                 out.push(Found {
                     id,
                     key: r.partition_key,
-                    shard: shard.shard_id.clone(),
+                    shard: shard.shard_id,
                 });
             }
             if !empty {
@@ -452,11 +449,11 @@ impl Harness {
         let Some(last) = page.records.last() else {
             return;
         };
-        let seq = last.sequence_number.to_string();
-        let index = last.sequence_number.shard_index();
+        let seq = last.sequence_number;
+        let index = seq.shard_index();
         let next = last.sequence_number.offset().get() + 1;
         trace!("checkpoint {} at {next}", shard.shard_id);
-        let result = group.checkpoint(WORKER, &seq);
+        let result = group.checkpoint(WORKER, seq);
         match result {
             Ok(()) => {
                 let c = self.checkpoints.entry(index).or_insert(next);
@@ -665,7 +662,7 @@ impl Harness {
     ) {
         let found = read_stream(store, name);
         let mut seen = BTreeSet::new();
-        let mut last_of_key: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        let mut last_of_key: BTreeMap<(&str, shardlog::ShardId), u64> = BTreeMap::new();
         for f in &found {
             assert!(seen.insert(f.id), "{name}: record {} twice", f.id);
             assert!(
@@ -673,7 +670,7 @@ impl Harness {
                 "{name}: record {} was never put here",
                 f.id
             );
-            if let Some(before) = last_of_key.insert((f.key.as_str(), f.shard.as_str()), f.id) {
+            if let Some(before) = last_of_key.insert((f.key.as_str(), f.shard), f.id) {
                 assert!(
                     before < f.id,
                     "{name}: key {} out of order in {}",
@@ -715,15 +712,9 @@ impl Harness {
             .expect("shard ends");
         let mut found = BTreeMap::new();
         for shard in &described.shards {
-            let index = shardlog::ShardId::parse(&shard.shard_id)
-                .expect("ours parse")
-                .index();
-            if let Some(seq) = &shard.checkpoint {
-                let next = SequenceNumber::parse(seq)
-                    .expect("ours parse")
-                    .offset()
-                    .get()
-                    + 1;
+            let index = shard.shard_id.index();
+            if let Some(seq) = shard.checkpoint {
+                let next = seq.offset().get() + 1;
                 let end = ends.get(&index).copied().unwrap_or(0);
                 assert!(
                     next <= end,

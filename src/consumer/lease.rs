@@ -10,7 +10,7 @@ use super::{
     Lease, MAX_WORKERS,
 };
 use crate::error::{Error, Result};
-use crate::hash_key::{shard_id, ShardId};
+use crate::hash_key::ShardId;
 use crate::stream::{ShardDescription, Start, Stream};
 use crate::{Offset, ReadLimits, SequenceNumber};
 
@@ -19,9 +19,7 @@ impl ConsumerGroup {
     pub(super) fn leasable(file: &GroupFile, shards: &[ShardDescription]) -> Vec<u32> {
         let mut out = Vec::new();
         for s in shards {
-            let Some(index) = ShardId::parse(&s.shard_id).map(ShardId::index) else {
-                continue;
-            };
+            let index = s.shard_id.index();
             let Some(lease) = file.shards.get(&index) else {
                 continue;
             };
@@ -31,7 +29,7 @@ impl ConsumerGroup {
             let parents_done = [&s.parent_shard_id, &s.adjacent_parent_shard_id]
                 .into_iter()
                 .flatten()
-                .filter_map(|p| ShardId::parse(p).map(ShardId::index))
+                .map(|p| p.index())
                 .all(|p| file.shards.get(&p).is_none_or(|l| l.finished));
             if parents_done {
                 out.push(index);
@@ -194,7 +192,7 @@ impl ConsumerGroup {
                 Ok(LeasedShard {
                     iterator: stream
                         .iterator(shard, Start::At(SequenceNumber::new(shard.index(), from)))?,
-                    shard_id: shard.to_string(),
+                    shard_id: shard,
                     index: shard.index(),
                 })
             })
@@ -215,7 +213,7 @@ impl ConsumerGroup {
         let stream = self.store.stream(&stream_name)?;
         let mut leased = Vec::with_capacity(held.len());
         for index in held {
-            let id = shard_id(index);
+            let id = ShardId(index);
             let mut checkpoint = self.lock().shards.get(&index).and_then(|l| l.checkpoint);
             let has_parents = described
                 .iter()
@@ -239,12 +237,8 @@ impl ConsumerGroup {
     /// Marks `shard_id` processed to its end by `worker`, which holds its lease, so that its
     /// children can be leased. The shard must be closed, with nothing left to read after the
     /// checkpoint.
-    pub fn finish_shard(&self, worker: &str, shard_id_text: &str) -> Result<()> {
-        let index = ShardId::parse_loose(shard_id_text)
-            .map(ShardId::index)
-            .ok_or_else(|| {
-                Error::invalid("ShardId", format!("{shard_id_text:?} is not a shard id"))
-            })?;
+    pub fn finish_shard(&self, worker: &str, shard: ShardId) -> Result<()> {
+        let index = shard.index();
         let (stream_name, initial, checkpoint) = {
             let state = self.lock();
             let checkpoint = state.shards.get(&index).and_then(|l| l.checkpoint);
@@ -255,21 +249,20 @@ impl ConsumerGroup {
             .describe()
             .shards
             .iter()
-            .find(|s| s.shard_id == shard_id_text)
+            .find(|s| s.shard_id == shard)
             .is_some_and(|s| s.parent_shard_id.is_some());
         let start = start_after(index, checkpoint, has_parents, initial);
-        let shard = ShardId(index);
         let next = stream.read(shard, stream.resolve(shard, start)?, ReadLimits::records(1))?;
         if !next.records.is_empty() {
             return Err(Error::invalid(
                 "ShardId",
-                format!("{shard_id_text} has records after the checkpoint; process them first"),
+                format!("{shard} has records after the checkpoint; process them first"),
             ));
         }
         if next.end.finished.is_none() {
             return Err(Error::invalid(
                 "ShardId",
-                format!("{shard_id_text} is open; only a closed shard ends"),
+                format!("{shard} is open; only a closed shard ends"),
             ));
         }
         let end = stream.shard_ends()?.get(&index).copied().unwrap_or(0);
@@ -282,7 +275,7 @@ impl ConsumerGroup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeasedShard {
     /// Its id.
-    pub shard_id: String,
+    pub shard_id: ShardId,
     /// A shard iterator after the group's checkpoint (for `get_records`).
     pub iterator: String,
     index: u32,

@@ -128,13 +128,13 @@ pub(crate) struct ShardCommit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardProgress {
     /// Its id.
-    pub shard_id: String,
+    pub shard_id: ShardId,
     /// The worker holding its lease, if the lease is live.
     pub owner: Option<String>,
     /// When the lease expires (ms since the Unix epoch).
     pub lease_expires_ms: i64,
     /// The sequence number of the last record checkpointed, if any.
-    pub checkpoint: Option<String>,
+    pub checkpoint: Option<SequenceNumber>,
     /// Processed to its end.
     pub finished: bool,
     /// Records after the checkpoint.
@@ -191,10 +191,7 @@ fn check_same_stream(file: &GroupFile, stream: &crate::Stream) -> Result<()> {
 /// Tracks the stream's shards: new ones get a lease entry; ones retention removed from the
 /// stream are forgotten.
 fn sync_shards(file: &mut GroupFile, shards: &[ShardDescription]) {
-    let present: BTreeSet<u32> = shards
-        .iter()
-        .filter_map(|s| ShardId::parse(&s.shard_id).map(ShardId::index))
-        .collect();
+    let present: BTreeSet<u32> = shards.iter().map(|s| s.shard_id.index()).collect();
     file.shards.retain(|index, _| present.contains(index));
     for index in present {
         file.shards.entry(index).or_default();
@@ -575,13 +572,8 @@ impl ConsumerGroup {
     /// Checkpoints `sequence_number` (the last record `worker` processed) for its shard: the
     /// number must belong to the group's stream, not lie beyond the shard's end, and not be
     /// behind the current checkpoint.
-    pub fn checkpoint(&self, worker: &str, sequence_number: &str) -> Result<()> {
-        let seq = SequenceNumber::parse(sequence_number).ok_or_else(|| {
-            Error::invalid(
-                "SequenceNumber",
-                format!("{sequence_number:?} is not a sequence number"),
-            )
-        })?;
+    pub fn checkpoint(&self, worker: &str, sequence_number: SequenceNumber) -> Result<()> {
+        let seq = sequence_number;
         let shard = seq.shard_index();
         let stream = self.store.stream(&self.lock().stream)?;
         let end = stream.shard_ends()?.get(&shard).copied().ok_or_else(|| {
@@ -642,13 +634,13 @@ impl ConsumerGroup {
             };
             let live = lease.owner.is_some() && lease.expires_ms > now;
             shards.push(ShardProgress {
-                shard_id: shard_id(*index),
+                shard_id: ShardId(*index),
                 owner: lease.owner.clone().filter(|_| live),
                 lease_expires_ms: lease.expires_ms,
                 checkpoint: lease
                     .checkpoint
                     .filter(|&c| c > 0)
-                    .map(|c| SequenceNumber::new(*index, Offset::new(c - 1)).to_string()),
+                    .map(|c| SequenceNumber::new(*index, Offset::new(c - 1))),
                 finished: lease.finished,
                 lag_records,
                 lag_ms,

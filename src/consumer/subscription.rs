@@ -39,7 +39,7 @@ pub struct SubscriptionEvent {
     pub records: Vec<StreamRecord>,
     /// Resume after this sequence number (AFTER_SEQUENCE_NUMBER) to continue where this event
     /// ends: the last record delivered, or before any, the position before the start.
-    pub continuation_sequence_number: String,
+    pub continuation_sequence_number: SequenceNumber,
     /// How far behind the newest record of the shard the subscription is, ms.
     pub millis_behind_latest: i64,
     /// At a closed shard's end: the shards to continue with. The subscription ends after.
@@ -71,12 +71,12 @@ impl std::fmt::Debug for ShardSubscription {
 }
 
 impl ShardSubscription {
-    /// Subscribes `consumer` (registered on `stream`) to `shard_id`.
+    /// Subscribes `consumer` (registered on `stream`) to `shard`.
     pub fn open(
         store: Arc<Store>,
         stream: &str,
         consumer: &str,
-        shard_id_text: &str,
+        shard: ShardId,
         options: SubscribeOptions,
     ) -> Result<ShardSubscription> {
         let s = store.stream(stream)?;
@@ -86,8 +86,7 @@ impl ShardSubscription {
                 name: consumer.to_string(),
             });
         }
-        let shard = s.shard_by_id(shard_id_text)?;
-        let from = s.resolve(shard, s.typed_start(shard_id_text, &options.start)?)?;
+        let from = s.resolve(shard, s.typed_start(shard, &options.start)?)?;
         let now = store.options().shard.clock.now_ms();
         let capacity = options
             .max_bytes_per_sec
@@ -171,7 +170,7 @@ impl ShardSubscription {
                 if !read.records.is_empty() || ended || started.elapsed() >= wait {
                     return Ok(Some(SubscriptionEvent {
                         records: read.records,
-                        continuation_sequence_number: self.continuation.to_string(),
+                        continuation_sequence_number: self.continuation,
                         millis_behind_latest: read.end.millis_behind_latest,
                         child_shards: children.unwrap_or_default(),
                     }));
@@ -182,7 +181,7 @@ impl ShardSubscription {
             } else if started.elapsed() >= wait {
                 return Ok(Some(SubscriptionEvent {
                     records: Vec::new(),
-                    continuation_sequence_number: self.continuation.to_string(),
+                    continuation_sequence_number: self.continuation,
                     millis_behind_latest: 0,
                     child_shards: Vec::new(),
                 }));

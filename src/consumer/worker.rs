@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::ConsumerGroup;
 use crate::error::{Error, Result};
 use crate::stream::{StreamRecord, MAX_GET_RECORDS};
-use crate::ReadLimits;
+use crate::{ReadLimits, ShardId};
 
 impl ConsumerGroup {
     /// A worker of this group called `id` (unique among the group's live workers).
@@ -24,7 +24,7 @@ impl ConsumerGroup {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoundReport {
     /// Shards the worker held this round.
-    pub shards: Vec<String>,
+    pub shards: Vec<ShardId>,
     /// Records handed to the closure and checkpointed.
     pub records: u64,
     /// Batches the closure failed (they are retried next round).
@@ -73,19 +73,18 @@ impl Worker {
         process: &mut F,
     ) -> Result<RoundReport>
     where
-        F: FnMut(&str, &[StreamRecord]) -> std::result::Result<(), E>,
+        F: FnMut(ShardId, &[StreamRecord]) -> std::result::Result<(), E>,
     {
         let (stream, leased) = self.group.lease_positions(&self.id)?;
         let mut report = RoundReport::default();
         let limits = ReadLimits::records(options.max_records.clamp(1, MAX_GET_RECORDS));
         for (shard, from) in leased {
             let index = shard.index();
-            let shard_id = shard.to_string();
-            report.shards.push(shard_id.clone());
+            report.shards.push(shard);
             let out = stream.read(shard, from, limits)?;
             let outcome = match out.records.last() {
                 Some(last) => {
-                    if process(&shard_id, &out.records).is_err() {
+                    if process(shard, &out.records).is_err() {
                         report.failed_batches += 1;
                         continue;
                     }
@@ -119,7 +118,7 @@ impl Worker {
         mut process: F,
     ) -> Result<()>
     where
-        F: FnMut(&str, &[StreamRecord]) -> std::result::Result<(), E>,
+        F: FnMut(ShardId, &[StreamRecord]) -> std::result::Result<(), E>,
     {
         let stream_name = self.group.lock().stream.clone();
         let result = (|| {

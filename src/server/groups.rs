@@ -20,6 +20,7 @@ use super::context::Context;
 use super::error::ApiError;
 use super::protocol::{timestamp, Input, Output};
 use crate::consumer::{ConsumerGroup, GroupConfig, InitialPosition};
+use crate::{SequenceNumber, ShardId};
 
 /// Longest lease a request may ask for (a day) and the shortest (100 ms).
 const LEASE_MS: std::ops::RangeInclusive<i64> = 100..=86_400_000;
@@ -118,12 +119,26 @@ fn lease_shards(ctx: &Context, input: &Input<'_>) -> Result<Value, ApiError> {
 }
 
 fn checkpoint(ctx: &Context, input: &Input<'_>) -> Result<Value, ApiError> {
-    group(ctx, input, false)?.checkpoint(input.str("WorkerId")?, input.str("SequenceNumber")?)?;
+    let group = group(ctx, input, false)?;
+    let worker = input.str("WorkerId")?;
+    let text = input.str("SequenceNumber")?;
+    let sequence_number = SequenceNumber::parse(text).ok_or_else(|| {
+        crate::Error::invalid(
+            "SequenceNumber",
+            format!("{text:?} is not a sequence number"),
+        )
+    })?;
+    group.checkpoint(worker, sequence_number)?;
     Ok(json!({}))
 }
 
 fn finish_shard(ctx: &Context, input: &Input<'_>) -> Result<Value, ApiError> {
-    group(ctx, input, false)?.finish_shard(input.str("WorkerId")?, input.str("ShardId")?)?;
+    let group = group(ctx, input, false)?;
+    let worker = input.str("WorkerId")?;
+    let text = input.str("ShardId")?;
+    let shard = ShardId::parse_loose(text)
+        .ok_or_else(|| crate::Error::invalid("ShardId", format!("{text:?} is not a shard id")))?;
+    group.finish_shard(worker, shard)?;
     Ok(json!({}))
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::Stream;
 use crate::error::{Error, Result};
-use crate::hash_key::{shard_id, HashKeyRange, ShardId};
+use crate::hash_key::{HashKeyRange, ShardId};
 use crate::manifest::{ConsumerEntry, ShardEntry, StreamMode};
 use crate::sequence::SequenceNumber;
 use crate::types::Offset;
@@ -13,11 +13,11 @@ use crate::types::Offset;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardDescription {
     /// Its id.
-    pub shard_id: String,
+    pub shard_id: ShardId,
     /// The shard it was split from, or the first it was merged from.
-    pub parent_shard_id: Option<String>,
+    pub parent_shard_id: Option<ShardId>,
     /// The second shard it was merged from.
-    pub adjacent_parent_shard_id: Option<String>,
+    pub adjacent_parent_shard_id: Option<ShardId>,
     /// The hash keys it owns.
     pub hash_key_range: HashKeyRange,
     /// The sequence number of its first record, ever.
@@ -123,9 +123,9 @@ pub fn stream_of_next_token(token: &str) -> Option<String> {
 
 fn describe_shard(entry: &ShardEntry) -> ShardDescription {
     ShardDescription {
-        shard_id: shard_id(entry.index),
-        parent_shard_id: entry.parent.map(shard_id),
-        adjacent_parent_shard_id: entry.adjacent_parent.map(shard_id),
+        shard_id: ShardId(entry.index),
+        parent_shard_id: entry.parent.map(ShardId),
+        adjacent_parent_shard_id: entry.adjacent_parent.map(ShardId),
         hash_key_range: entry.hash_range,
         starting_sequence_number: SequenceNumber::new(entry.index, Offset::new(0)),
         ending_sequence_number: entry
@@ -232,9 +232,7 @@ impl Stream {
         let all = self.list_shards(&filter)?;
         let mut rest = all
             .into_iter()
-            .filter(|s| {
-                after.is_none_or(|a| ShardId::parse(&s.shard_id).is_some_and(|id| id.index() > a))
-            })
+            .filter(|s| after.is_none_or(|a| s.shard_id.index() > a))
             .peekable();
         let shards: Vec<ShardDescription> = rest.by_ref().take(max_results).collect();
         let next_token = match (rest.peek(), shards.last()) {
@@ -243,7 +241,7 @@ impl Stream {
                     stream: self.name.clone(),
                     created_ms,
                     issued_ms: now,
-                    after_index: ShardId::parse(&last.shard_id).map_or(0, ShardId::index),
+                    after_index: last.shard_id.index(),
                     filter,
                 };
                 let json = serde_json::to_vec(&token).expect("a token always serializes");

@@ -370,12 +370,12 @@ impl Topology {
             .iter()
             .filter(|s| s.parent == Some(index) || s.adjacent_parent == Some(index))
             .map(|s| ChildShard {
-                shard_id: shard_id(s.index),
+                shard_id: ShardId(s.index),
                 parent_shards: s
                     .parent
                     .iter()
                     .chain(&s.adjacent_parent)
-                    .map(|&p| shard_id(p))
+                    .map(|&p| ShardId(p))
                     .collect(),
                 hash_key_range: s.hash_range,
             })

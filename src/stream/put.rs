@@ -3,7 +3,7 @@
 
 use super::{ShardSlot, Stream};
 use crate::error::{Error, Result};
-use crate::hash_key::{hash_key_of, hash_keys_of, parse_hash_key, shard_id, ShardId};
+use crate::hash_key::{hash_key_of, hash_keys_of, shard_id, ShardId};
 use crate::manifest::{StreamManifest, StreamMode};
 use crate::sequence::SequenceNumber;
 use crate::types::{NewRecord, Offset};
@@ -21,11 +21,11 @@ pub struct PutRecord<'a> {
     pub partition_key: &'a str,
     /// The payload.
     pub data: &'a [u8],
-    /// A decimal hash key that picks the shard instead of the partition key's MD5.
-    pub explicit_hash_key: Option<&'a str>,
+    /// A hash key that picks the shard instead of the partition key's MD5.
+    pub explicit_hash_key: Option<u128>,
     /// A sequence number the new record's must be greater than (Kinesis
     /// SequenceNumberForOrdering).
-    pub sequence_number_for_ordering: Option<&'a str>,
+    pub sequence_number_for_ordering: Option<SequenceNumber>,
 }
 
 impl<'a> PutRecord<'a> {
@@ -137,17 +137,7 @@ impl Stream {
                 ),
             ));
         }
-        record
-            .explicit_hash_key
-            .map(|text| {
-                parse_hash_key(text).ok_or_else(|| {
-                    Error::invalid(
-                        "ExplicitHashKey",
-                        format!("{text:?} is not a decimal number from 0 to 2^128 - 1"),
-                    )
-                })
-            })
-            .transpose()
+        Ok(record.explicit_hash_key)
     }
 
     /// Puts one record: routes it to the open shard that owns its hash key and appends it.
@@ -155,17 +145,7 @@ impl Stream {
         let topology = self.read_topology();
         let hash_key = self.check_record(&topology.manifest, record)?;
         let index = topology.route(hash_key);
-        let ordering = record
-            .sequence_number_for_ordering
-            .map(|text| {
-                SequenceNumber::parse(text).ok_or_else(|| {
-                    Error::invalid(
-                        "SequenceNumberForOrdering",
-                        format!("{text:?} is not a sequence number of this store"),
-                    )
-                })
-            })
-            .transpose()?;
+        let ordering = record.sequence_number_for_ordering;
         let slot = &topology.shards[&index];
         let shard = slot.open(&self.shard_options(&topology.manifest))?;
         if self.watches_writes(&topology.manifest) {

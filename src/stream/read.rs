@@ -95,9 +95,9 @@ pub struct StreamRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildShard {
     /// Its id.
-    pub shard_id: String,
+    pub shard_id: ShardId,
     /// The shards it came from (one for a split, two for a merge).
-    pub parent_shards: Vec<String>,
+    pub parent_shards: Vec<ShardId>,
     /// The hash keys it owns.
     pub hash_key_range: HashKeyRange,
 }
@@ -378,16 +378,19 @@ impl Stream {
 
     // The Kinesis façade: shard iterator tokens over the core.
 
-    /// An iterator for reading `shard_id` from `start` (Kinesis GetShardIterator).
-    pub fn shard_iterator(&self, shard_id_text: &str, start: IteratorStart) -> Result<String> {
+    /// An iterator for reading `shard` from `start` (Kinesis GetShardIterator).
+    pub fn shard_iterator(&self, shard: ShardId, start: IteratorStart) -> Result<String> {
         let topology = self.read_topology();
-        let entry = topology.entry_by_id(shard_id_text)?;
-        let start = self.typed_start(shard_id_text, &start)?;
+        let entry = topology
+            .entry(shard.index())
+            .ok_or_else(|| not_found_shard(&shard.to_string()))?;
+        let start = self.typed_start(shard, &start)?;
         let offset = self.resolve_entry(&topology, entry, start)?;
         Ok(self.token(&topology, entry.index, offset))
     }
 
-    /// The shard called `shard_id_text` ([`Error::ResourceNotFound`] if the stream has none).
+    /// The shard called `shard_id_text`, read as Kinesis reads shard ids (`shardId-0`, `7`, ...;
+    /// see [`ShardId::parse_loose`]); [`Error::ResourceNotFound`] if the stream has none.
     pub fn shard_by_id(&self, shard_id_text: &str) -> Result<ShardId> {
         Ok(ShardId(
             self.read_topology().entry_by_id(shard_id_text)?.index,
@@ -395,13 +398,13 @@ impl Stream {
     }
 
     /// `start` with its sequence number parsed; errors name the shard and the stream.
-    pub(crate) fn typed_start(&self, shard_id_text: &str, start: &IteratorStart) -> Result<Start> {
+    pub(crate) fn typed_start(&self, shard: ShardId, start: &IteratorStart) -> Result<Start> {
         let parse = |text: &str| -> Result<SequenceNumber> {
             SequenceNumber::parse(text).ok_or_else(|| {
                 Error::invalid(
                     "StartingSequenceNumber",
                     format!(
-                        "{text:?} is not a sequence number of {shard_id_text} in stream {}",
+                        "{text:?} is not a sequence number of {shard} in stream {}",
                         self.name
                     ),
                 )

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::{not_found_shard, Stream, Topology};
 use crate::error::{Error, Result};
-use crate::hash_key::{parse_hash_key, shard_id, HashKeyRange};
+use crate::hash_key::{shard_id, HashKeyRange, ShardId};
 use crate::manifest::{Closed, ShardEntry, StreamManifest, StreamMode};
 
 /// Kinesis: at most 10 UpdateShardCount scalings per stream in a rolling 24 hours...
@@ -15,15 +15,10 @@ pub const MAX_SCALINGS_PER_DAY: usize = 10;
 pub const MAX_SCALINGS_PER_HOUR: usize = 2;
 
 impl Stream {
-    /// Splits an open shard in two at `new_starting_hash_key` (decimal): the parent closes, and
-    /// two children own its keys below and from the new key.
-    pub fn split_shard(&self, shard_to_split: &str, new_starting_hash_key: &str) -> Result<()> {
-        let key = parse_hash_key(new_starting_hash_key).ok_or_else(|| {
-            Error::invalid(
-                "NewStartingHashKey",
-                format!("{new_starting_hash_key:?} is not a decimal 128-bit number"),
-            )
-        })?;
+    /// Splits an open shard in two at `new_starting_hash_key`: the parent closes, and two
+    /// children own its keys below and from the new key.
+    pub fn split_shard(&self, shard_to_split: ShardId, new_starting_hash_key: u128) -> Result<()> {
+        let key = new_starting_hash_key;
         let mut topology = self.write_topology();
         let parent = self.open_entry(&topology, shard_to_split)?;
         let range = parent.hash_range;
@@ -79,7 +74,11 @@ impl Stream {
 
     /// Merges two open shards with adjacent hash-key ranges into one: both close, and a child owns
     /// their keys. `shard_to_merge` becomes its parent, `adjacent_shard_to_merge` its adjacent parent.
-    pub fn merge_shards(&self, shard_to_merge: &str, adjacent_shard_to_merge: &str) -> Result<()> {
+    pub fn merge_shards(
+        &self,
+        shard_to_merge: ShardId,
+        adjacent_shard_to_merge: ShardId,
+    ) -> Result<()> {
         let mut topology = self.write_topology();
         let a = self.open_entry(&topology, shard_to_merge)?;
         let b = self.open_entry(&topology, adjacent_shard_to_merge)?;
@@ -256,8 +255,10 @@ impl Stream {
         Ok(())
     }
 
-    fn open_entry(&self, topology: &Topology, id: &str) -> Result<ShardEntry> {
-        let entry = topology.entry_by_id(id)?;
+    fn open_entry(&self, topology: &Topology, id: ShardId) -> Result<ShardEntry> {
+        let entry = topology
+            .entry(id.index())
+            .ok_or_else(|| not_found_shard(&id.to_string()))?;
         if entry.closed.is_some() {
             return Err(Error::ResourceInUse {
                 kind: "shard",

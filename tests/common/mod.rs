@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::collections::HashMap;
 
 use shardlog::{
-    IteratorStart, ManualClock, NewRecord, Offset, ReadLimits, Record, Shard, ShardOptions, Store,
-    Stream, StreamRecord,
+    IteratorStart, ManualClock, NewRecord, Offset, ReadLimits, Record, Shard, ShardId,
+    ShardOptions, Store, Stream, StreamRecord,
 };
 
 /// Deterministic payload for an offset, of varying length (0..max_len), so any record can be
@@ -142,7 +142,7 @@ pub fn base_of(segment: &Path) -> u64 {
 }
 
 /// Reads a shard from the trim horizon to its current end (or, if closed, to its end).
-pub fn drain(store: &Store, stream: &Stream, shard: &str) -> (Vec<StreamRecord>, Vec<String>) {
+pub fn drain(store: &Store, stream: &Stream, shard: ShardId) -> (Vec<StreamRecord>, Vec<ShardId>) {
     let mut it = Some(
         stream
             .shard_iterator(shard, IteratorStart::TrimHorizon)
@@ -168,7 +168,7 @@ pub fn drain(store: &Store, stream: &Stream, shard: &str) -> (Vec<StreamRecord>,
 /// its parents are read to their end. Returns each partition key's data in the order read.
 pub fn consume_all(store: &Store, stream: &Stream) -> HashMap<String, Vec<Vec<u8>>> {
     let d = stream.describe();
-    let mut done: Vec<String> = Vec::new();
+    let mut done: Vec<ShardId> = Vec::new();
     let mut by_key: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
     let mut pending: Vec<_> = d.shards.clone();
     while !pending.is_empty() {
@@ -182,7 +182,7 @@ pub fn consume_all(store: &Store, stream: &Stream) -> HashMap<String, Vec<Vec<u8
             })
             .expect("some shard has all its parents read");
         let shard = pending.remove(ready);
-        let (records, _) = drain(store, stream, &shard.shard_id);
+        let (records, _) = drain(store, stream, shard.shard_id);
         for r in records {
             by_key
                 .entry(r.partition_key)

@@ -41,6 +41,50 @@ impl Batch {
 }
 
 impl DeliveryStream {
+    /// The next due batch of a Kinesis-stream source: from the first of the `readable` shards
+    /// (see [`Self::sync_source`]) with a due batch. Closed shards read to their end are marked
+    /// finished in `position` on the way (saved with it).
+    pub(super) fn cut_stream(
+        &self,
+        store: &crate::Store,
+        stream_name: &str,
+        readable: &[u32],
+        position: &mut Checkpoint,
+        force: bool,
+        setup: &Setup,
+    ) -> Result<Option<Batch>> {
+        let hints = setup.config.buffering;
+        let now = self.buffer.options().clock.now_ms();
+        for &index in readable {
+            if position.finished.contains(&index) {
+                continue;
+            }
+            let from = position.shards.get(&index).copied().unwrap_or(0);
+            let (records, at_end) =
+                read_stream(store, stream_name, index, from, None, hints.size_bytes())?;
+            let Some(first) = records.first() else {
+                if at_end {
+                    position.finished.insert(index);
+                    position.shards.entry(index).or_insert(from);
+                }
+                continue;
+            };
+            let bytes: usize = records.iter().map(|r| r.data.len()).sum();
+            let due = force
+                || bytes >= hints.size_bytes()
+                || now.saturating_sub(first.arrival_ms) >= hints.interval_ms();
+            if !due {
+                continue;
+            }
+            let to = records.last().map_or(from, |r| r.offset.get() + 1);
+            let batch_id = format!("{}:{stream_name}:{index}:{from}-{to}", self.name);
+            let pending =
+                self.pending(Some(index), from, to, first.arrival_ms, &batch_id, setup)?;
+            return self.encode(pending, &records, setup).map(Some);
+        }
+        Ok(None)
+    }
+
     /// The next due batch of the source after `position`, encoded.
     pub(super) fn cut_next(
         &self,

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::error::Error;
+use crate::hash_key::parse_hash_key;
+use crate::sequence::SequenceNumber;
 use crate::server::error::ApiError;
 use crate::server::protocol::{lower_first, Input, Output};
 use crate::server::records::child_shards_json;
@@ -16,16 +19,42 @@ use crate::stream::{
 use super::settings::encryption_type;
 use super::{Kinesis, Reply};
 
+/// An ExplicitHashKey as the wire gives it: a decimal number from 0 to 2^128 - 1.
+fn explicit_hash_key(text: Option<&str>) -> Result<Option<u128>, ApiError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let key = parse_hash_key(text).ok_or_else(|| {
+        Error::invalid(
+            "ExplicitHashKey",
+            format!("{text:?} is not a decimal number from 0 to 2^128 - 1"),
+        )
+    })?;
+    Ok(Some(key))
+}
+
 impl Kinesis<'_> {
     pub(super) fn put_record(&self, input: &Input<'_>) -> Reply {
         let data = input.blob("Data")?;
         let partition_key = input.str("PartitionKey")?;
+        let explicit_hash_key = explicit_hash_key(input.opt_str("ExplicitHashKey")?)?;
+        let sequence_number_for_ordering = input
+            .opt_str("SequenceNumberForOrdering")?
+            .map(|text| {
+                SequenceNumber::parse(text).ok_or_else(|| {
+                    Error::invalid(
+                        "SequenceNumberForOrdering",
+                        format!("{text:?} is not a sequence number of this store"),
+                    )
+                })
+            })
+            .transpose()?;
         let stream = self.stream(input)?;
         let put = stream.put_record(&PutRecord {
             partition_key,
             data: &data,
-            explicit_hash_key: input.opt_str("ExplicitHashKey")?,
-            sequence_number_for_ordering: input.opt_str("SequenceNumberForOrdering")?,
+            explicit_hash_key,
+            sequence_number_for_ordering,
         })?;
         self.ctx
             .metrics
@@ -53,7 +82,7 @@ impl Kinesis<'_> {
             decoded.push((
                 entry.blob("Data")?,
                 entry.str("PartitionKey")?,
-                entry.opt_str("ExplicitHashKey")?,
+                explicit_hash_key(entry.opt_str("ExplicitHashKey")?)?,
             ));
         }
         let total: usize = decoded.iter().map(|(d, k, _)| d.len() + k.len()).sum();
@@ -113,7 +142,7 @@ impl Kinesis<'_> {
         let shard_id = input.str("ShardId")?;
         let now_ms = self.ctx.store.options().shard.clock.now_ms();
         let start = iterator_start(input, "ShardIteratorType", "StartingSequenceNumber", now_ms)?;
-        let iterator = stream.shard_iterator(shard_id, start)?;
+        let iterator = stream.shard_iterator(stream.shard_by_id(shard_id)?, start)?;
         Ok(json!({ "ShardIterator": iterator }))
     }
 
@@ -153,7 +182,7 @@ impl Kinesis<'_> {
             Arc::clone(&self.ctx.store),
             stream.name(),
             &consumer.name,
-            shard_id,
+            stream.shard_by_id(shard_id)?,
             crate::consumer::SubscribeOptions::new(start),
         )?;
         Ok(Output::Subscription(Box::new(
@@ -346,7 +375,7 @@ mod tests {
 
     #[test]
     fn records_written_directly_match_the_serde_encoding() {
-        use crate::{Offset, SequenceNumber};
+        use crate::Offset;
         // Consecutive offsets (with carries through 9s), a jump, another shard, repeated and
         // changing arrival times, keys that need escaping.
         let cases: Vec<(u32, u64, i64, &str, Vec<u8>)> = vec![

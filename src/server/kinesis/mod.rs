@@ -235,6 +235,17 @@ fn page_limit(limit: Option<i64>) -> Result<usize, ApiError> {
     }
 }
 
+/// A StreamMode as the wire names it.
+fn parse_mode(text: &str) -> Result<StreamMode, ApiError> {
+    match text {
+        "PROVISIONED" => Ok(StreamMode::Provisioned),
+        "ON_DEMAND" => Ok(StreamMode::OnDemand),
+        other => Err(ApiError::validation(format!(
+            "StreamMode {other:?} is not PROVISIONED or ON_DEMAND"
+        ))),
+    }
+}
+
 fn positive_u32(name: &str, n: i64) -> Result<u32, ApiError> {
     u32::try_from(n)
         .ok()

@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use crate::error::Error;
+use crate::hash_key::parse_hash_key;
 use crate::server::error::ApiError;
 use crate::server::protocol::Input;
 
@@ -10,16 +12,23 @@ use super::{positive_u32, Kinesis, Reply};
 impl Kinesis<'_> {
     pub(super) fn split_shard(&self, input: &Input<'_>) -> Reply {
         let stream = self.stream(input)?;
-        stream.split_shard(input.str("ShardToSplit")?, input.str("NewStartingHashKey")?)?;
+        let key_text = input.str("NewStartingHashKey")?;
+        let key = parse_hash_key(key_text).ok_or_else(|| {
+            Error::invalid(
+                "NewStartingHashKey",
+                format!("{key_text:?} is not a decimal 128-bit number"),
+            )
+        })?;
+        let shard = stream.shard_by_id(input.str("ShardToSplit")?)?;
+        stream.split_shard(shard, key)?;
         Ok(json!({}))
     }
 
     pub(super) fn merge_shards(&self, input: &Input<'_>) -> Reply {
         let stream = self.stream(input)?;
-        stream.merge_shards(
-            input.str("ShardToMerge")?,
-            input.str("AdjacentShardToMerge")?,
-        )?;
+        let shard = stream.shard_by_id(input.str("ShardToMerge")?)?;
+        let adjacent = stream.shard_by_id(input.str("AdjacentShardToMerge")?)?;
+        stream.merge_shards(shard, adjacent)?;
         Ok(json!({}))
     }
 

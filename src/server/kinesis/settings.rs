@@ -11,8 +11,7 @@ use crate::server::protocol::{tag_page, timestamp, Input};
 use crate::stream::Stream;
 use crate::ConsumerEntry;
 
-use super::streams::parse_mode;
-use super::{kib_to_bytes, stream_name_of_arn, Kinesis, Reply};
+use super::{kib_to_bytes, parse_mode, stream_name_of_arn, Kinesis, Reply};
 
 impl Kinesis<'_> {
     pub(super) fn update_stream_mode(&self, input: &Input<'_>) -> Reply {

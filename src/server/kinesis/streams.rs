@@ -11,8 +11,8 @@ use crate::{StreamConfig, StreamMode};
 
 use super::settings::{encryption_type, shard_level_metrics, warm_throughput, KEY_ID};
 use super::{
-    decode_token, encode_token, kib_to_bytes, page_limit, positive_u32, without_nulls, Kinesis,
-    Reply, MAX_PAGE,
+    decode_token, encode_token, kib_to_bytes, page_limit, parse_mode, positive_u32, without_nulls,
+    Kinesis, Reply, MAX_PAGE,
 };
 
 impl Kinesis<'_> {
@@ -88,9 +88,7 @@ impl Kinesis<'_> {
         let mut shards: Vec<&ShardDescription> = d
             .shards
             .iter()
-            .filter(|s| {
-                after.is_none_or(|a| crate::ShardId::parse(&s.shard_id).is_some_and(|i| i.0 > a))
-            })
+            .filter(|s| after.is_none_or(|a| s.shard_id.index() > a))
             .collect();
         let has_more = shards.len() > limit;
         shards.truncate(limit);
@@ -230,16 +228,6 @@ impl Kinesis<'_> {
     }
 }
 
-pub(super) fn parse_mode(text: &str) -> Result<StreamMode, ApiError> {
-    match text {
-        "PROVISIONED" => Ok(StreamMode::Provisioned),
-        "ON_DEMAND" => Ok(StreamMode::OnDemand),
-        other => Err(ApiError::validation(format!(
-            "StreamMode {other:?} is not PROVISIONED or ON_DEMAND"
-        ))),
-    }
-}
-
 pub(super) fn mode_name(mode: StreamMode) -> &'static str {
     match mode {
         StreamMode::Provisioned => "PROVISIONED",
@@ -278,11 +266,11 @@ pub(super) fn shard_json(s: &ShardDescription) -> Value {
         "HashKeyRange": hash_range_json(&s.hash_key_range),
         "SequenceNumberRange": range,
     });
-    if let Some(p) = &s.parent_shard_id {
-        out["ParentShardId"] = Value::String(p.clone());
+    if let Some(p) = s.parent_shard_id {
+        out["ParentShardId"] = Value::String(p.to_string());
     }
-    if let Some(p) = &s.adjacent_parent_shard_id {
-        out["AdjacentParentShardId"] = Value::String(p.clone());
+    if let Some(p) = s.adjacent_parent_shard_id {
+        out["AdjacentParentShardId"] = Value::String(p.to_string());
     }
     out
 }
