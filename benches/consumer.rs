@@ -229,7 +229,7 @@ fn put_to_process_latency() {
                 "s",
                 "fanout",
                 ShardId(shard),
-                SubscribeOptions::new(shardlog::IteratorStart::Latest),
+                SubscribeOptions::new(shardlog::Start::Latest),
             )
             .unwrap();
             let (stop, subscriptions, elapsed) = (&stop, &subscriptions, &elapsed);

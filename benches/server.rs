@@ -230,7 +230,7 @@ fn get_records_json(c: &mut Criterion) {
             .all(|r| r.is_ok()));
     }
     let iterator = stream
-        .shard_iterator(ShardId(0), shardlog::IteratorStart::TrimHorizon)
+        .shard_iterator(ShardId(0), shardlog::Start::TrimHorizon)
         .unwrap();
     let mut group = c.benchmark_group("server");
     group.throughput(Throughput::Elements(10_000));

@@ -10,7 +10,7 @@ mod common;
 
 use common::bench_dir;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardlog::{IteratorStart, PutRecord, ShardFilter, Store, StoreOptions, StreamConfig};
+use shardlog::{PutRecord, ShardFilter, Start, Store, StoreOptions, StreamConfig};
 
 fn options() -> StoreOptions {
     StoreOptions {
@@ -106,9 +106,7 @@ fn get_records(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0u64;
             for shard in &shards {
-                let mut it = stream
-                    .shard_iterator(*shard, IteratorStart::TrimHorizon)
-                    .unwrap();
+                let mut it = stream.shard_iterator(*shard, Start::TrimHorizon).unwrap();
                 loop {
                     let got = store.get_records(&it, 10_000).unwrap();
                     if got.records.is_empty() {

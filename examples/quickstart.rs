@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use shardlog::{IteratorStart, PutRecord, ShardFilter, Store, StoreOptions, StreamConfig};
+use shardlog::{PutRecord, ShardFilter, Start, Store, StoreOptions, StreamConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shards = stream.list_shards(&ShardFilter::AtLatest)?;
     let mut iterators = Vec::new();
     for shard in &shards {
-        iterators.push(stream.shard_iterator(shard.shard_id, IteratorStart::Latest)?);
+        iterators.push(stream.shard_iterator(shard.shard_id, Start::Latest)?);
     }
 
     let payload = [b'x'; 100];

@@ -70,9 +70,9 @@ pub use manifest::{ConsumerEntry, StreamMode};
 pub use sequence::SequenceNumber;
 pub use store::{RetentionReport, Store, StoreOptions, StreamConfig};
 pub use stream::{
-    ChildShard, GetRecordsOutput, IteratorStart, ListShards, PageEnd, Put, PutFailure,
-    PutFailureReason, PutRecord, ReadEnd, ShardDescription, ShardFilter, ShardPage, ShardRead,
-    Start, Stream, StreamDescription, StreamRecord, StreamRecordRef,
+    ChildShard, GetRecordsOutput, ListShards, PageEnd, Put, PutFailure, PutFailureReason,
+    PutRecord, ReadEnd, ShardDescription, ShardFilter, ShardPage, ShardRead, Start, Stream,
+    StreamDescription, StreamRecord, StreamRecordRef,
 };
 pub use types::{Appended, NewRecord, Offset, ReadBatch, ReadLimits, Record};
 

@@ -612,7 +612,7 @@ fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_sha
     stream
         .register_consumer("fanout", &BTreeMap::new())
         .unwrap();
-    let open = |start: shardlog::IteratorStart, rate: Option<u64>| {
+    let open = |start: shardlog::Start, rate: Option<u64>| {
         ShardSubscription::open(
             Arc::clone(&store),
             "s",
@@ -631,11 +631,11 @@ fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_sha
             "s",
             "nobody",
             ShardId(0),
-            SubscribeOptions::new(shardlog::IteratorStart::Latest)
+            SubscribeOptions::new(shardlog::Start::Latest)
         ),
         Err(Error::ResourceNotFound { .. })
     ));
-    let mut sub = open(shardlog::IteratorStart::Latest, Some(3000)).unwrap();
+    let mut sub = open(shardlog::Start::Latest, Some(3000)).unwrap();
     let quiet = sub.next_event(Duration::ZERO).unwrap().unwrap();
     assert!(quiet.records.is_empty(), "a heartbeat when nothing arrived");
     let payload = vec![b'x'; 1000];
@@ -678,7 +678,7 @@ fn a_subscription_pushes_records_within_its_byte_budget_and_ends_at_a_closed_sha
     assert_eq!(last.records[0].sequence_number.offset().get(), 9);
     // A closed shard: delivered to its end, its children named, then the subscription ends.
     stream.update_shard_count(2).unwrap();
-    let mut all = open(shardlog::IteratorStart::TrimHorizon, None).unwrap();
+    let mut all = open(shardlog::Start::TrimHorizon, None).unwrap();
     let (mut records, mut children) = (0, Vec::new());
     while let Some(e) = all.next_event(Duration::from_millis(10)).unwrap() {
         records += e.records.len();
@@ -758,7 +758,7 @@ fn an_append_wakes_a_waiting_subscription_and_a_waiting_worker() {
         ShardId(0),
         SubscribeOptions {
             poll: minute,
-            ..SubscribeOptions::new(shardlog::IteratorStart::Latest)
+            ..SubscribeOptions::new(shardlog::Start::Latest)
         },
     )
     .unwrap();

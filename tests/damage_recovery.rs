@@ -12,7 +12,7 @@ use shardlog::firehose::{
     DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose, FirehoseOptions, SourceStart,
 };
 use shardlog::ShardId;
-use shardlog::{IteratorStart, PutRecord, Store, StreamConfig};
+use shardlog::{PutRecord, Start, Store, StreamConfig};
 
 /// Flips one byte in the middle of the only segment under `shard_dir`.
 fn flip_middle_byte(shard_dir: &Path) {
@@ -34,7 +34,7 @@ fn shard_dir(data: &Path, stream: &str) -> PathBuf {
 fn sequence_numbers(store: &Store, stream: &str) -> Vec<(String, Vec<u8>)> {
     let stream = store.stream(stream).unwrap();
     let it = stream
-        .shard_iterator(ShardId(0), IteratorStart::TrimHorizon)
+        .shard_iterator(ShardId(0), Start::TrimHorizon)
         .unwrap();
     let page = store.get_records(&it, 10_000).unwrap();
     page.records

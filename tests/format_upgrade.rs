@@ -12,8 +12,8 @@ use common::copy_dir;
 use shardlog::log::format::FORMAT_VERSION;
 use shardlog::log::shard::{segment_bases, summarize_segment, verify};
 use shardlog::{
-    IteratorStart, NewRecord, Offset, PutRecord, ReadLimits, Shard, ShardFilter, ShardOptions,
-    Store, StoreOptions,
+    NewRecord, Offset, PutRecord, ReadLimits, Shard, ShardFilter, ShardOptions, Start, Store,
+    StoreOptions,
 };
 
 /// Record `i` as the fixture writer made it (see the fixture's README).
@@ -189,7 +189,7 @@ fn a_version_2_store_reads_back_and_takes_new_records() {
         for shard in stream.list_shards(&ShardFilter::default()).unwrap() {
             let mut it = Some(
                 stream
-                    .shard_iterator(shard.shard_id, IteratorStart::TrimHorizon)
+                    .shard_iterator(shard.shard_id, Start::TrimHorizon)
                     .unwrap(),
             );
             while let Some(iterator) = it {

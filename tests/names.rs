@@ -12,7 +12,7 @@ use shardlog::consumer::{ConsumerGroup, GroupConfig};
 use shardlog::firehose::{
     DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose, FirehoseOptions, SourceStart,
 };
-use shardlog::{IteratorStart, PutRecord, Store, StreamConfig};
+use shardlog::{PutRecord, Start, Store, StreamConfig};
 
 /// Valid names that look like paths or like the store's own staging names.
 fn odd_names() -> Vec<String> {
@@ -47,7 +47,7 @@ fn records_of(store: &Store, name: &str) -> Vec<Vec<u8>> {
     for shard in stream.describe().shards {
         let mut iterator = Some(
             stream
-                .shard_iterator(shard.shard_id, IteratorStart::TrimHorizon)
+                .shard_iterator(shard.shard_id, Start::TrimHorizon)
                 .unwrap(),
         );
         while let Some(it) = iterator {

@@ -198,7 +198,7 @@ fn merge_shards_takes_the_pair_in_key_order_only() {
 }
 
 #[test]
-fn hash_keys_and_ordering_numbers_that_are_not_numbers_are_refused() {
+fn hash_keys_and_sequence_numbers_that_do_not_parse_are_refused() {
     let (_dir, _server, mut c) = start();
     c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 2}))
         .unwrap();
@@ -220,6 +220,14 @@ fn hash_keys_and_ordering_numbers_that_are_not_numbers_are_refused() {
     let (kind, message) = refusal(&mut c, "PutRecord", &ordering);
     assert_eq!(kind, "InvalidArgumentException");
     assert!(message.contains("SequenceNumberForOrdering"), "{message}");
+    // Sequence numbers are parsed by the server too.
+    for kind in ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"] {
+        let iterator = json!({"StreamName": "s", "ShardId": "shardId-000000000000",
+            "ShardIteratorType": kind, "StartingSequenceNumber": "12"});
+        let (kind, message) = refusal(&mut c, "GetShardIterator", &iterator);
+        assert_eq!(kind, "InvalidArgumentException");
+        assert!(message.contains("StartingSequenceNumber"), "{message}");
+    }
     // Nothing was stored by the refused requests.
     let listed = c
         .kinesis("DescribeStreamSummary", &json!({"StreamName": "s"}))

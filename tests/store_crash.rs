@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{crash_rng, spawn_acking_child};
 use rand::Rng;
-use shardlog::{IteratorStart, PutRecord, Store, StreamConfig};
+use shardlog::{PutRecord, Start, Store, StreamConfig};
 
 const DIR_ENV: &str = "SHARDLOG_STORE_CRASH_DIR";
 
@@ -97,7 +97,7 @@ fn sigkill_during_create_and_delete_leaves_whole_streams_or_none() {
                 let mut found = 0;
                 for shard in stream.describe().shards {
                     let it = stream
-                        .shard_iterator(shard.shard_id, IteratorStart::TrimHorizon)
+                        .shard_iterator(shard.shard_id, Start::TrimHorizon)
                         .unwrap();
                     found += store.get_records(&it, 10).unwrap().records.len();
                 }

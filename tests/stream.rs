@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use shardlog::hash_key::{hash_key_of, shard_id};
 use shardlog::{
-    Clock, Error, HashKeyRange, IteratorStart, ManualClock, PutRecord, SequenceNumber, ShardFilter,
-    ShardOptions, Store, StoreOptions, Stream, StreamConfig, StreamRecord,
+    Clock, Error, HashKeyRange, ManualClock, PutRecord, SequenceNumber, ShardFilter, ShardOptions,
+    Start, Store, StoreOptions, Stream, StreamConfig, StreamRecord,
 };
 
 const HOUR: i64 = 3_600_000;
@@ -350,7 +350,7 @@ fn iterators_start_where_asked() {
         .create_stream("s", StreamConfig::provisioned(1))
         .unwrap();
     let shard = ShardId(0);
-    let latest_before = s.shard_iterator(shard, IteratorStart::Latest).unwrap();
+    let latest_before = s.shard_iterator(shard, Start::Latest).unwrap();
     let mut puts = Vec::new();
     for i in 0..50u32 {
         clock.advance(10);
@@ -371,39 +371,30 @@ fn iterators_start_where_asked() {
         "LATEST taken before the puts sees them"
     );
     assert_eq!(
-        first_data(s.shard_iterator(shard, IteratorStart::TrimHorizon).unwrap()),
+        first_data(s.shard_iterator(shard, Start::TrimHorizon).unwrap()),
         Some(0)
     );
     assert_eq!(
-        first_data(s.shard_iterator(shard, IteratorStart::Latest).unwrap()),
+        first_data(s.shard_iterator(shard, Start::Latest).unwrap()),
         None
     );
-    let seq = puts[20].sequence_number.to_string();
+    let seq = puts[20].sequence_number;
     assert_eq!(
-        first_data(
-            s.shard_iterator(shard, IteratorStart::AtSequenceNumber(seq.clone()))
-                .unwrap()
-        ),
+        first_data(s.shard_iterator(shard, Start::At(seq)).unwrap()),
         Some(20)
     );
     assert_eq!(
-        first_data(
-            s.shard_iterator(shard, IteratorStart::AfterSequenceNumber(seq))
-                .unwrap()
-        ),
+        first_data(s.shard_iterator(shard, Start::After(seq)).unwrap()),
         Some(21)
     );
     let t = 1_700_000_000_000 + 10 * 30;
     assert_eq!(
-        first_data(
-            s.shard_iterator(shard, IteratorStart::AtTimestamp(t))
-                .unwrap()
-        ),
+        first_data(s.shard_iterator(shard, Start::AtTimestamp(t)).unwrap()),
         Some(29)
     );
     assert_eq!(
         first_data(
-            s.shard_iterator(shard, IteratorStart::AtTimestamp(i64::MAX))
+            s.shard_iterator(shard, Start::AtTimestamp(i64::MAX))
                 .unwrap()
         ),
         None
@@ -411,7 +402,7 @@ fn iterators_start_where_asked() {
 
     // Bad requests.
     assert!(matches!(
-        s.shard_iterator(ShardId(9), IteratorStart::Latest),
+        s.shard_iterator(ShardId(9), Start::Latest),
         Err(Error::ResourceNotFound { .. })
     ));
     assert!(matches!(
@@ -420,14 +411,10 @@ fn iterators_start_where_asked() {
     ));
     let other = s2_sequence_number();
     assert!(matches!(
-        s.shard_iterator(shard, IteratorStart::AtSequenceNumber(other)),
+        s.shard_iterator(shard, Start::At(other)),
         Err(Error::InvalidArgument { .. })
     ));
-    assert!(matches!(
-        s.shard_iterator(shard, IteratorStart::AtSequenceNumber("12".into())),
-        Err(Error::InvalidArgument { .. })
-    ));
-    let it = s.shard_iterator(shard, IteratorStart::TrimHorizon).unwrap();
+    let it = s.shard_iterator(shard, Start::TrimHorizon).unwrap();
     assert!(matches!(
         store.get_records(&it, 0),
         Err(Error::InvalidArgument { .. })
@@ -448,8 +435,8 @@ fn iterators_start_where_asked() {
 }
 
 /// A sequence number of shard 1, which shard 0 must refuse.
-fn s2_sequence_number() -> String {
-    SequenceNumber::new(1, shardlog::Offset::new(0)).to_string()
+fn s2_sequence_number() -> SequenceNumber {
+    SequenceNumber::new(1, shardlog::Offset::new(0))
 }
 
 #[test]
@@ -463,9 +450,7 @@ fn get_records_pages_and_reports_how_far_behind() {
             .unwrap();
     }
     clock.advance(1_000);
-    let it = s
-        .shard_iterator(ShardId(0), IteratorStart::TrimHorizon)
-        .unwrap();
+    let it = s.shard_iterator(ShardId(0), Start::TrimHorizon).unwrap();
     let page = store.get_records(&it, 10).unwrap();
     assert_eq!(page.records.len(), 10);
     assert_eq!(page.millis_behind_latest, 1_000);
@@ -490,9 +475,7 @@ fn an_iterator_does_not_survive_its_stream_being_recreated() {
     let s = store
         .create_stream("s", StreamConfig::provisioned(1))
         .unwrap();
-    let it = s
-        .shard_iterator(ShardId(0), IteratorStart::TrimHorizon)
-        .unwrap();
+    let it = s.shard_iterator(ShardId(0), Start::TrimHorizon).unwrap();
     store.delete_stream("s").unwrap();
     assert!(matches!(
         store.get_records(&it, 1),
@@ -561,7 +544,7 @@ fn split_closes_the_parent_and_children_take_over() {
     let (records, children) = drain(&store, &s, ShardId(0));
     assert_eq!(records.len(), 20);
     assert_eq!(children, ["shardId-000000000001", "shardId-000000000002"]);
-    let at_end = s.shard_iterator(ShardId(0), IteratorStart::Latest).unwrap();
+    let at_end = s.shard_iterator(ShardId(0), Start::Latest).unwrap();
     let got = store.get_records(&at_end, 10).unwrap();
     assert!(got.next_shard_iterator.is_none() && got.child_shards.len() == 2);
     assert_eq!(got.child_shards[0].parent_shards, ["shardId-000000000000"]);
@@ -677,9 +660,7 @@ fn retention_deletes_old_records_and_expired_closed_shards_disappear() {
     for i in 0..200u32 {
         s.put_record(&PutRecord::new("k", &[i as u8; 100])).unwrap();
     }
-    let old_iterator = s
-        .shard_iterator(ShardId(0), IteratorStart::TrimHorizon)
-        .unwrap();
+    let old_iterator = s.shard_iterator(ShardId(0), Start::TrimHorizon).unwrap();
     s.split_shard(ShardId(0), u128::MAX / 2).unwrap();
     clock.advance(12 * HOUR);
     s.put_record(&PutRecord::new("k", b"newer")).unwrap();
@@ -782,7 +763,7 @@ fn a_reader_inside_expired_data_continues_at_the_oldest_record() {
     clock.advance(5 * HOUR);
     assert!(store.enforce_retention().unwrap().records > 0);
     // Positioned on a record that retention deleted.
-    let at_deleted = IteratorStart::AtSequenceNumber(first.unwrap().to_string());
+    let at_deleted = Start::At(first.unwrap());
     let it = s.shard_iterator(ShardId(0), at_deleted).unwrap();
     let got = store.get_records(&it, 10_000).unwrap();
     assert!(
@@ -885,9 +866,7 @@ fn throughput_limits_throttle_writes_and_reads_per_shard_when_on() {
     assert_eq!(failed.len(), 500);
     assert_eq!(failed[0].reason, shardlog::PutFailureReason::Throttled);
     // Reads: five calls a second.
-    let it = s
-        .shard_iterator(ShardId(0), IteratorStart::TrimHorizon)
-        .unwrap();
+    let it = s.shard_iterator(ShardId(0), Start::TrimHorizon).unwrap();
     for _ in 0..5 {
         store.get_records(&it, 1).unwrap();
     }
@@ -967,9 +946,7 @@ fn idle_shards_hold_no_file_and_never_written_shards_cost_no_disk() {
         .unwrap();
     // Listing, describing and iterating over never-written shards creates nothing.
     for shard in s.list_shards(&ShardFilter::All).unwrap() {
-        let it = s
-            .shard_iterator(shard.shard_id, IteratorStart::Latest)
-            .unwrap();
+        let it = s.shard_iterator(shard.shard_id, Start::Latest).unwrap();
         assert!(store.get_records(&it, 10).unwrap().records.is_empty());
     }
     let shard_dirs = std::fs::read_dir(dir.path().join("streams/s/shards"))
@@ -1212,9 +1189,7 @@ fn any_number_of_shards_can_be_written_within_a_budget_of_open_handles() {
     );
     // Every record reads back (closed shards reopen).
     for shard_id in &written {
-        let it = s
-            .shard_iterator(*shard_id, IteratorStart::TrimHorizon)
-            .unwrap();
+        let it = s.shard_iterator(*shard_id, Start::TrimHorizon).unwrap();
         let page = store.get_records(&it, 10).unwrap();
         assert_eq!(page.records.len(), 1, "{shard_id}");
         assert_eq!(&page.records[0].data[..], shard_id.to_string().as_bytes());
@@ -1241,7 +1216,7 @@ fn visit_records_lends_exactly_what_get_records_returns() {
     }
     for shard in stream.describe().shards {
         let mut it = stream
-            .shard_iterator(shard.shard_id, IteratorStart::TrimHorizon)
+            .shard_iterator(shard.shard_id, Start::TrimHorizon)
             .unwrap();
         let mut pages = 0;
         loop {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shardlog::{IteratorStart, PutRecord, ShardFilter, Store, StoreOptions, StreamConfig};
+use shardlog::{PutRecord, ShardFilter, Start, Store, StoreOptions, StreamConfig};
 
 const PRODUCERS: u64 = 3;
 /// Each producer puts at least this many, and keeps going until the resharding is over.
@@ -104,9 +104,7 @@ fn producers_resharding_and_consumers_together_lose_and_duplicate_nothing() {
                         std::thread::sleep(Duration::from_millis(1));
                         continue;
                     };
-                    let mut it = stream
-                        .shard_iterator(shard, IteratorStart::TrimHorizon)
-                        .unwrap();
+                    let mut it = stream.shard_iterator(shard, Start::TrimHorizon).unwrap();
                     loop {
                         // Likewise before the read: an empty read after production ended is the end.
                         let ended_before_read = !producing.load(Ordering::Acquire);

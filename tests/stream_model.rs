@@ -9,8 +9,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use shardlog::hash_key::hash_key_of;
 use shardlog::{
-    Clock, HashKeyRange, IteratorStart, ManualClock, Put, PutRecord, ShardFilter, ShardOptions,
-    Store, StoreOptions, StreamConfig,
+    Clock, HashKeyRange, ManualClock, Put, PutRecord, ShardFilter, ShardOptions, Store,
+    StoreOptions, StreamConfig,
 };
 
 #[derive(Debug, Clone)]
@@ -213,23 +213,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let records = &model.shards[&index].records;
                 let pick = |f: f64| (f * records.len() as f64) as usize;
                 let (iterator_start, from) = match start {
-                    Start::TrimHorizon => (IteratorStart::TrimHorizon, 0),
-                    Start::Latest => (IteratorStart::Latest, records.len()),
+                    Start::TrimHorizon => (shardlog::Start::TrimHorizon, 0),
+                    Start::Latest => (shardlog::Start::Latest, records.len()),
                     Start::At(f) | Start::After(f) if records.is_empty() => {
                         let _ = f;
-                        (IteratorStart::TrimHorizon, 0)
+                        (shardlog::Start::TrimHorizon, 0)
                     }
                     Start::At(f) => {
                         let i = pick(f);
                         let seq =
                             shardlog::SequenceNumber::new(index, shardlog::Offset::new(i as u64));
-                        (IteratorStart::AtSequenceNumber(seq.to_string()), i)
+                        (shardlog::Start::At(seq), i)
                     }
                     Start::After(f) => {
                         let i = pick(f);
                         let seq =
                             shardlog::SequenceNumber::new(index, shardlog::Offset::new(i as u64));
-                        (IteratorStart::AfterSequenceNumber(seq.to_string()), i + 1)
+                        (shardlog::Start::After(seq), i + 1)
                     }
                     Start::Timestamp(f) => {
                         let (lo, hi) = records
@@ -238,7 +238,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             .map_or((0, 0), |(a, b)| (a.0, b.0));
                         let t = lo + ((hi - lo + 2) as f64 * f) as i64 - 1;
                         (
-                            IteratorStart::AtTimestamp(t),
+                            shardlog::Start::AtTimestamp(t),
                             records
                                 .iter()
                                 .position(|r| r.0 >= t)

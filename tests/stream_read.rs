@@ -189,7 +189,7 @@ fn the_typed_core_is_not_throttled_but_get_records_is() {
             .unwrap();
         assert_eq!(read.records.len(), 1);
     }
-    let iterator = s.iterator(ShardId(0), Start::TrimHorizon).unwrap();
+    let iterator = s.shard_iterator(ShardId(0), Start::TrimHorizon).unwrap();
     let throttled = (0..20)
         .map(|_| store.get_records(&iterator, 10))
         .filter(|r| matches!(r, Err(Error::ProvisionedThroughputExceeded { .. })))

@@ -15,8 +15,8 @@ use shardlog::log::format::{
     BATCH_OVERHEAD, SEGMENT_HEADER_LEN,
 };
 use shardlog::{
-    Clock, IteratorStart, ListShards, ManualClock, NewRecord, Offset, PutRecord, ReadLimits,
-    Record, Shard, ShardFilter, ShardOptions, Store, StoreOptions,
+    Clock, ListShards, ManualClock, NewRecord, Offset, PutRecord, ReadLimits, Record, Shard,
+    ShardFilter, ShardOptions, Start, Store, StoreOptions,
 };
 
 /// Records in the template shard.
@@ -293,7 +293,7 @@ pub fn manifest(data: &[u8]) {
         let _ = stream.list_shards_page(ListShards::First(ShardFilter::AtTrimHorizon), 3);
         let put = stream.put_record(&PutRecord::new("key", b"value"));
         if let Some(shard) = description.shards.first() {
-            if let Ok(it) = stream.shard_iterator(shard.shard_id, IteratorStart::TrimHorizon) {
+            if let Ok(it) = stream.shard_iterator(shard.shard_id, Start::TrimHorizon) {
                 let _ = store.get_records(&it, 10);
             }
         }

@@ -34,7 +34,7 @@ use shardlog::faults;
 use shardlog::firehose::{
     DeliveryConfig, DeliveryStreamConfig, DestinationConfig, Firehose, FirehoseOptions, SourceStart,
 };
-use shardlog::stream::{IteratorStart, PutRecord};
+use shardlog::stream::{PutRecord, Start};
 use shardlog::{Clock, FlushPolicy, ManualClock, ShardOptions, Store, StoreOptions, StreamConfig};
 
 #[path = "input.rs"]
@@ -119,7 +119,7 @@ fn read_stream(store: &Store, name: &str) -> Vec<Found> {
     for shard in stream.describe().shards {
         let mut iterator = Some(
             stream
-                .shard_iterator(shard.shard_id, IteratorStart::TrimHorizon)
+                .shard_iterator(shard.shard_id, Start::TrimHorizon)
                 .expect("every listed shard has an iterator"),
         );
         while let Some(it) = iterator.take() {

@@ -190,8 +190,10 @@ impl ConsumerGroup {
         held.into_iter()
             .map(|(shard, from)| {
                 Ok(LeasedShard {
-                    iterator: stream
-                        .iterator(shard, Start::At(SequenceNumber::new(shard.index(), from)))?,
+                    iterator: stream.shard_iterator(
+                        shard,
+                        Start::At(SequenceNumber::new(shard.index(), from)),
+                    )?,
                     shard_id: shard,
                     index: shard.index(),
                 })

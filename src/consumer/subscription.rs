@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::hash_key::ShardId;
-use crate::stream::{IteratorStart, StreamRecord};
+use crate::stream::{Start, StreamRecord};
 use crate::{Offset, ReadLimits, SequenceNumber, Store};
 
 /// How a registered consumer's subscription to a shard reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeOptions {
     /// Where to start.
-    pub start: IteratorStart,
+    pub start: Start,
     /// Data bytes a second the subscription may deliver (Kinesis enhanced fan-out: 2 MiB/s per
     /// consumer and shard); `None` for no limit. Measured on the store's clock.
     pub max_bytes_per_sec: Option<u64>,
@@ -23,7 +23,7 @@ pub struct SubscribeOptions {
 
 impl SubscribeOptions {
     /// From `start`, with Kinesis's 2 MiB/s.
-    pub fn new(start: IteratorStart) -> SubscribeOptions {
+    pub fn new(start: Start) -> SubscribeOptions {
         SubscribeOptions {
             start,
             max_bytes_per_sec: Some(2 * 1024 * 1024),
@@ -86,7 +86,7 @@ impl ShardSubscription {
                 name: consumer.to_string(),
             });
         }
-        let from = s.resolve(shard, s.typed_start(shard, &options.start)?)?;
+        let from = s.resolve(shard, options.start)?;
         let now = store.options().shard.clock.now_ms();
         let capacity = options
             .max_bytes_per_sec

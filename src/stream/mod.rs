@@ -41,7 +41,7 @@ pub use put::{
     MAX_PUT_RECORDS_BYTES,
 };
 pub use read::{
-    ChildShard, GetRecordsOutput, IteratorStart, PageEnd, ReadEnd, ShardRead, Start, StreamRecord,
+    ChildShard, GetRecordsOutput, PageEnd, ReadEnd, ShardRead, Start, StreamRecord,
     StreamRecordRef, MAX_GET_RECORDS, MAX_GET_RECORDS_BYTES,
 };
 pub use reshard::{MAX_SCALINGS_PER_DAY, MAX_SCALINGS_PER_HOUR};

@@ -60,21 +60,6 @@ pub struct ShardRead {
     pub end: ReadEnd,
 }
 
-/// Where to start reading a shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IteratorStart {
-    /// The oldest record still stored.
-    TrimHorizon,
-    /// Just after the newest record: only records put from now on.
-    Latest,
-    /// The record with this sequence number.
-    AtSequenceNumber(String),
-    /// The record after the one with this sequence number.
-    AfterSequenceNumber(String),
-    /// The first record that arrived at or after this time (ms since the Unix epoch).
-    AtTimestamp(i64),
-}
-
 /// A record as get_records returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamRecord {
@@ -378,17 +363,6 @@ impl Stream {
 
     // The Kinesis façade: shard iterator tokens over the core.
 
-    /// An iterator for reading `shard` from `start` (Kinesis GetShardIterator).
-    pub fn shard_iterator(&self, shard: ShardId, start: IteratorStart) -> Result<String> {
-        let topology = self.read_topology();
-        let entry = topology
-            .entry(shard.index())
-            .ok_or_else(|| not_found_shard(&shard.to_string()))?;
-        let start = self.typed_start(shard, &start)?;
-        let offset = self.resolve_entry(&topology, entry, start)?;
-        Ok(self.token(&topology, entry.index, offset))
-    }
-
     /// The shard called `shard_id_text`, read as Kinesis reads shard ids (`shardId-0`, `7`, ...;
     /// see [`ShardId::parse_loose`]); [`Error::ResourceNotFound`] if the stream has none.
     pub fn shard_by_id(&self, shard_id_text: &str) -> Result<ShardId> {
@@ -397,31 +371,9 @@ impl Stream {
         ))
     }
 
-    /// `start` with its sequence number parsed; errors name the shard and the stream.
-    pub(crate) fn typed_start(&self, shard: ShardId, start: &IteratorStart) -> Result<Start> {
-        let parse = |text: &str| -> Result<SequenceNumber> {
-            SequenceNumber::parse(text).ok_or_else(|| {
-                Error::invalid(
-                    "StartingSequenceNumber",
-                    format!(
-                        "{text:?} is not a sequence number of {shard} in stream {}",
-                        self.name
-                    ),
-                )
-            })
-        };
-        Ok(match start {
-            IteratorStart::TrimHorizon => Start::TrimHorizon,
-            IteratorStart::Latest => Start::Latest,
-            IteratorStart::AtSequenceNumber(text) => Start::At(parse(text)?),
-            IteratorStart::AfterSequenceNumber(text) => Start::After(parse(text)?),
-            IteratorStart::AtTimestamp(t) => Start::AtTimestamp(*t),
-        })
-    }
-
-    /// A shard iterator for reading `shard` from `start`: [`Stream::shard_iterator`] with typed
-    /// arguments.
-    pub fn iterator(&self, shard: ShardId, start: Start) -> Result<String> {
+    /// A shard iterator for reading `shard` from `start` (Kinesis GetShardIterator): a token for
+    /// [`Store::get_records`](crate::Store::get_records).
+    pub fn shard_iterator(&self, shard: ShardId, start: Start) -> Result<String> {
         let topology = self.read_topology();
         let entry = topology
             .entry(shard.index())

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::collections::HashMap;
 
 use shardlog::{
-    IteratorStart, ManualClock, NewRecord, Offset, ReadLimits, Record, Shard, ShardId,
-    ShardOptions, Store, Stream, StreamRecord,
+    ManualClock, NewRecord, Offset, ReadLimits, Record, Shard, ShardId, ShardOptions, Start, Store,
+    Stream, StreamRecord,
 };
 
 /// Deterministic payload for an offset, of varying length (0..max_len), so any record can be
@@ -143,11 +143,7 @@ pub fn base_of(segment: &Path) -> u64 {
 
 /// Reads a shard from the trim horizon to its current end (or, if closed, to its end).
 pub fn drain(store: &Store, stream: &Stream, shard: ShardId) -> (Vec<StreamRecord>, Vec<ShardId>) {
-    let mut it = Some(
-        stream
-            .shard_iterator(shard, IteratorStart::TrimHorizon)
-            .unwrap(),
-    );
+    let mut it = Some(stream.shard_iterator(shard, Start::TrimHorizon).unwrap());
     let mut out = Vec::new();
     while let Some(token) = it {
         let got = store.get_records(&token, 10_000).unwrap();

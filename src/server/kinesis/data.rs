@@ -12,9 +12,7 @@ use crate::server::error::ApiError;
 use crate::server::protocol::{lower_first, Input, Output};
 use crate::server::records::child_shards_json;
 // PutRecords' limits are the stream's (Kinesis: 500 records, 10 MiB since records may be 10 MiB).
-use crate::stream::{
-    IteratorStart, PutFailureReason, PutRecord, MAX_PUT_RECORDS, MAX_PUT_RECORDS_BYTES,
-};
+use crate::stream::{PutFailureReason, PutRecord, Start, MAX_PUT_RECORDS, MAX_PUT_RECORDS_BYTES};
 
 use super::settings::encryption_type;
 use super::{Kinesis, Reply};
@@ -324,31 +322,36 @@ const SEQUENCE_RULE: &str = "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER
 pub(super) fn iterator_start(
     input: &Input<'_>,
     type_member: &str,
-    sequence_member: &str,
+    sequence_member: &'static str,
     now_ms: i64,
-) -> Result<IteratorStart, ApiError> {
+) -> Result<Start, ApiError> {
     let kind = input.str(type_member)?;
-    let sequence = input.opt_str(sequence_member)?.map(str::to_string);
-    let with_sequence = |sequence: Option<String>| {
-        sequence.ok_or_else(|| {
+    let sequence = input.opt_str(sequence_member)?;
+    let with_sequence = |sequence: Option<&str>| -> Result<SequenceNumber, ApiError> {
+        let text = sequence.ok_or_else(|| {
             ApiError::invalid(format!(
                 "{SEQUENCE_RULE} Request specified {kind} and no StartingSequenceNumber."
             ))
-        })
+        })?;
+        let parsed = SequenceNumber::parse(text).ok_or_else(|| {
+            Error::invalid(
+                sequence_member,
+                format!("{text:?} is not a sequence number"),
+            )
+        })?;
+        Ok(parsed)
     };
-    let without_sequence = |start: IteratorStart| match sequence {
+    let without_sequence = |start: Start| match sequence {
         Some(_) => Err(ApiError::invalid(format!(
             "{SEQUENCE_RULE} Request specified {kind} and also a StartingSequenceNumber."
         ))),
         None => Ok(start),
     };
     match kind {
-        "TRIM_HORIZON" => without_sequence(IteratorStart::TrimHorizon),
-        "LATEST" => without_sequence(IteratorStart::Latest),
-        "AT_SEQUENCE_NUMBER" => Ok(IteratorStart::AtSequenceNumber(with_sequence(sequence)?)),
-        "AFTER_SEQUENCE_NUMBER" => Ok(IteratorStart::AfterSequenceNumber(with_sequence(
-            sequence,
-        )?)),
+        "TRIM_HORIZON" => without_sequence(Start::TrimHorizon),
+        "LATEST" => without_sequence(Start::Latest),
+        "AT_SEQUENCE_NUMBER" => Ok(Start::At(with_sequence(sequence)?)),
+        "AFTER_SEQUENCE_NUMBER" => Ok(Start::After(with_sequence(sequence)?)),
         "AT_TIMESTAMP" => match input.opt_timestamp_ms("Timestamp")? {
             None => Err(ApiError::invalid(
                 "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. \
@@ -359,7 +362,7 @@ pub(super) fn iterator_start(
                  currentTimestampInMillis. timestampInMillis: {at}, currentTimestampInMillis: \
                  {now_ms}"
             ))),
-            Some(at) => Ok(IteratorStart::AtTimestamp(at)),
+            Some(at) => Ok(Start::AtTimestamp(at)),
         },
         other => Err(ApiError::validation(format!(
             "1 validation error detected: Value '{other}' at '{}' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]",
