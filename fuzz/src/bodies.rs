@@ -1,5 +1,5 @@
 // Bodies of the fuzz targets: plain functions of arbitrary bytes, shared by the cargo-fuzz targets
-// (fuzz/fuzz_targets) and by `cargo test` (tests/fuzz_corpus.rs), which runs them over the
+// (fuzz/fuzz_targets) and by `cargo test` (tests/suite/fuzz_corpus.rs), which runs them over the
 // committed seeds in fuzz/seeds. A panic anywhere is a finding: the engine must return errors,
 // never panic, on any bytes from disk, and must only ever serve records whose checks passed.
 //

@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies. They live in `bodies.rs` and `operations.rs`, which the main crate's
-//! `tests/fuzz_corpus.rs` and `tests/fuzz_operations.rs` also compile, so `cargo test` runs them
+//! `tests/suite/fuzz_corpus.rs` and `tests/suite/fuzz_operations.rs` also compile, so `cargo test` runs them
 //! over the committed seeds.
 
 include!("bodies.rs");

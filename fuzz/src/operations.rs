@@ -1,7 +1,7 @@
 // Body of the `operations` fuzz target: arbitrary sequences of appends, reads, seeks, rolls,
 // reopens, retention deletes, injected I/O faults and crashes against an in-memory model of the
 // shard. Shared by the cargo-fuzz target and by `cargo test --features failpoints`
-// (tests/fuzz_operations.rs), which runs it over the committed seeds.
+// (tests/suite/fuzz_operations.rs), which runs it over the committed seeds.
 //
 // The I/O layer is shardlog's `failpoints` feature: an armed fault makes the n-th write,
 // allocation, truncation or sync fail (a write first writes a torn prefix). Any error ends the

@@ -21,7 +21,7 @@
 //   acknowledged Firehose record is delivered exactly once.
 //
 // Shared by the cargo-fuzz target and by `cargo test --features failpoints`
-// (tests/fuzz_store.rs), which runs it over the committed seeds. `unwrap`/`expect` here are on
+// (tests/suite/fuzz_store.rs), which runs it over the committed seeds. `unwrap`/`expect` here are on
 // the harness's own work, or state what the store must do.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,7 +1,7 @@
 """Drives every Firehose operation through boto3 against `shardlog serve`: delivery streams
 with S3-style destinations (a local directory per bucket here), direct put and a Kinesis stream
 as the source, updates with their version check, tags, encryption settings, and the objects
-that come out. Run by tests/server.rs with SHARDLOG_ENDPOINT and SHARDLOG_OBJECTS set."""
+that come out. Run by tests/suite/server.rs with SHARDLOG_ENDPOINT and SHARDLOG_OBJECTS set."""
 
 import gzip
 import os

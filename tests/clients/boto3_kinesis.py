@@ -1,5 +1,5 @@
 """Drives every Kinesis operation `shardlog serve` implements through boto3, as an application
-would, and checks the answers. Run by tests/server.rs with SHARDLOG_ENDPOINT set."""
+would, and checks the answers. Run by tests/suite/server.rs with SHARDLOG_ENDPOINT set."""
 
 import datetime
 import os

@@ -5,7 +5,7 @@
 //! damaged thing names its file, and `shardlog verify` reports each one.
 #![cfg(feature = "server")]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! fuzz/seeds: CI exercises the same code on every run without the fuzzer, and every input a
 //! fuzzer ever found a problem with stays a regression test.
 
-#[path = "../fuzz/src/bodies.rs"]
+#[path = "../../fuzz/src/bodies.rs"]
 mod bodies;
 
 fn run_seeds(target: &str, body: fn(&[u8])) {

@@ -1,6 +1,6 @@
 //! Behaviour of a shard through its public API.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

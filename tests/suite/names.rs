@@ -3,7 +3,7 @@
 //! written, listed, reopened and deleted like any other, and none of them touches another.
 #![cfg(feature = "firehose")]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

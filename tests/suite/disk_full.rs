@@ -4,7 +4,7 @@
 //! The test mounts a 2 MiB tmpfs, so it needs root. Without the privilege it says so and skips,
 //! unless `SHARDLOG_REQUIRE_MOUNT_TESTS=1` (set by CI) makes that a failure.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! the intact batches are kept and the damaged records' offsets are never handed out again.
 //! Either way the shard takes new appends after them.
 
-mod common;
+use crate::common;
 
 use std::ops::Range;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! --features failpoints`). `SHARDLOG_SEEDS=DIR` runs the seeds of another directory (one failing
 //! input, with `SHARDLOG_FUZZ_TRACE=1`).
 
-#[path = "../fuzz/src/store.rs"]
+#[path = "../../fuzz/src/store.rs"]
 mod store;
 
 #[test]

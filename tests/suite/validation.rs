@@ -3,7 +3,7 @@
 //! otherwise wedge delivery at the first batch).
 #![cfg(feature = "firehose")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

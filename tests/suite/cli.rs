@@ -1,6 +1,6 @@
 //! The `shardlog` binary, run for real on directories the engine wrote and on damaged copies.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};

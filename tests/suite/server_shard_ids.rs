@@ -2,7 +2,7 @@
 //! all name `shardId-000000000002`, wherever a request gives a shard id.
 #![cfg(feature = "server")]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

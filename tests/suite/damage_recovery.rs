@@ -3,7 +3,7 @@
 //! Firehose buffer delivers every intact record exactly once.
 #![cfg(feature = "firehose")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Streams with Kinesis Data Streams semantics, through the public API of `Store` and `Stream`.
 
-mod common;
+use crate::common;
 
 use shardlog::ShardId;
 use std::collections::{BTreeMap, HashMap};
@@ -266,7 +266,7 @@ fn sequence_numbers_increase_within_a_shard_and_respect_ordering_bounds() {
         .unwrap();
     assert!(second.sequence_number > first.sequence_number);
     // A bound at or past the number the record would get is refused (text that is no sequence
-    // number at all is the server's to refuse: tests/server_semantics.rs).
+    // number at all is the server's to refuse: tests/suite/server_semantics.rs).
     let beyond = SequenceNumber::new(
         second.sequence_number.shard_index(),
         shardlog::Offset::new(second.sequence_number.offset().get() + 1),

@@ -4,7 +4,7 @@
 //! leaves a store that opens, verifies clean and holds exactly the records whose frames were not
 //! damaged.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::ops::Range;

@@ -2,7 +2,7 @@
 //! by boto3 and the aws CLI against the real binary, and through a SIGKILL of the server.
 #![cfg(feature = "server")]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! exactly, read-only and for writing; the newest (active) old segment is sealed at open and new
 //! records go to segments of the current version after it; everything verifies clean.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

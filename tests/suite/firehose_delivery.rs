@@ -2,7 +2,7 @@
 //! restarts, and exactly-once delivery when the destination fails halfway.
 #![cfg(feature = "firehose")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Read;

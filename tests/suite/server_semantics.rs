@@ -3,7 +3,7 @@
 //! and where SplitShard may split.
 #![cfg(feature = "server")]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! the `failpoints` feature (`cargo test --release --features failpoints`). `SHARDLOG_SEEDS=DIR`
 //! runs the seeds of another directory (one failing input, with `SHARDLOG_FUZZ_TRACE=1`).
 
-#[path = "../fuzz/src/operations.rs"]
+#[path = "../../fuzz/src/operations.rs"]
 mod operations;
 
 #[test]

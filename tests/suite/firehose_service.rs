@@ -2,7 +2,7 @@
 //! delete, background delivery, restart with buffered records, and transforms by name.
 #![cfg(feature = "firehose")]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

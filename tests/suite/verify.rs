@@ -1,7 +1,7 @@
 //! `shard::verify` on a directory the engine wrote is clean; on damaged copies it reports each
 //! problem with its file and byte position, and changes nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
