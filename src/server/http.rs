@@ -289,20 +289,29 @@ pub(super) async fn read_and_run(
     if let Some(pending) = pending {
         pending.verify(&body)?;
     }
-    let value: Value = if body.is_empty() {
-        Value::Object(Default::default())
-    } else if codec == Codec::Cbor {
-        cbor::decode(&body)?
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::serialization(format!("the body is not valid JSON: {e}")))?
-    };
     let ctx = Arc::clone(ctx);
     let operation = operation.to_string();
-    tokio::task::spawn_blocking(move || match api {
-        Api::Kinesis => kinesis::call(&ctx, &operation, &value),
-        Api::Firehose => firehose::call(&ctx, &operation, &value),
-        Api::ConsumerGroups => groups::call(&ctx, &operation, &value),
+    tokio::task::spawn_blocking(move || {
+        // The hot path: PutRecords read straight from the bytes when they are in the shape
+        // SDKs send (anything else goes the generic way below, with its exact errors).
+        if api == Api::Kinesis && operation == "PutRecords" && codec == Codec::Json {
+            if let Some(output) = kinesis::put_records_from_json(&ctx, &body) {
+                return output;
+            }
+        }
+        let value: Value = if body.is_empty() {
+            Value::Object(Default::default())
+        } else if codec == Codec::Cbor {
+            cbor::decode(&body)?
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|e| ApiError::serialization(format!("the body is not valid JSON: {e}")))?
+        };
+        match api {
+            Api::Kinesis => kinesis::call(&ctx, &operation, &value),
+            Api::Firehose => firehose::call(&ctx, &operation, &value),
+            Api::ConsumerGroups => groups::call(&ctx, &operation, &value),
+        }
     })
     .await
     .unwrap_or_else(|e| {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::error::Error;
 use crate::hash_key::parse_hash_key;
@@ -11,14 +11,13 @@ use crate::sequence::SequenceNumber;
 use crate::server::error::ApiError;
 use crate::server::protocol::{lower_first, Input, Output};
 use crate::server::records::child_shards_json;
-// PutRecords' limits are the stream's (Kinesis: 500 records, 10 MiB since records may be 10 MiB).
-use crate::stream::{PutFailureReason, PutRecord, Start, MAX_PUT_RECORDS, MAX_PUT_RECORDS_BYTES};
+use crate::stream::{PutRecord, Start};
 
 use super::settings::encryption_type;
 use super::{Kinesis, Reply};
 
 /// An ExplicitHashKey as the wire gives it: a decimal number from 0 to 2^128 - 1.
-fn explicit_hash_key(text: Option<&str>) -> Result<Option<u128>, ApiError> {
+pub(super) fn explicit_hash_key(text: Option<&str>) -> Result<Option<u128>, ApiError> {
     let Some(text) = text else {
         return Ok(None);
     };
@@ -60,77 +59,6 @@ impl Kinesis<'_> {
         Ok(json!({
             "ShardId": put.shard_id.to_string(),
             "SequenceNumber": put.sequence_number.to_string(),
-            "EncryptionType": encryption_type(&stream.describe().settings),
-        }))
-    }
-
-    pub(super) fn put_records(&self, input: &Input<'_>) -> Reply {
-        let entries = input
-            .opt_list("Records")?
-            .ok_or_else(|| ApiError::validation("Records is required"))?;
-        if entries.is_empty() || entries.len() > MAX_PUT_RECORDS {
-            return Err(ApiError::validation(format!(
-                "1 validation error detected: Value with {} records at 'records' failed to satisfy constraint: Member must have length between 1 and {MAX_PUT_RECORDS}",
-                entries.len()
-            )));
-        }
-        let mut decoded = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let entry = Input::new(entry)?;
-            decoded.push((
-                entry.blob("Data")?,
-                entry.str("PartitionKey")?,
-                explicit_hash_key(entry.opt_str("ExplicitHashKey")?)?,
-            ));
-        }
-        let total: usize = decoded.iter().map(|(d, k, _)| d.len() + k.len()).sum();
-        if total > MAX_PUT_RECORDS_BYTES {
-            return Err(ApiError::invalid(format!(
-                "the records total {total} bytes (data and partition keys); a PutRecords call holds at most {MAX_PUT_RECORDS_BYTES}"
-            )));
-        }
-        let stream = self.stream(input)?;
-        let records: Vec<PutRecord<'_>> = decoded
-            .iter()
-            .map(|(data, key, hash)| PutRecord {
-                partition_key: key,
-                data,
-                explicit_hash_key: *hash,
-                sequence_number_for_ordering: None,
-            })
-            .collect();
-        let results = stream.put_records(&records)?;
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        let stored_bytes: usize = results
-            .iter()
-            .zip(&decoded)
-            .filter(|(r, _)| r.is_ok())
-            .map(|(_, (data, _, _))| data.len())
-            .sum();
-        self.ctx.metrics.records_in(
-            stream.name(),
-            (results.len() - failed) as u64,
-            stored_bytes as u64,
-        );
-        let records: Vec<Value> = results
-            .into_iter()
-            .map(|r| match r {
-                Ok(put) => json!({
-                    "ShardId": put.shard_id.to_string(),
-                    "SequenceNumber": put.sequence_number.to_string(),
-                }),
-                Err(f) => {
-                    let code = match f.reason {
-                        PutFailureReason::Throttled => "ProvisionedThroughputExceededException",
-                        PutFailureReason::Internal => "InternalFailure",
-                    };
-                    json!({ "ErrorCode": code, "ErrorMessage": f.message })
-                }
-            })
-            .collect();
-        Ok(json!({
-            "FailedRecordCount": failed,
-            "Records": records,
             "EncryptionType": encryption_type(&stream.describe().settings),
         }))
     }

@@ -15,9 +15,12 @@ use crate::StreamMode;
 
 mod consumers;
 mod data;
+mod put_records;
 mod resharding;
 mod settings;
 mod streams;
+
+pub(crate) use put_records::put_records_from_json;
 
 pub use data::get_records_json;
 
@@ -146,27 +149,7 @@ impl Kinesis<'_> {
     }
 
     fn stream_name(&self, input: &Input<'_>) -> Result<String, ApiError> {
-        let by_name = input.opt_str("StreamName")?;
-        let by_arn = match input.opt_str("StreamARN")? {
-            None => None,
-            Some(arn) => Some(stream_name_of_arn(arn)?),
-        };
-        let name = match (by_name, by_arn) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::invalid(format!(
-                    "StreamName {a} and StreamARN (stream {b}) name different streams"
-                )))
-            }
-            (Some(a), _) => a.to_string(),
-            (None, Some(b)) => b.to_string(),
-            (None, None) => {
-                return Err(ApiError::invalid(
-                    "either StreamName or StreamARN must be given",
-                ))
-            }
-        };
-        check_stream_name(&name).map_err(|e| ApiError::validation(e.to_string()))?;
-        Ok(name)
+        stream_name_given(input.opt_str("StreamName")?, input.opt_str("StreamARN")?)
     }
 
     /// ListShards with only a NextToken: the token names its stream.
@@ -199,6 +182,30 @@ impl Kinesis<'_> {
 }
 
 /// An object without its null members (absent optional members are left out, not null).
+/// The stream a request names by StreamName and/or StreamARN (which must agree).
+fn stream_name_given(by_name: Option<&str>, arn: Option<&str>) -> Result<String, ApiError> {
+    let by_arn = match arn {
+        None => None,
+        Some(arn) => Some(stream_name_of_arn(arn)?),
+    };
+    let name = match (by_name, by_arn) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::invalid(format!(
+                "StreamName {a} and StreamARN (stream {b}) name different streams"
+            )))
+        }
+        (Some(a), _) => a.to_string(),
+        (None, Some(b)) => b.to_string(),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "either StreamName or StreamARN must be given",
+            ))
+        }
+    };
+    check_stream_name(&name).map_err(|e| ApiError::validation(e.to_string()))?;
+    Ok(name)
+}
+
 fn without_nulls(mut value: Value) -> Value {
     if let Value::Object(members) = &mut value {
         members.retain(|_, v| !v.is_null());
