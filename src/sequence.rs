@@ -46,9 +46,36 @@ impl serde::Serialize for SequenceNumber {
     }
 }
 
+impl SequenceNumber {
+    /// Its 39 decimal digits (the marker bit makes every number at least 2^127, 39 digits).
+    /// Two 128-bit divisions and then 64-bit arithmetic: GetRecords and PutRecords answers
+    /// write one per record.
+    pub fn decimal(self) -> [u8; 39] {
+        const TEN19: u128 = 10_000_000_000_000_000_000;
+        let mut out = [b'0'; 39];
+        let low = (self.0 % TEN19) as u64;
+        let rest = self.0 / TEN19;
+        let middle = (rest % TEN19) as u64;
+        // Below 2^128 / 10^38: one digit.
+        let high = (rest / TEN19) as u64;
+        let mut put = |mut n: u64, end: usize, digits: usize| {
+            for at in (end - digits..end).rev() {
+                out[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(low, 39, 19);
+        put(middle, 20, 19);
+        put(high, 1, 1);
+        out
+    }
+}
+
 impl std::fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        let digits = self.decimal();
+        // Only ASCII digits were written.
+        f.pad(std::str::from_utf8(&digits).unwrap_or_default())
     }
 }
 
@@ -71,6 +98,25 @@ mod tests {
         assert!(a.to_string() < b.to_string() && b.to_string() < c.to_string());
         assert_eq!(d.shard_index(), u32::MAX);
         assert_eq!(d.offset(), Offset::new(5));
+    }
+
+    #[test]
+    fn digits_are_the_numbers_decimal_form() {
+        let extremes = [
+            SequenceNumber::new(0, Offset::new(0)),
+            SequenceNumber::new(u32::MAX, Offset::new(u64::MAX)),
+            SequenceNumber(u128::MAX),
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let random = (0..1000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            SequenceNumber::new(x as u32, Offset::new(x.rotate_left(17)))
+        });
+        for s in extremes.into_iter().chain(random) {
+            assert_eq!(s.to_string(), format!("{}", s.0));
+        }
     }
 
     #[test]
