@@ -1,12 +1,15 @@
 //! Putting records: [`PutRecord`] and its checks, `put_record`, and `put_records` (bulk MD5
 //! routing, one append per shard, per-entry results), with the write-side throughput limits.
 
+use std::sync::Arc;
+
 use super::{ShardSlot, Stream};
 use crate::error::{Error, Result};
 use crate::hash_key::{hash_key_of, hash_keys_of, shard_id, ShardId};
+use crate::log::shard::Shard;
 use crate::manifest::{StreamManifest, StreamMode};
 use crate::sequence::SequenceNumber;
-use crate::types::{NewRecord, Offset};
+use crate::types::{Appended, NewRecord, Offset};
 
 /// Most records one put_records call takes.
 pub const MAX_PUT_RECORDS: usize = 500;
@@ -243,6 +246,8 @@ impl Stream {
         let mut sizes = Vec::new();
         let mut kept: Vec<(u32, usize, u128)> = Vec::new();
         let mut any_appended = false;
+        // Each shard's append, and its entries, until the flush policy's sync has covered it.
+        let mut unsynced: Vec<(Arc<Shard>, Appended, Vec<usize>)> = Vec::new();
         for group in routed.chunk_by(|a, b| a.0 == b.0) {
             let index = group[0].0;
             let slot = &topology.shards[&index];
@@ -282,7 +287,11 @@ impl Stream {
                 explicit_hash_key: records[i].explicit_hash_key.map(|_| hash_key),
                 data: records[i].data,
             }));
-            let appended = slot.open(&options).and_then(|shard| shard.append(&batch));
+            let appended = slot.open(&options).and_then(|shard| {
+                let appended = shard.append_unsynced(&batch)?;
+                unsynced.push((shard, appended, group.iter().map(|&(_, i, _)| i).collect()));
+                Ok(appended)
+            });
             any_appended |= appended.is_ok();
             for (k, &(_, i, _)) in group.iter().enumerate() {
                 results[i] = Some(match &appended {
@@ -308,6 +317,19 @@ impl Stream {
         if any_appended {
             // Once per call, not per shard: waiters re-read every shard they follow anyway.
             self.changes.notify();
+        }
+        // Every shard appended before any sync is waited for: the syncs of a call's shards
+        // overlap with other calls' appends, and each shard's sync is shared by every call
+        // waiting on it. An entry is acknowledged only once its shard's sync has covered it.
+        for (shard, appended, entries) in unsynced {
+            if let Err(e) = shard.make_durable(appended) {
+                for i in entries {
+                    results[i] = Some(Err(PutFailure {
+                        reason: PutFailureReason::Internal,
+                        message: e.to_string(),
+                    }));
+                }
+            }
         }
         Ok(results
             .into_iter()

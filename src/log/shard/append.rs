@@ -22,6 +22,15 @@ impl Shard {
     /// a segment is split across segments, and an error (a full disk) partway leaves the records of
     /// the segments already filled stored.
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<Appended> {
+        let appended = self.append_unsynced(records)?;
+        self.make_durable(appended)?;
+        Ok(appended)
+    }
+
+    /// [`Shard::append`] without the wait for the flush policy's sync: the records are stored
+    /// and visible, but acknowledged only once [`Shard::make_durable`] has returned for them. For
+    /// callers that append to several shards and then wait for all their syncs together.
+    pub fn append_unsynced(&self, records: &[NewRecord<'_>]) -> Result<Appended> {
         if records.is_empty() {
             return Err(Error::InvalidArgument {
                 name: "records",
@@ -53,13 +62,19 @@ impl Shard {
         }
         let end = w.next_offset;
         drop(w);
-        if self.options.flush != FlushPolicy::Never {
-            self.wait_durable(end)?;
-        }
         Ok(Appended {
             first,
             last: Offset::new(end.get() - 1),
         })
+    }
+
+    /// Returns once `appended` is as durable as the [`FlushPolicy`] promises (at once under
+    /// `Never`), leading a sync if none is running.
+    pub fn make_durable(&self, appended: Appended) -> Result<()> {
+        if self.options.flush == FlushPolicy::Never {
+            return Ok(());
+        }
+        self.wait_durable(appended.last.next())
     }
 
     /// Makes sure an active segment exists that can take a first part of `records`, rolling when
