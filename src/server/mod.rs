@@ -10,6 +10,7 @@
 //! This file starts and stops the server and accepts connections; `http` handles one request.
 
 mod auth;
+mod b64;
 mod cbor;
 mod context;
 mod error;

@@ -1,7 +1,6 @@
 //! How records and child shards look on the wire, shared by GetRecords (`kinesis`) and
 //! SubscribeToShard events (`subscribe`).
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 /// A record as GetRecords (and SubscribeToShard) returns it.
@@ -21,7 +20,7 @@ impl<'a> RecordOutput<'a> {
     pub(crate) fn base64_data(records: &[crate::StreamRecord]) -> Vec<String> {
         records
             .iter()
-            .map(|r| base64::engine::general_purpose::STANDARD.encode(&r.data))
+            .map(|r| super::b64::encode(&r.data))
             .collect()
     }
 

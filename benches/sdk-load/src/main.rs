@@ -371,8 +371,9 @@ async fn run_rate(client: &Client, args: &Args, tally: &Arc<Tally>, requests: &A
     }
 }
 
-/// Reads every shard from its start; checks each record's bytes and that every id stored is
-/// there exactly once. Returns (records, seconds spent in GetRecords).
+/// Reads every shard from its start, all shards at once (one GetRecords of up to 10,000 records
+/// in flight per shard); checks each record's bytes and that every id stored is there exactly
+/// once. Returns (records, wall seconds of the read).
 async fn read_back(client: &Client, args: &Args, expected: u64) -> (u64, f64) {
     let shards = client
         .list_shards()
@@ -382,46 +383,137 @@ async fn read_back(client: &Client, args: &Args, expected: u64) -> (u64, f64) {
         .expect("ListShards")
         .shards
         .unwrap_or_default();
-    let mut seen = HashSet::with_capacity(expected as usize);
-    let mut spent = 0.0;
+    let t = Instant::now();
+    let mut readers = Vec::new();
     for shard in shards {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(STREAM)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("GetShardIterator")
-            .shard_iterator;
-        while let Some(it) = iterator.take() {
-            let t = Instant::now();
-            let page = client
-                .get_records()
-                .shard_iterator(it)
-                .limit(10_000)
+        let client = client.clone();
+        let size = args.size;
+        readers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut iterator = client
+                .get_shard_iterator()
+                .stream_name(STREAM)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
                 .send()
                 .await
-                .expect("GetRecords");
-            spent += t.elapsed().as_secs_f64();
-            for r in page.records() {
-                let data = r.data().as_ref();
-                let id = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
-                assert_eq!(data, &record_data(id, args.size)[..], "record {id}");
-                assert_eq!(
-                    r.partition_key(),
-                    Some(format!("pk-{id}").as_str()),
-                    "record {id}"
-                );
-                assert!(seen.insert(id), "record {id} came back twice");
+                .expect("GetShardIterator")
+                .shard_iterator;
+            while let Some(it) = iterator.take() {
+                let page = client
+                    .get_records()
+                    .shard_iterator(it)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .expect("GetRecords");
+                for r in page.records() {
+                    let data = r.data().as_ref();
+                    let id = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+                    assert_eq!(data, &record_data(id, size)[..], "record {id}");
+                    assert_eq!(
+                        r.partition_key(),
+                        Some(format!("pk-{id}").as_str()),
+                        "record {id}"
+                    );
+                    ids.push(id);
+                }
+                if !page.records().is_empty() {
+                    iterator = page.next_shard_iterator;
+                }
             }
-            if !page.records().is_empty() {
-                iterator = page.next_shard_iterator;
-            }
+            ids
+        }));
+    }
+    let mut seen = HashSet::with_capacity(expected as usize);
+    for reader in readers {
+        for id in reader.await.expect("a shard reader") {
+            assert!(seen.insert(id), "record {id} came back twice");
         }
     }
+    let spent = t.elapsed().as_secs_f64();
     assert_eq!(seen.len() as u64, expected, "records read back");
     (expected, spent)
+}
+
+/// Reads every shard from its start again, all shards at once, over plain HTTP/1.1 keep-alive
+/// without parsing the answers (records counted, `NextShardIterator` found by a text search):
+/// what the server can serve when the client's JSON and base64 decoding are not the limit.
+/// Returns (records, wall seconds).
+async fn read_raw(client: &Client, endpoint: &str) -> (u64, f64) {
+    let shards = client
+        .list_shards()
+        .stream_name(STREAM)
+        .send()
+        .await
+        .expect("ListShards")
+        .shards
+        .unwrap_or_default();
+    let address = endpoint.trim_start_matches("http://").to_string();
+    let t = Instant::now();
+    let mut readers = Vec::new();
+    for shard in shards {
+        let client = client.clone();
+        let address = address.clone();
+        readers.push(tokio::spawn(async move {
+            let mut iterator = client
+                .get_shard_iterator()
+                .stream_name(STREAM)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("GetShardIterator")
+                .shard_iterator
+                .expect("an iterator");
+            let stream = tokio::net::TcpStream::connect(&address).await.expect("connect");
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            tokio::spawn(connection);
+            let mut records = 0u64;
+            loop {
+                let request = hyper::Request::post("/")
+                    .header("host", &address)
+                    .header("content-type", "application/x-amz-json-1.1")
+                    .header("x-amz-target", "Kinesis_20131202.GetRecords")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                        r#"{{"ShardIterator":"{iterator}","Limit":10000}}"#
+                    ))))
+                    .expect("a request");
+                let response = sender.send_request(request).await.expect("GetRecords");
+                assert!(response.status().is_success(), "GetRecords: {}", response.status());
+                let body = http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .expect("a body")
+                    .to_bytes();
+                // Every record is an object; the answer is one more (keys and base64 hold no
+                // braces). The members after Records are in the last few hundred bytes.
+                let page = body.iter().filter(|&&b| b == b'{').count() as u64 - 1;
+                records += page;
+                let marker = b"\"NextShardIterator\":\"";
+                let tail_start = body.len().saturating_sub(2048);
+                let Some(at) = find(&body[tail_start..], marker) else { break };
+                let rest = &body[tail_start + at + marker.len()..];
+                let end = rest.iter().position(|&b| b == b'"').expect("a closing quote");
+                iterator = String::from_utf8(rest[..end].to_vec()).expect("ASCII");
+                if page == 0 {
+                    break;
+                }
+            }
+            records
+        }));
+    }
+    let mut records = 0;
+    for reader in readers {
+        records += reader.await.expect("a shard reader");
+    }
+    (records, t.elapsed().as_secs_f64())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -522,10 +614,22 @@ async fn run(args: Args) {
         tally.errors.load(Ordering::Relaxed),
     );
     if args.verify && !args.canned {
+        let cpu_before = pid.map_or(0.0, |p| process_usage(p).0);
         let (n, spent) = read_back(&client, &args, stored).await;
+        let cpu_after = pid.map_or(0.0, |p| process_usage(p).0);
         println!(
-            "read back: {n} records, every byte checked; GetRecords served {:.0} records/s",
-            n as f64 / spent
+            "read back: {n} records, every byte checked; GetRecords served {:.0} records/s (all shards at once) | server CPU {:.3} us/record",
+            n as f64 / spent,
+            (cpu_after - cpu_before) * 1e6 / n.max(1) as f64
+        );
+        let cpu_before = pid.map_or(0.0, |p| process_usage(p).0);
+        let (n, spent) = read_raw(&client, &endpoint).await;
+        let cpu_after = pid.map_or(0.0, |p| process_usage(p).0);
+        assert_eq!(n, stored, "records read raw");
+        println!(
+            "read raw (answers not parsed): {n} records; GetRecords served {:.0} records/s | server CPU {:.3} us/record",
+            n as f64 / spent,
+            (cpu_after - cpu_before) * 1e6 / n.max(1) as f64
         );
     }
 }

@@ -173,7 +173,6 @@ pub(super) struct RecordJson {
 
 impl RecordJson {
     fn write(&mut self, out: &mut Vec<u8>, r: &crate::stream::StreamRecordRef<'_>) {
-        use base64::Engine;
         out.extend_from_slice(b"{\"SequenceNumber\":\"");
         let n = r.sequence_number;
         let follows = |prev: crate::SequenceNumber| {
@@ -206,14 +205,7 @@ impl RecordJson {
             }
         }
         out.extend_from_slice(b",\"Data\":\"");
-        let engine = &base64::engine::general_purpose::STANDARD;
-        let start = out.len();
-        out.resize(
-            start + base64::encoded_len(r.data.len(), true).unwrap_or(0),
-            0,
-        );
-        let written = engine.encode_slice(r.data, &mut out[start..]).unwrap_or(0);
-        out.truncate(start + written);
+        crate::server::b64::encode_into(out, r.data);
         out.extend_from_slice(b"\",\"PartitionKey\":");
         write_json_str(out, r.partition_key);
         out.push(b'}');
@@ -234,8 +226,17 @@ pub(super) fn increment_decimal(digits: &mut [u8]) -> bool {
     false
 }
 
-/// Appends `s` as a JSON string (quoted, escaped).
+/// Appends `s` as a JSON string (quoted, escaped). Printable ASCII without `"` or `\\` (what
+/// partition keys mostly are) is copied as it is.
 pub(super) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Serializing a `str` into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }
@@ -319,6 +320,7 @@ mod tests {
             (0, 1_000_000, 5, "f", vec![]),
             (7, 1_000_001, 5, "g", vec![]),
             (7, u64::MAX, -1, "h", vec![9]),
+            (7, 3, -1, "i/\u{7f} ~", vec![9, 8]),
         ];
         let mut writer = RecordJson::default();
         for (shard, offset, ms, key, data) in cases {

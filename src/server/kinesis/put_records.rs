@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -65,8 +64,7 @@ fn put_records_body(ctx: &Context, body: &Body<'_>) -> Result<Output, ApiError> 
     let mut fields = Vec::with_capacity(body.records.len());
     for entry in &body.records {
         let start = data.len();
-        base64::engine::general_purpose::STANDARD
-            .decode_vec(entry.data, &mut data)
+        crate::server::b64::decode_into(&mut data, entry.data)
             .map_err(|e| ApiError::serialization(format!("Data is not valid base64: {e}")))?;
         fields.push((
             start..data.len(),
