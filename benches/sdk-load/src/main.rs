@@ -371,10 +371,8 @@ async fn run_rate(client: &Client, args: &Args, tally: &Arc<Tally>, requests: &A
     }
 }
 
-/// Reads every shard from its start, all shards at once (one GetRecords of up to 10,000 records
-/// in flight per shard); checks each record's bytes and that every id stored is there exactly
-/// once. Returns (records, wall seconds of the read).
-async fn read_back(client: &Client, args: &Args, expected: u64) -> (u64, f64) {
+/// A TRIM_HORIZON iterator for each shard of the stream.
+async fn trim_horizon_iterators(client: &Client) -> Vec<String> {
     let shards = client
         .list_shards()
         .stream_name(STREAM)
@@ -383,22 +381,36 @@ async fn read_back(client: &Client, args: &Args, expected: u64) -> (u64, f64) {
         .expect("ListShards")
         .shards
         .unwrap_or_default();
+    let mut iterators = Vec::new();
+    for shard in shards {
+        let iterator = client
+            .get_shard_iterator()
+            .stream_name(STREAM)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("GetShardIterator")
+            .shard_iterator
+            .expect("an iterator");
+        iterators.push(iterator);
+    }
+    iterators
+}
+
+/// Reads every shard from its start, all shards at once (one GetRecords of up to 10,000 records
+/// in flight per shard); checks each record's bytes and that every id stored is there exactly
+/// once. Returns (records, wall seconds of the read).
+async fn read_back(client: &Client, args: &Args, expected: u64) -> (u64, f64) {
+    let iterators = trim_horizon_iterators(client).await;
     let t = Instant::now();
     let mut readers = Vec::new();
-    for shard in shards {
+    for first in iterators {
         let client = client.clone();
         let size = args.size;
         readers.push(tokio::spawn(async move {
             let mut ids = Vec::new();
-            let mut iterator = client
-                .get_shard_iterator()
-                .stream_name(STREAM)
-                .shard_id(shard.shard_id())
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .expect("GetShardIterator")
-                .shard_iterator;
+            let mut iterator = Some(first);
             while let Some(it) = iterator.take() {
                 let page = client
                     .get_records()
@@ -441,31 +453,14 @@ async fn read_back(client: &Client, args: &Args, expected: u64) -> (u64, f64) {
 /// what the server can serve when the client's JSON and base64 decoding are not the limit.
 /// Returns (records, wall seconds).
 async fn read_raw(client: &Client, endpoint: &str) -> (u64, f64) {
-    let shards = client
-        .list_shards()
-        .stream_name(STREAM)
-        .send()
-        .await
-        .expect("ListShards")
-        .shards
-        .unwrap_or_default();
+    let iterators = trim_horizon_iterators(client).await;
     let address = endpoint.trim_start_matches("http://").to_string();
     let t = Instant::now();
     let mut readers = Vec::new();
-    for shard in shards {
-        let client = client.clone();
+    for first in iterators {
         let address = address.clone();
         readers.push(tokio::spawn(async move {
-            let mut iterator = client
-                .get_shard_iterator()
-                .stream_name(STREAM)
-                .shard_id(shard.shard_id())
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .expect("GetShardIterator")
-                .shard_iterator
-                .expect("an iterator");
+            let mut iterator = first;
             let stream = tokio::net::TcpStream::connect(&address).await.expect("connect");
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
