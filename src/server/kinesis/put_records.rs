@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::hash_key::ShardId;
 use crate::server::context::Context;
 use crate::server::error::ApiError;
 use crate::server::protocol::{Input, Output};
@@ -200,25 +201,36 @@ fn answer_json(results: &[Result<Put, PutFailure>], encryption: &str) -> Vec<u8>
     write_json_str(&mut out, encryption);
     // Writing into a Vec cannot fail.
     let _ = write!(out, ",\"FailedRecordCount\":{failed},\"Records\":[");
+    // The shard ids' text, formatted once per call (a call's records go to a few shards).
+    let mut shard_ids: Vec<(ShardId, String)> = Vec::new();
     for (i, r) in results.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let _ = match r {
-            Ok(put) => write!(
-                out,
-                "{{\"SequenceNumber\":\"{}\",\"ShardId\":\"{}\"}}",
-                put.sequence_number, put.shard_id
-            ),
+        match r {
+            Ok(put) => {
+                out.extend_from_slice(b"{\"SequenceNumber\":\"");
+                out.extend_from_slice(&put.sequence_number.decimal());
+                out.extend_from_slice(b"\",\"ShardId\":\"");
+                let id = match shard_ids.iter().find(|(id, _)| *id == put.shard_id) {
+                    Some((_, text)) => text,
+                    None => {
+                        shard_ids.push((put.shard_id, put.shard_id.to_string()));
+                        // Just pushed.
+                        &shard_ids[shard_ids.len() - 1].1
+                    }
+                };
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(b"\"}");
+            }
             Err(f) => {
                 out.extend_from_slice(b"{\"ErrorCode\":");
                 write_json_str(&mut out, error_code(f));
                 out.extend_from_slice(b",\"ErrorMessage\":");
                 write_json_str(&mut out, &f.message);
                 out.push(b'}');
-                Ok(())
             }
-        };
+        }
     }
     out.extend_from_slice(b"]}");
     out
