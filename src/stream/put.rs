@@ -318,11 +318,17 @@ impl Stream {
             // Once per call, not per shard: waiters re-read every shard they follow anyway.
             self.changes.notify();
         }
-        // Every shard appended before any sync is waited for: the syncs of a call's shards
-        // overlap with other calls' appends, and each shard's sync is shared by every call
-        // waiting on it. An entry is acknowledged only once its shard's sync has covered it.
-        for (shard, appended, entries) in unsynced {
-            if let Err(e) = shard.make_durable(appended) {
+        // Every shard appended before any sync is waited for, and the shards' syncs run
+        // concurrently: a call waits about one sync, not one per shard; each shard's sync is
+        // shared by every call waiting on it. An entry is acknowledged only once its shard's sync
+        // has covered it.
+        let pending: Vec<(Arc<Shard>, Appended)> = unsynced
+            .iter()
+            .map(|(shard, appended, _)| (Arc::clone(shard), *appended))
+            .collect();
+        let synced = Shard::make_all_durable(&pending);
+        for ((_, _, entries), synced) in unsynced.into_iter().zip(synced) {
+            if let Err(e) = synced {
                 for i in entries {
                     results[i] = Some(Err(PutFailure {
                         reason: PutFailureReason::Internal,

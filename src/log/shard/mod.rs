@@ -31,6 +31,7 @@ use crate::types::{NewRecord, Offset};
 mod append;
 mod read;
 mod retention;
+mod sync_pool;
 mod verify;
 
 pub use verify::{
