@@ -38,9 +38,15 @@ impl ApiError {
         ApiError::new(400, "SerializationException", message)
     }
 
-    /// The response body.
+    /// The response body: `__type` and the message, under `Message` for a
+    /// `SerializationException` (as AWS's JSON services send it) and `message` otherwise.
     pub fn body(&self) -> Value {
-        serde_json::json!({ "__type": self.kind, "message": self.message })
+        let key = if self.kind == "SerializationException" {
+            "Message"
+        } else {
+            "message"
+        };
+        serde_json::json!({ "__type": self.kind, key: self.message })
     }
 }
 

@@ -307,6 +307,8 @@ pub(super) async fn read_and_run(
             serde_json::from_slice(&body)
                 .map_err(|e| ApiError::serialization(format!("the body is not valid JSON: {e}")))?
         };
+        // The model's types and constraints first, all of them, as AWS checks a request.
+        super::model::validate(api, &operation, &value)?;
         match api {
             Api::Kinesis => kinesis::call(&ctx, &operation, &value),
             Api::Firehose => firehose::call(&ctx, &operation, &value),

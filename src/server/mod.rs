@@ -20,6 +20,7 @@ mod http;
 mod kinesis;
 mod limits;
 mod metrics;
+mod model;
 mod protocol;
 mod records;
 mod subscribe;

@@ -61,7 +61,8 @@ arn = f.create_delivery_stream(
 assert arn == "arn:aws:firehose:us-east-1:000000000000:deliverystream/clicks", arn
 expect_error("ResourceInUseException", f.create_delivery_stream, DeliveryStreamName="clicks",
              ExtendedS3DestinationConfiguration={"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::x"})
-expect_error("InvalidArgumentException", f.create_delivery_stream, DeliveryStreamName="bad-hints",
+# Past the model's bound (SizeInMBs 1..128): the model's ValidationException, as AWS answers.
+expect_error("ValidationException", f.create_delivery_stream, DeliveryStreamName="bad-hints",
              ExtendedS3DestinationConfiguration={"RoleARN": ROLE, "BucketARN": "arn:aws:s3:::x",
                                                  "BufferingHints": {"SizeInMBs": 129, "IntervalInSeconds": 60}})
 
@@ -88,7 +89,7 @@ key = files[0].relative_to(objects / "click-archive").as_posix()
 assert key.startswith("clicks/20") and key.split("/")[-1].startswith("clicks-1-"), key
 assert key.endswith(".gz"), key
 expect_error("ResourceNotFoundException", f.put_record, DeliveryStreamName="nope", Record={"Data": b"x"})
-expect_error("InvalidArgumentException", f.put_record_batch, DeliveryStreamName="clicks",
+expect_error("ValidationException", f.put_record_batch, DeliveryStreamName="clicks",
              Records=[{"Data": b"x"}] * 501)
 
 # Update with the version check, then the new settings apply.

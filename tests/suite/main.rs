@@ -39,3 +39,4 @@ mod stream_read;
 mod torn_tail;
 mod validation;
 mod verify;
+mod wire_model;

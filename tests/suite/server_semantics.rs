@@ -15,7 +15,8 @@ use shardlog::{Store, StoreOptions};
 const RULE: &str = "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and \
      StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber.";
 
-fn start() -> (tempfile::TempDir, Server, Client) {
+/// A server on a fresh store, and a client connected to it.
+pub(crate) fn start() -> (tempfile::TempDir, Server, Client) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
     let server = common::serve::in_process(store);
@@ -23,14 +24,20 @@ fn start() -> (tempfile::TempDir, Server, Client) {
     (dir, server, c)
 }
 
-/// The error type and message of a refused request.
-fn refusal(c: &mut Client, operation: &str, body: &Value) -> (String, String) {
+/// The error type and message (either spelling of the member) of a refused Kinesis request.
+pub(crate) fn refusal(c: &mut Client, operation: &str, body: &Value) -> (String, String) {
     let reply = c.kinesis(operation, body).unwrap();
-    assert_eq!(reply.status, 400, "{}", common::text(&reply.body));
+    assert_eq!(
+        reply.status,
+        400,
+        "{operation}: {}",
+        common::text(&reply.body)
+    );
     let body = reply.json();
+    let message = body.get("message").or_else(|| body.get("Message"));
     (
         body["__type"].as_str().unwrap().to_string(),
-        body["message"].as_str().unwrap().to_string(),
+        message.and_then(Value::as_str).unwrap().to_string(),
     )
 }
 
@@ -136,13 +143,27 @@ fn split_shard_takes_keys_above_the_start_plus_one_and_below_the_end() {
             "{message}"
         );
     }
-    // Not a 128-bit decimal number: parsed (and refused) by the server, before the shard is
-    // looked up.
-    for garbage in ["abc", "-1", &(u128::MAX as f64 * 2.0).to_string()] {
+    // Not a decimal number: the model's pattern refuses it, before the shard is looked up.
+    for garbage in ["abc", "-1", "1.5", "1e39"] {
         let (kind, message) = refusal(&mut c, "SplitShard", &split(garbage));
-        assert_eq!(kind, "InvalidArgumentException", "{garbage}");
-        assert!(message.contains("NewStartingHashKey"), "{message}");
+        assert_eq!(kind, "ValidationException", "{garbage}");
+        assert_eq!(
+            message,
+            format!(
+                "1 validation error detected: Value '{garbage}' at 'newStartingHashKey' failed to \
+                 satisfy constraint: Member must satisfy regular expression pattern: \
+                 0|([1-9]\\d{{0,38}})"
+            )
+        );
     }
+    // A decimal number past 2^128 - 1 keeps the pattern and is refused by the server.
+    let (kind, message) = refusal(
+        &mut c,
+        "SplitShard",
+        &split("340282366920938463463374607431768211456"),
+    );
+    assert_eq!(kind, "InvalidArgumentException");
+    assert!(message.contains("NewStartingHashKey"), "{message}");
     // The smallest key Kinesis takes: children [0, 1] and [2, max].
     let ok = c.kinesis("SplitShard", &split("2")).unwrap();
     assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
@@ -203,18 +224,31 @@ fn hash_keys_and_sequence_numbers_that_do_not_parse_are_refused() {
     c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 2}))
         .unwrap();
     let too_big = "340282366920938463463374607431768211456"; // 2^128
-    for bad in ["-1", "01", too_big, "x"] {
+                                                             // Off the model's pattern: a ValidationException naming the member; a number past
+                                                             // 2^128 - 1 keeps the pattern and is refused by the server.
+    for (bad, expected, path) in [
+        ("-1", "ValidationException", "explicitHashKey"),
+        ("01", "ValidationException", "explicitHashKey"),
+        ("x", "ValidationException", "explicitHashKey"),
+        (too_big, "InvalidArgumentException", "ExplicitHashKey"),
+    ] {
         let put =
             json!({"StreamName": "s", "PartitionKey": "k", "Data": "AA==", "ExplicitHashKey": bad});
         let (kind, message) = refusal(&mut c, "PutRecord", &put);
-        assert_eq!(kind, "InvalidArgumentException", "{bad}");
-        assert!(message.contains("ExplicitHashKey"), "{message}");
+        assert_eq!(kind, expected, "{bad}");
+        assert!(message.contains(path), "{message}");
         let entries = json!({"StreamName": "s", "Records": [
             {"PartitionKey": "k", "Data": "AA=="},
             {"PartitionKey": "k", "Data": "AA==", "ExplicitHashKey": bad},
         ]});
-        let (kind, _) = refusal(&mut c, "PutRecords", &entries);
-        assert_eq!(kind, "InvalidArgumentException", "{bad} in PutRecords");
+        let (kind, message) = refusal(&mut c, "PutRecords", &entries);
+        assert_eq!(kind, expected, "{bad} in PutRecords");
+        if expected == "ValidationException" {
+            assert!(
+                message.contains("at 'records.2.member.explicitHashKey'"),
+                "{message}"
+            );
+        }
     }
     let ordering = json!({"StreamName": "s", "PartitionKey": "k", "Data": "AA==", "SequenceNumberForOrdering": "123"});
     let (kind, message) = refusal(&mut c, "PutRecord", &ordering);

@@ -48,40 +48,82 @@ struct Entry<'a> {
 type Decoded<'a> = (&'a [u8], &'a str, Option<u128>);
 
 /// PutRecords from the body bytes, or `None` when the body is not in the shape the hot path
-/// takes (the caller then parses it generically).
+/// takes, or breaks any of the model's constraints (the caller then parses it generically and
+/// validates it against the model, which words the errors as AWS does).
 pub(crate) fn put_records_from_json(
     ctx: &Context,
     body: &[u8],
 ) -> Option<Result<Output, ApiError>> {
     let body: Body<'_> = serde_json::from_slice(body).ok()?;
-    Some(put_records_body(ctx, &body))
-}
-
-fn put_records_body(ctx: &Context, body: &Body<'_>) -> Result<Output, ApiError> {
-    check_count(body.records.len())?;
+    if !within_model(&body) {
+        return None;
+    }
     // One buffer for every record's data: base64 decodes to at most 3/4 of its length.
     let capacity: usize = body.records.iter().map(|e| e.data.len() / 4 * 3 + 3).sum();
     let mut data = Vec::with_capacity(capacity);
     let mut fields = Vec::with_capacity(body.records.len());
     for entry in &body.records {
         let start = data.len();
-        crate::server::b64::decode_into(&mut data, entry.data)
-            .map_err(|e| ApiError::serialization(format!("Data is not valid base64: {e}")))?;
-        fields.push((
-            start..data.len(),
-            entry.partition_key,
-            explicit_hash_key(entry.explicit_hash_key)?,
-        ));
+        crate::server::b64::decode_into(&mut data, entry.data).ok()?;
+        let hash_key = match explicit_hash_key(entry.explicit_hash_key) {
+            Ok(key) => key,
+            Err(e) => return Some(Err(e)),
+        };
+        fields.push((start..data.len(), entry.partition_key, hash_key));
     }
     let decoded: Vec<Decoded<'_>> = fields
         .into_iter()
         .map(|(range, key, hash)| (&data[range], key, hash))
         .collect();
-    check_total(&decoded)?;
+    Some(put_decoded_body(ctx, &body, &decoded))
+}
+
+/// Whether `body` keeps every constraint the Kinesis model puts on PutRecords (the generic path
+/// reports the ones it breaks): 1 to 500 records, partition keys of 1 to 256 characters, data of
+/// at most 10 MiB, explicit hash keys `0|([1-9]\d{0,38})`, a stream name of 1 to 128 characters
+/// of `[a-zA-Z0-9_.-]`. Bodies naming a stream ARN go the generic way too.
+fn within_model(body: &Body<'_>) -> bool {
+    const MAX_DATA_BYTES: usize = 10 * 1024 * 1024;
+    let name_ok = body.stream_name.is_some_and(|name| {
+        (1..=128).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    });
+    let key_ok = |key: &str| {
+        let len = if key.is_ascii() {
+            key.len()
+        } else {
+            key.encode_utf16().count()
+        };
+        (1..=256).contains(&len)
+    };
+    let hash_ok = |hash: Option<&str>| {
+        hash.is_none_or(|h| {
+            h == "0"
+                || (h.len() <= 39 && h.bytes().all(|b| b.is_ascii_digit()) && !h.starts_with('0'))
+        })
+    };
+    name_ok
+        && body.stream_arn.is_none()
+        && (1..=MAX_PUT_RECORDS).contains(&body.records.len())
+        && body.records.iter().all(|e| {
+            key_ok(e.partition_key)
+                && hash_ok(e.explicit_hash_key)
+                && e.data.len() / 4 * 3 <= MAX_DATA_BYTES
+        })
+}
+
+fn put_decoded_body(
+    ctx: &Context,
+    body: &Body<'_>,
+    decoded: &[Decoded<'_>],
+) -> Result<Output, ApiError> {
+    check_total(decoded)?;
     let kinesis = Kinesis { ctx };
     let name = stream_name_given(body.stream_name, body.stream_arn)?;
     let stream = ctx.store.stream(&name)?;
-    let results = kinesis.put_decoded(&stream, &decoded)?;
+    let results = kinesis.put_decoded(&stream, decoded)?;
     Ok(Output::Encoded(answer_json(
         &results,
         encryption_type(&stream.describe().settings),
@@ -247,6 +289,68 @@ mod tests {
     use crate::hash_key::ShardId;
     use crate::sequence::SequenceNumber;
     use crate::types::Offset;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_hot_paths_bounds_are_the_models() {
+        let model = crate::server::model::kinesis();
+        let shape = |name: &str| model.shape(name).unwrap();
+        let entry = shape("PutRecordsRequestEntry");
+        let members: Vec<&str> = entry.members.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(members, ["Data", "ExplicitHashKey", "PartitionKey"]);
+        assert_eq!(
+            (shape("PartitionKey").min, shape("PartitionKey").max),
+            (Some(1.0), Some(256.0))
+        );
+        assert_eq!(shape("Data").max, Some(10.0 * 1024.0 * 1024.0));
+        assert_eq!(
+            shape("HashKey").pattern.as_deref(),
+            Some("0|([1-9]\\d{0,38})")
+        );
+        let name = shape("StreamName");
+        assert_eq!((name.min, name.max), (Some(1.0), Some(128.0)));
+        assert_eq!(name.pattern.as_deref(), Some("[a-zA-Z0-9_.-]+"));
+        let list = shape("PutRecordsRequestEntryList");
+        assert_eq!(
+            (list.min, list.max),
+            (Some(1.0), Some(MAX_PUT_RECORDS as f64))
+        );
+    }
+
+    proptest! {
+        /// Whatever the hot path takes, the model validates: it never serves a body the generic
+        /// path would refuse.
+        #[test]
+        fn what_the_hot_path_takes_the_model_accepts(
+            name in "[a-z.\\- ]{0,3}|[a-z]{127,129}",
+            keys in proptest::collection::vec("[a-z\u{e9}]{0,3}|k{255,257}", 0..4),
+            hash in proptest::option::of("0|00|01|1|-1|x|[1-9][0-9]{37,39}"),
+            data in "|AA==|QUJD|A===",
+        ) {
+            let records: Vec<Entry<'_>> = keys
+                .iter()
+                .map(|k| Entry { data: &data, partition_key: k, explicit_hash_key: hash.as_deref() })
+                .collect();
+            let body = Body { records, stream_name: Some(&name), stream_arn: None };
+            if within_model(&body) {
+                let value = serde_json::json!({
+                    "StreamName": name,
+                    "Records": keys.iter().map(|k| {
+                        let mut entry = serde_json::json!({"PartitionKey": k, "Data": data});
+                        if let Some(h) = &hash {
+                            entry["ExplicitHashKey"] = serde_json::json!(h);
+                        }
+                        entry
+                    }).collect::<Vec<_>>(),
+                });
+                let checked = crate::server::model::validate(
+                    crate::server::protocol::Api::Kinesis, "PutRecords", &value);
+                // Data's base64 is the decoder's to refuse (the hot path falls back then).
+                let base64_refused = checked.as_ref().is_err_and(|e| e.kind == "SerializationException");
+                prop_assert!(checked.is_ok() || base64_refused, "{:?}", checked);
+            }
+        }
+    }
 
     #[test]
     fn the_written_answer_matches_the_value_encoding() {
