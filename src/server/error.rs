@@ -12,6 +12,9 @@ pub(crate) struct ApiError {
     pub status: u16,
     pub kind: &'static str,
     pub message: String,
+    /// For a `ResourceNotFoundException` from the store: what was not found ("stream",
+    /// "shard", ...) and its name, so an API can word the message as AWS does.
+    pub not_found: Option<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -20,6 +23,7 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            not_found: None,
         }
     }
 
@@ -71,6 +75,13 @@ impl From<Error> for ApiError {
             // fault, not the caller's.
             _ => (500, "InternalFailureException"),
         };
-        ApiError::new(status, kind, message)
+        let not_found = match e {
+            Error::ResourceNotFound { kind, name } => Some((kind, name)),
+            _ => None,
+        };
+        ApiError {
+            not_found,
+            ..ApiError::new(status, kind, message)
+        }
     }
 }

@@ -283,3 +283,150 @@ fn hash_keys_and_sequence_numbers_that_do_not_parse_are_refused() {
         assert_eq!(page["Records"], json!([]), "{shard}");
     }
 }
+
+#[test]
+fn tags_are_checked_as_kinesis_checks_them() {
+    let (_dir, _server, mut c) = start();
+    const CHARACTERS: &str = "Some tags contain invalid characters. Valid characters: Unicode \
+         letters, digits, white space, _ . / = + - % @ :.";
+    // Characters outside Kinesis' set, in keys and values, on every operation that takes tags.
+    for bad in ["a;b", "a,b", "a\tb", "a\nb", "a*b"] {
+        let (kind, message) = refusal(
+            &mut c,
+            "CreateStream",
+            &json!({"StreamName": "t", "ShardCount": 1, "Tags": {bad: "v"}}),
+        );
+        assert_eq!(
+            (kind.as_str(), message.as_str()),
+            ("InvalidArgumentException", CHARACTERS),
+            "{bad:?}"
+        );
+    }
+    let ok = c
+        .kinesis(
+            "CreateStream",
+            &json!({"StreamName": "s", "ShardCount": 1,
+                "Tags": {"team:é 1": "a_b.c/d=e+f-g%h@i", "empty": ""}}),
+        )
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
+    let (kind, message) = refusal(
+        &mut c,
+        "AddTagsToStream",
+        &json!({"StreamName": "s", "Tags": {"ok": "semi;colon"}}),
+    );
+    assert_eq!(
+        (kind.as_str(), message.as_str()),
+        ("InvalidArgumentException", CHARACTERS)
+    );
+    let (kind, message) = refusal(
+        &mut c,
+        "RemoveTagsFromStream",
+        &json!({"StreamName": "s", "TagKeys": ["tab\there"]}),
+    );
+    assert_eq!(
+        (kind.as_str(), message.as_str()),
+        ("InvalidArgumentException", CHARACTERS)
+    );
+    // 50 tags is the most a stream has: the 51st is an InvalidArgumentException naming it.
+    let tags: serde_json::Map<String, Value> =
+        (0..48).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let ok = c
+        .kinesis("AddTagsToStream", &json!({"StreamName": "s", "Tags": tags}))
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
+    let (kind, message) = refusal(
+        &mut c,
+        "AddTagsToStream",
+        &json!({"StreamName": "s", "Tags": {"one-more": "v"}}),
+    );
+    assert_eq!(kind, "InvalidArgumentException");
+    assert_eq!(
+        message,
+        "Failed to add tags to stream s under account 000000000000 because a given stream \
+         cannot have more than 50 tags associated with it."
+    );
+    // Replacing an existing key adds none.
+    let ok = c
+        .kinesis(
+            "AddTagsToStream",
+            &json!({"StreamName": "s", "Tags": {"k0": "w"}}),
+        )
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", common::text(&ok.body));
+    let many: serde_json::Map<String, Value> =
+        (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let (kind, _) = refusal(
+        &mut c,
+        "CreateStream",
+        &json!({"StreamName": "u", "ShardCount": 1, "Tags": many}),
+    );
+    assert_eq!(kind, "InvalidArgumentException");
+    let (kind, message) = refusal(
+        &mut c,
+        "RemoveTagsFromStream",
+        &json!({"StreamName": "s", "TagKeys": (0..51).map(|i| format!("k{i}")).collect::<Vec<_>>()}),
+    );
+    assert_eq!(kind, "ValidationException");
+    assert!(
+        message.contains("Member must have length less than or equal to 50"),
+        "{message}"
+    );
+}
+
+#[test]
+fn refusals_in_kinesis_words() {
+    let (_dir, _server, mut c) = start();
+    c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 1}))
+        .unwrap();
+    let (kind, message) = refusal(&mut c, "DescribeStream", &json!({"StreamName": "nope"}));
+    assert_eq!(kind, "ResourceNotFoundException");
+    assert_eq!(message, "Stream nope under account 000000000000 not found.");
+    let (kind, message) = refusal(
+        &mut c,
+        "PutRecords",
+        &json!({"StreamName": "nope", "Records": [{"PartitionKey": "k", "Data": "AA=="}]}),
+    );
+    assert_eq!(kind, "ResourceNotFoundException");
+    assert_eq!(message, "Stream nope under account 000000000000 not found.");
+    let (kind, message) = refusal(
+        &mut c,
+        "GetShardIterator",
+        &json!({"StreamName": "s", "ShardId": "shardId-7", "ShardIteratorType": "LATEST"}),
+    );
+    assert_eq!(kind, "ResourceNotFoundException");
+    assert_eq!(
+        message,
+        "Shard shardId-000000000007 in stream s under account 000000000000 does not exist"
+    );
+    let (kind, message) = refusal(&mut c, "GetRecords", &json!({"ShardIterator": "garbage"}));
+    assert_eq!(
+        (kind.as_str(), message.as_str()),
+        ("InvalidArgumentException", "Invalid ShardIterator.")
+    );
+    for (operation, hours, expected) in [
+        ("IncreaseStreamRetentionPeriod", 23, "Minimum allowed retention period is 24 hours. Requested retention period (23 hours) is too short."),
+        ("IncreaseStreamRetentionPeriod", 8761, "Maximum allowed retention period is 8760 hours. Requested retention period (8761 hours) is too long."),
+        ("DecreaseStreamRetentionPeriod", 48, "Requested retention period (48 hours) for stream s can not be longer than existing retention period (24 hours). Use IncreaseRetentionPeriod API."),
+    ] {
+        let (kind, message) = refusal(
+            &mut c,
+            operation,
+            &json!({"StreamName": "s", "RetentionPeriodHours": hours}),
+        );
+        assert_eq!((kind.as_str(), message.as_str()), ("InvalidArgumentException", expected));
+    }
+    let ok = c
+        .kinesis(
+            "IncreaseStreamRetentionPeriod",
+            &json!({"StreamName": "s", "RetentionPeriodHours": 72}),
+        )
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    let (_, message) = refusal(
+        &mut c,
+        "IncreaseStreamRetentionPeriod",
+        &json!({"StreamName": "s", "RetentionPeriodHours": 48}),
+    );
+    assert_eq!(message, "Requested retention period (48 hours) for stream s can not be shorter than existing retention period (72 hours). Use DecreaseRetentionPeriod API.");
+}

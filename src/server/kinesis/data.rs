@@ -81,15 +81,16 @@ impl Kinesis<'_> {
             Some(n) if (1..=10_000).contains(&n) => n as usize,
             Some(n) => return Err(ApiError::invalid(format!("Limit {n} is outside 1..=10000"))),
         };
+        let Some(token) = self.ctx.store.decode_iterator(iterator) else {
+            return Err(ApiError::invalid("Invalid ShardIterator."));
+        };
         let (body, end, data_bytes) = get_records_json(&self.ctx.store, iterator, limit)?;
-        if let Some(stream) = self.ctx.store.decode_iterator(iterator).map(|t| t.stream) {
-            self.ctx.metrics.records_out(
-                &stream,
-                end.records,
-                data_bytes,
-                end.millis_behind_latest,
-            );
-        }
+        self.ctx.metrics.records_out(
+            &token.stream,
+            end.records,
+            data_bytes,
+            end.millis_behind_latest,
+        );
         Ok(Output::Encoded(body))
     }
 

@@ -78,56 +78,89 @@ pub(crate) const OPERATIONS: [&str; 39] = [
 pub(crate) fn call(ctx: &Context, operation: &str, body: &Value) -> Result<Output, ApiError> {
     let input = Input::new(body)?;
     let kinesis = Kinesis { ctx };
-    match operation {
-        "GetRecords" => return kinesis.get_records(&input),
-        "SubscribeToShard" => return kinesis.subscribe_to_shard(&input),
-        _ => {}
+    kinesis
+        .run(operation, &input)
+        .map_err(|e| kinesis.in_aws_words(e, &input))
+}
+
+impl Kinesis<'_> {
+    /// [`in_aws_words`] with the stream the request names (by name, ARN or shard iterator).
+    fn in_aws_words(&self, e: ApiError, input: &Input<'_>) -> ApiError {
+        if e.not_found.is_none() {
+            return e;
+        }
+        let stream = self.stream_name(input).ok().or_else(|| {
+            let iterator = input.opt_str("ShardIterator").ok().flatten()?;
+            Some(self.ctx.store.decode_iterator(iterator)?.stream)
+        });
+        in_aws_words(e, &self.ctx.options.account_id, stream.as_deref())
     }
-    let reply = match operation {
-        "CreateStream" => kinesis.create_stream(&input),
-        "DeleteStream" => kinesis.delete_stream(&input),
-        "DescribeStream" => kinesis.describe_stream(&input),
-        "DescribeStreamSummary" => kinesis.describe_stream_summary(&input),
-        "ListStreams" => kinesis.list_streams(&input),
-        "ListShards" => kinesis.list_shards(&input),
-        "PutRecord" => kinesis.put_record(&input),
-        "PutRecords" => kinesis.put_records(&input),
-        "GetShardIterator" => kinesis.get_shard_iterator(&input),
-        "SplitShard" => kinesis.split_shard(&input),
-        "MergeShards" => kinesis.merge_shards(&input),
-        "UpdateShardCount" => kinesis.update_shard_count(&input),
-        "UpdateStreamMode" => kinesis.update_stream_mode(&input),
-        "UpdateMaxRecordSize" => kinesis.update_max_record_size(&input),
-        "IncreaseStreamRetentionPeriod" => kinesis.change_retention(&input, true),
-        "DecreaseStreamRetentionPeriod" => kinesis.change_retention(&input, false),
-        "AddTagsToStream" => kinesis.add_tags(&input),
-        "RemoveTagsFromStream" => kinesis.remove_tags(&input),
-        "ListTagsForStream" => kinesis.list_tags(&input),
-        "DescribeLimits" => kinesis.describe_limits(),
-        "TagResource" => kinesis.tag_resource(&input),
-        "UntagResource" => kinesis.untag_resource(&input),
-        "ListTagsForResource" => kinesis.list_tags_for_resource(&input),
-        "StartStreamEncryption" => kinesis.stream_encryption(&input, true),
-        "StopStreamEncryption" => kinesis.stream_encryption(&input, false),
-        "EnableEnhancedMonitoring" => kinesis.enhanced_monitoring(&input, true),
-        "DisableEnhancedMonitoring" => kinesis.enhanced_monitoring(&input, false),
-        "PutResourcePolicy" => kinesis.put_resource_policy(&input),
-        "GetResourcePolicy" => kinesis.get_resource_policy(&input),
-        "DeleteResourcePolicy" => kinesis.delete_resource_policy(&input),
-        "DescribeAccountSettings" => kinesis.describe_account_settings(),
-        "UpdateAccountSettings" => kinesis.update_account_settings(&input),
-        "UpdateStreamWarmThroughput" => kinesis.update_warm_throughput(&input),
-        "RegisterStreamConsumer" => kinesis.register_consumer(&input),
-        "DeregisterStreamConsumer" => kinesis.deregister_consumer(&input),
-        "DescribeStreamConsumer" => kinesis.describe_consumer(&input),
-        "ListStreamConsumers" => kinesis.list_consumers(&input),
-        other => Err(ApiError::new(
-            400,
-            "UnknownOperationException",
-            format!("shardlog does not implement the Kinesis operation {other:?} (yet)"),
-        )),
+
+    fn run(&self, operation: &str, input: &Input<'_>) -> Result<Output, ApiError> {
+        match operation {
+            "GetRecords" => return self.get_records(input),
+            "SubscribeToShard" => return self.subscribe_to_shard(input),
+            _ => {}
+        }
+        let reply = match operation {
+            "CreateStream" => self.create_stream(input),
+            "DeleteStream" => self.delete_stream(input),
+            "DescribeStream" => self.describe_stream(input),
+            "DescribeStreamSummary" => self.describe_stream_summary(input),
+            "ListStreams" => self.list_streams(input),
+            "ListShards" => self.list_shards(input),
+            "PutRecord" => self.put_record(input),
+            "PutRecords" => self.put_records(input),
+            "GetShardIterator" => self.get_shard_iterator(input),
+            "SplitShard" => self.split_shard(input),
+            "MergeShards" => self.merge_shards(input),
+            "UpdateShardCount" => self.update_shard_count(input),
+            "UpdateStreamMode" => self.update_stream_mode(input),
+            "UpdateMaxRecordSize" => self.update_max_record_size(input),
+            "IncreaseStreamRetentionPeriod" => self.change_retention(input, true),
+            "DecreaseStreamRetentionPeriod" => self.change_retention(input, false),
+            "AddTagsToStream" => self.add_tags(input),
+            "RemoveTagsFromStream" => self.remove_tags(input),
+            "ListTagsForStream" => self.list_tags(input),
+            "DescribeLimits" => self.describe_limits(),
+            "TagResource" => self.tag_resource(input),
+            "UntagResource" => self.untag_resource(input),
+            "ListTagsForResource" => self.list_tags_for_resource(input),
+            "StartStreamEncryption" => self.stream_encryption(input, true),
+            "StopStreamEncryption" => self.stream_encryption(input, false),
+            "EnableEnhancedMonitoring" => self.enhanced_monitoring(input, true),
+            "DisableEnhancedMonitoring" => self.enhanced_monitoring(input, false),
+            "PutResourcePolicy" => self.put_resource_policy(input),
+            "GetResourcePolicy" => self.get_resource_policy(input),
+            "DeleteResourcePolicy" => self.delete_resource_policy(input),
+            "DescribeAccountSettings" => self.describe_account_settings(),
+            "UpdateAccountSettings" => self.update_account_settings(input),
+            "UpdateStreamWarmThroughput" => self.update_warm_throughput(input),
+            "RegisterStreamConsumer" => self.register_consumer(input),
+            "DeregisterStreamConsumer" => self.deregister_consumer(input),
+            "DescribeStreamConsumer" => self.describe_consumer(input),
+            "ListStreamConsumers" => self.list_consumers(input),
+            other => Err(ApiError::new(
+                400,
+                "UnknownOperationException",
+                format!("shardlog does not implement the Kinesis operation {other:?} (yet)"),
+            )),
+        };
+        reply.map(Output::from)
+    }
+}
+
+/// A store's "not found" as Kinesis words it: "Stream S under account N not found.", "Shard
+/// shardId-… in stream S under account N does not exist" (`stream`: the one the request named).
+pub(super) fn in_aws_words(e: ApiError, account: &str, stream: Option<&str>) -> ApiError {
+    let message = match (&e.not_found, stream) {
+        (Some(("stream", name)), _) => format!("Stream {name} under account {account} not found."),
+        (Some(("shard", id)), Some(stream)) => {
+            format!("Shard {id} in stream {stream} under account {account} does not exist")
+        }
+        _ => return e,
     };
-    reply.map(Output::from)
+    ApiError { message, ..e }
 }
 
 struct Kinesis<'a> {

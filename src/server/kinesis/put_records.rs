@@ -75,7 +75,10 @@ pub(crate) fn put_records_from_json(
         .into_iter()
         .map(|(range, key, hash)| (&data[range], key, hash))
         .collect();
-    Some(put_decoded_body(ctx, &body, &decoded))
+    Some(
+        put_decoded_body(ctx, &body, &decoded)
+            .map_err(|e| super::in_aws_words(e, &ctx.options.account_id, body.stream_name)),
+    )
 }
 
 /// Whether `body` keeps every constraint the Kinesis model puts on PutRecords (the generic path

@@ -13,6 +13,43 @@ use crate::ConsumerEntry;
 
 use super::{kib_to_bytes, parse_mode, stream_name_of_arn, Kinesis, Reply};
 
+/// Refuses tag keys or values with characters Kinesis does not allow, in its words: Unicode
+/// letters, digits, white space and `_ . / = + - % @ :`.
+pub(super) fn check_tag_characters<'a>(
+    texts: impl Iterator<Item = &'a String>,
+) -> Result<(), ApiError> {
+    // White space: Unicode separators (`\p{Z}`), not tabs or line feeds.
+    let allowed = |c: char| {
+        c.is_alphanumeric() || (c.is_whitespace() && !c.is_control()) || "_./=+-%@:".contains(c)
+    };
+    for text in texts {
+        if !text.chars().all(allowed) {
+            return Err(ApiError::invalid(
+                "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @ :.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses tags that would leave a stream with more than [`crate::stream::MAX_TAGS`], as Kinesis
+/// does (an InvalidArgumentException).
+pub(super) fn check_tag_count(
+    stream: &str,
+    existing: &BTreeMap<String, String>,
+    added: &BTreeMap<String, String>,
+    account: &str,
+) -> Result<(), ApiError> {
+    let total = existing.len() + added.keys().filter(|k| !existing.contains_key(*k)).count();
+    if total > crate::stream::MAX_TAGS {
+        return Err(ApiError::invalid(format!(
+            "Failed to add tags to stream {stream} under account {account} because a given stream cannot have more than {} tags associated with it.",
+            crate::stream::MAX_TAGS
+        )));
+    }
+    Ok(())
+}
+
 impl Kinesis<'_> {
     pub(super) fn update_stream_mode(&self, input: &Input<'_>) -> Reply {
         let arn = input.str("StreamARN")?;
@@ -31,13 +68,39 @@ impl Kinesis<'_> {
         Ok(json!({}))
     }
 
+    /// Increase/DecreaseStreamRetentionPeriod, refused in AWS's words.
     pub(super) fn change_retention(&self, input: &Input<'_>, increase: bool) -> Reply {
         let stream = self.stream(input)?;
         let hours = input.i64("RetentionPeriodHours")?;
-        let hours = u32::try_from(hours).map_err(|_| {
-            ApiError::invalid(format!("RetentionPeriodHours {hours} is out of range"))
-        })?;
-        stream.set_retention_hours(hours, increase)?;
+        let (min, max) = (
+            i64::from(crate::stream::MIN_RETENTION_HOURS),
+            i64::from(crate::stream::MAX_RETENTION_HOURS),
+        );
+        if hours < min {
+            return Err(ApiError::invalid(format!(
+                "Minimum allowed retention period is {min} hours. Requested retention period ({hours} hours) is too short."
+            )));
+        }
+        if hours > max {
+            return Err(ApiError::invalid(format!(
+                "Maximum allowed retention period is {max} hours. Requested retention period ({hours} hours) is too long."
+            )));
+        }
+        let current = i64::from(stream.describe().retention_hours);
+        if increase && hours < current {
+            return Err(ApiError::invalid(format!(
+                "Requested retention period ({hours} hours) for stream {} can not be shorter than existing retention period ({current} hours). Use DecreaseRetentionPeriod API.",
+                stream.name()
+            )));
+        }
+        if !increase && hours > current {
+            return Err(ApiError::invalid(format!(
+                "Requested retention period ({hours} hours) for stream {} can not be longer than existing retention period ({current} hours). Use IncreaseRetentionPeriod API.",
+                stream.name()
+            )));
+        }
+        // Within bounds: the conversion cannot fail.
+        stream.set_retention_hours(u32::try_from(hours).unwrap_or(u32::MAX), increase)?;
         Ok(json!({}))
     }
 
@@ -46,6 +109,13 @@ impl Kinesis<'_> {
         let tags = input
             .opt_string_map("Tags")?
             .ok_or_else(|| ApiError::validation("Tags is required"))?;
+        check_tag_characters(tags.keys().chain(tags.values()))?;
+        check_tag_count(
+            stream.name(),
+            &stream.describe().tags,
+            &tags,
+            &self.ctx.options.account_id,
+        )?;
         stream.add_tags(&tags)?;
         Ok(json!({}))
     }
@@ -55,6 +125,7 @@ impl Kinesis<'_> {
         let keys = input
             .opt_string_list("TagKeys")?
             .ok_or_else(|| ApiError::validation("TagKeys is required"))?;
+        check_tag_characters(keys.iter())?;
         stream.remove_tags(&keys)?;
         Ok(json!({}))
     }
@@ -97,9 +168,14 @@ impl Kinesis<'_> {
         let tags = input
             .opt_string_map("Tags")?
             .ok_or_else(|| ApiError::validation("Tags is required"))?;
+        check_tag_characters(tags.keys().chain(tags.values()))?;
         match consumer {
             Some(c) => stream.tag_consumer(&c.name, &tags, &[])?,
-            None => stream.add_tags(&tags)?,
+            None => {
+                let account = &self.ctx.options.account_id;
+                check_tag_count(stream.name(), &stream.describe().tags, &tags, account)?;
+                stream.add_tags(&tags)?
+            }
         }
         Ok(json!({}))
     }

@@ -1,6 +1,8 @@
 //! Stream lifecycle and listing: CreateStream, DeleteStream, DescribeStream(Summary), ListStreams,
 //! ListShards.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use crate::server::error::ApiError;
@@ -41,6 +43,9 @@ impl Kinesis<'_> {
             }
         };
         if let Some(tags) = input.opt_string_map("Tags")? {
+            super::settings::check_tag_characters(tags.keys().chain(tags.values()))?;
+            let account = &self.ctx.options.account_id;
+            super::settings::check_tag_count(name, &BTreeMap::new(), &tags, account)?;
             config.tags = tags;
         }
         if let Some(kib) = input.opt_i64("MaxRecordSizeInKiB")? {
