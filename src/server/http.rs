@@ -27,6 +27,11 @@ pub(super) async fn handle(ctx: Arc<Context>, req: Request<Incoming>, role: Role
         Role::Metrics => true,
         Role::Api => ctx.options.metrics_listen.is_none(),
     };
+    // Browsers (the AWS SDK for JavaScript in a page) send an Origin and a preflight first.
+    let origin = req.headers().contains_key(hyper::header::ORIGIN);
+    if origin && req.method() == Method::OPTIONS && role == Role::Api {
+        return with_request_id(preflight(&req), &request_id);
+    }
     let response = match (req.method(), req.uri().path(), role) {
         (&Method::GET, "/health", _) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics", _)
@@ -43,19 +48,70 @@ pub(super) async fn handle(ctx: Arc<Context>, req: Request<Incoming>, role: Role
                 "/metrics is served on the --metrics-listen address"
             },
         )),
-        (&Method::POST, "/", Role::Api) => api_call(&ctx, req).await,
+        // AWS does not look at the path.
+        (&Method::POST, _, Role::Api) => api_call(&ctx, req).await,
         (_, _, Role::Metrics) => error_response(&ApiError::new(
             404,
             "UnknownOperationException",
             "this address serves only GET /metrics and /health",
         )),
-        _ => error_response(&ApiError::new(
-            404,
-            "UnknownOperationException",
-            "shardlog serves the AWS JSON API at POST /, and GET /health and /metrics",
-        )),
+        _ => access_denied(),
     };
-    with_request_id(response, &request_id)
+    let mut response = with_request_id(response, &request_id);
+    if origin {
+        let headers = response.headers_mut();
+        headers.insert(
+            hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            hyper::header::HeaderValue::from_static("*"),
+        );
+        headers.insert(
+            hyper::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            hyper::header::HeaderValue::from_static(
+                "x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,x-amzn-ErrorMessage,Date",
+            ),
+        );
+    }
+    response
+}
+
+/// The answer to a CORS preflight, as AWS gives it: any origin, the headers and method asked
+/// for, cached for two days.
+fn preflight(req: &Request<Incoming>) -> HttpResponse {
+    let mut response = Response::builder().status(StatusCode::OK);
+    for (asked, allowed) in [
+        (
+            hyper::header::ACCESS_CONTROL_REQUEST_HEADERS,
+            hyper::header::ACCESS_CONTROL_ALLOW_HEADERS,
+        ),
+        (
+            hyper::header::ACCESS_CONTROL_REQUEST_METHOD,
+            hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
+        ),
+    ] {
+        if let Some(value) = req.headers().get(asked) {
+            response = response.header(allowed, value);
+        }
+    }
+    response
+        .header(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+        .header(hyper::header::ACCESS_CONTROL_MAX_AGE, "172800")
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// What AWS answers a request that is not a POST (or names no operation and has no content type
+/// it serves): 403, in XML.
+fn access_denied() -> HttpResponse {
+    xml(
+        StatusCode::FORBIDDEN,
+        "<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n</AccessDeniedException>\n",
+    )
+}
+
+fn xml(status: StatusCode, body: &'static str) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
+    *response.status_mut() = status;
+    response
 }
 
 pub(super) async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
@@ -64,8 +120,33 @@ pub(super) async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> Http
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let codec = match content_type.as_str() {
+        "application/x-amz-json-1.1" => Codec::Json,
+        "application/x-amz-cbor-1.1" => Codec::Cbor,
+        // JSON 1.0: AWS answers it, with 200, in its own envelope and never runs the operation.
+        "application/json" => return json_1_0(ctx, req).await,
+        // Neither: 404 when the target has both parts, else 403, both in XML.
+        _ => {
+            let named = target
+                .as_deref()
+                .and_then(|t| t.split_once('.'))
+                .is_some_and(|(service, op)| !service.is_empty() && !op.is_empty());
+            return if named {
+                xml(StatusCode::NOT_FOUND, "<UnknownOperationException/>\n")
+            } else {
+                access_denied()
+            };
+        }
+    };
     let Some((api, operation)) = target.as_deref().and_then(parse_target) else {
-        return error_response(&ApiError::new(
+        return codec.error(&ApiError::new(
             400,
             "UnknownOperationException",
             format!(
@@ -75,14 +156,6 @@ pub(super) async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> Http
         ));
     };
     let operation = operation.to_string();
-    let codec = match req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(t) if t.contains("cbor") => Codec::Cbor,
-        _ => Codec::Json,
-    };
     let started = Instant::now();
     let result = read_and_run(ctx, api, &operation, codec, req).await;
     ctx.metrics.observe(
@@ -91,6 +164,10 @@ pub(super) async fn api_call(ctx: &Arc<Context>, req: Request<Incoming>) -> Http
         started.elapsed(),
     );
     match result {
+        // Operations the model gives no output answer an empty body, as AWS does.
+        Ok(Output::Value(_)) if !super::model::has_output(api, &operation) => {
+            body_response(StatusCode::OK, Vec::new(), codec.content_type())
+        }
         Ok(Output::Value(value)) => codec.response(StatusCode::OK, &value),
         Ok(Output::Encoded(body)) => match codec {
             Codec::Json => body_response(StatusCode::OK, body, Codec::Json.content_type()),
@@ -299,9 +376,11 @@ pub(super) async fn read_and_run(
                 return output;
             }
         }
-        let value: Value = if body.is_empty() {
-            Value::Object(Default::default())
-        } else if codec == Codec::Cbor {
+        if body.is_empty() {
+            // AWS: an empty body is not a request (SDKs send `{}` for an empty input).
+            return Err(ApiError::serialization("the request body is empty"));
+        }
+        let value: Value = if codec == Codec::Cbor {
             cbor::decode(&body)?
         } else {
             serde_json::from_slice(&body)
@@ -323,6 +402,45 @@ pub(super) async fn read_and_run(
             format!("the operation failed unexpectedly: {e}"),
         ))
     })
+}
+
+/// A request in `application/json` (AWS JSON 1.0 framing): AWS answers 200 with its JSON 1.0
+/// envelope and never runs the operation: a `SerializationException` for a body that is not a
+/// JSON object, an `UnknownOperationException` otherwise.
+async fn json_1_0(ctx: &Arc<Context>, req: Request<Incoming>) -> HttpResponse {
+    let limit = ctx.options.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(limit, |n| n.min(limit));
+    // Within the server's body budget, like every other body.
+    let read = async {
+        let _held = ctx.body_budget.reserve(declared).await?;
+        read_body(ctx, req.into_body(), declared, limit).await
+    };
+    let body = match read.await {
+        Ok(body) => body,
+        Err(e) => return error_response(&e),
+    };
+    let parsed = serde_json::from_slice::<Value>(&body).is_ok_and(|v| v.is_object());
+    let output = if parsed {
+        serde_json::json!({
+            "Output": {"__type": "com.amazon.coral.service#UnknownOperationException", "message": null},
+            "Version": "1.0",
+        })
+    } else {
+        serde_json::json!({
+            "Output": {"__type": "com.amazon.coral.service#SerializationException", "Message": null},
+            "Version": "1.0",
+        })
+    };
+    body_response(
+        StatusCode::OK,
+        serde_json::to_vec(&output).unwrap_or_default(),
+        "application/json",
+    )
 }
 
 /// A request id in the UUID format the SDKs log.

@@ -27,7 +27,12 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The body as JSON; the empty body of a successful operation without output (as AWS
+    /// answers CreateStream, AddTagsToStream, ...) as `{}`.
     pub fn json(&self) -> serde_json::Value {
+        if self.body.is_empty() && self.status == 200 {
+            return serde_json::json!({});
+        }
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }

@@ -40,3 +40,4 @@ mod torn_tail;
 mod validation;
 mod verify;
 mod wire_model;
+mod wire_protocol;

@@ -790,7 +790,12 @@ fn cbor_requests_get_cbor_answers() {
             reply.header("content-type"),
             Some("application/x-amz-cbor-1.1")
         );
-        let value: Cbor = ciborium::de::from_reader(&reply.body[..]).unwrap();
+        // Operations without output answer an empty body.
+        let value: Cbor = if reply.body.is_empty() {
+            Cbor::Map(Vec::new())
+        } else {
+            ciborium::de::from_reader(&reply.body[..]).unwrap()
+        };
         (reply.status, value)
     };
     let text = |s: &str| Cbor::Text(s.into());

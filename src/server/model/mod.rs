@@ -36,7 +36,10 @@ pub(crate) struct Model {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Operation {
-    pub input: String,
+    /// The input shape (every Kinesis and Firehose operation has one).
+    pub input: Option<String>,
+    /// Whether the operation answers anything: those that do not answer an empty body.
+    pub output: bool,
 }
 
 /// A shape, with the constraints the model gives it.
@@ -111,11 +114,15 @@ pub(crate) fn validate(api: Api, operation: &str, body: &Value) -> Result<(), Ap
         Api::Firehose => firehose(),
         Api::ConsumerGroups => return Ok(()),
     };
-    let Some(input) = model.operations.get(operation) else {
+    let Some(input) = model
+        .operations
+        .get(operation)
+        .and_then(|op| op.input.as_ref())
+    else {
         return Ok(());
     };
-    check::types(model, &input.input, body).map_err(ApiError::serialization)?;
-    let violations = check::constraints(model, &input.input, body);
+    check::types(model, input, body).map_err(ApiError::serialization)?;
+    let violations = check::constraints(model, input, body);
     if violations.is_empty() {
         return Ok(());
     }
@@ -127,6 +134,16 @@ pub(crate) fn validate(api: Api, operation: &str, body: &Value) -> Result<(), Ap
     )))
 }
 
+/// Whether `operation` has an output shape (operations the model does not have are taken to).
+pub(crate) fn has_output(api: Api, operation: &str) -> bool {
+    let model = match api {
+        Api::Kinesis => kinesis(),
+        Api::Firehose => firehose(),
+        Api::ConsumerGroups => return true,
+    };
+    model.operations.get(operation).is_none_or(|op| op.output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,7 +152,8 @@ mod tests {
     fn both_models_parse_and_every_shape_they_name_exists() {
         for model in [kinesis(), firehose()] {
             for op in model.operations.values() {
-                assert!(model.shape(&op.input).is_some(), "{}", op.input);
+                let input = op.input.as_deref().unwrap();
+                assert!(model.shape(input).is_some(), "{input}");
             }
             for (name, shape) in &model.shapes {
                 let named = shape
@@ -216,6 +234,15 @@ mod tests {
             text,
             "'QQ=' can not be converted to a Blob: Base64 encoded length is expected a multiple of 4 bytes but found: 3"
         );
+    }
+
+    #[test]
+    fn operations_without_output_are_known() {
+        assert!(!has_output(Api::Kinesis, "CreateStream"));
+        assert!(!has_output(Api::Kinesis, "AddTagsToStream"));
+        assert!(has_output(Api::Kinesis, "ListStreams"));
+        assert!(has_output(Api::Firehose, "CreateDeliveryStream"));
+        assert!(has_output(Api::ConsumerGroups, "Checkpoint"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the parts of botocore's Kinesis and Firehose service models that request validation
-uses (operations' input shapes; each shape's type, members in order, required, min, max, pattern,
+uses (operations' input shapes and whether they have output; each shape's type, members in order, required, min, max, pattern,
 enum, list member and map key and value shapes), without documentation, next to this script:
 
     python3 src/server/model/strip_model.py
@@ -28,11 +28,11 @@ def load(service):
 
 
 def strip(model):
-    operations = {
-        name: {"input": op["input"]["shape"]}
-        for name, op in sorted(model["operations"].items())
-        if "input" in op
-    }
+    operations = {}
+    for name, op in sorted(model["operations"].items()):
+        operations[name] = {"output": "output" in op}
+        if "input" in op:
+            operations[name]["input"] = op["input"]["shape"]
     shapes = {}
     for name, shape in sorted(model["shapes"].items()):
         kept = {k: shape[k] for k in KEPT if k in shape}
