@@ -157,7 +157,10 @@ impl Stream {
                 return Err(self.throttled(index, "1 MiB or 1,000 records per second"));
             }
         }
-        if let Some(bound) = ordering {
+        // A bound from another shard orders nothing here (every number this shard hands out
+        // is above all it handed out before), and Kinesis accepts it: only one of this shard at
+        // or past the number the record would get is refused.
+        if let Some(bound) = ordering.filter(|b| b.shard_index() == index) {
             let next = SequenceNumber::new(index, shard.next_offset());
             if bound >= next {
                 return Err(Error::invalid(

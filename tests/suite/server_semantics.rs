@@ -237,6 +237,15 @@ fn hash_keys_and_sequence_numbers_that_do_not_parse_are_refused() {
         let (kind, message) = refusal(&mut c, "PutRecord", &put);
         assert_eq!(kind, expected, "{bad}");
         assert!(message.contains(path), "{message}");
+        if bad == too_big {
+            assert_eq!(
+                message,
+                format!(
+                    "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: \
+                     [0, 2^128-1]. Specified value was {too_big}"
+                )
+            );
+        }
         let entries = json!({"StreamName": "s", "Records": [
             {"PartitionKey": "k", "Data": "AA=="},
             {"PartitionKey": "k", "Data": "AA==", "ExplicitHashKey": bad},
@@ -253,7 +262,11 @@ fn hash_keys_and_sequence_numbers_that_do_not_parse_are_refused() {
     let ordering = json!({"StreamName": "s", "PartitionKey": "k", "Data": "AA==", "SequenceNumberForOrdering": "123"});
     let (kind, message) = refusal(&mut c, "PutRecord", &ordering);
     assert_eq!(kind, "InvalidArgumentException");
-    assert!(message.contains("SequenceNumberForOrdering"), "{message}");
+    assert_eq!(
+        message,
+        "ExclusiveMinimumSequenceNumber 123 used in PutRecord on stream s under account \
+         000000000000 is invalid."
+    );
     // Sequence numbers are parsed by the server too.
     for kind in ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"] {
         let iterator = json!({"StreamName": "s", "ShardId": "shardId-000000000000",

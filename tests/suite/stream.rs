@@ -282,6 +282,18 @@ fn sequence_numbers_increase_within_a_shard_and_respect_ordering_bounds() {
             ..
         })
     ));
+    // A bound of another shard orders nothing in this one, and is accepted (as Kinesis does).
+    let elsewhere = SequenceNumber::new(
+        second.sequence_number.shard_index() + 1,
+        shardlog::Offset::new(1_000_000),
+    );
+    let third = s
+        .put_record(&PutRecord {
+            sequence_number_for_ordering: Some(elsewhere),
+            ..PutRecord::new("same", b"3")
+        })
+        .unwrap();
+    assert!(third.sequence_number > second.sequence_number);
 }
 
 #[test]

@@ -21,11 +21,11 @@ pub(super) fn explicit_hash_key(text: Option<&str>) -> Result<Option<u128>, ApiE
     let Some(text) = text else {
         return Ok(None);
     };
+    // Kinesis' words (the model's pattern has refused anything but a decimal number already).
     let key = parse_hash_key(text).ok_or_else(|| {
-        Error::invalid(
-            "ExplicitHashKey",
-            format!("{text:?} is not a decimal number from 0 to 2^128 - 1"),
-        )
+        ApiError::invalid(format!(
+            "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {text}"
+        ))
     })?;
     Ok(Some(key))
 }
@@ -35,24 +35,38 @@ impl Kinesis<'_> {
         let data = input.blob("Data")?;
         let partition_key = input.str("PartitionKey")?;
         let explicit_hash_key = explicit_hash_key(input.opt_str("ExplicitHashKey")?)?;
-        let sequence_number_for_ordering = input
-            .opt_str("SequenceNumberForOrdering")?
-            .map(|text| {
-                SequenceNumber::parse(text).ok_or_else(|| {
-                    Error::invalid(
-                        "SequenceNumberForOrdering",
-                        format!("{text:?} is not a sequence number of this store"),
-                    )
-                })
-            })
-            .transpose()?;
+        let ordering_text = input.opt_str("SequenceNumberForOrdering")?;
         let stream = self.stream(input)?;
-        let put = stream.put_record(&PutRecord {
-            partition_key,
-            data: &data,
-            explicit_hash_key,
-            sequence_number_for_ordering,
-        })?;
+        // Kinesis' words for a bound it cannot use: one that is not a sequence number, or (here)
+        // one of the record's shard at or past the number the record would get.
+        let invalid_bound = |text: &str| {
+            ApiError::invalid(format!(
+                "ExclusiveMinimumSequenceNumber {text} used in PutRecord on stream {} under account {} is invalid.",
+                stream.name(),
+                self.ctx.options.account_id
+            ))
+        };
+        let sequence_number_for_ordering = match ordering_text {
+            None => None,
+            Some(text) => Some(SequenceNumber::parse(text).ok_or_else(|| invalid_bound(text))?),
+        };
+        let put = stream
+            .put_record(&PutRecord {
+                partition_key,
+                data: &data,
+                explicit_hash_key,
+                sequence_number_for_ordering,
+            })
+            .map_err(|e| match (e, ordering_text) {
+                (
+                    crate::Error::InvalidArgument {
+                        name: "SequenceNumberForOrdering",
+                        ..
+                    },
+                    Some(text),
+                ) => invalid_bound(text),
+                (e, _) => e.into(),
+            })?;
         self.ctx
             .metrics
             .records_in(stream.name(), 1, data.len() as u64);
