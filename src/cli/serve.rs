@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::CliError;
 use crate::firehose::Buckets;
 use crate::firehose::{Firehose, FirehoseOptions};
-use crate::server::{Credentials, Server, ServerLimits, ServerOptions};
+use crate::server::{Credentials, Server, ServerLimits, ServerOptions, TransientStates};
 use crate::{FlushPolicy, ShardOptions, Store, StoreOptions};
 
 /// Arguments of `shardlog serve`.
@@ -68,6 +68,16 @@ pub(super) struct ServeArgs {
     /// Most SubscribeToShard calls streaming at once.
     #[arg(long, default_value_t = ServerLimits::default().max_subscriptions)]
     max_subscriptions: usize,
+    /// Milliseconds a new stream (and a new registered consumer) reports CREATING, as AWS's
+    /// do for a while; 0: ACTIVE at once.
+    #[arg(long, default_value_t = 0)]
+    create_delay_ms: u64,
+    /// Milliseconds a stream reports UPDATING after a reshard or a settings change.
+    #[arg(long, default_value_t = 0)]
+    update_delay_ms: u64,
+    /// Milliseconds a stream reports DELETING before DeleteStream takes effect.
+    #[arg(long, default_value_t = 0)]
+    delete_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -138,6 +148,11 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
                 body_read_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
                 max_bytes_in_flight: args.max_mib_in_flight.max(1) * 1024 * 1024,
                 max_subscriptions: args.max_subscriptions,
+            },
+            transient_states: TransientStates {
+                create: Duration::from_millis(args.create_delay_ms),
+                update: Duration::from_millis(args.update_delay_ms),
+                delete: Duration::from_millis(args.delete_delay_ms),
             },
             ..ServerOptions::default()
         },

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::auth::Credentials;
+use super::lifecycle::{Lifecycle, TransientStates};
 use super::limits::{BodyBudget, ServerLimits, SubscriptionLimits};
 use super::metrics::Metrics;
 use crate::consumer::ConsumerGroup;
@@ -36,6 +37,9 @@ pub struct ServerOptions {
     /// longer on `listen`. Without it, `/metrics` is served on `listen` when there is no
     /// `auth`, and refused (403) when there is: metrics name every stream.
     pub metrics_listen: Option<SocketAddr>,
+    /// How long streams and consumers stay CREATING, UPDATING and DELETING (default: not at
+    /// all, every change is ACTIVE at once).
+    pub transient_states: TransientStates,
 }
 
 impl Default for ServerOptions {
@@ -49,6 +53,7 @@ impl Default for ServerOptions {
             subscription_lifetime: Duration::from_secs(300),
             limits: ServerLimits::default(),
             metrics_listen: None,
+            transient_states: TransientStates::default(),
         }
     }
 }
@@ -66,6 +71,8 @@ pub(crate) struct Context {
     pub groups: OpenGroups,
     pub requests: AtomicU64,
     pub started: Instant,
+    /// Streams and consumers in a transient state (see `lifecycle.rs`).
+    pub lifecycle: Lifecycle,
 }
 
 impl Context {
@@ -85,6 +92,7 @@ impl Context {
             groups: Default::default(),
             requests: AtomicU64::new(0),
             started: Instant::now(),
+            lifecycle: Lifecycle::new(options.transient_states),
             options,
         }
     }

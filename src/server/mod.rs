@@ -18,6 +18,7 @@ mod firehose;
 mod groups;
 mod http;
 mod kinesis;
+mod lifecycle;
 mod limits;
 mod metrics;
 mod model;
@@ -39,6 +40,7 @@ use context::Context;
 pub use context::ServerOptions;
 use http::handle;
 pub use kinesis::get_records_json;
+pub use lifecycle::TransientStates;
 pub(crate) use limits::raise_open_files_limit;
 pub use limits::ServerLimits;
 

@@ -145,3 +145,149 @@ fn browsers_get_cors_preflights_and_headers() {
     let reply = c.kinesis("ListStreams", &json!({})).unwrap();
     assert_eq!(reply.header("access-control-allow-origin"), None);
 }
+
+#[test]
+fn streams_and_consumers_pass_through_transient_states_when_asked() {
+    use shardlog::server::{Server, ServerOptions, TransientStates};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        shardlog::Store::open(dir.path(), shardlog::StoreOptions::default()).unwrap(),
+    );
+    // Long enough that no pause of a busy machine between two requests outlasts it.
+    let delay = Duration::from_millis(1500);
+    let server = Server::start(
+        store,
+        None,
+        ServerOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            transient_states: TransientStates {
+                create: delay,
+                update: delay,
+                delete: delay,
+            },
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let mut c = common::http::Client::connect(server.local_addr()).unwrap();
+    let status = |c: &mut common::http::Client| {
+        let d = c
+            .kinesis("DescribeStreamSummary", &json!({"StreamName": "s"}))
+            .unwrap();
+        d.json()["StreamDescriptionSummary"]["StreamStatus"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let wait_active = |c: &mut common::http::Client, from: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = status(c);
+            if now.as_deref() == Some("ACTIVE") {
+                return;
+            }
+            assert_eq!(now.as_deref(), Some(from));
+            assert!(Instant::now() < deadline, "still {from}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    c.kinesis("CreateStream", &json!({"StreamName": "s", "ShardCount": 2}))
+        .unwrap();
+    assert_eq!(status(&mut c).as_deref(), Some("CREATING"));
+    // Not found for reads and writes, in use for changes, while CREATING.
+    let put = json!({"StreamName": "s", "PartitionKey": "k", "Data": "AA=="});
+    let reply = c.kinesis("PutRecord", &put).unwrap();
+    assert_eq!(reply.json()["__type"], "ResourceNotFoundException");
+    let reply = c
+        .kinesis(
+            "PutRecords",
+            &json!({"StreamName": "s", "Records": [{"PartitionKey": "k", "Data": "AA=="}]}),
+        )
+        .unwrap();
+    assert_eq!(reply.json()["__type"], "ResourceNotFoundException");
+    let reply = c
+        .kinesis(
+            "UpdateShardCount",
+            &json!({"StreamName": "s", "TargetShardCount": 4, "ScalingType": "UNIFORM_SCALING"}),
+        )
+        .unwrap();
+    assert_eq!(reply.json()["__type"], "ResourceInUseException");
+    assert_eq!(
+        reply.json()["message"],
+        "Stream s under account 000000000000 not ACTIVE, instead in state CREATING."
+    );
+    wait_active(&mut c, "CREATING");
+    assert_eq!(c.kinesis("PutRecord", &put).unwrap().status, 200);
+    // UPDATING after a change: writes go on, further changes wait.
+    let reply = c
+        .kinesis(
+            "IncreaseStreamRetentionPeriod",
+            &json!({"StreamName": "s", "RetentionPeriodHours": 48}),
+        )
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(status(&mut c).as_deref(), Some("UPDATING"));
+    assert_eq!(c.kinesis("PutRecord", &put).unwrap().status, 200);
+    let reply = c
+        .kinesis(
+            "DecreaseStreamRetentionPeriod",
+            &json!({"StreamName": "s", "RetentionPeriodHours": 24}),
+        )
+        .unwrap();
+    assert_eq!(reply.json()["__type"], "ResourceInUseException");
+    wait_active(&mut c, "UPDATING");
+    // A consumer is CREATING at first, and cannot be subscribed to yet.
+    let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/s";
+    let registered = c
+        .kinesis(
+            "RegisterStreamConsumer",
+            &json!({"StreamARN": arn, "ConsumerName": "c"}),
+        )
+        .unwrap()
+        .json();
+    assert_eq!(registered["Consumer"]["ConsumerStatus"], "CREATING");
+    let consumer_arn = registered["Consumer"]["ConsumerARN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = c
+        .kinesis(
+            "SubscribeToShard",
+            &json!({"ConsumerARN": consumer_arn, "ShardId": "shardId-0", "StartingPosition": {"Type": "LATEST"}}),
+        )
+        .unwrap();
+    assert_eq!(reply.json()["__type"], "ResourceInUseException");
+    std::thread::sleep(delay + Duration::from_millis(100));
+    let described = c
+        .kinesis(
+            "DescribeStreamConsumer",
+            &json!({"ConsumerARN": consumer_arn}),
+        )
+        .unwrap()
+        .json();
+    assert_eq!(described["ConsumerDescription"]["ConsumerStatus"], "ACTIVE");
+    c.kinesis(
+        "DeregisterStreamConsumer",
+        &json!({"ConsumerARN": consumer_arn}),
+    )
+    .unwrap();
+    // DELETING, then gone.
+    let reply = c
+        .kinesis("DeleteStream", &json!({"StreamName": "s"}))
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", common::text(&reply.body));
+    assert_eq!(status(&mut c).as_deref(), Some("DELETING"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = c
+            .kinesis("DescribeStreamSummary", &json!({"StreamName": "s"}))
+            .unwrap();
+        if reply.status == 400 {
+            assert_eq!(reply.json()["__type"], "ResourceNotFoundException");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop().unwrap();
+}

@@ -22,10 +22,16 @@ impl Kinesis<'_> {
     }
 
     pub(super) fn consumer_json(&self, stream: &str, consumer: &ConsumerEntry) -> Value {
+        let arn = self.consumer_arn(stream, consumer);
+        let status = if self.ctx.lifecycle.consumer_creating(&arn) {
+            "CREATING"
+        } else {
+            "ACTIVE"
+        };
         json!({
             "ConsumerName": consumer.name,
-            "ConsumerARN": self.consumer_arn(stream, consumer),
-            "ConsumerStatus": "ACTIVE",
+            "ConsumerARN": arn,
+            "ConsumerStatus": status,
             "ConsumerCreationTimestamp": timestamp(consumer.created_ms),
         })
     }
@@ -76,6 +82,9 @@ impl Kinesis<'_> {
             .stream(stream_name_of_arn(input.str("StreamARN")?)?)?;
         let tags = input.opt_string_map("Tags")?.unwrap_or_default();
         let consumer = stream.register_consumer(input.str("ConsumerName")?, &tags)?;
+        self.ctx
+            .lifecycle
+            .begin_consumer(&self.consumer_arn(stream.name(), &consumer));
         Ok(json!({ "Consumer": self.consumer_json(stream.name(), &consumer) }))
     }
 

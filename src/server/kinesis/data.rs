@@ -113,6 +113,17 @@ impl Kinesis<'_> {
     pub(super) fn subscribe_to_shard(&self, input: &Input<'_>) -> Result<Output, ApiError> {
         let arn = input.str("ConsumerARN")?.to_string();
         let (stream, consumer) = self.consumer(input)?;
+        if self
+            .ctx
+            .lifecycle
+            .consumer_creating(&self.consumer_arn(stream.name(), &consumer))
+        {
+            return Err(ApiError::new(
+                400,
+                "ResourceInUseException",
+                format!("Consumer {arn} is not ACTIVE, instead in state CREATING."),
+            ));
+        }
         let shard_id = input.str("ShardId")?;
         let position = input
             .opt_object("StartingPosition")?

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::context::Context;
 use super::error::ApiError;
+use super::lifecycle::State;
 use super::protocol::{Input, Output};
 use crate::stream::{check_stream_name, Stream};
 use crate::StreamMode;
@@ -97,6 +98,77 @@ impl Kinesis<'_> {
     }
 
     fn run(&self, operation: &str, input: &Input<'_>) -> Result<Output, ApiError> {
+        self.settle_transient_states();
+        self.check_transient_state(operation, input)?;
+        let output = self.dispatch(operation, input)?;
+        if let (Some(state), Ok(name)) = (changes_to(operation), self.stream_name(input)) {
+            self.ctx.lifecycle.begin(&name, state);
+        }
+        Ok(output)
+    }
+
+    /// Deletes the streams whose DELETING time is over.
+    fn settle_transient_states(&self) {
+        for name in self.ctx.lifecycle.settle() {
+            if let Err(e) = self.ctx.store.delete_stream(&name) {
+                tracing::warn!(stream = %name, error = %e, "a stream DELETING could not be deleted");
+            }
+            self.ctx.metrics.forget_stream(&name);
+        }
+    }
+
+    /// What a stream in a transient state lets a client do, as Kinesis does: describing and
+    /// listing always; reads and writes while UPDATING (the stream is not found while CREATING or
+    /// DELETING); no change until the stream is ACTIVE again.
+    fn check_transient_state(&self, operation: &str, input: &Input<'_>) -> Result<(), ApiError> {
+        if self.ctx.lifecycle.quiet() {
+            return Ok(());
+        }
+        let Ok(name) = self.stream_name(input) else {
+            return Ok(());
+        };
+        let Some(state) = self.ctx.lifecycle.state(&name) else {
+            return Ok(());
+        };
+        let account = &self.ctx.options.account_id;
+        match operation {
+            "DescribeStream"
+            | "DescribeStreamSummary"
+            | "ListStreams"
+            | "ListTagsForStream"
+            | "ListTagsForResource"
+            | "ListStreamConsumers"
+            | "DescribeStreamConsumer"
+            | "DescribeLimits"
+            | "GetResourcePolicy" => Ok(()),
+            "PutRecord" | "PutRecords" | "GetShardIterator" | "ListShards" => match state {
+                State::Updating => Ok(()),
+                _ => Err(ApiError::new(
+                    400,
+                    "ResourceNotFoundException",
+                    format!("Stream {name} under account {account} not found."),
+                )),
+            },
+            _ => Err(ApiError::new(
+                400,
+                "ResourceInUseException",
+                format!(
+                    "Stream {name} under account {account} not ACTIVE, instead in state {}.",
+                    state.name()
+                ),
+            )),
+        }
+    }
+
+    /// The status a stream reports: its transient state, if it is in one.
+    fn status(&self, name: &str, stored: &str) -> String {
+        self.ctx
+            .lifecycle
+            .state(name)
+            .map_or_else(|| stored.to_string(), |s| s.name().to_string())
+    }
+
+    fn dispatch(&self, operation: &str, input: &Input<'_>) -> Result<Output, ApiError> {
         match operation {
             "GetRecords" => return self.get_records(input),
             "SubscribeToShard" => return self.subscribe_to_shard(input),
@@ -147,6 +219,24 @@ impl Kinesis<'_> {
             )),
         };
         reply.map(Output::from)
+    }
+}
+
+/// The transient state an operation puts its stream in when it succeeds.
+fn changes_to(operation: &str) -> Option<State> {
+    match operation {
+        "CreateStream" => Some(State::Creating),
+        "SplitShard"
+        | "MergeShards"
+        | "UpdateShardCount"
+        | "UpdateStreamMode"
+        | "UpdateMaxRecordSize"
+        | "IncreaseStreamRetentionPeriod"
+        | "DecreaseStreamRetentionPeriod"
+        | "StartStreamEncryption"
+        | "StopStreamEncryption" => Some(State::Updating),
+        // DeleteStream begins DELETING itself, before it would delete.
+        _ => None,
     }
 }
 

@@ -54,6 +54,10 @@ pub(crate) fn put_records_from_json(
     ctx: &Context,
     body: &[u8],
 ) -> Option<Result<Output, ApiError>> {
+    // While a stream may be in a transient state, the generic path checks it.
+    if !ctx.lifecycle.quiet() {
+        return None;
+    }
     let body: Body<'_> = serde_json::from_slice(body).ok()?;
     if !within_model(&body) {
         return None;

@@ -73,8 +73,11 @@ impl Kinesis<'_> {
                 ),
             ));
         }
-        self.ctx.store.delete_stream(&name)?;
-        self.ctx.metrics.forget_stream(&name);
+        // With a delete delay the stream is DELETING first; a later request deletes it.
+        if !self.ctx.lifecycle.begin(&name, super::State::Deleting) {
+            self.ctx.store.delete_stream(&name)?;
+            self.ctx.metrics.forget_stream(&name);
+        }
         Ok(json!({}))
     }
 
@@ -101,7 +104,7 @@ impl Kinesis<'_> {
             "StreamDescription": without_nulls(json!({
                 "StreamName": d.name,
                 "StreamARN": self.arn(&d.name),
-                "StreamStatus": d.status,
+                "StreamStatus": self.status(&d.name, d.status),
                 "StreamModeDetails": { "StreamMode": mode_name(d.mode) },
                 "Shards": shards.into_iter().map(shard_json).collect::<Vec<_>>(),
                 "HasMoreShards": has_more,
@@ -121,7 +124,7 @@ impl Kinesis<'_> {
             "StreamDescriptionSummary": without_nulls(json!({
                 "StreamName": d.name,
                 "StreamARN": self.arn(&d.name),
-                "StreamStatus": d.status,
+                "StreamStatus": self.status(&d.name, d.status),
                 "StreamModeDetails": { "StreamMode": mode_name(d.mode) },
                 "RetentionPeriodHours": d.retention_hours,
                 "StreamCreationTimestamp": timestamp(d.created_ms),
@@ -168,7 +171,7 @@ impl Kinesis<'_> {
                 json!({
                     "StreamName": d.name,
                     "StreamARN": self.arn(&d.name),
-                    "StreamStatus": d.status,
+                    "StreamStatus": self.status(&d.name, d.status),
                     "StreamModeDetails": { "StreamMode": mode_name(d.mode) },
                     "StreamCreationTimestamp": timestamp(d.created_ms),
                 })
