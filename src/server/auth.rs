@@ -131,10 +131,26 @@ impl<'a> SignedRequest<'a> {
         &'a self,
         credentials: &'a Credentials,
     ) -> std::result::Result<PendingSignature<'a>, ApiError> {
+        // Presigned (query-string) authentication is not served; a request with both is
+        // refused as AWS refuses it.
+        let query_auth = self
+            .query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("X-Amz-Algorithm"));
+        if query_auth && self.header("authorization").is_some() {
+            return Err(forbidden(
+                "InvalidSignatureException",
+                "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.",
+            ));
+        }
         let authorization = self.header("authorization").ok_or_else(|| {
             forbidden(
                 "MissingAuthenticationTokenException",
-                "Missing Authentication Token",
+                if query_auth {
+                    "presigned (query-string) authentication is not supported by shardlog; sign the Authorization header"
+                } else {
+                    "Missing Authentication Token"
+                },
             )
         })?;
         let fields = authorization
@@ -528,6 +544,37 @@ mod tests {
             check(&with_hash, br#"{"StreamName":"prod"}"#),
             Err("XAmzContentSHA256Mismatch")
         );
+    }
+
+    #[test]
+    fn query_string_authentication_is_named_in_the_refusal() {
+        let credentials = Credentials::single("AKID", SECRET);
+        let body = b"{}";
+        let headers = signed_headers(body, "host;x-amz-date;x-amz-target", "us-east-1", "kinesis");
+        let query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID";
+        let both = SignedRequest {
+            query,
+            ..request(&headers, "us-east-1", "kinesis")
+        };
+        let e = both.check_headers(&credentials).err().unwrap();
+        assert_eq!(e.kind, "InvalidSignatureException");
+        assert!(
+            e.message.starts_with("Found both 'X-Amz-Algorithm'"),
+            "{}",
+            e.message
+        );
+        let no_header: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(n, _)| n != "authorization")
+            .cloned()
+            .collect();
+        let presigned = SignedRequest {
+            query,
+            ..request(&no_header, "us-east-1", "kinesis")
+        };
+        let e = presigned.check_headers(&credentials).err().unwrap();
+        assert_eq!(e.kind, "MissingAuthenticationTokenException");
+        assert!(e.message.contains("presigned"), "{}", e.message);
     }
 
     #[test]
