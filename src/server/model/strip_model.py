@@ -51,6 +51,23 @@ def strip(model):
     }
 
 
+def write(model, f):
+    """The model as JSON with one operation or shape a line: compact, and a model update shows
+    in a diff as the shapes it changed."""
+    f.write("{\n")
+    f.write(f' "apiVersion": {json.dumps(model["apiVersion"])},\n')
+    f.write(f' "targetPrefix": {json.dumps(model["targetPrefix"])},\n')
+    for key in ("operations", "shapes"):
+        items = list(model[key].items())
+        f.write(f' "{key}": {{\n')
+        for i, (name, value) in enumerate(items):
+            comma = "," if i + 1 < len(items) else ""
+            line = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            f.write(f"  {json.dumps(name)}: {line}{comma}\n")
+        f.write(" }" + ("," if key == "operations" else "") + "\n")
+    f.write("}\n")
+
+
 def differences(ours, theirs, path=""):
     """Where two stripped models differ, one line each."""
     if type(ours) is not type(theirs):
@@ -84,8 +101,7 @@ if __name__ == "__main__":
                 found += [f"{service}{d}" for d in differences(json.load(f), stripped)]
             continue
         with open(out, "w") as f:
-            json.dump(stripped, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+            write(stripped, f)
         print(out, len(stripped["operations"]), "operations", len(stripped["shapes"]), "shapes")
     if check:
         print(f"botocore {botocore.__version__}: {len(found)} differences")
