@@ -105,7 +105,8 @@ fn main() {
             let part: &[u8] = match i % 3 {
                 0 => b"",
                 1 => b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Tar",
-                _ => b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\nContent-Length: 100\r\n\r\n{",
+                // A content type the API serves, so the server waits for the body.
+                _ => b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 100\r\n\r\n{",
             };
             s.write_all(part).unwrap();
             s
