@@ -338,11 +338,7 @@ enum Size {
 fn size(kind: Kind, value: &Value) -> Option<Size> {
     match (kind, value) {
         (Kind::String, Value::String(text)) => Some(Size::Length(text.encode_utf16().count())),
-        (Kind::Blob, Value::String(text)) => Some(Size::Length(
-            base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .map_or(0, |b| b.len()),
-        )),
+        (Kind::Blob, Value::String(text)) => Some(Size::Length(blob_len(text))),
         (Kind::List, Value::Array(items)) => Some(Size::Length(items.len())),
         (Kind::Map, Value::Object(entries)) => Some(Size::Length(entries.len())),
         (Kind::Integer | Kind::Long, Value::Number(n)) => {
@@ -352,6 +348,12 @@ fn size(kind: Kind, value: &Value) -> Option<Size> {
         (Kind::Double, Value::Number(n)) => n.as_f64().map(Size::Value),
         _ => None,
     }
+}
+
+/// The bytes a blob's base64 (checked by [`types`] first) holds, from its length: no decoding.
+fn blob_len(text: &str) -> usize {
+    let padding = text.len() - text.trim_end_matches('=').len();
+    (text.len() / 4 * 3).saturating_sub(padding)
 }
 
 /// A bound as the model writes it (all are whole numbers).
@@ -369,9 +371,7 @@ fn shown(shape: &Shape, value: &Value) -> String {
     let text = match (shape.kind, value) {
         (_, Value::Null) => return "null".into(),
         (Kind::Blob, Value::String(text)) => {
-            let len = base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .map_or(0, |b| b.len());
+            let len = blob_len(text);
             format!("java.nio.HeapByteBuffer[pos=0 lim={len} cap={len}]")
         }
         (Kind::List, Value::Array(items)) => {
@@ -395,5 +395,19 @@ fn shown(shape: &Shape, value: &Value) -> String {
     match text.char_indices().nth(SHOWN_CHARS) {
         Some((cut, _)) => format!("'{}...'", &text[..cut]),
         None => format!("'{text}'"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_lengths_are_the_decoded_lengths() {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        for len in 0..40 {
+            let text = engine.encode(vec![7u8; len]);
+            assert_eq!(blob_len(&text), len, "{text}");
+        }
     }
 }

@@ -109,10 +109,8 @@ pub(crate) fn firehose() -> &'static Model {
 /// Operations the model does not have (and shardlog's own consumer-group API) are left to their
 /// handlers.
 pub(crate) fn validate(api: Api, operation: &str, body: &Value) -> Result<(), ApiError> {
-    let model = match api {
-        Api::Kinesis => kinesis(),
-        Api::Firehose => firehose(),
-        Api::ConsumerGroups => return Ok(()),
+    let Some(model) = model_of(api) else {
+        return Ok(());
     };
     let Some(input) = model
         .operations
@@ -136,12 +134,18 @@ pub(crate) fn validate(api: Api, operation: &str, body: &Value) -> Result<(), Ap
 
 /// Whether `operation` has an output shape (operations the model does not have are taken to).
 pub(crate) fn has_output(api: Api, operation: &str) -> bool {
-    let model = match api {
-        Api::Kinesis => kinesis(),
-        Api::Firehose => firehose(),
-        Api::ConsumerGroups => return true,
-    };
-    model.operations.get(operation).is_none_or(|op| op.output)
+    model_of(api)
+        .and_then(|model| model.operations.get(operation))
+        .is_none_or(|op| op.output)
+}
+
+/// The AWS model of `api` (shardlog's own consumer-group API has none).
+fn model_of(api: Api) -> Option<&'static Model> {
+    match api {
+        Api::Kinesis => Some(kinesis()),
+        Api::Firehose => Some(firehose()),
+        Api::ConsumerGroups => None,
+    }
 }
 
 #[cfg(test)]
