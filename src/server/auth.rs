@@ -96,9 +96,9 @@ pub(crate) struct SignedRequest<'a> {
 }
 
 /// Headers that every signature must cover: a signature that leaves one out could be replayed
-/// with another value (another host, another operation). Every other `x-amz-*` header sent
-/// must be signed too, but for [`UNSIGNED_OK`].
-const MUST_SIGN: [&str; 3] = ["host", "x-amz-date", "x-amz-target"];
+/// with another value (another host, another operation). `x-amz-date` too when the date is a
+/// header. Every other `x-amz-*` header sent must be signed too, but for [`UNSIGNED_OK`].
+const MUST_SIGN: [&str; 2] = ["host", "x-amz-target"];
 /// `x-amz-*` headers SDKs send unsigned, which change nothing the server does.
 const UNSIGNED_OK: [&str; 1] = ["x-amz-user-agent"];
 
@@ -107,10 +107,9 @@ const UNSIGNED_OK: [&str; 1] = ["x-amz-user-agent"];
 pub(crate) struct PendingSignature<'a> {
     request: &'a SignedRequest<'a>,
     secret: &'a str,
-    amz_date: &'a str,
-    date: &'a str,
-    signed_headers: &'a str,
-    signature: &'a str,
+    /// The credential scope's date (`yyyyMMdd`).
+    date: String,
+    claim: Claim,
 }
 
 fn forbidden(kind: &'static str, message: impl Into<String>) -> ApiError {
@@ -125,65 +124,51 @@ impl<'a> SignedRequest<'a> {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Checks everything the headers alone decide: the key, the credential scope (date,
-    /// region, service), the clock skew, and that every header that matters is signed.
+    /// Checks everything the headers (and the query string) alone decide: the key, the
+    /// credential scope (date, region, service), the clock skew or the presigned expiry, and
+    /// that every header that matters is signed. The signature itself is either in the
+    /// `Authorization` header or, presigned, in `X-Amz-*` query parameters (never both).
     pub fn check_headers(
         &'a self,
         credentials: &'a Credentials,
     ) -> std::result::Result<PendingSignature<'a>, ApiError> {
-        // Presigned (query-string) authentication is not served; a request with both is
-        // refused as AWS refuses it.
-        let query_auth = self
-            .query
-            .split('&')
-            .any(|pair| pair.split('=').next() == Some("X-Amz-Algorithm"));
-        if query_auth && self.header("authorization").is_some() {
-            return Err(forbidden(
-                "InvalidSignatureException",
-                "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.",
-            ));
-        }
-        let authorization = self.header("authorization").ok_or_else(|| {
-            forbidden(
-                "MissingAuthenticationTokenException",
-                if query_auth {
-                    "presigned (query-string) authentication is not supported by shardlog; sign the Authorization header"
-                } else {
-                    "Missing Authentication Token"
-                },
-            )
-        })?;
-        let fields = authorization
-            .strip_prefix("AWS4-HMAC-SHA256 ")
-            .ok_or_else(|| {
-                forbidden(
-                    "IncompleteSignatureException",
-                    "only AWS4-HMAC-SHA256 signatures are accepted",
-                )
-            })?;
-        let mut credential = None;
-        let mut signed_headers = None;
-        let mut signature = None;
-        for part in fields.split(',') {
-            match part.trim().split_once('=') {
-                Some(("Credential", v)) => credential = Some(v),
-                Some(("SignedHeaders", v)) => signed_headers = Some(v),
-                Some(("Signature", v)) => signature = Some(v),
-                _ => {}
+        let query = query_pairs(self.query);
+        let query_auth = query.iter().any(|(name, _)| name == "X-Amz-Algorithm");
+        let claim = match (self.header("authorization"), query_auth) {
+            (Some(_), true) => {
+                return Err(forbidden(
+                    "InvalidSignatureException",
+                    "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.",
+                ))
             }
+            (None, false) => {
+                return Err(forbidden(
+                    "MissingAuthenticationTokenException",
+                    "Missing Authentication Token",
+                ))
+            }
+            (Some(authorization), false) => self.header_claim(authorization)?,
+            (None, true) => Claim::from_query(query)?,
+        };
+        if claim.algorithm != "AWS4-HMAC-SHA256" {
+            return Err(forbidden(
+                "IncompleteSignatureException",
+                format!(
+                    "Unsupported AWS 'algorithm': '{}'; only AWS4-HMAC-SHA256 signatures are accepted",
+                    claim.algorithm
+                ),
+            ));
         }
         let incomplete = || {
             forbidden(
                 "IncompleteSignatureException",
-                "Authorization needs Credential, SignedHeaders and Signature",
+                format!(
+                    "Credential should be 'ACCESS_KEY_ID/yyyyMMdd/REGION/SERVICE/aws4_request', not '{}'",
+                    claim.credential
+                ),
             )
         };
-        let (credential, signed_headers, signature) = (
-            credential.ok_or_else(incomplete)?,
-            signed_headers.ok_or_else(incomplete)?,
-            signature.ok_or_else(incomplete)?,
-        );
-        let (access_key_id, scope) = credential.split_once('/').ok_or_else(incomplete)?;
+        let (access_key_id, scope) = claim.credential.split_once('/').ok_or_else(incomplete)?;
         let secret = credentials.secrets.get(access_key_id).ok_or_else(|| {
             forbidden(
                 "UnrecognizedClientException",
@@ -218,9 +203,7 @@ impl<'a> SignedRequest<'a> {
                 ),
             ));
         }
-        let amz_date = self
-            .header("x-amz-date")
-            .ok_or_else(|| forbidden("IncompleteSignatureException", "X-Amz-Date is missing"))?;
+        let amz_date = claim.amz_date.as_str();
         let request_secs = parse_amz_date(amz_date).ok_or_else(|| {
             forbidden(
                 "IncompleteSignatureException",
@@ -233,38 +216,194 @@ impl<'a> SignedRequest<'a> {
                 "the credential scope's date does not match X-Amz-Date",
             ));
         }
-        if (request_secs - self.now_secs).abs() > MAX_SKEW_SECS {
-            return Err(forbidden(
-                "InvalidSignatureException",
-                format!(
-                    "Signature expired: {amz_date} is more than 15 minutes from the server's time"
-                ),
-            ));
-        }
-        let signed: Vec<&str> = signed_headers.split(';').collect();
+        check_time(amz_date, request_secs, claim.expires_secs, self.now_secs)?;
+        let signed: Vec<&str> = claim.signed_headers.split(';').collect();
+        // A presigned request carries its date in the query (signed as part of it).
+        let date_header = (!query_auth).then_some("x-amz-date");
         let must_sign = self
             .headers
             .iter()
             .map(|(n, _)| n.as_str())
             .filter(|n| n.starts_with("x-amz-") && !UNSIGNED_OK.contains(n))
-            .chain(MUST_SIGN);
+            .chain(MUST_SIGN)
+            .chain(date_header);
         for name in must_sign {
             if !signed.contains(&name) {
                 return Err(forbidden(
                     "IncompleteSignatureException",
-                    format!("the header {name:?} must be signed (SignedHeaders={signed_headers})"),
+                    format!(
+                        "the header {name:?} must be signed (SignedHeaders={})",
+                        claim.signed_headers
+                    ),
                 ));
             }
         }
         Ok(PendingSignature {
             request: self,
             secret,
-            amz_date,
-            date,
-            signed_headers,
-            signature,
+            date: date.to_string(),
+            claim,
         })
     }
+
+    /// The signature claimed by an `Authorization` header (AWS's wording when parts are missing).
+    fn header_claim(&self, authorization: &str) -> std::result::Result<Claim, ApiError> {
+        let (algorithm, fields) = authorization
+            .trim()
+            .split_once(' ')
+            .unwrap_or((authorization.trim(), ""));
+        let mut credential = None;
+        let mut signed_headers = None;
+        let mut signature = None;
+        for part in fields.split(',') {
+            match part.trim().split_once('=') {
+                Some(("Credential", v)) => credential = Some(v),
+                Some(("SignedHeaders", v)) => signed_headers = Some(v),
+                Some(("Signature", v)) => signature = Some(v),
+                _ => {}
+            }
+        }
+        let amz_date = self.header("x-amz-date");
+        let mut missing = String::new();
+        for (name, value) in [
+            ("Credential", credential),
+            ("Signature", signature),
+            ("SignedHeaders", signed_headers),
+        ] {
+            if value.is_none_or(str::is_empty) {
+                missing.push_str(&format!(
+                    "Authorization header requires '{name}' parameter. "
+                ));
+            }
+        }
+        if amz_date.is_none() {
+            missing.push_str("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ");
+        }
+        match (credential, signed_headers, signature, amz_date) {
+            (Some(credential), Some(signed_headers), Some(signature), Some(amz_date))
+                if missing.is_empty() =>
+            {
+                Ok(Claim {
+                    algorithm: algorithm.to_string(),
+                    credential: credential.to_string(),
+                    signed_headers: signed_headers.to_string(),
+                    signature: signature.to_string(),
+                    amz_date: amz_date.to_string(),
+                    expires_secs: None,
+                })
+            }
+            _ => Err(forbidden(
+                "IncompleteSignatureException",
+                format!("{missing}Authorization={authorization}"),
+            )),
+        }
+    }
+}
+
+/// What a request claims about its signature, from the `Authorization` header or from the
+/// presigned query parameters (percent-decoded).
+struct Claim {
+    algorithm: String,
+    credential: String,
+    signed_headers: String,
+    signature: String,
+    amz_date: String,
+    /// Presigned only: how long after `amz_date` the signature is valid (`X-Amz-Expires`).
+    expires_secs: Option<i64>,
+}
+
+/// The longest a presigned request may be valid (AWS: seven days).
+const MAX_PRESIGNED_EXPIRES_SECS: i64 = 7 * 24 * 3600;
+
+impl Claim {
+    /// The signature claimed by presigned query parameters, worded as AWS words missing ones.
+    fn from_query(query: Vec<(String, String)>) -> std::result::Result<Claim, ApiError> {
+        let get = |name: &str| {
+            query
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let mut missing = String::new();
+        let mut take = |name: &str| {
+            let value = get(name);
+            if value.is_none() {
+                missing.push_str(&format!(
+                    "AWS query-string parameters must include '{name}'. "
+                ));
+            }
+            value.unwrap_or_default()
+        };
+        let algorithm = take("X-Amz-Algorithm");
+        let credential = take("X-Amz-Credential");
+        let signature = take("X-Amz-Signature");
+        let signed_headers = take("X-Amz-SignedHeaders");
+        let amz_date = take("X-Amz-Date");
+        if !missing.is_empty() {
+            return Err(forbidden(
+                "IncompleteSignatureException",
+                format!("{missing}Re-examine the query-string parameters."),
+            ));
+        }
+        let expires_secs = match get("X-Amz-Expires") {
+            None => None,
+            Some(text) => Some(
+                text.parse::<i64>()
+                    .ok()
+                    .filter(|s| (1..=MAX_PRESIGNED_EXPIRES_SECS).contains(s))
+                    .ok_or_else(|| {
+                        forbidden(
+                            "IncompleteSignatureException",
+                            format!(
+                                "X-Amz-Expires must be a number of seconds from 1 to {MAX_PRESIGNED_EXPIRES_SECS}, not {text:?}"
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        Ok(Claim {
+            algorithm,
+            credential,
+            signed_headers,
+            signature,
+            amz_date,
+            expires_secs,
+        })
+    }
+}
+
+/// A signature is valid within [`MAX_SKEW_SECS`] of its date, or, presigned with an expiry,
+/// from [`MAX_SKEW_SECS`] before its date until the expiry.
+fn check_time(
+    amz_date: &str,
+    request_secs: i64,
+    expires_secs: Option<i64>,
+    now_secs: i64,
+) -> std::result::Result<(), ApiError> {
+    if request_secs - now_secs > MAX_SKEW_SECS {
+        return Err(forbidden(
+            "InvalidSignatureException",
+            format!(
+                "Signature not yet current: {amz_date} is more than 15 minutes ahead of the server's time"
+            ),
+        ));
+    }
+    let valid_until = request_secs + expires_secs.unwrap_or(MAX_SKEW_SECS);
+    if now_secs > valid_until {
+        return Err(forbidden(
+            "InvalidSignatureException",
+            match expires_secs {
+                Some(expires) => format!(
+                    "Signature expired: {amz_date} + X-Amz-Expires {expires} s is before the server's time"
+                ),
+                None => format!(
+                    "Signature expired: {amz_date} is more than 15 minutes from the server's time"
+                ),
+            },
+        ));
+    }
+    Ok(())
 }
 
 impl PendingSignature<'_> {
@@ -284,7 +423,7 @@ impl PendingSignature<'_> {
             }
         }
         let expected = self.signature(&payload_hash)?;
-        if !constant_time_eq(expected.as_bytes(), self.signature.as_bytes()) {
+        if !constant_time_eq(expected.as_bytes(), self.claim.signature.as_bytes()) {
             return Err(forbidden(
                 "InvalidSignatureException",
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
@@ -296,7 +435,7 @@ impl PendingSignature<'_> {
     fn signature(&self, payload_hash: &str) -> std::result::Result<String, ApiError> {
         let request = self.request;
         let mut canonical_headers = String::new();
-        for name in self.signed_headers.split(';') {
+        for name in self.claim.signed_headers.split(';') {
             let values: Vec<&str> = request
                 .headers
                 .iter()
@@ -321,7 +460,7 @@ impl PendingSignature<'_> {
             request.method,
             canonical_uri(request.path),
             canonical_query(request.query),
-            self.signed_headers,
+            self.claim.signed_headers,
         );
         let scope = format!(
             "{}/{}/{}/aws4_request",
@@ -329,7 +468,7 @@ impl PendingSignature<'_> {
         );
         let string_to_sign = format!(
             "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
-            self.amz_date,
+            self.claim.amz_date,
             hex(&Sha256::digest(canonical_request.as_bytes()))
         );
         let k_date = hmac(
@@ -367,12 +506,26 @@ fn canonical_uri(path: &str) -> &str {
     }
 }
 
-/// Query parameters sorted by name then value.
-fn canonical_query(query: &str) -> String {
-    let mut pairs: Vec<(&str, &str)> = query
+/// The query string's parameters, percent-decoded (`+` is kept: SigV4 encodes a space `%20`).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .map(|p| {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(name), percent_decode(value))
+        })
+        .collect()
+}
+
+/// The canonical query string: every parameter but `X-Amz-Signature`, names and values
+/// URI-encoded as SigV4 encodes them, sorted by name then value (so a client's own choice of
+/// escapes does not matter).
+fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = query_pairs(query)
+        .into_iter()
+        .filter(|(name, _)| name != "X-Amz-Signature")
+        .map(|(name, value)| (uri_encode(&name), uri_encode(&value)))
         .collect();
     pairs.sort();
     pairs
@@ -380,6 +533,43 @@ fn canonical_query(query: &str) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// `%XX` escapes decoded; invalid escapes and non-UTF-8 results are kept as sent.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
+}
+
+/// SigV4's URI encoding: unreserved characters as they are, every other byte `%XX` (upper case).
+fn uri_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `yyyyMMddTHHmmssZ` as seconds since the Unix epoch.
@@ -424,6 +614,26 @@ mod tests {
         }
     }
 
+    /// What computing the signature of `request` with [`SECRET`] needs.
+    fn unsigned_pending<'a>(
+        request: &'a SignedRequest<'a>,
+        signed_headers: &str,
+    ) -> PendingSignature<'a> {
+        PendingSignature {
+            request,
+            secret: SECRET,
+            date: "20150830".into(),
+            claim: Claim {
+                algorithm: "AWS4-HMAC-SHA256".into(),
+                credential: String::new(),
+                signed_headers: signed_headers.into(),
+                signature: String::new(),
+                amz_date: "20150830T123600Z".into(),
+                expires_secs: None,
+            },
+        }
+    }
+
     /// Headers of a Kinesis call (and `extra`) signed with [`SECRET`] over `body`, with `signed`
     /// the SignedHeaders list.
     fn signed_headers_with(
@@ -447,14 +657,7 @@ mod tests {
             service,
             ..request(&headers, region, service)
         };
-        let pending = PendingSignature {
-            request: &unsigned,
-            secret: SECRET,
-            amz_date: "20150830T123600Z",
-            date: "20150830",
-            signed_headers: signed,
-            signature: "",
-        };
+        let pending = unsigned_pending(&unsigned, signed);
         let signature = pending.signature(&hex(&Sha256::digest(body))).unwrap();
         headers.push((
             "authorization".into(),
@@ -499,14 +702,7 @@ mod tests {
             query: "Action=ListUsers&Version=2010-05-08",
             ..request(&headers, "us-east-1", "iam")
         };
-        let pending = PendingSignature {
-            request: &request,
-            secret: SECRET,
-            amz_date: "20150830T123600Z",
-            date: "20150830",
-            signed_headers: "content-type;host;x-amz-date",
-            signature: "",
-        };
+        let pending = unsigned_pending(&request, "content-type;host;x-amz-date");
         assert_eq!(
             pending.signature(&hex(&Sha256::digest(b""))).unwrap(),
             "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
@@ -546,14 +742,130 @@ mod tests {
         );
     }
 
+    /// The presigned example of AWS's S3 SigV4 documentation (a GET with `UNSIGNED-PAYLOAD`,
+    /// S3's payload hash for presigned URLs): the canonical query leaves the signature out and
+    /// re-encodes what the client escaped.
     #[test]
-    fn query_string_authentication_is_named_in_the_refusal() {
+    fn the_documented_presigned_example_is_reproduced() {
+        let headers = vec![(
+            "host".to_string(),
+            "examplebucket.s3.amazonaws.com".to_string(),
+        )];
+        let query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
+        let request = SignedRequest {
+            method: "GET",
+            path: "/test.txt",
+            query,
+            ..request(&headers, "us-east-1", "s3")
+        };
+        let claim = Claim::from_query(query_pairs(query)).unwrap();
+        assert_eq!(
+            claim.credential,
+            "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request"
+        );
+        assert_eq!(claim.expires_secs, Some(86_400));
+        let pending = PendingSignature {
+            request: &request,
+            secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            date: "20130524".into(),
+            claim,
+        };
+        assert_eq!(
+            pending.signature("UNSIGNED-PAYLOAD").unwrap(),
+            pending.claim.signature
+        );
+    }
+
+    /// A presigned request: the query parameters of `query` plus the signature over `body`.
+    fn presigned(headers: &[(String, String)], query: &str, body: &[u8]) -> String {
+        let unsigned = SignedRequest {
+            query,
+            ..request(headers, "us-east-1", "kinesis")
+        };
+        let pending = unsigned_pending(&unsigned, "host;x-amz-target");
+        let signature = pending.signature(&hex(&Sha256::digest(body))).unwrap();
+        format!("{query}&X-Amz-Signature={signature}")
+    }
+
+    fn check_presigned(query: &str, body: &[u8], now: &str) -> std::result::Result<(), ApiError> {
+        let credentials = Credentials::single("AKID", SECRET);
+        let headers = target_only();
+        let request = SignedRequest {
+            query,
+            now_secs: parse_amz_date(now).unwrap(),
+            ..request(&headers, "us-east-1", "kinesis")
+        };
+        request
+            .check_headers(&credentials)
+            .and_then(|pending| pending.verify(body))
+    }
+
+    fn target_only() -> Vec<(String, String)> {
+        vec![
+            ("host".into(), "kinesis.us-east-1.amazonaws.com".into()),
+            (
+                "x-amz-target".into(),
+                "Kinesis_20131202.DeleteStream".into(),
+            ),
+        ]
+    }
+
+    const PRESIGN: &str = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20150830%2Fus-east-1%2Fkinesis%2Faws4_request&X-Amz-Date=20150830T123600Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host%3Bx-amz-target";
+
+    #[test]
+    fn presigned_requests_are_checked_over_their_body_and_expiry() {
+        let body = br#"{"StreamName":"scratch"}"#;
+        let query = presigned(&target_only(), PRESIGN, body);
+        assert!(check_presigned(&query, body, "20150830T123600Z").is_ok());
+        // Valid past the header skew, up to X-Amz-Expires.
+        assert!(check_presigned(&query, body, "20150830T133500Z").is_ok());
+        let expired = check_presigned(&query, body, "20150830T133700Z").unwrap_err();
+        assert_eq!(expired.kind, "InvalidSignatureException");
+        assert!(expired.message.contains("expired"), "{}", expired.message);
+        let early = check_presigned(&query, body, "20150830T121000Z").unwrap_err();
+        assert!(early.message.contains("not yet"), "{}", early.message);
+        let other_body = check_presigned(&query, br#"{"StreamName":"prod"}"#, "20150830T123600Z");
+        assert_eq!(other_body.unwrap_err().kind, "InvalidSignatureException");
+        // The expiry is signed: lengthening it breaks the signature.
+        let longer = query.replace("X-Amz-Expires=3600", "X-Amz-Expires=7200");
+        let e = check_presigned(&longer, body, "20150830T133700Z").unwrap_err();
+        assert_eq!(e.kind, "InvalidSignatureException");
+        assert!(e.message.contains("does not match"), "{}", e.message);
+        // Escapes are the client's choice: `/` sent as is signs the same.
+        let plain = query.replace("%2F", "/");
+        assert!(check_presigned(&plain, body, "20150830T123600Z").is_ok());
+        for bad in ["0", "604801", "soon"] {
+            let e = check_presigned(
+                &query.replace("X-Amz-Expires=3600", &format!("X-Amz-Expires={bad}")),
+                body,
+                "20150830T123600Z",
+            )
+            .unwrap_err();
+            assert_eq!(e.kind, "IncompleteSignatureException", "{bad}");
+        }
+    }
+
+    #[test]
+    fn presigned_requests_must_sign_the_target() {
+        let body = b"{}";
+        let query = PRESIGN.replace("host%3Bx-amz-target", "host");
+        let e = check_presigned(
+            &presigned(&target_only(), &query, body),
+            body,
+            "20150830T123600Z",
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, "IncompleteSignatureException");
+        assert!(e.message.contains("x-amz-target"), "{}", e.message);
+    }
+
+    #[test]
+    fn query_and_header_authentication_are_refused_as_aws_words_it() {
         let credentials = Credentials::single("AKID", SECRET);
         let body = b"{}";
         let headers = signed_headers(body, "host;x-amz-date;x-amz-target", "us-east-1", "kinesis");
-        let query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID";
         let both = SignedRequest {
-            query,
+            query: "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID",
             ..request(&headers, "us-east-1", "kinesis")
         };
         let e = both.check_headers(&credentials).err().unwrap();
@@ -563,18 +875,33 @@ mod tests {
             "{}",
             e.message
         );
-        let no_header: Vec<(String, String)> = headers
-            .iter()
-            .filter(|(n, _)| n != "authorization")
-            .cloned()
-            .collect();
-        let presigned = SignedRequest {
-            query,
-            ..request(&no_header, "us-east-1", "kinesis")
-        };
-        let e = presigned.check_headers(&credentials).err().unwrap();
-        assert_eq!(e.kind, "MissingAuthenticationTokenException");
-        assert!(e.message.contains("presigned"), "{}", e.message);
+        let e = check_presigned(
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20150830T123600Z",
+            body,
+            "20150830T123600Z",
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, "IncompleteSignatureException");
+        assert_eq!(
+            e.message,
+            "AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string parameters must include 'X-Amz-Signature'. AWS query-string parameters must include 'X-Amz-SignedHeaders'. Re-examine the query-string parameters."
+        );
+        let partial = vec![
+            ("host".to_string(), "h".to_string()),
+            (
+                "authorization".to_string(),
+                "AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/kinesis/aws4_request"
+                    .to_string(),
+            ),
+        ];
+        let e = request(&partial, "us-east-1", "kinesis")
+            .check_headers(&credentials)
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.message,
+            "Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. Authorization=AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/kinesis/aws4_request"
+        );
     }
 
     #[test]
