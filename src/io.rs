@@ -240,6 +240,72 @@ fn byte_position(bytes: &[u8], line: usize, column: usize) -> u64 {
     (line_start + column.saturating_sub(1)).min(bytes.len()) as u64
 }
 
+/// Reads a log of checked JSON lines (`CRC32-HEX JSON\n`, the CRC32 in 8 lowercase hex digits
+/// over the JSON bytes); none if there is no file. A last line that is incomplete or fails its
+/// CRC is the torn end of a crash (its change was never acknowledged) and is ignored; one before
+/// it is damage (`Corrupt`, naming `what`).
+pub(crate) fn read_checked_lines<T: DeserializeOwned>(path: &Path, what: &str) -> Result<Vec<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let mut records = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            break; // the last record, torn by a crash: never acknowledged
+        };
+        match parse_checked_line(&rest[..end]) {
+            Some(record) => records.push(record),
+            None if pos + end + 1 == bytes.len() => break, // torn too
+            None => {
+                return Err(Error::corrupt(
+                    path,
+                    pos as u64,
+                    format!("a damaged {what} before the last one"),
+                ))
+            }
+        }
+        pos += end + 1;
+    }
+    Ok(records)
+}
+
+/// One line of a checked log: `CRC32-HEX JSON`, checked and parsed.
+pub(crate) fn parse_checked_line<T: DeserializeOwned>(line: &[u8]) -> Option<T> {
+    let (crc, json) = (line.get(..8)?, line.get(9..)?);
+    if line.get(8) != Some(&b' ') {
+        return None;
+    }
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    if crc32fast::hash(json) != crc {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+/// Appends `record` to a log of checked JSON lines (see [`read_checked_lines`]) and makes it
+/// durable.
+pub(crate) fn append_checked_line<T: Serialize + DeserializeOwned>(
+    path: &Path,
+    record: &T,
+) -> Result<()> {
+    let line = encode_checked_line(path, record)?;
+    append_line_durably(path, &line, |line| parse_checked_line::<T>(line).is_some())
+}
+
+/// `record` as one line of a checked log, `\n` included.
+pub(crate) fn encode_checked_line<T: Serialize>(path: &Path, record: &T) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(record)
+        .map_err(|e| Error::io("encode a record of", path, std::io::Error::other(e)))?;
+    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    Ok(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

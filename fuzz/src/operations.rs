@@ -120,6 +120,7 @@ impl Harness {
             max_record_bytes: 64 * 1024,
             flush,
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            tier: None,
         };
         let dir = tempfile::tempdir().unwrap();
         faults::reset(dir.path());

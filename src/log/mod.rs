@@ -14,6 +14,7 @@ mod index;
 pub mod lock;
 mod log_start;
 mod mmap;
+pub mod remote;
 pub mod repair;
 mod segment;
 pub mod shard;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 use super::ShardEntry;
 
@@ -38,53 +38,10 @@ pub struct TopologyChange {
 
 /// Reads the records of a topology log (none if there is no log).
 pub(super) fn read_log(path: &Path) -> Result<Vec<TopologyChange>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("read", path, e)),
-    };
-    let mut changes = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-            break; // the last record, torn by a crash: its change was never acknowledged
-        };
-        match parse_record(&rest[..end]) {
-            Some(change) => changes.push(change),
-            None if pos + end + 1 == bytes.len() => break, // torn too
-            None => {
-                return Err(Error::corrupt(
-                    path,
-                    pos as u64,
-                    "a damaged topology record before the last one",
-                ))
-            }
-        }
-        pos += end + 1;
-    }
-    Ok(changes)
-}
-
-/// One line of the log: `CRC32-HEX JSON`, checked.
-pub(super) fn parse_record(line: &[u8]) -> Option<TopologyChange> {
-    let (crc, json) = (line.get(..8)?, line.get(9..)?);
-    if line.get(8) != Some(&b' ') {
-        return None;
-    }
-    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
-    if crc32fast::hash(json) != crc {
-        return None;
-    }
-    serde_json::from_slice(json).ok()
+    crate::io::read_checked_lines(path, "topology record")
 }
 
 /// Appends a record to a topology log and makes it durable.
 pub(super) fn append_log(path: &Path, change: &TopologyChange) -> Result<()> {
-    let json = serde_json::to_vec(change)
-        .map_err(|e| Error::io("encode topology change", path, std::io::Error::other(e)))?;
-    let mut line = format!("{:08x} ", crc32fast::hash(&json)).into_bytes();
-    line.extend_from_slice(&json);
-    line.push(b'\n');
-    crate::io::append_line_durably(path, &line, |record| parse_record(record).is_some())
+    crate::io::append_checked_line(path, change)
 }

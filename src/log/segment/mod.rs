@@ -20,6 +20,7 @@ use crate::log::format::{
 };
 use crate::log::index::SparseIndex;
 use crate::log::mmap::SharedMap;
+use crate::log::remote::{RemoteSegment, ShardTier};
 use crate::types::{Offset, ReadLimits, Record};
 
 mod active;
@@ -30,8 +31,8 @@ mod verify;
 pub(crate) use active::{
     batched_len, count_fitting, max_batched_len, ActiveSegment, SegmentLimits, Tail,
 };
-pub(crate) use open::load_newest_read_only;
 use open::load_sealed;
+pub(crate) use open::{load_newest_read_only, load_remote_copy};
 pub(crate) use scan::{good_batch_at, offset_limit, scan};
 pub(crate) use verify::{index_problem, summarize_segment, verify_segment};
 pub use verify::{Problem, SegmentReport};
@@ -433,6 +434,19 @@ pub(crate) struct Segment {
     dir: PathBuf,
     read_only: bool,
     data: Mutex<Option<Arc<SegmentData>>>,
+    /// Its copy in an object store, once uploaded and recorded.
+    remote: Option<RemoteCopy>,
+    /// Whether its files are in `dir`; `false`: it is only remote, read through the tier's cache.
+    local: bool,
+}
+
+/// A segment's copy in an object store: where, and what was recorded of it at upload.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteCopy {
+    /// `None` when the shard was opened without tiering (offline tools): the segment is known
+    /// but cannot be read.
+    pub tier: Option<ShardTier>,
+    pub info: RemoteSegment,
 }
 
 impl Segment {
@@ -443,6 +457,8 @@ impl Segment {
             dir: dir.to_path_buf(),
             read_only,
             data: Mutex::new(None),
+            remote: None,
+            local: true,
         }
     }
 
@@ -453,6 +469,32 @@ impl Segment {
             dir: dir.to_path_buf(),
             read_only,
             data: Mutex::new(Some(data)),
+            remote: None,
+            local: true,
+        }
+    }
+
+    /// A segment that is only in the object store.
+    pub(crate) fn remote_only(dir: &Path, copy: RemoteCopy, read_only: bool) -> Segment {
+        Segment {
+            base: Offset::new(copy.info.base),
+            dir: dir.to_path_buf(),
+            read_only,
+            data: Mutex::new(None),
+            remote: Some(copy),
+            local: false,
+        }
+    }
+
+    /// This (local) segment, now also in the object store; its loaded data is kept.
+    pub(crate) fn with_remote(&self, copy: RemoteCopy) -> Segment {
+        Segment {
+            base: self.base,
+            dir: self.dir.clone(),
+            read_only: self.read_only,
+            data: Mutex::new(self.data.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+            remote: Some(copy),
+            local: self.local,
         }
     }
 
@@ -468,8 +510,31 @@ impl Segment {
         index_path(&self.dir, self.base)
     }
 
-    /// The segment's data, loading and verifying a sealed segment on first use.
+    /// Its copy in the object store, if it has one.
+    pub(crate) fn remote(&self) -> Option<&RemoteCopy> {
+        self.remote.as_ref()
+    }
+
+    /// Whether its files are on the local disk.
+    pub(crate) fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// The segment's data, loading and verifying a sealed segment on first use; a segment that
+    /// is only remote comes from the tier's cache (downloaded when not cached).
     pub(crate) fn data(&self) -> Result<Arc<SegmentData>> {
+        if let (false, Some(copy)) = (self.local, &self.remote) {
+            return match &copy.tier {
+                Some(tier) => tier.tier().cache().load(tier, &copy.info),
+                None => Err(Error::invalid(
+                    "tier",
+                    format!(
+                        "segment {} is only in the object store, and this shard was opened without tiering",
+                        self.path().display()
+                    ),
+                )),
+            };
+        }
         let mut slot = self.data.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(data) = slot.as_ref() {
             return Ok(Arc::clone(data));
@@ -477,5 +542,27 @@ impl Segment {
         let data = Arc::new(load_sealed(&self.dir, self.base, self.read_only)?);
         *slot = Some(Arc::clone(&data));
         Ok(data)
+    }
+
+    /// Its seal, without downloading a segment that is only remote (`None`: the active
+    /// segment).
+    pub(crate) fn seal_info(&self) -> Result<Option<SealInfo>> {
+        match (self.local, &self.remote) {
+            (false, Some(copy)) => Ok(Some(copy.seal_info())),
+            _ => Ok(self.data()?.seal_info()),
+        }
+    }
+}
+
+impl RemoteCopy {
+    /// The seal as recorded at upload.
+    pub(crate) fn seal_info(&self) -> SealInfo {
+        let info = &self.info;
+        SealInfo {
+            end_offset: Offset::new(info.end),
+            data_end: (info.bytes as usize).saturating_sub(crate::log::format::FOOTER_LEN),
+            last_arrival_ms: info.last_arrival_ms,
+            lost_after: info.lost_after,
+        }
     }
 }

@@ -148,3 +148,22 @@ pub(super) fn file_len(file: &File, path: &Path) -> Result<usize> {
     }
     Ok(len)
 }
+
+/// Maps and verifies a copy of a sealed segment downloaded from an object store into `dir`
+/// (its index beside it, if there is one); errors and damage name the object, `name`.
+pub(crate) fn load_remote_copy(dir: &Path, base: Offset, name: &Path) -> Result<SegmentData> {
+    let data = load_sealed(dir, base, true).map_err(|e| match e {
+        Error::Corrupt {
+            position, reason, ..
+        } => Error::Corrupt {
+            path: name.to_path_buf(),
+            position,
+            reason,
+        },
+        e => e,
+    })?;
+    Ok(SegmentData {
+        path: name.to_path_buf(),
+        ..data
+    })
+}

@@ -8,6 +8,7 @@
 //! syncs, `read` reads by offset and time, `retention` deletes old segments, `verify` checks a
 //! shard directory offline.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -22,8 +23,10 @@ use crate::log::format::{
 use crate::log::lock::DirLock;
 use crate::log::log_start::write_log_start;
 pub use crate::log::log_start::{read_log_start, LOG_START_FILE};
+use crate::log::remote::{read_remote_log, RemoteSegment, ShardTier};
 use crate::log::segment::{
-    index_path, load_newest_read_only, max_batched_len, ActiveSegment, Segment, SegmentLimits, Tail,
+    index_path, load_newest_read_only, max_batched_len, ActiveSegment, RemoteCopy, Segment,
+    SegmentLimits, Tail,
 };
 pub use crate::log::segment::{Problem, SegmentReport};
 use crate::types::{NewRecord, Offset};
@@ -32,7 +35,10 @@ mod append;
 mod read;
 mod retention;
 mod sync_pool;
+mod tier;
 mod verify;
+
+pub use tier::{TierReport, TierStatus};
 
 pub use verify::{
     segment_bases, segment_file, summarize_segment, verify, verify_log_start, verify_segment,
@@ -75,6 +81,9 @@ pub struct ShardOptions {
     /// costs. Default [`DEFAULT_BATCH_BYTES`] (4 KiB); [`MIN_BATCH_BYTES`]..=[`MAX_BATCH_BYTES`].
     /// Not part of the format: a shard reads batches of any size.
     pub batch_bytes: usize,
+    /// Where sealed segments are copied to, and read from once only remote (tiered storage;
+    /// default none). See [`crate::log::remote`].
+    pub tier: Option<ShardTier>,
 }
 
 impl Default for ShardOptions {
@@ -86,6 +95,7 @@ impl Default for ShardOptions {
             flush: FlushPolicy::Never,
             clock: Arc::new(SystemClock),
             batch_bytes: DEFAULT_BATCH_BYTES,
+            tier: None,
         }
     }
 }
@@ -252,6 +262,51 @@ fn list_segments(dir: &Path, tidy: bool) -> Result<Vec<Offset>> {
     Ok(segments)
 }
 
+/// The segments of a shard directory but `newest_local` (which the caller opens): local ones
+/// loaded lazily, each with its remote copy if `remote.log` records one, and those only the
+/// object store holds, oldest first.
+fn tiered_segments(
+    dir: &Path,
+    bases: &[Offset],
+    remote: &BTreeMap<Offset, RemoteSegment>,
+    options: &ShardOptions,
+    newest_local: Option<Offset>,
+    read_only: bool,
+) -> Vec<Arc<Segment>> {
+    let mut all: Vec<Offset> = bases.iter().chain(remote.keys()).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    let copy = |base: &Offset| {
+        remote.get(base).map(|&info| RemoteCopy {
+            tier: options.tier.clone(),
+            info,
+        })
+    };
+    all.iter()
+        .filter(|&&base| Some(base) != newest_local)
+        .filter_map(|base| {
+            let local = bases.binary_search(base).is_ok();
+            let segment = match (local, copy(base)) {
+                (true, Some(copy)) => Segment::lazy(dir, *base, read_only).with_remote(copy),
+                (true, None) => Segment::lazy(dir, *base, read_only),
+                (false, Some(copy)) => Segment::remote_only(dir, copy, read_only),
+                (false, None) => return None,
+            };
+            Some(Arc::new(segment))
+        })
+        .collect()
+}
+
+/// Where a shard whose newest segment is only remote goes on: after that segment's records and
+/// any gap recorded after them (0 without segments).
+fn end_of_remote_tail(segments: &[Arc<Segment>]) -> Offset {
+    segments.last().map_or(Offset::new(0), |s| {
+        s.remote().map_or(s.base(), |r| {
+            Offset::new(r.info.end.saturating_add(r.info.lost_after))
+        })
+    })
+}
+
 impl Shard {
     /// Opens (creating if needed) the shard in `dir` for writing, recovering from any crash: the
     /// newest segment is verified from its last index entry on and cut at the first bad frame.
@@ -287,6 +342,7 @@ impl Shard {
         options.validate()?;
         let limits = options.limits();
         let bases = list_segments(&dir, true)?;
+        let remote = read_remote_log(&dir)?;
         let now = options.clock.now_ms();
         if !dir.join(LOG_START_FILE).exists() {
             // A new shard starts at 0; a shard written before the log start was recorded takes
@@ -297,20 +353,25 @@ impl Shard {
                 limits.sync,
             )?;
         }
-        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len() + 1);
+        // The newest local segment is recovered (and may be the active one) unless a segment
+        // only the object store holds is newer (a local disk that lost its files).
+        let newest_local = bases
+            .last()
+            .copied()
+            .filter(|&b| remote.keys().next_back().is_none_or(|&r| r <= b));
+        let mut segments = tiered_segments(&dir, &bases, &remote, &options, newest_local, false);
         let mut writer = Writer {
             active: None,
-            next_offset: Offset::new(0),
+            next_offset: end_of_remote_tail(&segments),
             last_arrival_ms: None,
             poisoned: None,
             unsynced: Vec::new(),
         };
-        if let Some((&newest, older)) = bases.split_last() {
-            segments.extend(
-                older
-                    .iter()
-                    .map(|&b| Arc::new(Segment::lazy(&dir, b, false))),
-            );
+        if let Some(newest) = newest_local {
+            let recorded = remote.get(&newest).map(|&info| RemoteCopy {
+                tier: options.tier.clone(),
+                info,
+            });
             match ActiveSegment::recover(&dir, newest, now, limits)? {
                 Tail::Damaged {
                     path,
@@ -340,7 +401,11 @@ impl Shard {
                     return Shard::open_repairing(dir, options, lock, false);
                 }
                 Tail::Sealed { end_offset } => {
-                    segments.push(Arc::new(Segment::lazy(&dir, newest, false)));
+                    let segment = Segment::lazy(&dir, newest, false);
+                    segments.push(Arc::new(match recorded {
+                        Some(copy) => segment.with_remote(copy),
+                        None => segment,
+                    }));
                     writer.next_offset = end_offset;
                 }
                 Tail::Active(active) => {
@@ -357,14 +422,14 @@ impl Shard {
                     writer.active = Some(active);
                 }
             }
-            if writer.last_arrival_ms.is_none() {
-                // The newest segment is sealed: keep arrival times non-decreasing across the
-                // restart by looking at the newest sealed records.
-                for seg in segments.iter().rev() {
-                    if let Some(t) = seg.data()?.seal_info().and_then(|s| s.last_arrival_ms) {
-                        writer.last_arrival_ms = Some(t);
-                        break;
-                    }
+        }
+        if writer.last_arrival_ms.is_none() {
+            // The newest segment is sealed: keep arrival times non-decreasing across the
+            // restart by looking at the newest sealed records.
+            for seg in segments.iter().rev() {
+                if let Some(t) = seg.seal_info()?.and_then(|s| s.last_arrival_ms) {
+                    writer.last_arrival_ms = Some(t);
+                    break;
                 }
             }
         }
@@ -391,14 +456,14 @@ impl Shard {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let bases = list_segments(&dir, false)?;
-        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
-        let mut next = Offset::new(0);
-        if let Some((&newest, older)) = bases.split_last() {
-            segments.extend(
-                older
-                    .iter()
-                    .map(|&b| Arc::new(Segment::lazy(&dir, b, true))),
-            );
+        let remote = read_remote_log(&dir)?;
+        let newest_local = bases
+            .last()
+            .copied()
+            .filter(|&b| remote.keys().next_back().is_none_or(|&r| r <= b));
+        let mut segments = tiered_segments(&dir, &bases, &remote, &options, newest_local, true);
+        let mut next = end_of_remote_tail(&segments);
+        if let Some(newest) = newest_local {
             let snapshot = Arc::new(load_newest_read_only(&dir, newest)?);
             next = snapshot.seal_info().map_or(newest, |s| {
                 Offset::new(s.end_offset.get().saturating_add(s.lost_after))

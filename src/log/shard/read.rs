@@ -111,7 +111,7 @@ impl Shard {
         let (mut lo, mut hi) = (0, segments.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let newest = match segments[mid].data()?.seal_info() {
+            let newest = match segments[mid].seal_info()? {
                 Some(seal) => seal.last_arrival_ms.unwrap_or(i64::MIN),
                 None => i64::MAX, // the active segment: search it
             };
@@ -125,8 +125,7 @@ impl Shard {
         // the shard's end now, which may have moved past records that are not).
         let mut end = match segments.last() {
             Some(last) => last
-                .data()?
-                .seal_info()
+                .seal_info()?
                 .map_or(next_offset, |seal| seal.end_offset),
             None => next_offset,
         };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::io::sync_dir;
 use crate::log::log_start::write_log_start;
+use crate::log::remote::{append_remote_log, RemoteRecord};
 use crate::log::segment::{ActiveSegment, Segment};
 use crate::types::Offset;
 
@@ -43,7 +44,7 @@ impl Shard {
         let segments = self.snapshot();
         let mut expired = 0;
         for segment in segments.iter() {
-            match segment.data()?.seal_info() {
+            match segment.seal_info()? {
                 Some(seal) if sealed_expired(&seal) => expired += 1,
                 _ => break,
             }
@@ -70,10 +71,21 @@ impl Shard {
         // then told apart from one retention deleted.
         let start = segments.get(expired).map_or(w.next_offset, |s| s.base());
         write_log_start(&self.dir, start, true)?;
+        // Remote copies are forgotten before local files go, so a crash in between leaves a
+        // local segment below the log start (deleted again) rather than a remote one.
+        for segment in doomed.iter().filter(|s| s.remote().is_some()) {
+            append_remote_log(
+                &self.dir,
+                &RemoteRecord::Deleted {
+                    base: segment.base().get(),
+                },
+            )?;
+        }
         self.replace_segments(|list| {
             list.drain(..expired);
         });
         let mut deleted = Deleted::default();
+        let mut remote_objects = Vec::new();
         for (i, segment) in doomed.iter().enumerate() {
             let end = doomed
                 .get(i + 1)
@@ -81,16 +93,35 @@ impl Shard {
                 .or_else(|| self.snapshot().first().map(|s| s.base()))
                 .unwrap_or(w.next_offset);
             deleted.records += end.get() - segment.base().get();
-            let path = segment.path();
-            deleted.bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
-            crate::io::remove_file("delete segment", &path)?;
-            crate::io::remove_file("delete index", &segment.index_path())?;
+            if segment.is_local() {
+                let path = segment.path();
+                deleted.bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
+                crate::io::remove_file("delete segment", &path)?;
+                crate::io::remove_file("delete index", &segment.index_path())?;
+            }
+            if let Some(copy) = segment.remote() {
+                if !segment.is_local() {
+                    deleted.bytes += copy.info.bytes;
+                }
+                if let Some(tier) = &copy.tier {
+                    remote_objects.push((tier.clone(), segment.base()));
+                }
+            }
             deleted.segments += 1;
         }
         if self.limits.sync {
             sync_dir(&self.dir)?;
         }
         drop(w);
+        // Outside the writer's lock (appends go on): the objects of forgotten segments. One that
+        // fails to go is only an orphan in the bucket; nothing refers to it any more.
+        for (tier, base) in remote_objects {
+            for key in [tier.segment_key(base), tier.index_key(base)] {
+                if let Err(e) = tier.tier().bucket().delete(&key) {
+                    tracing::warn!(object = %tier.tier().bucket().url(&key), error = %e, "could not delete an expired remote segment");
+                }
+            }
+        }
         Ok(deleted)
     }
 }

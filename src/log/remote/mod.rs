@@ -1,0 +1,261 @@
+//! Tiered storage: sealed segments (and their indexes) copied to an object store, so a shard can
+//! keep more than its disk holds and a store survives the loss of its machine.
+//!
+//! The object store is reached through [`Bucket`] (a directory, [`DirBucket`], or S3 and
+//! S3-compatible servers, `S3Bucket` with the `s3` feature). A shard opened with a
+//! [`ShardTier`] in its options uploads each sealed segment once (`Shard::tier_step`, run by
+//! the store's tiering thread, never by an append), records it in its `remote.log`
+//! ([`RemoteRecord`]) only after the store acknowledged both objects, and deletes its local copy
+//! only once it is recorded as remote and past the local retention. A segment that is only
+//! remote is read through the store-wide [`SegmentCache`]: downloaded whole into a bounded cache
+//! directory, checked against the CRC32 recorded at upload, then mapped and read like any
+//! sealed segment (every batch's CRC checked as it is read).
+//!
+//! Object keys are deterministic: `PREFIX` + the shard's key (a stream's is
+//! `streams/NAME/CREATED_MS/shardId-…`, so a stream deleted and created again never shares
+//! objects with its predecessor) + `/` + the segment's file name (`…020-digit base….seg` and
+//! `.idx`). Uploading the same segment twice writes the same bytes under the same key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::log::format::{file_name, INDEX_EXT, SEGMENT_EXT};
+use crate::types::Offset;
+
+mod cache;
+mod dir_bucket;
+#[cfg(feature = "s3")]
+mod s3;
+
+pub use cache::SegmentCache;
+pub use dir_bucket::DirBucket;
+#[cfg(feature = "s3")]
+pub use s3::{S3Bucket, S3BucketConfig};
+
+/// An object store as tiering uses it: whole objects put and got by key.
+pub trait Bucket: Send + Sync + fmt::Debug {
+    /// Stores the file at `path` under `key` and returns once the store acknowledged it (an
+    /// acknowledged object is durable there), with what was sent.
+    fn put_file(&self, key: &str, path: &Path) -> Result<PutObject>;
+    /// Stores `bytes` under `key` (small objects: stream manifests).
+    fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()>;
+    /// Copies the object `key` into the file `path` (replacing it); returns its length.
+    /// A missing object is `Error::ResourceNotFound`.
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<u64>;
+    /// The object `key`, or `None` if there is none.
+    fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Removes the object `key`; a missing one is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+    /// Every object whose key starts with `prefix`, with its size, in key order.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+    /// How to name the object `key` in messages (`s3://bucket/key`, a path).
+    fn url(&self, key: &str) -> String;
+}
+
+/// What [`Bucket::put_file`] sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutObject {
+    /// Bytes stored.
+    pub len: u64,
+    /// CRC32 (IEEE) of them.
+    pub crc32: u32,
+}
+
+/// How a store tiers its shards. `TierOptions::default()` keeps a day locally.
+#[derive(Debug, Clone)]
+pub struct TierOptions {
+    /// Keys of every object start with this (`""`, or e.g. `"prod/shardlog/"`).
+    pub prefix: String,
+    /// A shard keeps at most about this many bytes of sealed segments locally (its newest
+    /// segments; older ones are read from the object store). `None`: no bound by size.
+    pub local_retention_bytes: Option<u64>,
+    /// A shard keeps the segments whose newest record is younger than this locally. `None`: no
+    /// bound by age. With both `None`, everything stays local too (tiering as a backup).
+    pub local_retention: Option<Duration>,
+    /// The active segment is sealed (so it can be uploaded) once it is this old and holds a
+    /// record: at most this much of a shard's data is only on the local disk.
+    pub max_segment_age: Duration,
+    /// Most bytes of remote segments kept downloaded in the cache.
+    pub cache_bytes: u64,
+    /// How often the tiering thread looks for sealed segments to upload.
+    pub interval: Duration,
+}
+
+impl Default for TierOptions {
+    fn default() -> Self {
+        TierOptions {
+            prefix: String::new(),
+            local_retention_bytes: None,
+            local_retention: Some(Duration::from_secs(24 * 3600)),
+            max_segment_age: Duration::from_secs(600),
+            cache_bytes: 1024 * 1024 * 1024,
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A store's tiering: the bucket, the options and the cache of downloaded segments.
+#[derive(Debug)]
+pub struct Tier {
+    bucket: Arc<dyn Bucket>,
+    options: TierOptions,
+    cache: SegmentCache,
+}
+
+impl Tier {
+    /// Tiering into `bucket`, caching downloads in `cache_dir` (emptied first: its files are
+    /// only copies).
+    pub fn new(bucket: Arc<dyn Bucket>, options: TierOptions, cache_dir: PathBuf) -> Result<Tier> {
+        let cache = SegmentCache::new(cache_dir, options.cache_bytes)?;
+        Ok(Tier {
+            bucket,
+            options,
+            cache,
+        })
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &Arc<dyn Bucket> {
+        &self.bucket
+    }
+
+    /// The options.
+    pub fn options(&self) -> &TierOptions {
+        &self.options
+    }
+
+    /// The cache of downloaded segments.
+    pub fn cache(&self) -> &SegmentCache {
+        &self.cache
+    }
+}
+
+/// One shard's place in a [`Tier`]: the tier and the shard's key (see the module docs).
+#[derive(Clone)]
+pub struct ShardTier {
+    tier: Arc<Tier>,
+    key: String,
+}
+
+impl fmt::Debug for ShardTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardTier")
+            .field("bucket", &self.tier.bucket.url(&self.key))
+            .finish()
+    }
+}
+
+impl ShardTier {
+    /// The shard (or, extended with [`ShardTier::child`], the group of shards) keyed `key`.
+    pub fn new(tier: Arc<Tier>, key: impl Into<String>) -> ShardTier {
+        ShardTier {
+            tier,
+            key: key.into(),
+        }
+    }
+
+    /// `self`'s key extended by `/part`.
+    pub fn child(&self, part: &str) -> ShardTier {
+        ShardTier {
+            tier: Arc::clone(&self.tier),
+            key: format!("{}/{part}", self.key),
+        }
+    }
+
+    /// The tier.
+    pub fn tier(&self) -> &Arc<Tier> {
+        &self.tier
+    }
+
+    /// The shard's key, without the tier's prefix.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The object key of the segment (`SEGMENT_EXT`) or index (`INDEX_EXT`) file at `base`.
+    pub(crate) fn object_key(&self, base: Offset, ext: &str) -> String {
+        format!(
+            "{}{}/{}",
+            self.tier.options.prefix,
+            self.key,
+            file_name(base, ext)
+        )
+    }
+
+    pub(crate) fn segment_key(&self, base: Offset) -> String {
+        self.object_key(base, SEGMENT_EXT)
+    }
+
+    pub(crate) fn index_key(&self, base: Offset) -> String {
+        self.object_key(base, INDEX_EXT)
+    }
+}
+
+/// A shard's record of its remote segments, `remote.log` in its directory.
+pub const REMOTE_LOG_FILE: &str = "remote.log";
+
+/// One line of `remote.log` (checked JSON lines, as `topology.log`): a segment uploaded, or
+/// deleted from the object store by retention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RemoteRecord {
+    /// Both objects of the segment at `base` were acknowledged by the object store.
+    Uploaded(RemoteSegment),
+    /// The segment at `base` was deleted (retention): it is neither local nor remote any more.
+    Deleted {
+        /// Its base offset.
+        base: u64,
+    },
+}
+
+/// What a shard knows of one remote segment without downloading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSegment {
+    /// Base offset (the first record's).
+    pub base: u64,
+    /// One past its last offset.
+    pub end: u64,
+    /// Offsets recorded as lost after it (its seal's `lost_after`).
+    #[serde(default)]
+    pub lost_after: u64,
+    /// Arrival time of its newest record (`None` if it holds none).
+    pub last_arrival_ms: Option<i64>,
+    /// Length of the segment object.
+    pub bytes: u64,
+    /// CRC32 of the segment object, checked on every download.
+    pub crc32: u32,
+    /// Whether an index object was uploaded beside it.
+    #[serde(default)]
+    pub has_index: bool,
+}
+
+/// Reads a shard's `remote.log` into the segments it holds remotely, by base (none if there is
+/// no log).
+pub(crate) fn read_remote_log(
+    dir: &Path,
+) -> Result<std::collections::BTreeMap<Offset, RemoteSegment>> {
+    let records: Vec<RemoteRecord> =
+        crate::io::read_checked_lines(&dir.join(REMOTE_LOG_FILE), "remote.log record")?;
+    let mut remote = std::collections::BTreeMap::new();
+    for record in records {
+        match record {
+            RemoteRecord::Uploaded(segment) => {
+                remote.insert(Offset::new(segment.base), segment);
+            }
+            RemoteRecord::Deleted { base } => {
+                remote.remove(&Offset::new(base));
+            }
+        }
+    }
+    Ok(remote)
+}
+
+/// Appends a record to a shard's `remote.log`, durably.
+pub(crate) fn append_remote_log(dir: &Path, record: &RemoteRecord) -> Result<()> {
+    crate::io::append_checked_line(&dir.join(REMOTE_LOG_FILE), record)
+}

@@ -1,0 +1,258 @@
+//! S3 and S3-compatible object stores (MinIO, Ceph, moto, …) as a [`Bucket`], through
+//! `object_store` (feature `s3`). Large files go up as multipart uploads; downloads stream to
+//! their file.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use futures::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+
+use super::{Bucket, PutObject};
+use crate::error::{Error, Result};
+
+/// Files up to this size are one PUT; larger ones a multipart upload of parts this size.
+const MULTIPART_PART: usize = 16 * 1024 * 1024;
+
+/// Most parts of one multipart upload in flight at once.
+const MULTIPART_CONCURRENCY: usize = 4;
+
+/// Where an S3 bucket is and how to sign for it. Credentials not given here come from the
+/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, …), as for the AWS CLI.
+#[derive(Debug, Clone, Default)]
+pub struct S3BucketConfig {
+    /// The bucket's name.
+    pub bucket: String,
+    /// Its region (default `us-east-1`).
+    pub region: Option<String>,
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); `None`: AWS S3.
+    pub endpoint: Option<String>,
+    /// Access key id, if not from the environment.
+    pub access_key_id: Option<String>,
+    /// Secret access key, with `access_key_id`.
+    pub secret_access_key: Option<String>,
+}
+
+/// An S3 bucket. Calls block the calling thread on the bucket's own small runtime, so they may
+/// be made from any thread that is not itself running async tasks.
+pub struct S3Bucket {
+    store: AmazonS3,
+    runtime: tokio::runtime::Runtime,
+    bucket: String,
+    endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for S3Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Bucket")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+impl S3Bucket {
+    /// The bucket `config` names (nothing is sent until the first call).
+    pub fn new(config: &S3BucketConfig) -> Result<S3Bucket> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_region(config.region.as_deref().unwrap_or("us-east-1"));
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| Error::invalid("S3 bucket", e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("shardlog-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start S3 client", Path::new(&config.bucket), e))?;
+        Ok(S3Bucket {
+            store,
+            runtime,
+            bucket: config.bucket.clone(),
+            endpoint: config.endpoint.clone(),
+        })
+    }
+
+    fn location(&self, key: &str) -> Result<ObjectPath> {
+        ObjectPath::parse(key).map_err(|e| Error::invalid("object key", e.to_string()))
+    }
+
+    fn failed(&self, op: &'static str, key: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::ResourceNotFound {
+                kind: "object",
+                name: self.url(key),
+            },
+            e => Error::io(op, Path::new(&self.url(key)), std::io::Error::other(e)),
+        }
+    }
+
+    async fn put_multipart(
+        &self,
+        location: &ObjectPath,
+        file: &mut std::fs::File,
+        first: Vec<u8>,
+    ) -> object_store::Result<()> {
+        let upload = self.store.put_multipart(location).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
+        let mut chunk = first;
+        loop {
+            writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
+            writer.write(&chunk);
+            chunk = vec![0; MULTIPART_PART];
+            let n = read_full(file, &mut chunk).map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(e),
+            })?;
+            if n == 0 {
+                break;
+            }
+            chunk.truncate(n);
+        }
+        writer.finish().await.map(drop)
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+impl Bucket for S3Bucket {
+    fn put_file(&self, key: &str, path: &Path) -> Result<PutObject> {
+        let location = self.location(key)?;
+        let mut file = std::fs::File::open(path).map_err(Error::io_at("open", path))?;
+        let len = file.metadata().map_err(Error::io_at("stat", path))?.len();
+        // The CRC is of the bytes read for the upload, so it vouches for what was sent.
+        let mut crc = crc32fast::Hasher::new();
+        let mut first = vec![0; (len as usize).min(MULTIPART_PART)];
+        let n = read_full(&mut file, &mut first).map_err(Error::io_at("read", path))?;
+        first.truncate(n);
+        if (len as usize) <= MULTIPART_PART {
+            crc.update(&first);
+            self.runtime
+                .block_on(self.store.put(&location, PutPayload::from(first)))
+                .map_err(|e| self.failed("upload", key, e))?;
+            return Ok(PutObject {
+                len: n as u64,
+                crc32: crc.finalize(),
+            });
+        }
+        // Multipart: the file is read twice (once for the CRC, from the page cache), so the
+        // upload streams without holding it in memory.
+        let mut whole = std::fs::File::open(path).map_err(Error::io_at("open", path))?;
+        let mut buf = vec![0; 1 << 20];
+        let mut sent = 0u64;
+        loop {
+            let n = whole.read(&mut buf).map_err(Error::io_at("read", path))?;
+            if n == 0 {
+                break;
+            }
+            crc.update(&buf[..n]);
+            sent += n as u64;
+        }
+        self.runtime
+            .block_on(self.put_multipart(&location, &mut file, first))
+            .map_err(|e| self.failed("upload", key, e))?;
+        Ok(PutObject {
+            len: sent,
+            crc32: crc.finalize(),
+        })
+    }
+
+    fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let location = self.location(key)?;
+        self.runtime
+            .block_on(self.store.put(&location, PutPayload::from(bytes.to_vec())))
+            .map(drop)
+            .map_err(|e| self.failed("upload", key, e))
+    }
+
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<u64> {
+        let location = self.location(key)?;
+        let mut out = std::fs::File::create(path).map_err(Error::io_at("create", path))?;
+        self.runtime.block_on(async {
+            let mut stream = self
+                .store
+                .get(&location)
+                .await
+                .map_err(|e| self.failed("download", key, e))?
+                .into_stream();
+            let mut len = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| self.failed("download", key, e))?;
+                out.write_all(&chunk).map_err(Error::io_at("write", path))?;
+                len += chunk.len() as u64;
+            }
+            Ok(len)
+        })
+    }
+
+    fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let location = self.location(key)?;
+        self.runtime.block_on(async {
+            match self.store.get(&location).await {
+                Ok(got) => got
+                    .bytes()
+                    .await
+                    .map(|b| Some(b.to_vec()))
+                    .map_err(|e| self.failed("download", key, e)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.failed("download", key, e)),
+            }
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let location = self.location(key)?;
+        match self.runtime.block_on(self.store.delete(&location)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed("delete", key, e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        // `object_store` lists by whole path parts: list the parent and filter by the prefix.
+        let parent = prefix.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
+        let location = (!parent.is_empty())
+            .then(|| self.location(parent))
+            .transpose()?;
+        self.runtime.block_on(async {
+            let mut stream = self.store.list(location.as_ref());
+            let mut objects = Vec::new();
+            while let Some(meta) = stream.next().await {
+                let meta = meta.map_err(|e| self.failed("list", prefix, e))?;
+                let key = meta.location.to_string();
+                if key.starts_with(prefix) {
+                    objects.push((key, meta.size));
+                }
+            }
+            objects.sort();
+            Ok(objects)
+        })
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+}

@@ -1,0 +1,253 @@
+//! Tiering a shard: sealing an old active segment, uploading sealed segments, and dropping local
+//! copies past the local retention. Run by the store's tiering thread (or a caller), never by
+//! an append: appends wait for none of it but the short writer-lock holds that record a change.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::log::remote::{append_remote_log, RemoteRecord, RemoteSegment, ShardTier};
+use crate::log::segment::{RemoteCopy, Segment};
+use crate::types::Offset;
+
+use super::Shard;
+
+/// What one [`Shard::tier_step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierReport {
+    /// Segments uploaded (and recorded as remote).
+    pub uploaded: usize,
+    /// Their bytes (segments and indexes).
+    pub uploaded_bytes: u64,
+    /// Segments whose local copy was deleted (now only remote).
+    pub dropped_local: usize,
+    /// Bytes of disk that freed.
+    pub dropped_bytes: u64,
+}
+
+/// Where a shard's segments are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierStatus {
+    /// Sealed segments only on the local disk: the upload backlog.
+    pub local_only: usize,
+    /// Their bytes.
+    pub local_only_bytes: u64,
+    /// Segments both local and remote.
+    pub both: usize,
+    /// Segments only in the object store.
+    pub remote_only: usize,
+    /// Bytes of segments in the object store.
+    pub remote_bytes: u64,
+}
+
+impl Shard {
+    /// One round of tiering: seals the active segment if it is older than the tier's
+    /// `max_segment_age`, uploads every sealed segment not yet remote (oldest first; a segment
+    /// counts as remote once both its objects were acknowledged and `remote.log` records it),
+    /// then deletes local copies of remote segments past the local retention (never the newest
+    /// segment). The first failure (the object store unreachable) ends the round with the
+    /// error; what was done before it stays done, and the next round goes on from there.
+    /// Does nothing for a shard without a tier or opened read-only.
+    pub fn tier_step(&self) -> Result<TierReport> {
+        let mut report = TierReport::default();
+        let Some(tier) = self.options.tier.clone() else {
+            return Ok(report);
+        };
+        if self.writer.is_none() {
+            return Ok(report);
+        }
+        self.seal_if_old(&tier)?;
+        let segments = self.snapshot();
+        for segment in segments.iter() {
+            if segment.remote().is_some() || !segment.is_local() {
+                continue;
+            }
+            let data = segment.data()?;
+            let Some(seal) = data.seal_info() else {
+                break; // the active segment: everything before it was looked at
+            };
+            if let Some(damage) = data.damage() {
+                // Uploaded once repaired; a damaged copy would outlive its repair.
+                tracing::warn!(segment = %segment.path().display(), position = damage.position, reason = %damage.reason, "not tiering a damaged segment");
+                continue;
+            }
+            let base = segment.base();
+            let bucket = tier.tier().bucket();
+            let sent = bucket.put_file(&tier.segment_key(base), &segment.path())?;
+            let index = segment.index_path();
+            let has_index = index.exists();
+            let index_bytes = if has_index {
+                bucket.put_file(&tier.index_key(base), &index)?.len
+            } else {
+                0
+            };
+            let info = RemoteSegment {
+                base: base.get(),
+                end: seal.end_offset.get(),
+                lost_after: seal.lost_after,
+                last_arrival_ms: seal.last_arrival_ms,
+                bytes: sent.len,
+                crc32: sent.crc32,
+                has_index,
+            };
+            if self.record_upload(&tier, segment, info)? {
+                report.uploaded += 1;
+                report.uploaded_bytes += sent.len + index_bytes;
+            }
+        }
+        let (dropped, bytes) = self.drop_local_copies(&tier)?;
+        report.dropped_local = dropped;
+        report.dropped_bytes = bytes;
+        Ok(report)
+    }
+
+    /// Where the shard's segments are now.
+    pub fn tier_status(&self) -> TierStatus {
+        let mut status = TierStatus::default();
+        let segments = self.snapshot();
+        let newest = segments.len().saturating_sub(1);
+        for (i, segment) in segments.iter().enumerate() {
+            match (segment.is_local(), segment.remote()) {
+                (true, Some(copy)) => {
+                    status.both += 1;
+                    status.remote_bytes += copy.info.bytes;
+                }
+                (false, Some(copy)) => {
+                    status.remote_only += 1;
+                    status.remote_bytes += copy.info.bytes;
+                }
+                // The newest segment is the active one unless the process died between
+                // sealing it and starting the next.
+                (true, None) if i < newest || !self.newest_is_active() => {
+                    status.local_only += 1;
+                    status.local_only_bytes +=
+                        std::fs::metadata(segment.path()).map_or(0, |m| m.len());
+                }
+                _ => {}
+            }
+        }
+        status
+    }
+
+    fn newest_is_active(&self) -> bool {
+        self.writer
+            .as_ref()
+            .is_some_and(|w| w.lock().unwrap_or_else(|e| e.into_inner()).active.is_some())
+    }
+
+    /// Seals the active segment once it is older than the tier's `max_segment_age` and holds a
+    /// record, so little data is ever only local.
+    fn seal_if_old(&self, tier: &ShardTier) -> Result<()> {
+        let max_age = tier.tier().options().max_segment_age.as_millis() as i64;
+        let now = self.options.clock.now_ms();
+        let mut w = self.lock_writer()?;
+        let old = w
+            .active
+            .as_ref()
+            .is_some_and(|a| !a.is_empty() && now.saturating_sub(a.created_ms()) >= max_age);
+        if old {
+            self.roll(&mut w, now)?;
+        }
+        Ok(())
+    }
+
+    /// Records an acknowledged upload in `remote.log` and the segment list, if the segment is
+    /// still there (retention may have deleted it meanwhile: then its objects go again).
+    fn record_upload(
+        &self,
+        tier: &ShardTier,
+        segment: &Arc<Segment>,
+        info: RemoteSegment,
+    ) -> Result<bool> {
+        let base = segment.base();
+        let w = self.lock_writer()?;
+        let still_there = self
+            .snapshot()
+            .iter()
+            .any(|s| s.base() == base && s.is_local());
+        if !still_there {
+            drop(w);
+            for key in [tier.segment_key(base), tier.index_key(base)] {
+                let _ = tier.tier().bucket().delete(&key);
+            }
+            return Ok(false);
+        }
+        append_remote_log(&self.dir, &RemoteRecord::Uploaded(info))?;
+        let copy = RemoteCopy {
+            tier: Some(tier.clone()),
+            info,
+        };
+        self.replace_segments(|list| {
+            for s in list.iter_mut().filter(|s| s.base() == base) {
+                *s = Arc::new(s.with_remote(copy.clone()));
+            }
+        });
+        drop(w);
+        Ok(true)
+    }
+
+    /// Deletes the local copies of remote segments past the local retention: from the newest
+    /// down, a segment stays local while the local segments from it on fit in
+    /// `local_retention_bytes` and its newest record is younger than `local_retention`. The
+    /// newest segment always stays. Returns the segments and bytes freed.
+    fn drop_local_copies(&self, tier: &ShardTier) -> Result<(usize, u64)> {
+        let options = tier.tier().options();
+        if options.local_retention_bytes.is_none() && options.local_retention.is_none() {
+            return Ok((0, 0));
+        }
+        let now = self.options.clock.now_ms();
+        let w = self.lock_writer()?;
+        let segments = self.snapshot();
+        let mut local_bytes = 0u64;
+        let mut doomed: Vec<(Offset, RemoteCopy, u64)> = Vec::new();
+        for (i, segment) in segments.iter().enumerate().rev() {
+            if !segment.is_local() {
+                continue;
+            }
+            let len = std::fs::metadata(segment.path()).map_or(0, |m| m.len());
+            local_bytes += len;
+            let Some(copy) = segment.remote() else {
+                continue;
+            };
+            if i + 1 == segments.len() {
+                continue;
+            }
+            let over_size = options
+                .local_retention_bytes
+                .is_some_and(|max| local_bytes > max);
+            let too_old = options.local_retention.is_some_and(|age| {
+                let cutoff = now.saturating_sub(age.as_millis() as i64);
+                copy.info.last_arrival_ms.is_none_or(|t| t < cutoff)
+            });
+            if over_size || too_old {
+                doomed.push((segment.base(), copy.clone(), len));
+            }
+        }
+        if doomed.is_empty() {
+            return Ok((0, 0));
+        }
+        let dir = self.dir.clone();
+        self.replace_segments(|list| {
+            for s in list.iter_mut() {
+                if let Some((_, copy, _)) = doomed.iter().find(|(b, _, _)| *b == s.base()) {
+                    *s = Arc::new(Segment::remote_only(&dir, copy.clone(), false));
+                }
+            }
+        });
+        drop(w);
+        // Outside the lock: readers that hold a dropped segment keep its map; a crash before
+        // the files go leaves them local and remote, dropped again next round.
+        let mut freed = 0;
+        for (base, _, len) in &doomed {
+            crate::io::remove_file(
+                "drop local copy",
+                &crate::log::segment::segment_path(&self.dir, *base),
+            )?;
+            crate::io::remove_file(
+                "drop local index",
+                &crate::log::segment::index_path(&self.dir, *base),
+            )?;
+            freed += len;
+        }
+        Ok((doomed.len(), freed))
+    }
+}

@@ -1,0 +1,242 @@
+//! Tiered storage of a shard: sealed segments uploaded to a bucket, local copies dropped past the
+//! local retention, reads of remote-only segments, retention of remote segments, damage.
+
+use crate::common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use shardlog::{
+    DirBucket, Error, ManualClock, Offset, Shard, ShardOptions, ShardTier, Tier, TierOptions,
+};
+
+fn tier(root: &Path, options: TierOptions) -> Arc<Tier> {
+    let bucket = Arc::new(DirBucket::new(root.join("bucket")).unwrap());
+    Arc::new(Tier::new(bucket, options, root.join("cache")).unwrap())
+}
+
+fn tiered_options(clock: &Arc<ManualClock>, tier: &Arc<Tier>) -> ShardOptions {
+    ShardOptions {
+        tier: Some(ShardTier::new(
+            Arc::clone(tier),
+            "streams/s/1/shardId-000000000000",
+        )),
+        ..small_options(clock, 16 * 1024)
+    }
+}
+
+fn local_segments(dir: &Path) -> usize {
+    segment_files(dir).len()
+}
+
+#[test]
+fn sealed_segments_go_remote_and_read_back_after_their_local_copy_is_gone() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shard");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let tier = tier(
+        root.path(),
+        TierOptions {
+            local_retention_bytes: Some(64 * 1024),
+            local_retention: None,
+            cache_bytes: 48 * 1024,
+            ..TierOptions::default()
+        },
+    );
+    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    append_range(&shard, 0, 3000, 25, 300);
+    let before = local_segments(&dir);
+    assert!(before > 10, "{before} segments");
+    let report = shard.tier_step().unwrap();
+    assert_eq!(
+        report.uploaded,
+        before - 1,
+        "every sealed segment: {report:?}"
+    );
+    assert!(report.dropped_local > 0, "{report:?}");
+    let status = shard.tier_status();
+    assert_eq!(status.local_only, 0, "{status:?}");
+    assert_eq!(status.remote_only, report.dropped_local);
+    // The local disk keeps about the local retention: whole segments of 16 KiB.
+    let local_bytes: u64 = segment_files(&dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(local_bytes <= 64 * 1024 + 80 * 1024, "{local_bytes}");
+    let objects = tier
+        .bucket()
+        .list("streams/s/1/shardId-000000000000/")
+        .unwrap();
+    assert_eq!(objects.len(), 2 * report.uploaded, "segments and indexes");
+    // Everything reads back, through a cache smaller than what is remote.
+    check_records(&read_all(&shard, 0), 0, 3000, 300);
+    check_records(&read_all(&shard, 17), 17, 3000, 300);
+    let cache = tier.cache().stats();
+    assert!(cache.downloads >= report.dropped_local as u64, "{cache:?}");
+    assert!(cache.resident_bytes <= 48 * 1024 + 20 * 1024, "{cache:?}");
+    // A second step has nothing to do.
+    assert_eq!(shard.tier_step().unwrap().uploaded, 0);
+    // Reopened, the shard knows its remote segments from remote.log.
+    drop(shard);
+    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    assert_eq!(shard.next_offset(), Offset::new(3000));
+    check_records(&read_all(&shard, 0), 0, 3000, 300);
+    append_range(&shard, 3000, 3100, 25, 300);
+    check_records(&read_all(&shard, 2950), 2950, 3100, 300);
+}
+
+#[test]
+fn seeking_by_time_downloads_only_the_segment_that_holds_the_time() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shard");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let tier = tier(
+        root.path(),
+        TierOptions {
+            local_retention_bytes: Some(0),
+            local_retention: None,
+            ..TierOptions::default()
+        },
+    );
+    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    for i in 0..30u64 {
+        clock.set(1_000 + i as i64 * 1_000);
+        append_range(&shard, i * 100, (i + 1) * 100, 25, 300);
+    }
+    shard.tier_step().unwrap();
+    assert!(shard.tier_status().remote_only > 10);
+    let downloads = tier.cache().stats().downloads;
+    let offset = shard.seek_time(15_000).unwrap();
+    assert_eq!(offset, Offset::new(1400));
+    assert!(
+        tier.cache().stats().downloads - downloads <= 2,
+        "{:?}",
+        tier.cache().stats()
+    );
+}
+
+#[test]
+fn retention_deletes_remote_segments_and_their_objects() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shard");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let tier = tier(
+        root.path(),
+        TierOptions {
+            local_retention_bytes: Some(0),
+            local_retention: None,
+            ..TierOptions::default()
+        },
+    );
+    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    append_range(&shard, 0, 1000, 25, 300);
+    clock.set(100_000);
+    append_range(&shard, 1000, 2000, 25, 300);
+    shard.tier_step().unwrap();
+    let prefix = "streams/s/1/shardId-000000000000/";
+    let before = tier.bucket().list(prefix).unwrap().len();
+    let deleted = shard.delete_before(50_000).unwrap();
+    assert_eq!(deleted.records, 1000, "{deleted:?}");
+    let after = tier.bucket().list(prefix).unwrap();
+    assert!(after.len() < before);
+    assert!(after.iter().all(|(key, _)| {
+        let base: u64 = key[prefix.len()..prefix.len() + 20].parse().unwrap();
+        base >= 1000
+    }));
+    check_records(&read_all(&shard, 0), 1000, 2000, 300);
+    drop(shard);
+    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    check_records(&read_all(&shard, 0), 1000, 2000, 300);
+}
+
+#[test]
+fn a_damaged_remote_object_is_a_corrupt_error_naming_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shard");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let tier = tier(
+        root.path(),
+        TierOptions {
+            local_retention_bytes: Some(0),
+            local_retention: None,
+            ..TierOptions::default()
+        },
+    );
+    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    append_range(&shard, 0, 1000, 25, 300);
+    shard.tier_step().unwrap();
+    let key = "streams/s/1/shardId-000000000000/00000000000000000000.seg";
+    let object = root.path().join("bucket").join(key);
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[200] ^= 0x40;
+    std::fs::write(&object, &bytes).unwrap();
+    match shard.read(Offset::new(0), shardlog::ReadLimits::default()) {
+        Err(Error::Corrupt { path, .. }) => {
+            assert!(path.ends_with(key), "{}", path.display());
+        }
+        other => panic!("{other:?}"),
+    }
+    // The records of other segments still read.
+    assert!(!read_all(&shard, 900).is_empty());
+}
+
+#[test]
+fn an_unreachable_bucket_stops_uploads_not_appends() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shard");
+    let clock = Arc::new(ManualClock::new(1_000));
+    // The bucket's root becomes a file: every put fails, as against a server that is down.
+    let bucket = Arc::new(DirBucket::new(root.path().join("other")).unwrap());
+    std::fs::remove_dir_all(root.path().join("other")).unwrap();
+    std::fs::write(root.path().join("other"), b"now a file").unwrap();
+    let tier = Arc::new(
+        Tier::new(
+            bucket,
+            TierOptions {
+                local_retention_bytes: Some(0),
+                local_retention: None,
+                ..TierOptions::default()
+            },
+            root.path().join("cache"),
+        )
+        .unwrap(),
+    );
+    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    append_range(&shard, 0, 1000, 25, 300);
+    assert!(shard.tier_step().is_err());
+    append_range(&shard, 1000, 2000, 25, 300);
+    let status = shard.tier_status();
+    assert_eq!(status.remote_only + status.both, 0);
+    assert!(status.local_only > 5, "{status:?}");
+    // The bucket comes back: the backlog goes up and nothing was lost.
+    std::fs::remove_file(root.path().join("other")).unwrap();
+    std::fs::create_dir(root.path().join("other")).unwrap();
+    let report = shard.tier_step().unwrap();
+    assert_eq!(report.uploaded, status.local_only);
+    assert_eq!(shard.tier_status().local_only, 0);
+    check_records(&read_all(&shard, 0), 0, 2000, 300);
+}
+
+#[test]
+fn an_old_active_segment_is_sealed_for_upload() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shard");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let tier = tier(
+        root.path(),
+        TierOptions {
+            max_segment_age: Duration::from_secs(600),
+            ..TierOptions::default()
+        },
+    );
+    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    append_range(&shard, 0, 10, 10, 100);
+    assert_eq!(shard.tier_step().unwrap().uploaded, 0);
+    clock.set(1_000 + 600_000);
+    assert_eq!(shard.tier_step().unwrap().uploaded, 1);
+    assert_eq!(shard.tier_status().both, 1);
+    // Local retention of a day: nothing dropped yet.
+    assert_eq!(local_segments(&dir), 2);
+}
