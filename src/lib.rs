@@ -65,11 +65,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};
 pub use hash_key::{HashKeyRange, ShardId};
 pub use log::format::RecordRef;
-pub use log::remote::{Bucket, DirBucket, ShardTier, Tier, TierOptions};
+pub use log::remote::{Bucket, DirBucket, ShardTier, Tier, TierConfig, TierOptions};
 pub use log::shard::{Deleted, FlushPolicy, Shard, ShardOptions, TierReport, TierStatus};
 pub use manifest::{ConsumerEntry, StreamMode};
 pub use sequence::SequenceNumber;
-pub use store::{RetentionReport, Store, StoreOptions, StreamConfig};
+pub use store::{RetentionReport, Store, StoreOptions, StoreTierStatus, StreamConfig};
 pub use stream::{
     ChildShard, GetRecordsOutput, ListShards, PageEnd, Put, PutFailure, PutFailureReason,
     PutRecord, ReadEnd, ShardDescription, ShardFilter, ShardPage, ShardRead, Start, Stream,

@@ -24,7 +24,8 @@ use crate::hash_key::HashKeyRange;
 use crate::io::{self, sync_dir};
 use crate::iterator::{IteratorKey, IteratorToken};
 use crate::log::lock::DirLock;
-use crate::log::shard::ShardOptions;
+use crate::log::remote::{CacheStats, Tier, TierConfig};
+use crate::log::shard::{ShardOptions, TierReport};
 use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::names::{self, Listed};
 use crate::shutdown::Shutdown;
@@ -62,6 +63,10 @@ pub struct StoreOptions {
     /// maps); past it the least recently used idle ones are closed, to reopen on their next
     /// use. `None` (the default): a quarter of the open-files limit (`RLIMIT_NOFILE`) at open.
     pub max_open_shard_handles: Option<usize>,
+    /// Tiered storage: sealed segments copied to an object store by a background thread, and
+    /// read from it once their local copies are past the local retention (see
+    /// [`crate::log::remote`]). `None` (the default): everything stays local.
+    pub tier: Option<TierConfig>,
 }
 
 impl Default for StoreOptions {
@@ -75,6 +80,7 @@ impl Default for StoreOptions {
             on_demand_window: Duration::from_secs(60),
             idle_shard_timeout: Duration::from_secs(300),
             max_open_shard_handles: None,
+            tier: None,
         }
     }
 }
@@ -120,6 +126,8 @@ impl StreamConfig {
 /// Shards an on-demand stream starts with.
 pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
 const STREAMS_DIR: &str = "streams";
+/// Where downloaded remote segments are cached (emptied at open).
+pub const TIER_CACHE_DIR: &str = "tier-cache";
 /// Store-wide settings kept for the wire API (account settings), by their API names.
 pub const SETTINGS_FILE: &str = "settings.json";
 
@@ -141,13 +149,54 @@ struct Inner {
     shutdown: Shutdown,
     /// `settings.json`: store-wide settings kept for the wire API (unavailable if damaged).
     settings: Mutex<std::result::Result<BTreeMap<String, serde_json::Value>, Unreadable>>,
+    /// What the tiering thread last saw.
+    tiering: Mutex<TieringState>,
     _lock: DirLock,
+}
+
+/// The tiering thread's record of its passes.
+#[derive(Debug, Default)]
+struct TieringState {
+    /// Totals over every pass.
+    uploaded: u64,
+    uploaded_bytes: u64,
+    dropped_local: u64,
+    /// The last pass's error, if it failed (the object store unreachable, say).
+    last_error: Option<String>,
+    /// Passes failed in a row (the back-off grows with them).
+    failures: u32,
+}
+
+/// Where a store's data is, for metrics and `inspect` ([`Store::tier_status`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreTierStatus {
+    /// Sealed segments not yet uploaded, over the shards open now: the backlog.
+    pub backlog_segments: usize,
+    /// Their bytes.
+    pub backlog_bytes: u64,
+    /// Segments both local and remote.
+    pub both: usize,
+    /// Segments only remote.
+    pub remote_only: usize,
+    /// Bytes in the object store.
+    pub remote_bytes: u64,
+    /// Segments uploaded since the store opened.
+    pub uploaded: u64,
+    /// Their bytes.
+    pub uploaded_bytes: u64,
+    /// Local copies deleted since the store opened.
+    pub dropped_local: u64,
+    /// The last pass's error, while the object store fails.
+    pub last_error: Option<String>,
+    /// The download cache.
+    pub cache: CacheStats,
 }
 
 /// A data directory of streams. `Send + Sync`: share it across threads by reference or `Arc`.
 pub struct Store {
     inner: Arc<Inner>,
     compactor: Option<JoinHandle<()>>,
+    tierer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -182,7 +231,16 @@ impl Store {
         let streams_dir = dir.join(STREAMS_DIR);
         io::create_dir_all(&streams_dir)?;
         let lock = DirLock::acquire(&dir)?;
+        let tier = match &options.tier {
+            Some(config) => Some(Arc::new(Tier::new(
+                Arc::clone(&config.bucket),
+                config.options.clone(),
+                dir.join(TIER_CACHE_DIR),
+            )?)),
+            None => None,
+        };
         let context = StreamContext {
+            tier,
             clock: Arc::clone(&options.shard.clock),
             shard_options: options.shard.clone(),
             iterator_ttl: options.iterator_ttl,
@@ -231,6 +289,7 @@ impl Store {
             admin: Mutex::new(()),
             shutdown: Shutdown::default(),
             settings: Mutex::new(settings),
+            tiering: Mutex::default(),
             _lock: lock,
             options,
         });
@@ -244,7 +303,21 @@ impl Store {
             }
             None => None,
         };
-        Ok(Store { inner, compactor })
+        let tierer = match inner.context.tier.as_ref().map(|t| t.options().interval) {
+            Some(interval) => {
+                let weak = Arc::downgrade(&inner);
+                let spawned = std::thread::Builder::new()
+                    .name("shardlog-tiering".into())
+                    .spawn(move || tiering_loop(weak, interval));
+                Some(spawned.map_err(Error::io_at("start tiering thread", &inner.dir))?)
+            }
+            None => None,
+        };
+        Ok(Store {
+            inner,
+            compactor,
+            tierer,
+        })
     }
 
     /// The data directory.
@@ -510,10 +583,107 @@ impl Store {
         close_idle_shards(&self.inner)
     }
 
+    /// Runs one tiering pass now (the tiering thread does this every `TierOptions::interval`):
+    /// uploads sealed segments and drops local copies past the local retention, in every
+    /// stream. Does nothing without [`StoreOptions::tier`].
+    pub fn tier_now(&self) -> Result<TierReport> {
+        tier_pass(&self.inner)
+    }
+
+    /// Whether the store tiers sealed segments to an object store.
+    pub fn is_tiered(&self) -> bool {
+        self.inner.context.tier.is_some()
+    }
+
+    /// Where the store's data is: the upload backlog, what is remote, the cache, the last
+    /// error of the tiering thread.
+    pub fn tier_status(&self) -> StoreTierStatus {
+        let mut status = StoreTierStatus::default();
+        for stream in all_streams(&self.inner) {
+            let s = stream.tier_status();
+            status.backlog_segments += s.local_only;
+            status.backlog_bytes += s.local_only_bytes;
+            status.both += s.both;
+            status.remote_only += s.remote_only;
+            status.remote_bytes += s.remote_bytes;
+        }
+        let state = self.inner.tiering.lock().unwrap_or_else(|e| e.into_inner());
+        status.uploaded = state.uploaded;
+        status.uploaded_bytes = state.uploaded_bytes;
+        status.dropped_local = state.dropped_local;
+        status.last_error = state.last_error.clone();
+        status.cache = self
+            .inner
+            .context
+            .tier
+            .as_ref()
+            .map(|t| t.cache().stats())
+            .unwrap_or_default();
+        status
+    }
+
     /// Lets every on-demand stream split its hot shards now (the background thread does this
     /// every `retention_interval`). Returns how many shards were split.
     pub fn autoscale(&self) -> Result<usize> {
         autoscale(&self.inner)
+    }
+}
+
+/// One tiering pass over every stream; the totals are kept for [`Store::tier_status`].
+fn tier_pass(inner: &Inner) -> Result<TierReport> {
+    let mut report = TierReport::default();
+    let result = each_stream(inner, "tiering", |stream| {
+        let r = stream.tier_step()?;
+        report.uploaded += r.uploaded;
+        report.uploaded_bytes += r.uploaded_bytes;
+        report.dropped_local += r.dropped_local;
+        report.dropped_bytes += r.dropped_bytes;
+        Ok(())
+    });
+    let mut state = inner.tiering.lock().unwrap_or_else(|e| e.into_inner());
+    state.uploaded += report.uploaded as u64;
+    state.uploaded_bytes += report.uploaded_bytes;
+    state.dropped_local += report.dropped_local as u64;
+    match &result {
+        Ok(()) => {
+            state.last_error = None;
+            state.failures = 0;
+        }
+        Err(e) => {
+            state.last_error = Some(e.to_string());
+            state.failures = state.failures.saturating_add(1);
+        }
+    }
+    result.map(|()| report)
+}
+
+/// Longest wait between tiering passes while the object store fails.
+const MAX_TIER_BACKOFF: Duration = Duration::from_secs(60);
+
+fn tiering_loop(inner: Weak<Inner>, interval: Duration) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        // Failing passes back off (doubling up to a minute): appends go on meanwhile, the local
+        // disk holding what waits to go.
+        let failures = strong
+            .tiering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failures;
+        let wait = if failures == 0 {
+            interval
+        } else {
+            interval
+                .saturating_mul(1 << failures.min(16))
+                .min(MAX_TIER_BACKOFF)
+                .max(interval)
+        };
+        if strong.shutdown.wait(wait) {
+            return;
+        }
+        let _ = tier_pass(&strong);
     }
 }
 
@@ -592,6 +762,9 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.inner.shutdown.signal();
         if let Some(handle) = self.compactor.take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.tierer.take() {
             let _ = handle.join();
         }
     }

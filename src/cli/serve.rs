@@ -78,6 +78,106 @@ pub(super) struct ServeArgs {
     /// Milliseconds a stream reports DELETING before DeleteStream takes effect.
     #[arg(long, default_value_t = 0)]
     delete_delay_ms: u64,
+    #[command(flatten)]
+    tier: TierArgs,
+}
+
+/// Tiered storage: where sealed segments are copied, and how much stays local.
+#[derive(Debug, clap::Args)]
+pub(super) struct TierArgs {
+    /// Tier sealed segments to this S3 bucket (credentials from AWS_* variables, as for the
+    /// Firehose S3 destination; needs the `s3` feature).
+    #[arg(long, conflicts_with = "tier_dir")]
+    tier_bucket: Option<String>,
+    /// The tier bucket's S3 API endpoint, for S3-compatible servers (MinIO, Ceph, …).
+    #[arg(long, requires = "tier_bucket")]
+    tier_s3_endpoint: Option<String>,
+    /// The tier bucket's region (default: --region).
+    #[arg(long, requires = "tier_bucket")]
+    tier_region: Option<String>,
+    /// Tier sealed segments into this directory instead (a mounted shared file system).
+    #[arg(long)]
+    tier_dir: Option<PathBuf>,
+    /// Every object key starts with this (e.g. `prod/shardlog/`).
+    #[arg(long, default_value = "")]
+    tier_prefix: String,
+    /// A shard keeps about this many MiB of sealed segments locally; older ones are read from
+    /// the tier.
+    #[arg(long)]
+    tier_local_retention_mib: Option<u64>,
+    /// A shard keeps segments younger than this many hours locally (default 24, unless
+    /// --tier-local-retention-mib is given alone).
+    #[arg(long)]
+    tier_local_retention_hours: Option<u64>,
+    /// Seconds after which the active segment is sealed so it can be uploaded.
+    #[arg(long, default_value_t = 600)]
+    tier_max_segment_age_secs: u64,
+    /// MiB of downloaded remote segments cached locally.
+    #[arg(long, default_value_t = 1024)]
+    tier_cache_mib: u64,
+}
+
+impl TierArgs {
+    /// The store's tiering, if any was asked for.
+    fn config(&self, region: &str) -> Result<Option<crate::TierConfig>, CliError> {
+        let bucket: Arc<dyn crate::Bucket> = match (&self.tier_bucket, &self.tier_dir) {
+            (Some(bucket), _) => s3_bucket(bucket, self, region)?,
+            (None, Some(dir)) => Arc::new(crate::DirBucket::new(dir)?),
+            (None, None) => return Ok(None),
+        };
+        let hours = match (
+            self.tier_local_retention_hours,
+            self.tier_local_retention_mib,
+        ) {
+            (Some(hours), _) => Some(hours),
+            (None, Some(_)) => None,
+            (None, None) => Some(24),
+        };
+        Ok(Some(crate::TierConfig {
+            bucket,
+            options: crate::TierOptions {
+                prefix: self.tier_prefix.clone(),
+                local_retention_bytes: self.tier_local_retention_mib.map(|m| m * 1024 * 1024),
+                local_retention: hours.map(|h| Duration::from_secs(h * 3600)),
+                max_segment_age: Duration::from_secs(self.tier_max_segment_age_secs.max(1)),
+                cache_bytes: self.tier_cache_mib * 1024 * 1024,
+                ..crate::TierOptions::default()
+            },
+        }))
+    }
+}
+
+#[cfg(feature = "s3")]
+fn s3_bucket(
+    bucket: &str,
+    args: &TierArgs,
+    region: &str,
+) -> Result<Arc<dyn crate::Bucket>, CliError> {
+    Ok(Arc::new(crate::log::remote::S3Bucket::new(
+        &crate::log::remote::S3BucketConfig {
+            bucket: bucket.to_string(),
+            region: Some(
+                args.tier_region
+                    .clone()
+                    .unwrap_or_else(|| region.to_string()),
+            ),
+            endpoint: args.tier_s3_endpoint.clone(),
+            ..Default::default()
+        },
+    )?))
+}
+
+#[cfg(not(feature = "s3"))]
+fn s3_bucket(
+    _bucket: &str,
+    _args: &TierArgs,
+    _region: &str,
+) -> Result<Arc<dyn crate::Bucket>, CliError> {
+    Err(crate::Error::invalid(
+        "--tier-bucket",
+        "this build of shardlog has no S3 support (feature `s3`); use --tier-dir",
+    )
+    .into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -109,6 +209,7 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
             ..ShardOptions::default()
         },
         throughput_limits: args.throughput_limits,
+        tier: args.tier.config(&args.region)?,
         ..StoreOptions::default()
     };
     let auth = match &args.auth {

@@ -179,12 +179,11 @@ fn default_region() -> String {
     "us-east-1".into()
 }
 
-/// Objects in an S3 bucket, written with `object_store` (feature `s3`). A PUT that S3 answers
-/// with success is durable, so `put` returns then.
+/// Objects in an S3 bucket, written through [`crate::log::remote::S3Bucket`] (feature `s3`).
+/// A PUT that S3 answers with success is durable, so `put` returns then.
 #[cfg(feature = "s3")]
 pub struct S3 {
-    store: object_store::aws::AmazonS3,
-    runtime: tokio::runtime::Runtime,
+    bucket: crate::log::remote::S3Bucket,
     description: String,
 }
 
@@ -192,29 +191,16 @@ pub struct S3 {
 impl S3 {
     /// A destination writing into the bucket `config` names.
     pub fn new(config: &S3Config) -> Result<S3> {
-        let mut builder = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(&config.bucket)
-            .with_region(&config.region);
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
-        }
-        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-            builder = builder
-                .with_access_key_id(id)
-                .with_secret_access_key(secret);
-        }
-        let store = builder
-            .build()
-            .map_err(|e| Error::invalid("S3DestinationConfiguration", e.to_string()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("start S3 client", Path::new(&config.bucket), e))?;
+        let bucket = crate::log::remote::S3Bucket::new(&crate::log::remote::S3BucketConfig {
+            bucket: config.bucket.clone(),
+            region: Some(config.region.clone()),
+            endpoint: config.endpoint.clone(),
+            access_key_id: config.access_key_id.clone(),
+            secret_access_key: config.secret_access_key.clone(),
+        })
+        .map_err(|e| Error::invalid("S3DestinationConfiguration", e.to_string()))?;
         Ok(S3 {
-            store,
-            runtime,
+            bucket,
             description: format!(
                 "s3://{}{}",
                 config.bucket,
@@ -230,14 +216,8 @@ impl S3 {
 #[cfg(feature = "s3")]
 impl Destination for S3 {
     fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        use object_store::ObjectStore;
-        let location = object_store::path::Path::parse(key)
-            .map_err(|e| Error::invalid("key", e.to_string()))?;
-        let payload = object_store::PutPayload::from(bytes.to_vec());
-        self.runtime
-            .block_on(self.store.put(&location, payload))
-            .map(drop)
-            .map_err(|e| Error::io("put object", Path::new(key), std::io::Error::other(e)))
+        use crate::log::remote::Bucket;
+        self.bucket.put_bytes(key, bytes)
     }
 
     fn describe(&self) -> String {

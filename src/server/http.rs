@@ -37,7 +37,11 @@ pub(super) async fn handle(ctx: Arc<Context>, req: Request<Incoming>, role: Role
         (&Method::GET, "/metrics", _)
             if metrics_here && (role == Role::Metrics || ctx.options.auth.is_none()) =>
         {
-            text(StatusCode::OK, &ctx.metrics.render())
+            let mut body = ctx.metrics.render();
+            if ctx.store.is_tiered() {
+                body.push_str(&super::metrics::render_tier(&ctx.store.tier_status()));
+            }
+            text(StatusCode::OK, &body)
         }
         (&Method::GET, "/metrics", Role::Api) => error_response(&ApiError::new(
             403,

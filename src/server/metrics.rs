@@ -105,6 +105,73 @@ impl Metrics {
     }
 }
 
+/// The tiering gauges and counters of a store, in the text format.
+pub fn render_tier(status: &crate::StoreTierStatus) -> String {
+    let series: [(&str, &str, &str, u64); 9] = [
+        (
+            "shardlog_tier_backlog_segments",
+            "gauge",
+            "Sealed segments not yet uploaded (open shards).",
+            status.backlog_segments as u64,
+        ),
+        (
+            "shardlog_tier_backlog_bytes",
+            "gauge",
+            "Bytes of sealed segments not yet uploaded (open shards).",
+            status.backlog_bytes,
+        ),
+        (
+            "shardlog_tier_remote_only_segments",
+            "gauge",
+            "Segments only in the object store (open shards).",
+            status.remote_only as u64,
+        ),
+        (
+            "shardlog_tier_remote_bytes",
+            "gauge",
+            "Bytes of segments in the object store (open shards).",
+            status.remote_bytes,
+        ),
+        (
+            "shardlog_tier_uploaded_segments_total",
+            "counter",
+            "Segments uploaded since start.",
+            status.uploaded,
+        ),
+        (
+            "shardlog_tier_uploaded_bytes_total",
+            "counter",
+            "Bytes uploaded since start.",
+            status.uploaded_bytes,
+        ),
+        (
+            "shardlog_tier_cache_downloads_total",
+            "counter",
+            "Remote segments downloaded into the cache.",
+            status.cache.downloads,
+        ),
+        (
+            "shardlog_tier_cache_resident_bytes",
+            "gauge",
+            "Bytes of remote segments cached.",
+            status.cache.resident_bytes,
+        ),
+        (
+            "shardlog_tier_failing",
+            "gauge",
+            "1 while tiering passes fail (the object store unreachable).",
+            u64::from(status.last_error.is_some()),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in series {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    out
+}
+
 /// A label value escaped as the Prometheus text format requires (`\\`, `\"`, `\n`).
 fn escape_label(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains(['\\', '"', '\n']) {

@@ -32,6 +32,7 @@ mod read;
 mod reshard;
 mod retention;
 mod settings;
+mod tier;
 pub use list::{
     stream_of_next_token, ListShards, ShardDescription, ShardFilter, ShardPage, StreamDescription,
     MAX_LIST_SHARDS,
@@ -68,6 +69,8 @@ pub(crate) struct StreamContext {
     pub iterator_key: Arc<IteratorKey>,
     /// The store's budget of open shard handles.
     pub open_shards: Arc<OpenShards>,
+    /// Where sealed segments are tiered to, if anywhere.
+    pub tier: Option<Arc<crate::log::remote::Tier>>,
 }
 
 /// A stream of shards. Obtain one from a [`crate::Store`].
@@ -80,6 +83,8 @@ pub struct Stream {
     /// When UpdateShardCount last rescaled the stream (store clock, ms), newest last, within
     /// the last day: Kinesis's scaling limits count them (kept in memory only).
     scalings: Mutex<std::collections::VecDeque<i64>>,
+    /// CRC32 of the manifest files as last copied to the tier, by file name.
+    manifest_uploads: Mutex<BTreeMap<&'static str, u32>>,
 }
 
 /// Wakes readers waiting for a stream to change (records appended, shards split, merged or
@@ -235,10 +240,15 @@ impl ShardSlot {
             if let Some(shard) = slot.as_ref() {
                 return Ok(Arc::clone(shard));
             }
-            let shard = Arc::new(Shard::open_in_locked_dir(
-                self.dir.clone(),
-                options.clone(),
-            )?);
+            // A shard's tier key is its stream's plus its directory's name.
+            let options = ShardOptions {
+                tier: options
+                    .tier
+                    .as_ref()
+                    .and_then(|t| Some(t.child(tier::shard_dir_name(&self.dir)?))),
+                ..options.clone()
+            };
+            let shard = Arc::new(Shard::open_in_locked_dir(self.dir.clone(), options)?);
             *slot = Some(Arc::clone(&shard));
             shard
         };
@@ -413,6 +423,7 @@ impl Stream {
             context,
             changes: ChangeSignal::default(),
             scalings: Mutex::default(),
+            manifest_uploads: Mutex::default(),
         }
     }
 
@@ -464,6 +475,7 @@ impl Stream {
     fn shard_options(&self, manifest: &StreamManifest) -> ShardOptions {
         ShardOptions {
             max_record_bytes: manifest.max_record_bytes,
+            tier: self.tier_key(manifest.created_ms),
             ..self.context.shard_options.clone()
         }
     }

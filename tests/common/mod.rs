@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod moto;
 #[cfg(feature = "server")]
 pub mod serve;
 

@@ -36,6 +36,7 @@ mod stream;
 mod stream_concurrency;
 mod stream_model;
 mod stream_read;
+mod tier_s3;
 mod tiering;
 mod torn_tail;
 mod validation;

@@ -32,7 +32,7 @@ mod dir_bucket;
 #[cfg(feature = "s3")]
 mod s3;
 
-pub use cache::SegmentCache;
+pub use cache::{CacheStats, SegmentCache};
 pub use dir_bucket::DirBucket;
 #[cfg(feature = "s3")]
 pub use s3::{S3Bucket, S3BucketConfig};
@@ -97,6 +97,15 @@ impl Default for TierOptions {
             interval: Duration::from_secs(5),
         }
     }
+}
+
+/// What a store tiers into, and how ([`crate::StoreOptions::tier`]).
+#[derive(Debug, Clone)]
+pub struct TierConfig {
+    /// The object store.
+    pub bucket: Arc<dyn Bucket>,
+    /// How.
+    pub options: TierOptions,
 }
 
 /// A store's tiering: the bucket, the options and the cache of downloaded segments.

@@ -56,7 +56,16 @@ impl std::fmt::Debug for S3Bucket {
 impl S3Bucket {
     /// The bucket `config` names (nothing is sent until the first call).
     pub fn new(config: &S3BucketConfig) -> Result<S3Bucket> {
+        // Few, short retries: tiering retries whole rounds itself (backing off), and a
+        // Firehose delivery retries its batch; a call must not hang for minutes on a server
+        // that is down.
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..object_store::RetryConfig::default()
+        };
         let mut builder = AmazonS3Builder::from_env()
+            .with_retry(retry)
             .with_bucket_name(&config.bucket)
             .with_region(config.region.as_deref().unwrap_or("us-east-1"));
         if let Some(endpoint) = &config.endpoint {

@@ -1,0 +1,99 @@
+//! Tiering a stream (what the store's tiering thread does to it): each shard's
+//! [`Shard::tier_step`](crate::log::shard::Shard::tier_step), and the stream's manifest and
+//! topology log copied beside its shards' objects, so a bucket holds what `restore` needs.
+
+use std::sync::Arc;
+
+use super::Stream;
+use crate::error::Result;
+use crate::log::remote::ShardTier;
+use crate::log::shard::{TierReport, TierStatus};
+use crate::manifest::{MANIFEST_FILE, TOPOLOGY_LOG_FILE};
+
+impl Stream {
+    /// The stream's place in the store's tier: `streams/NAME/CREATED_MS` (the name as on disk),
+    /// so a stream deleted and created again never shares objects with its predecessor.
+    pub(crate) fn tier_key(&self, created_ms: i64) -> Option<ShardTier> {
+        let tier = self.context.tier.as_ref()?;
+        let disk_name = self.dir.file_name()?.to_str()?;
+        Some(ShardTier::new(
+            Arc::clone(tier),
+            format!("streams/{disk_name}/{created_ms}"),
+        ))
+    }
+
+    /// One round of tiering over every shard that was ever written, and the manifest files
+    /// copied when they changed. Stops at the first failure (the caller backs off).
+    pub(crate) fn tier_step(&self) -> Result<TierReport> {
+        let mut total = TierReport::default();
+        // The topology's lock is not held while uploading: resharding goes on meanwhile.
+        let (stream_tier, options, slots) = {
+            let topology = self.read_topology();
+            let Some(stream_tier) = self.tier_key(topology.manifest.created_ms) else {
+                return Ok(total);
+            };
+            let slots: Vec<_> = topology.shards.values().cloned().collect();
+            (stream_tier, self.shard_options(&topology.manifest), slots)
+        };
+        self.upload_manifest_files(&stream_tier)?;
+        for slot in &slots {
+            let Some(shard) = slot.open_if_exists(&options)? else {
+                continue;
+            };
+            let report = shard.tier_step()?;
+            total.uploaded += report.uploaded;
+            total.uploaded_bytes += report.uploaded_bytes;
+            total.dropped_local += report.dropped_local;
+            total.dropped_bytes += report.dropped_bytes;
+        }
+        Ok(total)
+    }
+
+    /// Where the stream's segments are (shards open now).
+    pub(crate) fn tier_status(&self) -> TierStatus {
+        let topology = self.read_topology();
+        let mut total = TierStatus::default();
+        for slot in topology.shards.values() {
+            let shard = slot.shard.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(shard) = shard {
+                let s = shard.tier_status();
+                total.local_only += s.local_only;
+                total.local_only_bytes += s.local_only_bytes;
+                total.both += s.both;
+                total.remote_only += s.remote_only;
+                total.remote_bytes += s.remote_bytes;
+            }
+        }
+        total
+    }
+
+    /// Copies `stream.json` and `topology.log` to the bucket when their bytes differ from the
+    /// last copy this process made.
+    fn upload_manifest_files(&self, stream_tier: &ShardTier) -> Result<()> {
+        let mut uploaded = self
+            .manifest_uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for name in [MANIFEST_FILE, TOPOLOGY_LOG_FILE] {
+            let bytes = match std::fs::read(self.dir.join(name)) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(crate::error::Error::io("read", &self.dir.join(name), e)),
+            };
+            let crc = crc32fast::hash(&bytes);
+            if uploaded.get(name) == Some(&crc) {
+                continue;
+            }
+            let tier = stream_tier.tier();
+            let key = format!("{}{}/{name}", tier.options().prefix, stream_tier.key());
+            tier.bucket().put_bytes(&key, &bytes)?;
+            uploaded.insert(name, crc);
+        }
+        Ok(())
+    }
+}
+
+/// A shard's part of its tier key: its directory's name (`shardId-…`).
+pub(super) fn shard_dir_name(dir: &std::path::Path) -> Option<&str> {
+    dir.file_name()?.to_str()
+}
