@@ -85,7 +85,7 @@ enum Command {
     /// Serve the Kinesis API (AWS JSON 1.1 over HTTP/1.1 and h2c) on a data directory, for AWS
     /// SDKs and the aws CLI. Stops cleanly on SIGTERM or ctrl-c.
     #[cfg(feature = "server")]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// How `dump` prints whole payloads.
