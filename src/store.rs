@@ -25,7 +25,7 @@ use crate::io::{self, sync_dir};
 use crate::iterator::{IteratorKey, IteratorToken};
 use crate::log::lock::DirLock;
 use crate::log::remote::{CacheStats, Tier, TierConfig};
-use crate::log::shard::{ShardOptions, TierReport};
+use crate::log::shard::{ShardOptions, TierReport, TierStatus};
 use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_FILE, MANIFEST_VERSION};
 use crate::names::{self, Listed};
 use crate::shutdown::Shutdown;
@@ -170,16 +170,8 @@ struct TieringState {
 /// Where a store's data is, for metrics and `inspect` ([`Store::tier_status`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreTierStatus {
-    /// Sealed segments not yet uploaded, over the shards open now: the backlog.
-    pub backlog_segments: usize,
-    /// Their bytes.
-    pub backlog_bytes: u64,
-    /// Segments both local and remote.
-    pub both: usize,
-    /// Segments only remote.
-    pub remote_only: usize,
-    /// Bytes in the object store.
-    pub remote_bytes: u64,
+    /// Where the segments of the shards open now are; `local_only` is the upload backlog.
+    pub segments: TierStatus,
     /// Segments uploaded since the store opened.
     pub uploaded: u64,
     /// Their bytes.
@@ -600,12 +592,7 @@ impl Store {
     pub fn tier_status(&self) -> StoreTierStatus {
         let mut status = StoreTierStatus::default();
         for stream in all_streams(&self.inner) {
-            let s = stream.tier_status();
-            status.backlog_segments += s.local_only;
-            status.backlog_bytes += s.local_only_bytes;
-            status.both += s.both;
-            status.remote_only += s.remote_only;
-            status.remote_bytes += s.remote_bytes;
+            status.segments += stream.tier_status();
         }
         let state = self.inner.tiering.lock().unwrap_or_else(|e| e.into_inner());
         status.uploaded = state.uploaded;
@@ -633,11 +620,7 @@ impl Store {
 fn tier_pass(inner: &Inner) -> Result<TierReport> {
     let mut report = TierReport::default();
     let result = each_stream(inner, "tiering", |stream| {
-        let r = stream.tier_step()?;
-        report.uploaded += r.uploaded;
-        report.uploaded_bytes += r.uploaded_bytes;
-        report.dropped_local += r.dropped_local;
-        report.dropped_bytes += r.dropped_bytes;
+        report += stream.tier_step()?;
         Ok(())
     });
     let mut state = inner.tiering.lock().unwrap_or_else(|e| e.into_inner());

@@ -40,11 +40,7 @@ impl Stream {
             let Some(shard) = slot.open_if_exists(&options)? else {
                 continue;
             };
-            let report = shard.tier_step()?;
-            total.uploaded += report.uploaded;
-            total.uploaded_bytes += report.uploaded_bytes;
-            total.dropped_local += report.dropped_local;
-            total.dropped_bytes += report.dropped_bytes;
+            total += shard.tier_step()?;
         }
         Ok(total)
     }
@@ -56,12 +52,7 @@ impl Stream {
         for slot in topology.shards.values() {
             let shard = slot.shard.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(shard) = shard {
-                let s = shard.tier_status();
-                total.local_only += s.local_only;
-                total.local_only_bytes += s.local_only_bytes;
-                total.both += s.both;
-                total.remote_only += s.remote_only;
-                total.remote_bytes += s.remote_bytes;
+                total += shard.tier_status();
             }
         }
         total

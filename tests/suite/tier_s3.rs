@@ -107,8 +107,8 @@ fn segments_tier_to_s3_and_read_back_through_the_stream() {
     assert!(report.uploaded >= 10, "{report:?}");
     assert!(report.dropped_local >= 5, "{report:?}");
     let status = store.tier_status();
-    assert_eq!(status.backlog_segments, 0, "{status:?}");
-    assert!(status.remote_only >= 5, "{status:?}");
+    assert_eq!(status.segments.local_only, 0, "{status:?}");
+    assert!(status.segments.remote_only >= 5, "{status:?}");
     // Objects: every uploaded segment and index, and the stream's manifest.
     let objects = bucket.list("tiered/streams/orders/").unwrap();
     assert!(
@@ -174,17 +174,17 @@ fn appends_go_on_while_the_bucket_is_down_and_uploads_resume() {
     put(&store, 1000, 1000);
     let status = store.tier_status();
     assert!(status.last_error.is_some(), "{status:?}");
-    assert!(status.backlog_segments >= 10, "{status:?}");
-    assert_eq!(status.remote_only + status.both, 0);
+    assert!(status.segments.local_only >= 10, "{status:?}");
+    assert_eq!(status.segments.remote_only + status.segments.both, 0);
     // The server comes up on that port.
     let moto = crate::common::moto::start_moto_on(port);
     let (code, _) = http(moto.port, "PUT", "/late-bucket");
     assert_eq!(code, 200);
     let report = store.tier_now().unwrap();
-    assert_eq!(report.uploaded, status.backlog_segments, "{report:?}");
+    assert_eq!(report.uploaded, status.segments.local_only, "{report:?}");
     let status = store.tier_status();
     assert_eq!(status.last_error, None);
-    assert_eq!(status.backlog_segments, 0);
+    assert_eq!(status.segments.local_only, 0);
     let expected: Vec<Vec<u8>> = (0..2000).map(data).collect();
     assert_eq!(read_from(&store, Start::TrimHorizon), expected);
 }

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,30 @@ fn tiered_options(clock: &Arc<ManualClock>, tier: &Arc<Tier>) -> ShardOptions {
     }
 }
 
+/// A shard in `root/shard` tiered into `root/bucket` with `options`, on a manual clock.
+fn tiered_shard(
+    root: &Path,
+    options: TierOptions,
+) -> (PathBuf, Arc<ManualClock>, Arc<Tier>, Shard) {
+    let dir = root.join("shard");
+    let clock = Arc::new(ManualClock::new(1_000));
+    let tier = tier(root, options);
+    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    (dir, clock, tier, shard)
+}
+
+/// A tiered shard whose sealed segments keep no local copy once uploaded.
+fn remote_only_shard(root: &Path) -> (PathBuf, Arc<ManualClock>, Arc<Tier>, Shard) {
+    tiered_shard(
+        root,
+        TierOptions {
+            local_retention_bytes: Some(0),
+            local_retention: None,
+            ..TierOptions::default()
+        },
+    )
+}
+
 fn local_segments(dir: &Path) -> usize {
     segment_files(dir).len()
 }
@@ -34,9 +58,7 @@ fn local_segments(dir: &Path) -> usize {
 #[test]
 fn sealed_segments_go_remote_and_read_back_after_their_local_copy_is_gone() {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("shard");
-    let clock = Arc::new(ManualClock::new(1_000));
-    let tier = tier(
+    let (dir, clock, tier, shard) = tiered_shard(
         root.path(),
         TierOptions {
             local_retention_bytes: Some(64 * 1024),
@@ -45,7 +67,6 @@ fn sealed_segments_go_remote_and_read_back_after_their_local_copy_is_gone() {
             ..TierOptions::default()
         },
     );
-    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
     append_range(&shard, 0, 3000, 25, 300);
     let before = local_segments(&dir);
     assert!(before > 10, "{before} segments");
@@ -90,17 +111,7 @@ fn sealed_segments_go_remote_and_read_back_after_their_local_copy_is_gone() {
 #[test]
 fn seeking_by_time_downloads_only_the_segment_that_holds_the_time() {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("shard");
-    let clock = Arc::new(ManualClock::new(1_000));
-    let tier = tier(
-        root.path(),
-        TierOptions {
-            local_retention_bytes: Some(0),
-            local_retention: None,
-            ..TierOptions::default()
-        },
-    );
-    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    let (_, clock, tier, shard) = remote_only_shard(root.path());
     for i in 0..30u64 {
         clock.set(1_000 + i as i64 * 1_000);
         append_range(&shard, i * 100, (i + 1) * 100, 25, 300);
@@ -120,17 +131,7 @@ fn seeking_by_time_downloads_only_the_segment_that_holds_the_time() {
 #[test]
 fn retention_deletes_remote_segments_and_their_objects() {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("shard");
-    let clock = Arc::new(ManualClock::new(1_000));
-    let tier = tier(
-        root.path(),
-        TierOptions {
-            local_retention_bytes: Some(0),
-            local_retention: None,
-            ..TierOptions::default()
-        },
-    );
-    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    let (dir, clock, tier, shard) = remote_only_shard(root.path());
     append_range(&shard, 0, 1000, 25, 300);
     clock.set(100_000);
     append_range(&shard, 1000, 2000, 25, 300);
@@ -154,17 +155,7 @@ fn retention_deletes_remote_segments_and_their_objects() {
 #[test]
 fn a_damaged_remote_object_is_a_corrupt_error_naming_it() {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("shard");
-    let clock = Arc::new(ManualClock::new(1_000));
-    let tier = tier(
-        root.path(),
-        TierOptions {
-            local_retention_bytes: Some(0),
-            local_retention: None,
-            ..TierOptions::default()
-        },
-    );
-    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
+    let (_, _, _, shard) = remote_only_shard(root.path());
     append_range(&shard, 0, 1000, 25, 300);
     shard.tier_step().unwrap();
     let key = "streams/s/1/shardId-000000000000/00000000000000000000.seg";
@@ -222,16 +213,13 @@ fn an_unreachable_bucket_stops_uploads_not_appends() {
 #[test]
 fn an_old_active_segment_is_sealed_for_upload() {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("shard");
-    let clock = Arc::new(ManualClock::new(1_000));
-    let tier = tier(
+    let (dir, clock, _, shard) = tiered_shard(
         root.path(),
         TierOptions {
             max_segment_age: Duration::from_secs(600),
             ..TierOptions::default()
         },
     );
-    let shard = Shard::open(&dir, tiered_options(&clock, &tier)).unwrap();
     append_range(&shard, 0, 10, 10, 100);
     assert_eq!(shard.tier_step().unwrap().uploaded, 0);
     clock.set(1_000 + 600_000);

@@ -39,6 +39,25 @@ pub struct TierStatus {
     pub remote_bytes: u64,
 }
 
+impl std::ops::AddAssign for TierReport {
+    fn add_assign(&mut self, other: TierReport) {
+        self.uploaded += other.uploaded;
+        self.uploaded_bytes += other.uploaded_bytes;
+        self.dropped_local += other.dropped_local;
+        self.dropped_bytes += other.dropped_bytes;
+    }
+}
+
+impl std::ops::AddAssign for TierStatus {
+    fn add_assign(&mut self, other: TierStatus) {
+        self.local_only += other.local_only;
+        self.local_only_bytes += other.local_only_bytes;
+        self.both += other.both;
+        self.remote_only += other.remote_only;
+        self.remote_bytes += other.remote_bytes;
+    }
+}
+
 impl Shard {
     /// One round of tiering: seals the active segment if it is older than the tier's
     /// `max_segment_age`, uploads every sealed segment not yet remote (oldest first; a segment
