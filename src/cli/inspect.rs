@@ -11,6 +11,7 @@ use super::target::{self, StreamShard, Target};
 use super::{human_bytes, CliResult};
 use crate::clock::{Clock, SystemClock};
 use crate::hash_key::shard_id;
+use crate::log::remote::{read_remote_log, RemoteSegment, REMOTE_LOG_FILE};
 use crate::log::shard::{segment_bases, summarize_segment, SegmentReport};
 use crate::manifest::StreamManifest;
 use crate::sequence::SequenceNumber;
@@ -62,6 +63,19 @@ struct ShardInfo {
     parents: Vec<String>,
     segments: Vec<SegmentInfo>,
     totals: Totals,
+    /// Tiered storage, when the shard has remote segments or a `remote.log`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<ShardTierInfo>,
+}
+
+/// Where a tiered shard's segments are.
+#[derive(Debug, Default, Serialize)]
+struct ShardTierInfo {
+    remote_segments: u64,
+    remote_bytes: u64,
+    /// Sealed segments only local: the upload backlog.
+    backlog_segments: u64,
+    backlog_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,6 +92,8 @@ struct SegmentInfo {
     records: u64,
     bytes: u64,
     state: &'static str,
+    /// `local`, `remote` (only in the object store) or `local+remote`.
+    location: &'static str,
     index_entries: u64,
     #[serde(skip_serializing_if = "is_zero")]
     lost_after: u64,
@@ -154,6 +170,7 @@ fn segment_info(report: SegmentReport, stream: Option<&StreamShard>) -> SegmentI
         records: report.records,
         bytes: report.file_bytes,
         state,
+        location: "local",
         index_entries: report.index_entries,
         lost_after: report.lost_after,
         problems: report.problems.iter().map(|p| p.to_string()).collect(),
@@ -171,10 +188,34 @@ fn shard_info(
     } else {
         Vec::new() // a shard of a stream that was never written
     };
+    let remote = read_remote_log(dir)?;
+    let mut tier =
+        (!remote.is_empty() || dir.join(REMOTE_LOG_FILE).exists()).then(ShardTierInfo::default);
     let mut segments = Vec::new();
-    for base in bases.into_iter().filter(|b| only.is_none_or(|o| o == *b)) {
-        segments.push(segment_info(summarize_segment(dir, base)?, stream));
+    for base in bases
+        .iter()
+        .copied()
+        .filter(|b| only.is_none_or(|o| o == *b))
+    {
+        let mut info = segment_info(summarize_segment(dir, base)?, stream);
+        if remote.contains_key(&base) {
+            info.location = "local+remote";
+        } else if let (Some(tier), "SEALED") = (tier.as_mut(), info.state) {
+            tier.backlog_segments += 1;
+            tier.backlog_bytes += info.bytes;
+        }
+        segments.push(info);
     }
+    for (base, r) in &remote {
+        if let Some(tier) = tier.as_mut() {
+            tier.remote_segments += 1;
+            tier.remote_bytes += r.bytes;
+        }
+        if bases.binary_search(base).is_err() && only.is_none_or(|o| o == *base) {
+            segments.push(remote_segment_info(r, stream));
+        }
+    }
+    segments.sort_by_key(|s| s.base_offset);
     let totals = Totals {
         shards: 1,
         segments: segments.len() as u64,
@@ -200,7 +241,33 @@ fn shard_info(
             .unwrap_or_default(),
         segments,
         totals,
+        tier,
     })
+}
+
+/// A segment only in the object store, as `remote.log` records it (not downloaded).
+fn remote_segment_info(r: &RemoteSegment, stream: Option<&StreamShard>) -> SegmentInfo {
+    let label = |offset: u64| match stream {
+        Some(s) => SequenceNumber::new(s.index, Offset::new(offset)).to_string(),
+        None => offset.to_string(),
+    };
+    let has_records = r.end > r.base;
+    SegmentInfo {
+        file: crate::log::format::file_name(Offset::new(r.base), crate::log::format::SEGMENT_EXT),
+        base_offset: r.base,
+        first: has_records.then(|| label(r.base)),
+        last: has_records.then(|| label(r.end - 1)),
+        first_arrival: None,
+        last_arrival: r.last_arrival_ms.map(rfc3339_utc),
+        last_arrival_ms: r.last_arrival_ms,
+        records: r.end - r.base,
+        bytes: r.bytes,
+        state: "SEALED",
+        location: "remote",
+        index_entries: 0,
+        lost_after: r.lost_after,
+        problems: Vec::new(),
+    }
 }
 
 fn stream_info(stream_dir: &Path, now_ms: i64) -> CliResult<StreamInfo> {
@@ -482,6 +549,16 @@ fn print_shard(shard: &ShardInfo, out: &mut impl Write) -> std::io::Result<()> {
         }
         None => writeln!(out, "shard {}", shard.dir)?,
     }
+    if let Some(t) = &shard.tier {
+        writeln!(
+            out,
+            "    tiered: {} segments ({}) in the object store; upload backlog {} segments ({})",
+            t.remote_segments,
+            human_bytes(t.remote_bytes),
+            t.backlog_segments,
+            human_bytes(t.backlog_bytes)
+        )?;
+    }
     if shard.segments.is_empty() {
         return writeln!(out, "    (no segments)");
     }
@@ -494,7 +571,7 @@ fn print_shard(shard: &ShardInfo, out: &mut impl Write) -> std::io::Result<()> {
         .max(5);
     writeln!(
         out,
-        "    {:<24}  {:>w$}  {:>w$}  {:<24}  {:<24}  {:>9}  {:>10}  {:<7}  {:>5}",
+        "    {:<24}  {:>w$}  {:>w$}  {:<24}  {:<24}  {:>9}  {:>10}  {:<7}  {:<12}  {:>5}",
         "SEGMENT",
         "FIRST",
         "LAST",
@@ -503,13 +580,14 @@ fn print_shard(shard: &ShardInfo, out: &mut impl Write) -> std::io::Result<()> {
         "RECORDS",
         "BYTES",
         "STATE",
+        "LOCATION",
         "INDEX",
         w = width
     )?;
     for s in &shard.segments {
         writeln!(
             out,
-            "    {:<24}  {:>w$}  {:>w$}  {:<24}  {:<24}  {:>9}  {:>10}  {:<7}  {:>5}",
+            "    {:<24}  {:>w$}  {:>w$}  {:<24}  {:<24}  {:>9}  {:>10}  {:<7}  {:<12}  {:>5}",
             s.file,
             s.first.as_deref().unwrap_or("-"),
             s.last.as_deref().unwrap_or("-"),
@@ -518,6 +596,7 @@ fn print_shard(shard: &ShardInfo, out: &mut impl Write) -> std::io::Result<()> {
             s.records,
             human_bytes(s.bytes),
             s.state,
+            s.location,
             s.index_entries,
             w = width
         )?;

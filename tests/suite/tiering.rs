@@ -228,3 +228,91 @@ fn an_old_active_segment_is_sealed_for_upload() {
     // Local retention of a day: nothing dropped yet.
     assert_eq!(local_segments(&dir), 2);
 }
+
+/// A store tiered into a directory: `inspect` shows where each segment is and the backlog,
+/// `verify` finds nothing wrong with segments that are only remote, and `repair` changes
+/// nothing.
+#[test]
+fn offline_tools_know_remote_segments() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    {
+        let store = shardlog::Store::open(
+            &data,
+            shardlog::StoreOptions {
+                shard: ShardOptions {
+                    segment_bytes: 16 * 1024,
+                    ..ShardOptions::default()
+                },
+                retention_interval: None,
+                tier: Some(shardlog::TierConfig {
+                    bucket: Arc::new(DirBucket::new(root.path().join("bucket")).unwrap()),
+                    options: TierOptions {
+                        local_retention_bytes: Some(32 * 1024),
+                        local_retention: None,
+                        interval: Duration::from_secs(3600),
+                        ..TierOptions::default()
+                    },
+                }),
+                ..shardlog::StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let stream = store
+            .create_stream("orders", shardlog::StreamConfig::provisioned(1))
+            .unwrap();
+        let payload = vec![7u8; 400];
+        for _ in 0..40 {
+            let records: Vec<_> = (0..10)
+                .map(|_| shardlog::PutRecord::new("k", &payload))
+                .collect();
+            stream.put_records(&records).unwrap();
+        }
+        let report = store.tier_now().unwrap();
+        assert!(report.dropped_local > 3, "{report:?}");
+        // More sealed segments than were uploaded: a backlog.
+        for _ in 0..20 {
+            let records: Vec<_> = (0..10)
+                .map(|_| shardlog::PutRecord::new("k", &payload))
+                .collect();
+            stream.put_records(&records).unwrap();
+        }
+    }
+    let path = data.to_str().unwrap();
+    let out = shardlog(&["inspect", "--json", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shard = &json["streams"][0]["shards"][0];
+    let locations: Vec<&str> = shard["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["location"].as_str().unwrap())
+        .collect();
+    assert!(locations.contains(&"remote"), "{locations:?}");
+    assert!(locations.contains(&"local"), "{locations:?}");
+    assert!(
+        shard["tier"]["backlog_segments"].as_u64().unwrap() > 0,
+        "{shard}"
+    );
+    assert_eq!(
+        shard["totals"]["records"].as_u64().unwrap(),
+        600,
+        "remote records count: {shard}"
+    );
+    let table = shardlog(&["inspect", path]);
+    assert!(text(&table.stdout).contains("upload backlog"));
+    let verify = shardlog(&["verify", path]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+    let repair = shardlog(&["repair", path]);
+    assert!(
+        text(&repair.stdout).contains("nothing to repair"),
+        "{}",
+        text(&repair.stdout)
+    );
+}

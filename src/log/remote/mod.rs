@@ -244,10 +244,8 @@ pub struct RemoteSegment {
 }
 
 /// Reads a shard's `remote.log` into the segments it holds remotely, by base (none if there is
-/// no log).
-pub(crate) fn read_remote_log(
-    dir: &Path,
-) -> Result<std::collections::BTreeMap<Offset, RemoteSegment>> {
+/// no log). Changes nothing.
+pub fn read_remote_log(dir: &Path) -> Result<std::collections::BTreeMap<Offset, RemoteSegment>> {
     let records: Vec<RemoteRecord> =
         crate::io::read_checked_lines(&dir.join(REMOTE_LOG_FILE), "remote.log record")?;
     let mut remote = std::collections::BTreeMap::new();
@@ -267,4 +265,14 @@ pub(crate) fn read_remote_log(
 /// Appends a record to a shard's `remote.log`, durably.
 pub(crate) fn append_remote_log(dir: &Path, record: &RemoteRecord) -> Result<()> {
     crate::io::append_checked_line(&dir.join(REMOTE_LOG_FILE), record)
+}
+
+/// Where a shard's local segments may begin given what its `remote.log` holds: one past the
+/// newest remote segment (`None` without remote segments). Offline checks compare the oldest
+/// local segment with this rather than with the log start when older segments are only remote.
+pub(crate) fn remote_end(dir: &Path) -> Result<Option<Offset>> {
+    Ok(read_remote_log(dir)?
+        .values()
+        .map(|s| Offset::new(s.end.saturating_add(s.lost_after)))
+        .max())
 }

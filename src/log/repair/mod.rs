@@ -307,7 +307,12 @@ pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> 
     let gaps: u64 = kept.iter().map(lost_after).sum();
     // Where the log starts: as recorded (a damaged record is rewritten), raised to the first
     // file the repair leaves when records before it are gone.
-    let recorded_start = crate::log::log_start::read_log_start(dir).ok();
+    // Segments only in the object store (tiered storage) come before the local ones: the local
+    // files start where they end, and nothing there is lost (repair never touches them).
+    let remote_end = crate::log::remote::remote_end(dir)?;
+    let recorded_start = crate::log::log_start::read_log_start(dir)
+        .ok()
+        .map(|start| remote_end.map_or(start, |end| start.max(end)));
     let first_left = starts.iter().copied().min();
     let leading = match (recorded_start.or(bases.first().copied()), kept.first()) {
         (Some(start), Some(p)) => p.first.get().saturating_sub(start.get()),

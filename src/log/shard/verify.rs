@@ -24,6 +24,12 @@ pub fn verify_log_start(dir: &Path) -> Result<Option<Problem>> {
             }))
         }
     };
+    // Older segments only in the object store (tiered storage) account for the offsets before
+    // the local ones.
+    let start = match crate::log::remote::remote_end(dir)? {
+        Some(end) if end > start => end,
+        _ => start,
+    };
     let bases = segment_bases(dir)?;
     Ok(match bases.first() {
         Some(&oldest) if oldest > start => Some(Problem {
