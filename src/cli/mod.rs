@@ -8,9 +8,11 @@
 //! Exit codes: 0 clean / done, 1 problems found (or repairs needed), 2 the command could not run
 //! (bad path, unknown stream, I/O error, locked).
 
+mod bucket;
 mod dump;
 mod inspect;
 mod repair;
+mod restore;
 #[cfg(feature = "server")]
 mod serve;
 mod target;
@@ -82,6 +84,22 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Rebuild a data directory from the bucket a store tiered its segments into: streams,
+    /// topology history, and every uploaded segment (what was only local is not there).
+    Restore {
+        /// `s3://BUCKET/PREFIX` (the prefix given to --tier-prefix), or a directory used as
+        /// the bucket (--tier-dir).
+        #[arg(long)]
+        from: String,
+        /// An S3-compatible endpoint for an `s3://` location (MinIO, Ceph, …).
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        /// The bucket's region.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// The data directory to create (it must not hold streams).
+        data_dir: PathBuf,
+    },
     /// Serve the Kinesis API (AWS JSON 1.1 over HTTP/1.1 and h2c) on a data directory, for AWS
     /// SDKs and the aws CLI. Stops cleanly on SIGTERM or ctrl-c.
     #[cfg(feature = "server")]
@@ -124,6 +142,12 @@ pub fn main() -> ExitCode {
         }
         Command::Verify { path } => verify::run(&path, &mut out),
         Command::Repair { path, apply } => repair::run(&path, apply, &mut out),
+        Command::Restore {
+            from,
+            s3_endpoint,
+            region,
+            data_dir,
+        } => restore::run(&from, &data_dir, s3_endpoint.as_deref(), &region, &mut out),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(&args),
     };

@@ -121,7 +121,11 @@ impl TierArgs {
     /// The store's tiering, if any was asked for.
     fn config(&self, region: &str) -> Result<Option<crate::TierConfig>, CliError> {
         let bucket: Arc<dyn crate::Bucket> = match (&self.tier_bucket, &self.tier_dir) {
-            (Some(bucket), _) => s3_bucket(bucket, self, region)?,
+            (Some(bucket), _) => super::bucket::s3_bucket(
+                bucket,
+                self.tier_s3_endpoint.as_deref(),
+                self.tier_region.as_deref().unwrap_or(region),
+            )?,
             (None, Some(dir)) => Arc::new(crate::DirBucket::new(dir)?),
             (None, None) => return Ok(None),
         };
@@ -145,39 +149,6 @@ impl TierArgs {
             },
         }))
     }
-}
-
-#[cfg(feature = "s3")]
-fn s3_bucket(
-    bucket: &str,
-    args: &TierArgs,
-    region: &str,
-) -> Result<Arc<dyn crate::Bucket>, CliError> {
-    Ok(Arc::new(crate::log::remote::S3Bucket::new(
-        &crate::log::remote::S3BucketConfig {
-            bucket: bucket.to_string(),
-            region: Some(
-                args.tier_region
-                    .clone()
-                    .unwrap_or_else(|| region.to_string()),
-            ),
-            endpoint: args.tier_s3_endpoint.clone(),
-            ..Default::default()
-        },
-    )?))
-}
-
-#[cfg(not(feature = "s3"))]
-fn s3_bucket(
-    _bucket: &str,
-    _args: &TierArgs,
-    _region: &str,
-) -> Result<Arc<dyn crate::Bucket>, CliError> {
-    Err(crate::Error::invalid(
-        "--tier-bucket",
-        "this build of shardlog has no S3 support (feature `s3`); use --tier-dir",
-    )
-    .into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -75,9 +75,10 @@ impl Stream {
             if uploaded.get(name) == Some(&crc) {
                 continue;
             }
-            let tier = stream_tier.tier();
-            let key = format!("{}{}/{name}", tier.options().prefix, stream_tier.key());
-            tier.bucket().put_bytes(&key, &bytes)?;
+            stream_tier
+                .tier()
+                .bucket()
+                .put_bytes(&stream_tier.object_key_of(name), &bytes)?;
             uploaded.insert(name, crc);
         }
         Ok(())

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["sequence", "iterator", "throttle", "names"],
     &["manifest"],
     &["stream"],
-    &["store"],
+    &["store", "restore"],
     &["consumer"],
     &["firehose"],
     &["server"],

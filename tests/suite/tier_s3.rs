@@ -188,3 +188,57 @@ fn appends_go_on_while_the_bucket_is_down_and_uploads_resume() {
     let expected: Vec<Vec<u8>> = (0..2000).map(data).collect();
     assert_eq!(read_from(&store, Start::TrimHorizon), expected);
 }
+
+#[test]
+fn restore_from_s3_brings_back_every_uploaded_record() {
+    let moto = start_moto();
+    assert_eq!(http(moto.port, "PUT", "/backup").0, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket(moto.port, "backup");
+    {
+        let store = Store::open(
+            dir.path().join("primary"),
+            StoreOptions {
+                shard: ShardOptions {
+                    segment_bytes: 64 * 1024,
+                    ..ShardOptions::default()
+                },
+                retention_interval: None,
+                tier: Some(TierConfig {
+                    bucket,
+                    options: TierOptions {
+                        prefix: "site-a/".into(),
+                        max_segment_age: Duration::ZERO,
+                        interval: Duration::from_secs(3600),
+                        ..TierOptions::default()
+                    },
+                }),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        store
+            .create_stream("orders", StreamConfig::provisioned(1))
+            .unwrap();
+        put(&store, 0, 1500);
+        store.tier_now().unwrap();
+    }
+    let restored = dir.path().join("restored");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["restore", "--from", "s3://backup/site-a", "--s3-endpoint"])
+        .arg(format!("http://127.0.0.1:{}", moto.port))
+        .arg(&restored)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Store::open(&restored, StoreOptions::default()).unwrap();
+    let expected: Vec<Vec<u8>> = (0..1500).map(data).collect();
+    assert_eq!(read_from(&store, Start::TrimHorizon), expected);
+}

@@ -188,12 +188,12 @@ impl ShardTier {
 
     /// The object key of the segment (`SEGMENT_EXT`) or index (`INDEX_EXT`) file at `base`.
     pub(crate) fn object_key(&self, base: Offset, ext: &str) -> String {
-        format!(
-            "{}{}/{}",
-            self.tier.options.prefix,
-            self.key,
-            file_name(base, ext)
-        )
+        self.object_key_of(&file_name(base, ext))
+    }
+
+    /// The object key of the shard's file `name` (its `remote.log`).
+    pub fn object_key_of(&self, name: &str) -> String {
+        format!("{}{}/{name}", self.tier.options.prefix, self.key)
     }
 
     pub(crate) fn segment_key(&self, base: Offset) -> String {

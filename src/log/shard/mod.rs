@@ -224,6 +224,8 @@ pub struct Shard {
     next_offset: AtomicU64,
     sync_state: Mutex<SyncState>,
     sync_done: Condvar,
+    /// Length of `remote.log` as last copied to the tier (tiered shards).
+    remote_log_uploaded: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -447,6 +449,7 @@ impl Shard {
                 ..SyncState::default()
             }),
             sync_done: Condvar::new(),
+            remote_log_uploaded: Mutex::new(None),
         })
     }
 
@@ -482,6 +485,7 @@ impl Shard {
                 ..SyncState::default()
             }),
             sync_done: Condvar::new(),
+            remote_log_uploaded: Mutex::new(None),
             dir,
         })
     }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::log::remote::{append_remote_log, RemoteRecord, RemoteSegment, ShardTier};
+use crate::log::remote::{
+    append_remote_log, RemoteRecord, RemoteSegment, ShardTier, REMOTE_LOG_FILE,
+};
 use crate::log::segment::{RemoteCopy, Segment};
 use crate::types::Offset;
 
@@ -116,7 +118,32 @@ impl Shard {
         let (dropped, bytes) = self.drop_local_copies(&tier)?;
         report.dropped_local = dropped;
         report.dropped_bytes = bytes;
+        self.upload_remote_log(&tier)?;
         Ok(report)
+    }
+
+    /// Copies `remote.log` beside the shard's objects when it changed since the last copy
+    /// (uploads, and deletions by retention, append to it): `restore` and read replicas learn
+    /// from it what each segment holds without downloading it. The object may lag the local
+    /// log by a round; every segment it lists is in the bucket.
+    fn upload_remote_log(&self, tier: &ShardTier) -> Result<()> {
+        let path = self.dir.join(REMOTE_LOG_FILE);
+        let Ok(len) = std::fs::metadata(&path).map(|m| m.len()) else {
+            return Ok(()); // nothing uploaded yet
+        };
+        let mut uploaded = self
+            .remote_log_uploaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *uploaded == Some(len) {
+            return Ok(());
+        }
+        let bytes = std::fs::read(&path).map_err(crate::error::Error::io_at("read", &path))?;
+        tier.tier()
+            .bucket()
+            .put_bytes(&tier.object_key_of(REMOTE_LOG_FILE), &bytes)?;
+        *uploaded = Some(bytes.len() as u64);
+        Ok(())
     }
 
     /// Where the shard's segments are now.
