@@ -104,12 +104,11 @@ pub fn restore(
     let mut report = RestoreReport::default();
     let mut downloads = Vec::new();
     for (name, by_created) in &incarnations {
-        // The newest incarnation with a manifest.
-        let Some((created, files)) = by_created
-            .iter()
-            .rev()
-            .find(|(_, files)| files.iter().any(|f| f == MANIFEST_FILE))
-        else {
+        // The newest incarnation with a manifest, not deleted.
+        let Some((created, files)) = by_created.iter().rev().find(|(_, files)| {
+            files.iter().any(|f| f == MANIFEST_FILE)
+                && !files.iter().any(|f| f == crate::store::DELETED_MARKER)
+        }) else {
             continue;
         };
         let base_key = format!("{root}{name}/{created}/");

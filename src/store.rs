@@ -128,6 +128,16 @@ pub const ON_DEMAND_INITIAL_SHARDS: u32 = 4;
 const STREAMS_DIR: &str = "streams";
 /// Where downloaded remote segments are cached (emptied at open).
 pub const TIER_CACHE_DIR: &str = "tier-cache";
+/// Deleted streams whose objects the tiering thread has still to delete from the bucket.
+pub const TIER_DELETIONS_FILE: &str = "tier-deletions.log";
+
+/// A line of [`TIER_DELETIONS_FILE`]: every incarnation of the stream (its name as on disk)
+/// created before `before_ms` is to go from the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct TierDeletion {
+    stream: String,
+    before_ms: i64,
+}
 /// Store-wide settings kept for the wire API (account settings), by their API names.
 pub const SETTINGS_FILE: &str = "settings.json";
 
@@ -429,7 +439,19 @@ impl Store {
             Some(_) => streams_dir.join(names::disk_name(name)),
             None => self.stream(name)?.dir().to_path_buf(),
         };
-        let trash = names::trash_path(&streams_dir, name, self.inner.context.clock.now_ms());
+        let now_ms = self.inner.context.clock.now_ms();
+        if self.inner.context.tier.is_some() {
+            // Recorded before the stream goes, so its objects go too (the tiering thread deletes
+            // them, retrying while the bucket fails) and `restore` never brings it back.
+            io::append_checked_line(
+                &self.inner.dir.join(TIER_DELETIONS_FILE),
+                &TierDeletion {
+                    stream: names::disk_name(name),
+                    before_ms: now_ms.saturating_add(1),
+                },
+            )?;
+        }
+        let trash = names::trash_path(&streams_dir, name, now_ms);
         io::rename("delete stream", &dir, &trash)?;
         self.inner.damaged.remove(name);
         sync_dir(&streams_dir)?;
@@ -619,9 +641,11 @@ impl Store {
 /// One tiering pass over every stream; the totals are kept for [`Store::tier_status`].
 fn tier_pass(inner: &Inner) -> Result<TierReport> {
     let mut report = TierReport::default();
-    let result = each_stream(inner, "tiering", |stream| {
-        report += stream.tier_step()?;
-        Ok(())
+    let result = delete_tiered_streams(inner).and_then(|()| {
+        each_stream(inner, "tiering", |stream| {
+            report += stream.tier_step()?;
+            Ok(())
+        })
     });
     let mut state = inner.tiering.lock().unwrap_or_else(|e| e.into_inner());
     state.uploaded += report.uploaded as u64;
@@ -639,6 +663,63 @@ fn tier_pass(inner: &Inner) -> Result<TierReport> {
     }
     result.map(|()| report)
 }
+
+/// Deletes from the bucket the objects of the streams [`TIER_DELETIONS_FILE`] lists, and
+/// forgets each once done. An incarnation's `DELETED` marker goes up first and its manifest
+/// next, so a `restore` that meets a half-deleted stream skips it.
+fn delete_tiered_streams(inner: &Inner) -> Result<()> {
+    let Some(tier) = &inner.context.tier else {
+        return Ok(());
+    };
+    let path = inner.dir.join(TIER_DELETIONS_FILE);
+    let pending: Vec<TierDeletion> = io::read_checked_lines(&path, "tier deletion")?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let bucket = tier.bucket();
+    for deletion in &pending {
+        let root = format!("{}streams/{}/", tier.options().prefix, deletion.stream);
+        let objects = bucket.list(&root)?;
+        let mut incarnations: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        for (key, _) in objects {
+            let created = key[root.len()..]
+                .split('/')
+                .next()
+                .and_then(|c| c.parse::<i64>().ok());
+            if let Some(created) = created.filter(|&c| c < deletion.before_ms) {
+                incarnations.entry(created).or_default().push(key);
+            }
+        }
+        for (created, mut keys) in incarnations {
+            let marker = format!("{root}{created}/{DELETED_MARKER}");
+            bucket.put_bytes(&marker, b"")?;
+            // The manifest first: without it, nothing restores the stream.
+            keys.sort_by_key(|k| !k.ends_with(&format!("/{}", crate::manifest::MANIFEST_FILE)));
+            for key in keys.iter().filter(|k| **k != marker) {
+                bucket.delete(key)?;
+            }
+            bucket.delete(&marker)?;
+        }
+    }
+    // Every listed deletion is done: forget them (lines appended meanwhile stay).
+    let _admin = inner.admin.lock().unwrap_or_else(|e| e.into_inner());
+    let now: Vec<TierDeletion> = io::read_checked_lines(&path, "tier deletion")?;
+    let left: Vec<u8> = now
+        .iter()
+        .filter(|d| !pending.contains(d))
+        .map(|d| io::encode_checked_line(&path, d))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    if left.is_empty() {
+        io::remove_file("forget tier deletions", &path)?;
+        Ok(())
+    } else {
+        io::write_atomically(&inner.dir, TIER_DELETIONS_FILE, &left)
+    }
+}
+
+/// The object that marks a stream incarnation in the bucket as deleted (restore skips it).
+pub const DELETED_MARKER: &str = "DELETED";
 
 /// Longest wait between tiering passes while the object store fails.
 const MAX_TIER_BACKOFF: Duration = Duration::from_secs(60);

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use shardlog::{
-    DirBucket, Error, ManualClock, Offset, Shard, ShardOptions, ShardTier, Tier, TierOptions,
+    Bucket, DirBucket, Error, ManualClock, Offset, Shard, ShardOptions, ShardTier, Tier,
+    TierOptions,
 };
 
 fn tier(root: &Path, options: TierOptions) -> Arc<Tier> {
@@ -458,4 +459,82 @@ fn restore_rebuilds_a_resharded_store_from_the_bucket() {
     ]);
     assert!(!again.status.success());
     assert!(text(&again.stderr).contains("already holds streams"));
+}
+
+/// Deleting a stream deletes its objects (at the next tiering pass), but not those of a stream
+/// of the same name created since; restore brings back only what was not deleted.
+#[test]
+fn a_deleted_stream_leaves_the_bucket_and_is_not_restored() {
+    let root = tempfile::tempdir().unwrap();
+    let bucket_dir = root.path().join("bucket");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let store = shardlog::Store::open(
+        root.path().join("data"),
+        shardlog::StoreOptions {
+            shard: ShardOptions {
+                segment_bytes: 16 * 1024,
+                clock: Arc::clone(&clock) as Arc<dyn shardlog::Clock>,
+                ..ShardOptions::default()
+            },
+            retention_interval: None,
+            tier: Some(shardlog::TierConfig {
+                bucket: Arc::new(DirBucket::new(&bucket_dir).unwrap()),
+                options: TierOptions {
+                    max_segment_age: Duration::ZERO,
+                    interval: Duration::from_secs(3600),
+                    ..TierOptions::default()
+                },
+            }),
+            ..shardlog::StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let fill = |name: &str| {
+        let stream = store
+            .create_stream(name, shardlog::StreamConfig::provisioned(1))
+            .unwrap();
+        for i in 0..100 {
+            let data = format!("{name} {i} {}", "y".repeat(300)).into_bytes();
+            stream
+                .put_record(&shardlog::PutRecord::new("k", &data))
+                .unwrap();
+        }
+    };
+    fill("gone");
+    fill("kept");
+    store.tier_now().unwrap();
+    let objects = |stream: &str| {
+        DirBucket::new(&bucket_dir)
+            .unwrap()
+            .list(&format!("streams/{stream}/"))
+            .unwrap()
+    };
+    assert!(!objects("gone").is_empty());
+    store.delete_stream("gone").unwrap();
+    clock.set(2_000_000);
+    fill("gone"); // a new stream of that name, before the bucket is cleaned
+    store.tier_now().unwrap();
+    let left = objects("gone");
+    assert!(
+        left.iter()
+            .all(|(k, _)| k.starts_with("streams/gone/2000000/")),
+        "{left:?}"
+    );
+    assert!(!left.is_empty());
+    store.delete_stream("gone").unwrap();
+    store.tier_now().unwrap();
+    assert_eq!(objects("gone"), vec![]);
+    assert!(!root.path().join("data").join("tier-deletions.log").exists());
+    let out = shardlog(&[
+        "restore",
+        "--from",
+        bucket_dir.to_str().unwrap(),
+        root.path().join("restored").to_str().unwrap(),
+    ]);
+    assert!(
+        text(&out.stdout).contains("restored 1 streams"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
