@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::log::format::{parse_file_name, INDEX_EXT, SEGMENT_EXT};
 use crate::log::lock::DirLock;
-use crate::log::remote::{Bucket, RemoteRecord, RemoteSegment, REMOTE_LOG_FILE};
+use crate::log::remote::{check_copy, Bucket, RemoteRecord, RemoteSegment, REMOTE_LOG_FILE};
 use crate::manifest::{MANIFEST_FILE, TOPOLOGY_LOG_FILE};
 
 /// How to restore.
@@ -223,25 +223,14 @@ fn download(bucket: &dyn Bucket, job: &Download) -> Result<u64> {
         .prefix(".restore.")
         .tempfile_in(dir)
         .map_err(Error::io_at("create", dir))?;
-    let len = bucket.get_to_file(&job.key, tmp.path())?;
-    if let Some(expected) = job.expected {
-        let bytes = std::fs::read(tmp.path()).map_err(Error::io_at("read", tmp.path()))?;
-        let crc = crc32fast::hash(&bytes);
-        if len != expected.bytes || crc != expected.crc32 {
-            return Err(Error::corrupt(
-                Path::new(&bucket.url(&job.key)),
-                0,
-                format!(
-                    "the object has {len} bytes with CRC32 {crc:08x}; {} bytes with {:08x} were uploaded",
-                    expected.bytes, expected.crc32
-                ),
-            ));
-        }
+    let got = bucket.get_to_file(&job.key, tmp.path())?;
+    if let Some(expected) = &job.expected {
+        check_copy(got, Path::new(&bucket.url(&job.key)), expected)?;
     }
     tmp.as_file()
         .sync_all()
         .map_err(Error::io_at("sync", tmp.path()))?;
     tmp.persist(&job.path)
         .map_err(|e| Error::io("rename into place", &job.path, e.error))?;
-    Ok(len)
+    Ok(got.len)
 }

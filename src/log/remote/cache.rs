@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{RemoteSegment, ShardTier};
+use super::{RemoteSegment, ShardTier, Transfer};
 use crate::error::{Error, Result};
 use crate::log::format::{file_name, INDEX_EXT, SEGMENT_EXT};
 use crate::log::segment::{load_remote_copy, SegmentData};
@@ -150,14 +150,14 @@ impl SegmentCache {
         };
         let segment_file = dir.join(file_name(base, SEGMENT_EXT));
         let name = PathBuf::from(bucket.url(key));
-        let len = bucket.get_to_file(key, &segment_file).map_err(cleanup)?;
-        let mut downloaded = len;
-        check_copy(&segment_file, &name, info).map_err(cleanup)?;
+        let got = bucket.get_to_file(key, &segment_file).map_err(cleanup)?;
+        let mut downloaded = got.len;
+        check_copy(got, &name, info).map_err(cleanup)?;
         if info.has_index {
             // The index is a cache: a missing or bad one costs a scan, not the read.
             let index_file = dir.join(file_name(base, INDEX_EXT));
             match bucket.get_to_file(&shard.index_key(base), &index_file) {
-                Ok(n) => downloaded += n,
+                Ok(index) => downloaded += index.len,
                 Err(e) => {
                     tracing::warn!(object = %name.display(), error = %e, "index object unavailable: scanning the segment instead");
                     let _ = std::fs::remove_file(&index_file);
@@ -208,27 +208,14 @@ impl SegmentCache {
 }
 
 /// Checks a downloaded segment against what was recorded at upload: its length and CRC32.
-fn check_copy(path: &Path, name: &Path, info: &RemoteSegment) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(Error::io_at("read", path))?;
-    if bytes.len() as u64 != info.bytes {
-        return Err(Error::corrupt(
-            name,
-            bytes.len() as u64,
-            format!(
-                "the object holds {} bytes, {} were uploaded",
-                bytes.len(),
-                info.bytes
-            ),
-        ));
-    }
-    let crc = crc32fast::hash(&bytes);
-    if crc != info.crc32 {
+pub(crate) fn check_copy(got: Transfer, name: &Path, info: &RemoteSegment) -> Result<()> {
+    if got.len != info.bytes || got.crc32 != info.crc32 {
         return Err(Error::corrupt(
             name,
             0,
             format!(
-                "the object's CRC32 is {crc:08x}, {:08x} was uploaded",
-                info.crc32
+                "the object holds {} bytes with CRC32 {:08x}; {} bytes with CRC32 {:08x} were uploaded",
+                got.len, got.crc32, info.bytes, info.crc32
             ),
         ));
     }

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use super::{Bucket, PutObject};
+use super::{Bucket, Transfer};
 use crate::error::{Error, Result};
 
 /// Objects as files under a root directory. A put writes a temporary file, syncs it and renames
@@ -60,24 +60,33 @@ impl DirBucket {
     }
 }
 
+/// Copies `input` to `out`, counting and checksumming the bytes.
+fn copy_counting(input: &mut impl Read, out: &mut impl Write) -> std::io::Result<Transfer> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        crc.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        len += n as u64;
+    }
+    Ok(Transfer {
+        len,
+        crc32: crc.finalize(),
+    })
+}
+
 impl Bucket for DirBucket {
-    fn put_file(&self, key: &str, source: &Path) -> Result<PutObject> {
+    fn put_file(&self, key: &str, source: &Path) -> Result<Transfer> {
         let path = self.path(key)?;
         let mut file = std::fs::File::open(source).map_err(Error::io_at("open", source))?;
-        let mut sent = PutObject { len: 0, crc32: 0 };
+        let mut sent = Transfer { len: 0, crc32: 0 };
         Self::write_object(&path, |out| {
-            let mut crc = crc32fast::Hasher::new();
-            let mut buf = vec![0; 1 << 20];
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                crc.update(&buf[..n]);
-                out.write_all(&buf[..n])?;
-                sent.len += n as u64;
-            }
-            sent.crc32 = crc.finalize();
+            sent = copy_counting(&mut file, out)?;
             Ok(())
         })?;
         Ok(sent)
@@ -88,10 +97,10 @@ impl Bucket for DirBucket {
         Self::write_object(&path, |out| out.write_all(bytes))
     }
 
-    fn get_to_file(&self, key: &str, path: &Path) -> Result<u64> {
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<Transfer> {
         let source = self.path(key)?;
-        std::fs::copy(&source, path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound && !source.exists() {
+        let mut input = std::fs::File::open(&source).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
                 Error::ResourceNotFound {
                     kind: "object",
                     name: self.url(key),
@@ -99,7 +108,9 @@ impl Bucket for DirBucket {
             } else {
                 Error::io("download", &source, e)
             }
-        })
+        })?;
+        let mut out = std::fs::File::create(path).map_err(Error::io_at("create", path))?;
+        copy_counting(&mut input, &mut out).map_err(Error::io_at("download", &source))
     }
 
     fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -171,7 +182,7 @@ mod tests {
             vec![("a/b/00.seg".to_string(), 13), ("a/c.json".to_string(), 2)]
         );
         let copy = dir.path().join("copy");
-        assert_eq!(bucket.get_to_file("a/b/00.seg", &copy).unwrap(), 13);
+        assert_eq!(bucket.get_to_file("a/b/00.seg", &copy).unwrap(), sent);
         assert_eq!(std::fs::read(&copy).unwrap(), b"segment bytes");
         assert_eq!(bucket.get_bytes("a/c.json").unwrap().unwrap(), b"{}");
         assert_eq!(bucket.get_bytes("a/none").unwrap(), None);

@@ -32,6 +32,7 @@ mod dir_bucket;
 #[cfg(feature = "s3")]
 mod s3;
 
+pub(crate) use cache::check_copy;
 pub use cache::{CacheStats, SegmentCache};
 pub use dir_bucket::DirBucket;
 #[cfg(feature = "s3")]
@@ -41,12 +42,12 @@ pub use s3::{S3Bucket, S3BucketConfig};
 pub trait Bucket: Send + Sync + fmt::Debug {
     /// Stores the file at `path` under `key` and returns once the store acknowledged it (an
     /// acknowledged object is durable there), with what was sent.
-    fn put_file(&self, key: &str, path: &Path) -> Result<PutObject>;
+    fn put_file(&self, key: &str, path: &Path) -> Result<Transfer>;
     /// Stores `bytes` under `key` (small objects: stream manifests).
     fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()>;
-    /// Copies the object `key` into the file `path` (replacing it); returns its length.
-    /// A missing object is `Error::ResourceNotFound`.
-    fn get_to_file(&self, key: &str, path: &Path) -> Result<u64>;
+    /// Copies the object `key` into the file `path` (replacing it); returns its length and
+    /// CRC32, computed as it arrived. A missing object is `Error::ResourceNotFound`.
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<Transfer>;
     /// The object `key`, or `None` if there is none.
     fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Removes the object `key`; a missing one is not an error.
@@ -57,9 +58,9 @@ pub trait Bucket: Send + Sync + fmt::Debug {
     fn url(&self, key: &str) -> String;
 }
 
-/// What [`Bucket::put_file`] sent.
+/// What [`Bucket::put_file`] sent or [`Bucket::get_to_file`] received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PutObject {
+pub struct Transfer {
     /// Bytes stored.
     pub len: u64,
     /// CRC32 (IEEE) of them.

@@ -10,7 +10,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
 
-use super::{Bucket, PutObject};
+use super::{Bucket, Transfer};
 use crate::error::{Error, Result};
 
 /// Files up to this size are one PUT; larger ones a multipart upload of parts this size.
@@ -148,7 +148,7 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
 }
 
 impl Bucket for S3Bucket {
-    fn put_file(&self, key: &str, path: &Path) -> Result<PutObject> {
+    fn put_file(&self, key: &str, path: &Path) -> Result<Transfer> {
         let location = self.location(key)?;
         let mut file = std::fs::File::open(path).map_err(Error::io_at("open", path))?;
         let len = file.metadata().map_err(Error::io_at("stat", path))?.len();
@@ -162,7 +162,7 @@ impl Bucket for S3Bucket {
             self.runtime
                 .block_on(self.store.put(&location, PutPayload::from(first)))
                 .map_err(|e| self.failed("upload", key, e))?;
-            return Ok(PutObject {
+            return Ok(Transfer {
                 len: n as u64,
                 crc32: crc.finalize(),
             });
@@ -183,7 +183,7 @@ impl Bucket for S3Bucket {
         self.runtime
             .block_on(self.put_multipart(&location, &mut file, first))
             .map_err(|e| self.failed("upload", key, e))?;
-        Ok(PutObject {
+        Ok(Transfer {
             len: sent,
             crc32: crc.finalize(),
         })
@@ -197,7 +197,7 @@ impl Bucket for S3Bucket {
             .map_err(|e| self.failed("upload", key, e))
     }
 
-    fn get_to_file(&self, key: &str, path: &Path) -> Result<u64> {
+    fn get_to_file(&self, key: &str, path: &Path) -> Result<Transfer> {
         let location = self.location(key)?;
         let mut out = std::fs::File::create(path).map_err(Error::io_at("create", path))?;
         self.runtime.block_on(async {
@@ -208,12 +208,17 @@ impl Bucket for S3Bucket {
                 .map_err(|e| self.failed("download", key, e))?
                 .into_stream();
             let mut len = 0u64;
+            let mut crc = crc32fast::Hasher::new();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| self.failed("download", key, e))?;
                 out.write_all(&chunk).map_err(Error::io_at("write", path))?;
+                crc.update(&chunk);
                 len += chunk.len() as u64;
             }
-            Ok(len)
+            Ok(Transfer {
+                len,
+                crc32: crc.finalize(),
+            })
         })
     }
 

@@ -1,0 +1,341 @@
+//! Tiered storage, measured against a real S3-compatible server (moto on 127.0.0.1), all parties
+//! in one run, medians of `--reps`:
+//!
+//! - appends (100 B records, 500 a call, `put_records`) with tiering off and on: the tiering
+//!   thread uploads while the appends run;
+//! - the local disk a tiered shard uses while appending, against its local retention;
+//! - a sequential read of segments that are only remote (page cache dropped, download cache
+//!   empty), against a plain loop of `object_store` GETs of the same objects;
+//! - `restore` of the bucket into a new directory, against downloading the same objects with
+//!   the same parallelism.
+//!
+//! `cargo bench --features s3 --bench tier -- [--mib 512] [--reps 3]`
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shardlog::log::remote::{S3Bucket, S3BucketConfig};
+use shardlog::restore::{restore, RestoreOptions};
+use shardlog::{
+    Bucket, PutRecord, ReadLimits, ShardId, ShardOptions, Store, StoreOptions, StreamConfig,
+    TierConfig, TierOptions,
+};
+
+const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+
+struct Moto(std::process::Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto_server (pip install \"moto[server]\")");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto(child, port)
+}
+
+fn bucket(port: u16, name: &str) -> Arc<S3Bucket> {
+    // Creating the bucket: a plain PUT.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    Arc::new(
+        S3Bucket::new(&S3BucketConfig {
+            bucket: name.into(),
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            ..S3BucketConfig::default()
+        })
+        .unwrap(),
+    )
+}
+
+fn drop_caches() -> bool {
+    // Needs root; says whether it worked.
+    let _ = std::process::Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn options(tier: Option<TierConfig>) -> StoreOptions {
+    StoreOptions {
+        shard: ShardOptions {
+            segment_bytes: SEGMENT_BYTES,
+            ..ShardOptions::default()
+        },
+        retention_interval: None,
+        tier,
+        ..StoreOptions::default()
+    }
+}
+
+fn local_segment_bytes(dir: &Path) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path)
+                } else if path.extension().is_some_and(|x| x == "seg") {
+                    e.metadata().map_or(0, |m| m.len())
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+    walk(&dir.join("streams"))
+}
+
+/// Appends `mib` MiB of 100 B records; returns MB/s and the most local segment bytes seen.
+fn append(store: &Store, dir: &Path, mib: u64) -> (f64, u64) {
+    let stream = store
+        .create_stream("bench", StreamConfig::provisioned(1))
+        .unwrap();
+    let keys: Vec<String> = (0..500).map(|i| format!("user-{i:08}")).collect();
+    let data = [0x42u8; 100];
+    let batch: Vec<PutRecord<'_>> = keys.iter().map(|k| PutRecord::new(k, &data)).collect();
+    let calls = mib * 1024 * 1024 / (500 * 100);
+    let peak = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done, dir) = (Arc::clone(&peak), Arc::clone(&done), dir.to_path_buf());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(local_segment_bytes(&dir), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let start = Instant::now();
+    for _ in 0..calls {
+        stream.put_records(&batch).unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let mb = (calls * 500 * 100) as f64 / 1e6;
+    (mb / secs, peak.load(Ordering::Relaxed))
+}
+
+/// Reads the stream's one shard from the start; returns MB/s of data.
+fn read_all(store: &Store) -> f64 {
+    let stream = store.stream("bench").unwrap();
+    let mut from = shardlog::Offset::new(0);
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    loop {
+        let mut records = 0;
+        let end = stream
+            .visit(ShardId(0), from, ReadLimits::records(10_000), |r| {
+                bytes += r.data.len() as u64;
+                records += 1;
+            })
+            .unwrap_or_else(|e| panic!("read at {from}: {e}"));
+        if records == 0 {
+            break;
+        }
+        from = end.next;
+    }
+    bytes as f64 / 1e6 / start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo bench` lists benchmarks: this one is a single program
+    }
+    let mib = arg("--mib", 512);
+    let reps = arg("--reps", 3) as usize;
+    let moto = start_moto();
+    let root_dir = std::env::var("SHARDLOG_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
+    let (mut off, mut on, mut peaks, mut reads, mut raw_gets, mut restores, mut raw_downloads) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut drained = vec![];
+    let mut cold = false;
+    for rep in 0..reps {
+        // Tiering off.
+        let dir = tempfile::tempdir_in(&root_dir).unwrap();
+        {
+            let store = Store::open(dir.path(), options(None)).unwrap();
+            off.push(append(&store, dir.path(), mib).0);
+        }
+        drop(dir);
+        // Tiering on: local retention of a quarter of what is written.
+        let name = format!("tier-bench-{rep}");
+        let bucket = bucket(moto.1, &name);
+        let dir = tempfile::tempdir_in(&root_dir).unwrap();
+        let tier = TierConfig {
+            bucket: bucket.clone(),
+            options: TierOptions {
+                local_retention_bytes: Some(mib * 1024 * 1024 / 4),
+                local_retention: None,
+                interval: Duration::from_secs(1),
+                max_segment_age: Duration::from_secs(1),
+                ..TierOptions::default()
+            },
+        };
+        {
+            let store = Store::open(dir.path(), options(Some(tier.clone()))).unwrap();
+            let (rate, peak) = append(&store, dir.path(), mib);
+            on.push(rate);
+            peaks.push(peak as f64);
+            // Drain: everything sealed goes up, and local copies past the retention go.
+            std::thread::sleep(Duration::from_millis(1100));
+            store.tier_now().unwrap();
+            drained.push(local_segment_bytes(dir.path()) as f64);
+        }
+        // Reads of remote-only segments: reopened with no local retention, so every sealed
+        // segment is read from the bucket (page cache dropped, download cache empty).
+        let remote_only = TierConfig {
+            options: TierOptions {
+                local_retention_bytes: Some(0),
+                ..tier.options.clone()
+            },
+            ..tier.clone()
+        };
+        {
+            let store = Store::open(dir.path(), options(Some(remote_only.clone()))).unwrap();
+            store.tier_now().unwrap();
+        }
+        cold = drop_caches();
+        {
+            let store = Store::open(dir.path(), options(Some(remote_only))).unwrap();
+            reads.push(read_all(&store));
+        }
+        // The same objects through plain GETs, one after another.
+        let segments: Vec<(String, u64)> = bucket
+            .list("streams/")
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(".seg"))
+            .collect();
+        let start = Instant::now();
+        let mut got = 0u64;
+        for (key, _) in &segments {
+            got += bucket.get_bytes(key).unwrap().unwrap().len() as u64;
+        }
+        raw_gets.push(got as f64 / 1e6 / start.elapsed().as_secs_f64());
+        // Restore against a parallel download of every object.
+        let target = tempfile::tempdir_in(&root_dir).unwrap();
+        let start = Instant::now();
+        let report = restore(
+            bucket.as_ref(),
+            &target.path().join("restored"),
+            &RestoreOptions::default(),
+        )
+        .unwrap();
+        restores.push(start.elapsed().as_secs_f64());
+        let all: Vec<String> = bucket
+            .list("streams/")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let queue = std::sync::Mutex::new(all.clone());
+        let raw_dir = tempfile::tempdir_in(&root_dir).unwrap();
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..RestoreOptions::default().parallel_downloads {
+                s.spawn(|| loop {
+                    let Some(key) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let path = raw_dir.path().join(key.replace('/', "_"));
+                    bucket.get_to_file(&key, &path).unwrap();
+                });
+            }
+        });
+        raw_downloads.push(start.elapsed().as_secs_f64());
+        eprintln!(
+            "rep {rep}: append off {:.0} MB/s, on {:.0} MB/s (peak local {:.0} MiB, {:.0} MiB once uploads caught up); remote read {:.0} MB/s vs GET loop {:.0} MB/s; restore {:.2} s ({} segments, {:.0} MiB) vs raw download {:.2} s",
+            off[rep],
+            on[rep],
+            peaks[rep] / 1048576.0,
+            drained[rep] / 1048576.0,
+            reads[rep],
+            raw_gets[rep],
+            restores[rep],
+            report.segments,
+            report.bytes as f64 / 1048576.0,
+            raw_downloads[rep]
+        );
+        for key in all {
+            let _ = bucket.delete(&key);
+        }
+    }
+    println!("tiering, {mib} MiB of 100 B records per run, medians of {reps} (page cache dropped before remote reads: {cold})");
+    println!("| measure | result | baseline | ratio |");
+    println!("|---|---:|---:|---:|");
+    let (off, on) = (median(off), median(on));
+    println!(
+        "| append MB/s, tiering on vs off | {on:.0} | {off:.0} | {:.2}x |",
+        on / off
+    );
+    println!(
+        "| peak local segment bytes, MiB (local retention {} MiB) | {:.0} | {} | {:.2}x |",
+        mib / 4,
+        median(peaks.clone()) / 1048576.0,
+        mib / 4,
+        median(peaks) / 1048576.0 / (mib / 4) as f64
+    );
+    println!(
+        "| local segment bytes once uploads caught up, MiB | {:.0} | {} | {:.2}x |",
+        median(drained.clone()) / 1048576.0,
+        mib / 4,
+        median(drained) / 1048576.0 / (mib / 4) as f64
+    );
+    let (read, raw) = (median(reads), median(raw_gets));
+    println!(
+        "| sequential read of remote-only segments, MB/s vs plain GET loop | {read:.0} | {raw:.0} | {:.2}x |",
+        read / raw
+    );
+    let (restore_s, raw_s) = (median(restores), median(raw_downloads));
+    println!(
+        "| restore, s vs raw parallel download | {restore_s:.2} | {raw_s:.2} | {:.2}x |",
+        restore_s / raw_s
+    );
+}
