@@ -538,3 +538,42 @@ fn a_deleted_stream_leaves_the_bucket_and_is_not_restored() {
         text(&out.stderr)
     );
 }
+
+/// Readers going through the shard while rounds upload and drop local copies (and another
+/// round runs at once) never fail: a dropped local copy is read from the bucket.
+#[test]
+fn reads_and_concurrent_rounds_race_without_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, _, _, shard) = remote_only_shard(root.path());
+    let shard = Arc::new(shard);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let (shard, stop) = (Arc::clone(&shard), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut rounds = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if i == 0 {
+                        shard.tier_step().unwrap();
+                    } else {
+                        let records = read_all(&shard, 0);
+                        let end = records.len() as u64;
+                        check_records(&records, 0, end, 300);
+                    }
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    for i in 0..40 {
+        append_range(&shard, i * 100, (i + 1) * 100, 25, 300);
+        shard.tier_step().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for worker in workers {
+        assert!(worker.join().unwrap() > 0);
+    }
+    check_records(&read_all(&shard, 0), 0, 4000, 300);
+    assert!(shard.tier_status().remote_only > 20);
+}

@@ -523,25 +523,44 @@ impl Segment {
     /// The segment's data, loading and verifying a sealed segment on first use; a segment that
     /// is only remote comes from the tier's cache (downloaded when not cached).
     pub(crate) fn data(&self) -> Result<Arc<SegmentData>> {
-        if let (false, Some(copy)) = (self.local, &self.remote) {
-            return match &copy.tier {
-                Some(tier) => tier.tier().cache().load(tier, &copy.info),
-                None => Err(Error::invalid(
-                    "tier",
-                    format!(
-                        "segment {} is only in the object store, and this shard was opened without tiering",
-                        self.path().display()
-                    ),
-                )),
-            };
+        if !self.local {
+            return self.remote_data();
         }
         let mut slot = self.data.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(data) = slot.as_ref() {
             return Ok(Arc::clone(data));
         }
-        let data = Arc::new(load_sealed(&self.dir, self.base, self.read_only)?);
+        let data = match load_sealed(&self.dir, self.base, self.read_only) {
+            Ok(data) => Arc::new(data),
+            // A reader's older view of a segment whose local copy tiering has since dropped:
+            // its remote copy has the same bytes.
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && self.remote.is_some() =>
+            {
+                return self.remote_data();
+            }
+            Err(e) => return Err(e),
+        };
         *slot = Some(Arc::clone(&data));
         Ok(data)
+    }
+
+    /// The segment's remote copy, through the tier's cache.
+    fn remote_data(&self) -> Result<Arc<SegmentData>> {
+        let copy = self
+            .remote
+            .as_ref()
+            .ok_or_else(|| Error::corrupt(&self.path(), 0, "a segment neither local nor remote"))?;
+        match &copy.tier {
+            Some(tier) => tier.tier().cache().load(tier, &copy.info),
+            None => Err(Error::invalid(
+                "tier",
+                format!(
+                    "segment {} is only in the object store, and this shard was opened without tiering",
+                    self.path().display()
+                ),
+            )),
+        }
     }
 
     /// Its seal, without downloading a segment that is only remote (`None`: the active

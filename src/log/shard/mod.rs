@@ -226,6 +226,8 @@ pub struct Shard {
     sync_done: Condvar,
     /// Length of `remote.log` as last copied to the tier (tiered shards).
     remote_log_uploaded: Mutex<Option<u64>>,
+    /// Held by a tiering round ([`Shard::tier_step`]).
+    tier_round: Mutex<()>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -450,6 +452,7 @@ impl Shard {
             }),
             sync_done: Condvar::new(),
             remote_log_uploaded: Mutex::new(None),
+            tier_round: Mutex::new(()),
         })
     }
 
@@ -486,6 +489,7 @@ impl Shard {
             }),
             sync_done: Condvar::new(),
             remote_log_uploaded: Mutex::new(None),
+            tier_round: Mutex::new(()),
             dir,
         })
     }

@@ -76,6 +76,9 @@ impl Shard {
         if self.writer.is_none() {
             return Ok(report);
         }
+        // One round at a time (the tiering thread and a caller's `tier_now` may meet): a round
+        // must not upload a segment another round has meanwhile dropped locally.
+        let _round = self.tier_round.lock().unwrap_or_else(|e| e.into_inner());
         self.seal_if_old(&tier)?;
         let segments = self.snapshot();
         for segment in segments.iter() {
@@ -135,6 +138,7 @@ impl Shard {
             .remote_log_uploaded
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // (Called inside a round, so one upload of the log at a time.)
         if *uploaded == Some(len) {
             return Ok(());
         }
