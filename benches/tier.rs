@@ -118,8 +118,9 @@ fn local_segment_bytes(dir: &Path) -> u64 {
     walk(&dir.join("streams"))
 }
 
-/// Appends `mib` MiB of 100 B records; returns MB/s and the most local segment bytes seen.
-fn append(store: &Store, dir: &Path, mib: u64) -> (f64, u64) {
+/// Appends `mib` MiB of 100 B records, at most `pace` MB/s if given; returns MB/s and the most
+/// local segment bytes seen.
+fn append(store: &Store, dir: &Path, mib: u64, pace: Option<f64>) -> (f64, u64) {
     let stream = store
         .create_stream("bench", StreamConfig::provisioned(1))
         .unwrap();
@@ -139,8 +140,14 @@ fn append(store: &Store, dir: &Path, mib: u64) -> (f64, u64) {
         })
     };
     let start = Instant::now();
-    for _ in 0..calls {
+    for call in 0..calls {
         stream.put_records(&batch).unwrap();
+        if let Some(mbps) = pace {
+            let due = Duration::from_secs_f64((call + 1) as f64 * 0.05 / mbps);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
@@ -197,13 +204,15 @@ fn main() {
     let mut drained = vec![];
     let mut cold = false;
     for rep in 0..reps {
-        // Tiering off.
-        let dir = tempfile::tempdir_in(&root_dir).unwrap();
-        {
+        // Tiering off, before the tiered run in even reps and after it in odd ones.
+        let untiered = || {
+            let dir = tempfile::tempdir_in(&root_dir).unwrap();
             let store = Store::open(dir.path(), options(None)).unwrap();
-            off.push(append(&store, dir.path(), mib).0);
+            append(&store, dir.path(), mib, None).0
+        };
+        if rep % 2 == 0 {
+            off.push(untiered());
         }
-        drop(dir);
         // Tiering on: local retention of a quarter of what is written.
         let name = format!("tier-bench-{rep}");
         let bucket = bucket(moto.1, &name);
@@ -220,13 +229,16 @@ fn main() {
         };
         {
             let store = Store::open(dir.path(), options(Some(tier.clone()))).unwrap();
-            let (rate, peak) = append(&store, dir.path(), mib);
+            let (rate, peak) = append(&store, dir.path(), mib, None);
             on.push(rate);
             peaks.push(peak as f64);
             // Drain: everything sealed goes up, and local copies past the retention go.
             std::thread::sleep(Duration::from_millis(1100));
             store.tier_now().unwrap();
             drained.push(local_segment_bytes(dir.path()) as f64);
+        }
+        if rep % 2 == 1 {
+            off.push(untiered());
         }
         // Reads of remote-only segments: reopened with no local retention, so every sealed
         // segment is read from the bucket (page cache dropped, download cache empty).
@@ -259,37 +271,46 @@ fn main() {
             got += bucket.get_bytes(key).unwrap().unwrap().len() as u64;
         }
         raw_gets.push(got as f64 / 1e6 / start.elapsed().as_secs_f64());
-        // Restore against a parallel download of every object.
-        let target = tempfile::tempdir_in(&root_dir).unwrap();
-        let start = Instant::now();
-        let report = restore(
-            bucket.as_ref(),
-            &target.path().join("restored"),
-            &RestoreOptions::default(),
-        )
-        .unwrap();
-        restores.push(start.elapsed().as_secs_f64());
+        // Restore against a parallel download of every object, in alternating order.
         let all: Vec<String> = bucket
             .list("streams/")
             .unwrap()
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        let queue = std::sync::Mutex::new(all.clone());
-        let raw_dir = tempfile::tempdir_in(&root_dir).unwrap();
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..RestoreOptions::default().parallel_downloads {
-                s.spawn(|| loop {
-                    let Some(key) = queue.lock().unwrap().pop() else {
-                        return;
-                    };
-                    let path = raw_dir.path().join(key.replace('/', "_"));
-                    bucket.get_to_file(&key, &path).unwrap();
+        let mut report = None;
+        for step in [rep % 2, 1 - rep % 2] {
+            let target = tempfile::tempdir_in(&root_dir).unwrap();
+            let start = Instant::now();
+            if step == 0 {
+                report = Some(
+                    restore(
+                        bucket.as_ref(),
+                        &target.path().join("restored"),
+                        &RestoreOptions::default(),
+                    )
+                    .unwrap(),
+                );
+                restores.push(start.elapsed().as_secs_f64());
+            } else {
+                let queue = std::sync::Mutex::new(all.clone());
+                std::thread::scope(|s| {
+                    for _ in 0..RestoreOptions::default().parallel_downloads {
+                        s.spawn(|| loop {
+                            let Some(key) = queue.lock().unwrap().pop() else {
+                                return;
+                            };
+                            let path = target.path().join(key.replace('/', "_"));
+                            bucket.get_to_file(&key, &path).unwrap();
+                        });
+                    }
                 });
+                // On disk, as restore's files are (it fsyncs each): the same end state.
+                let _ = std::process::Command::new("sync").status();
+                raw_downloads.push(start.elapsed().as_secs_f64());
             }
-        });
-        raw_downloads.push(start.elapsed().as_secs_f64());
+        }
+        let report = report.unwrap();
         eprintln!(
             "rep {rep}: append off {:.0} MB/s, on {:.0} MB/s (peak local {:.0} MiB, {:.0} MiB once uploads caught up); remote read {:.0} MB/s vs GET loop {:.0} MB/s; restore {:.2} s ({} segments, {:.0} MiB) vs raw download {:.2} s",
             off[rep],
@@ -307,6 +328,38 @@ fn main() {
             let _ = bucket.delete(&key);
         }
     }
+    // A sustained stream the uploads keep up with: the local disk holds about the local
+    // retention plus the active segment plus what one tiering interval appends.
+    let paced_mib = arg("--paced-mib", 2048);
+    let pace = arg("--pace-mbps", 100) as f64;
+    let retention_mib = arg("--paced-retention-mib", 512);
+    let paced_peak = {
+        let bucket = bucket(moto.1, "tier-bench-paced");
+        let dir = tempfile::tempdir_in(&root_dir).unwrap();
+        let store = Store::open(
+            dir.path(),
+            options(Some(TierConfig {
+                bucket: bucket.clone(),
+                options: TierOptions {
+                    local_retention_bytes: Some(retention_mib * 1024 * 1024),
+                    local_retention: None,
+                    interval: Duration::from_secs(1),
+                    ..TierOptions::default()
+                },
+            })),
+        )
+        .unwrap();
+        let (rate, peak) = append(&store, dir.path(), paced_mib, Some(pace));
+        eprintln!(
+            "paced: {paced_mib} MiB at {rate:.0} MB/s, peak local {:.0} MiB",
+            peak as f64 / 1048576.0
+        );
+        drop(store);
+        for (key, _) in bucket.list("").unwrap() {
+            let _ = bucket.delete(&key);
+        }
+        peak
+    };
     println!("tiering, {mib} MiB of 100 B records per run, medians of {reps} (page cache dropped before remote reads: {cold})");
     println!("| measure | result | baseline | ratio |");
     println!("|---|---:|---:|---:|");
@@ -323,6 +376,12 @@ fn main() {
         median(peaks) / 1048576.0 / (mib / 4) as f64
     );
     println!(
+        "| peak local segment bytes, MiB, {paced_mib} MiB appended at {pace} MB/s (local retention {retention_mib} MiB, {} MiB segments, 1 s rounds) | {:.0} | {retention_mib} | {:.2}x |",
+        SEGMENT_BYTES >> 20,
+        paced_peak as f64 / 1048576.0,
+        paced_peak as f64 / 1048576.0 / retention_mib as f64
+    );
+    println!(
         "| local segment bytes once uploads caught up, MiB | {:.0} | {} | {:.2}x |",
         median(drained.clone()) / 1048576.0,
         mib / 4,
@@ -335,7 +394,7 @@ fn main() {
     );
     let (restore_s, raw_s) = (median(restores), median(raw_downloads));
     println!(
-        "| restore, s vs raw parallel download | {restore_s:.2} | {raw_s:.2} | {:.2}x |",
+        "| restore, s vs raw parallel download then sync | {restore_s:.2} | {raw_s:.2} | {:.2}x |",
         restore_s / raw_s
     );
 }

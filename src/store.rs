@@ -736,16 +736,23 @@ fn tiering_loop(inner: Weak<Inner>, interval: Duration) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .failures;
-        let wait = if failures == 0 {
-            interval
+        if failures == 0 {
+            // Until a segment is sealed (or the interval passes: old active segments, local
+            // retention by age).
+            if let Some(tier) = &strong.context.tier {
+                tier.wait_for_work(interval);
+            }
+            if strong.shutdown.wait(Duration::ZERO) {
+                return;
+            }
         } else {
-            interval
+            let wait = interval
                 .saturating_mul(1 << failures.min(16))
                 .min(MAX_TIER_BACKOFF)
-                .max(interval)
-        };
-        if strong.shutdown.wait(wait) {
-            return;
+                .max(interval);
+            if strong.shutdown.wait(wait) {
+                return;
+            }
         }
         let _ = tier_pass(&strong);
     }
@@ -825,6 +832,9 @@ fn compactor_loop(inner: Weak<Inner>, interval: Duration) {
 impl Drop for Store {
     fn drop(&mut self) {
         self.inner.shutdown.signal();
+        if let Some(tier) = &self.inner.context.tier {
+            tier.notify(); // wakes the tiering thread to see the signal
+        }
         if let Some(handle) = self.compactor.take() {
             let _ = handle.join();
         }

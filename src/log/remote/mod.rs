@@ -115,6 +115,9 @@ pub struct Tier {
     bucket: Arc<dyn Bucket>,
     options: TierOptions,
     cache: SegmentCache,
+    /// Set when a segment was sealed: a round has work (see [`Tier::wait_for_work`]).
+    work: std::sync::Mutex<bool>,
+    work_signal: std::sync::Condvar,
 }
 
 impl Tier {
@@ -126,7 +129,25 @@ impl Tier {
             bucket,
             options,
             cache,
+            work: std::sync::Mutex::new(false),
+            work_signal: std::sync::Condvar::new(),
         })
+    }
+
+    /// Says a round has work (a segment was sealed), waking [`Tier::wait_for_work`].
+    pub fn notify(&self) {
+        *self.work.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.work_signal.notify_all();
+    }
+
+    /// Waits until [`Tier::notify`] was called (since the last wait) or `timeout` passed.
+    pub fn wait_for_work(&self, timeout: Duration) {
+        let work = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut work, _) = self
+            .work_signal
+            .wait_timeout_while(work, timeout, |work| !*work)
+            .unwrap_or_else(|e| e.into_inner());
+        *work = false;
     }
 
     /// The bucket.

@@ -153,6 +153,11 @@ impl Shard {
                     return Err(e);
                 }
             }
+            if let Some(tier) = &self.options.tier {
+                // A sealed segment is work for the tiering thread: upload it now, not at the
+                // next interval (the local disk holds less).
+                tier.tier().notify();
+            }
         }
         self.start_segment(w, now)
     }

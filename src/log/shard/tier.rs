@@ -116,11 +116,16 @@ impl Shard {
             if self.record_upload(&tier, segment, info)? {
                 report.uploaded += 1;
                 report.uploaded_bytes += sent.len + index_bytes;
+                // After every upload, not once at the end: while a long backlog goes up the
+                // local disk shrinks segment by segment.
+                let (dropped, bytes) = self.drop_local_copies(&tier)?;
+                report.dropped_local += dropped;
+                report.dropped_bytes += bytes;
             }
         }
         let (dropped, bytes) = self.drop_local_copies(&tier)?;
-        report.dropped_local = dropped;
-        report.dropped_bytes = bytes;
+        report.dropped_local += dropped;
+        report.dropped_bytes += bytes;
         self.upload_remote_log(&tier)?;
         Ok(report)
     }
