@@ -222,7 +222,7 @@ fn main() {
             options: TierOptions {
                 local_retention_bytes: Some(mib * 1024 * 1024 / 4),
                 local_retention: None,
-                interval: Duration::from_secs(1),
+                interval: Some(Duration::from_secs(1)),
                 max_segment_age: Duration::from_secs(1),
                 ..TierOptions::default()
             },
@@ -343,7 +343,7 @@ fn main() {
                 options: TierOptions {
                     local_retention_bytes: Some(retention_mib * 1024 * 1024),
                     local_retention: None,
-                    interval: Duration::from_secs(1),
+                    interval: Some(Duration::from_secs(1)),
                     ..TierOptions::default()
                 },
             })),

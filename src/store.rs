@@ -305,7 +305,12 @@ impl Store {
             }
             None => None,
         };
-        let tierer = match inner.context.tier.as_ref().map(|t| t.options().interval) {
+        let tierer = match inner
+            .context
+            .tier
+            .as_ref()
+            .and_then(|t| t.options().interval)
+        {
             Some(interval) => {
                 let weak = Arc::downgrade(&inner);
                 let spawned = std::thread::Builder::new()

@@ -37,7 +37,7 @@ fn bucket(port: u16) -> Arc<S3Bucket> {
     )
 }
 
-fn options(port: u16, interval: Duration) -> StoreOptions {
+fn options(port: u16, interval: Option<Duration>) -> StoreOptions {
     StoreOptions {
         shard: ShardOptions {
             flush: FlushPolicy::Always,
@@ -71,7 +71,8 @@ fn data(i: u64) -> Vec<u8> {
 fn child_appender() {
     let dir = std::env::var(DIR_ENV).expect("the parent sets the directory");
     let port: u16 = std::env::var(PORT_ENV).unwrap().parse().unwrap();
-    let store = Store::open(&dir, options(port, Duration::from_millis(1))).expect("child open");
+    let store =
+        Store::open(&dir, options(port, Some(Duration::from_millis(1)))).expect("child open");
     let stream = match store.stream("s") {
         Ok(stream) => stream,
         Err(_) => store
@@ -182,7 +183,7 @@ fn sigkill_during_uploads_loses_no_segment_and_no_acknowledged_record() {
         check_segments_are_somewhere(&shard_dir, &bucket, round);
         uploads_seen = bucket.list("streams/").unwrap().len();
         // Reopened (without its own tiering pass), every acknowledged record reads back.
-        let store = Store::open(dir.path(), options(moto.port, Duration::from_secs(3600)))
+        let store = Store::open(dir.path(), options(moto.port, None))
             .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         let stream = store.stream("s").unwrap();
         let mut from = Offset::new(0);

@@ -43,8 +43,8 @@ fn tiered_store(dir: &std::path::Path, bucket: Arc<S3Bucket>) -> Store {
                     local_retention_bytes: Some(128 * 1024),
                     local_retention: None,
                     cache_bytes: 256 * 1024,
-                    // Passes run when the test asks.
-                    interval: Duration::from_secs(3600),
+                    // Rounds run when the test asks.
+                    interval: None,
                     ..TierOptions::default()
                 },
             }),
@@ -209,7 +209,7 @@ fn restore_from_s3_brings_back_every_uploaded_record() {
                     options: TierOptions {
                         prefix: "site-a/".into(),
                         max_segment_age: Duration::ZERO,
-                        interval: Duration::from_secs(3600),
+                        interval: None,
                         ..TierOptions::default()
                     },
                 }),

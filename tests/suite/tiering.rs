@@ -258,7 +258,7 @@ fn offline_tools_know_remote_segments() {
                     options: TierOptions {
                         local_retention_bytes: Some(32 * 1024),
                         local_retention: None,
-                        interval: Duration::from_secs(3600),
+                        interval: None,
                         ..TierOptions::default()
                     },
                 }),
@@ -373,7 +373,7 @@ fn restore_rebuilds_a_resharded_store_from_the_bucket() {
                     local_retention: None,
                     // Every pass seals the active segment: everything reaches the bucket.
                     max_segment_age: Duration::ZERO,
-                    interval: Duration::from_secs(3600),
+                    interval: None,
                     ..TierOptions::default()
                 },
             }),
@@ -481,7 +481,7 @@ fn a_deleted_stream_leaves_the_bucket_and_is_not_restored() {
                 bucket: Arc::new(DirBucket::new(&bucket_dir).unwrap()),
                 options: TierOptions {
                     max_segment_age: Duration::ZERO,
-                    interval: Duration::from_secs(3600),
+                    interval: None,
                     ..TierOptions::default()
                 },
             }),

@@ -83,8 +83,10 @@ pub struct TierOptions {
     pub max_segment_age: Duration,
     /// Most bytes of remote segments kept downloaded in the cache.
     pub cache_bytes: u64,
-    /// How often the tiering thread looks for sealed segments to upload.
-    pub interval: Duration,
+    /// The tiering thread runs a round whenever a segment is sealed, and at least this often
+    /// (for old active segments and retention by age). `None`: there is no tiering thread;
+    /// rounds run only when asked (`Store::tier_now`).
+    pub interval: Option<Duration>,
 }
 
 impl Default for TierOptions {
@@ -95,7 +97,7 @@ impl Default for TierOptions {
             local_retention: Some(Duration::from_secs(24 * 3600)),
             max_segment_age: Duration::from_secs(600),
             cache_bytes: 1024 * 1024 * 1024,
-            interval: Duration::from_secs(5),
+            interval: Some(Duration::from_secs(5)),
         }
     }
 }
