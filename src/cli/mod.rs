@@ -73,6 +73,17 @@ enum Command {
     Verify {
         /// A data directory, stream directory, shard directory or segment file.
         path: PathBuf,
+        /// Also download and check every remote segment of a tiered store's streams from this
+        /// bucket: `s3://BUCKET/PREFIX` (as given to --tier-bucket and --tier-prefix) or the
+        /// --tier-dir directory.
+        #[arg(long)]
+        remote: Option<String>,
+        /// An S3-compatible endpoint for an `s3://` --remote.
+        #[arg(long, requires = "remote")]
+        s3_endpoint: Option<String>,
+        /// The --remote bucket's region.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
     },
     /// Show the safe repairs a damaged shard needs (cut torn tails, rebuild indexes, rewrite
     /// damaged segments keeping every good record, drop half-written segments); make them with
@@ -140,7 +151,18 @@ pub fn main() -> ExitCode {
             };
             dump::run(&path, &options, &mut out)
         }
-        Command::Verify { path } => verify::run(&path, &mut out),
+        Command::Verify {
+            path,
+            remote,
+            s3_endpoint,
+            region,
+        } => {
+            let remote = remote
+                .as_ref()
+                .map(|location| bucket::open(location, s3_endpoint.as_deref(), &region))
+                .transpose();
+            remote.and_then(|remote| verify::run(&path, remote, &mut out))
+        }
         Command::Repair { path, apply } => repair::run(&path, apply, &mut out),
         Command::Restore {
             from,

@@ -3,12 +3,14 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::target::{self, Target};
 use super::CliResult;
-use crate::log::shard::{segment_bases, verify_segment, Problem};
+use crate::log::remote::{Bucket, ShardTier, Tier, TierOptions};
+use crate::log::shard::{segment_bases, verify_remote, verify_segment, Problem};
 use crate::Offset;
 
 /// Directories smaller than this verify too fast to need a progress bar.
@@ -46,7 +48,13 @@ fn jobs_for_shard(dir: &Path, only: Option<Offset>) -> CliResult<Vec<Job>> {
         .collect())
 }
 
-pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
+/// Verifies `path`; with `remote` (a bucket and key prefix), also the remote copies of the
+/// segments of its streams' tiered shards.
+pub(super) fn run(
+    path: &Path,
+    remote: Option<(Arc<dyn Bucket>, String)>,
+    out: &mut impl Write,
+) -> CliResult<ExitCode> {
     let mut problems: Vec<Problem> = Vec::new();
     let mut jobs = Vec::new();
     let mut shards = 0;
@@ -83,6 +91,35 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
     for file in &group_files {
         problems.extend(check_group_file(file));
     }
+    let mut remote_checked = 0;
+    if let Some((bucket, prefix)) = remote {
+        let scratch = tempfile::tempdir().map_err(crate::Error::io_at(
+            "create",
+            Path::new("temporary directory"),
+        ))?;
+        let tier = Arc::new(Tier::new(
+            bucket,
+            TierOptions {
+                prefix,
+                ..TierOptions::default()
+            },
+            scratch.path().join("cache"),
+        )?);
+        for stream in &stream_dirs {
+            let created = target::manifest(stream)?.created_ms;
+            let Some(key) = crate::stream::stream_tier_key(stream, created) else {
+                continue;
+            };
+            for shard in target::shard_dirs_on_disk(stream)? {
+                let Some(name) = shard.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let shard_tier = ShardTier::new(Arc::clone(&tier), format!("{key}/{name}"));
+                remote_checked += crate::log::remote::read_remote_log(&shard)?.len();
+                problems.extend(verify_remote(&shard, &shard_tier, scratch.path())?);
+            }
+        }
+    }
 
     let total: u64 = jobs.iter().map(|j| j.bytes).sum();
     let progress = (std::io::stderr().is_terminal() && total >= PROGRESS_MIN_BYTES).then(|| {
@@ -114,6 +151,9 @@ pub(super) fn run(path: &Path, out: &mut impl Write) -> CliResult<ExitCode> {
     );
     if !group_files.is_empty() {
         checked.push_str(&format!(", {} consumer group files", group_files.len()));
+    }
+    if remote_checked > 0 {
+        checked.push_str(&format!(", {remote_checked} remote segments"));
     }
     if problems.is_empty() {
         writeln!(out, "clean: {checked} checked")?;

@@ -48,6 +48,7 @@ pub use read::{
 pub use reshard::{MAX_SCALINGS_PER_DAY, MAX_SCALINGS_PER_HOUR};
 pub(crate) use settings::check_tags;
 pub use settings::{MAX_CONSUMERS, MAX_TAGS};
+pub use tier::stream_tier_key;
 
 /// Shortest retention, in hours.
 pub const MIN_RETENTION_HOURS: u32 = 24;

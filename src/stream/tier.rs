@@ -15,10 +15,9 @@ impl Stream {
     /// so a stream deleted and created again never shares objects with its predecessor.
     pub(crate) fn tier_key(&self, created_ms: i64) -> Option<ShardTier> {
         let tier = self.context.tier.as_ref()?;
-        let disk_name = self.dir.file_name()?.to_str()?;
         Some(ShardTier::new(
             Arc::clone(tier),
-            format!("streams/{disk_name}/{created_ms}"),
+            stream_tier_key(&self.dir, created_ms)?,
         ))
     }
 
@@ -83,6 +82,13 @@ impl Stream {
         }
         Ok(())
     }
+}
+
+/// The tier key of the stream in `stream_dir` created at `created_ms`:
+/// `streams/NAME/CREATED_MS`, the name as on disk (a shard's key adds its directory's name).
+pub fn stream_tier_key(stream_dir: &std::path::Path, created_ms: i64) -> Option<String> {
+    let disk_name = stream_dir.file_name()?.to_str()?;
+    Some(format!("streams/{disk_name}/{created_ms}"))
 }
 
 /// A shard's part of its tier key: its directory's name (`shardId-…`).

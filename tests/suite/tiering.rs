@@ -323,6 +323,36 @@ fn offline_tools_know_remote_segments() {
         "{}",
         text(&repair.stdout)
     );
+    // `verify --remote` downloads and checks every remote segment.
+    let bucket = root.path().join("bucket");
+    let remote = bucket.to_str().unwrap();
+    let verify = shardlog(&["verify", "--remote", remote, path]);
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+    assert!(
+        text(&verify.stdout).contains("remote segments"),
+        "{}",
+        text(&verify.stdout)
+    );
+    let object = std::fs::read_dir(bucket.join("streams/orders"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("shardId-000000000000/00000000000000000000.seg");
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[300] ^= 1;
+    std::fs::write(&object, &bytes).unwrap();
+    let verify = shardlog(&["verify", "--remote", remote, path]);
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify.stdout));
+    assert!(
+        text(&verify.stdout).contains("00000000000000000000.seg")
+            && text(&verify.stdout).contains("CRC32"),
+        "{}",
+        text(&verify.stdout)
+    );
+    // Without --remote the local store is clean: the damage is only in the bucket.
+    assert!(shardlog(&["verify", path]).status.success());
 }
 
 /// Every record of every shard of `stream`, by shard index.

@@ -41,7 +41,8 @@ mod verify;
 pub use tier::{TierReport, TierStatus};
 
 pub use verify::{
-    segment_bases, segment_file, summarize_segment, verify, verify_log_start, verify_segment,
+    segment_bases, segment_file, summarize_segment, verify, verify_log_start, verify_remote,
+    verify_segment,
 };
 
 /// When an append counts as done, relative to the disk.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 pub use crate::log::log_start::{read_log_start, LOG_START_FILE};
+use crate::log::remote::{check_copy, read_remote_log, ShardTier};
 use crate::log::segment::{self, segment_path};
 pub use crate::log::segment::{Problem, SegmentReport};
 use crate::types::Offset;
@@ -82,4 +83,44 @@ pub fn summarize_segment(dir: &Path, base: Offset) -> Result<SegmentReport> {
 /// The path of the segment file of `base` in a shard directory (for tools and tests).
 pub fn segment_file(dir: &Path, base: Offset) -> PathBuf {
     segment_path(dir, base)
+}
+
+/// Checks the remote copies of a tiered shard's segments (those its `remote.log` lists): each is
+/// downloaded into `scratch`, checked against the length and CRC32 recorded at upload, and
+/// verified like a local segment (every batch's CRC, the seal, the index). Problems name the
+/// object. Changes nothing in the shard or the bucket.
+pub fn verify_remote(dir: &Path, tier: &ShardTier, scratch: &Path) -> Result<Vec<Problem>> {
+    let bucket = tier.tier().bucket();
+    let mut problems = Vec::new();
+    for (base, info) in read_remote_log(dir)? {
+        let key = tier.segment_key(base);
+        let url = PathBuf::from(bucket.url(&key));
+        let problem = |position: Option<u64>, what: String| Problem {
+            path: url.clone(),
+            position,
+            what,
+        };
+        let copy = segment_path(scratch, base);
+        match bucket.get_to_file(&key, &copy) {
+            Err(e) => {
+                problems.push(problem(None, format!("cannot be downloaded: {e}")));
+                continue;
+            }
+            Ok(got) => {
+                if let Err(e) = check_copy(got, &url, &info) {
+                    problems.push(problem(Some(0), e.to_string()));
+                }
+            }
+        }
+        if info.has_index {
+            let _ = bucket.get_to_file(&tier.index_key(base), &segment::index_path(scratch, base));
+        }
+        for mut p in verify_segment(scratch, base, None)?.problems {
+            p.path = url.clone();
+            problems.push(p);
+        }
+        let _ = std::fs::remove_file(&copy);
+        let _ = std::fs::remove_file(segment::index_path(scratch, base));
+    }
+    Ok(problems)
 }
