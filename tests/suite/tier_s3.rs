@@ -28,6 +28,22 @@ fn bucket(port: u16, name: &str) -> Arc<S3Bucket> {
 }
 
 fn tiered_store(dir: &std::path::Path, bucket: Arc<S3Bucket>) -> Store {
+    tiered_store_with(
+        dir,
+        bucket,
+        TierOptions {
+            prefix: "tiered/".into(),
+            local_retention_bytes: Some(128 * 1024),
+            local_retention: None,
+            cache_bytes: 256 * 1024,
+            ..TierOptions::default()
+        },
+    )
+}
+
+/// A store with 64 KiB segments tiered into `bucket` with `options`; rounds run when the test
+/// asks.
+fn tiered_store_with(dir: &std::path::Path, bucket: Arc<S3Bucket>, options: TierOptions) -> Store {
     Store::open(
         dir,
         StoreOptions {
@@ -39,13 +55,8 @@ fn tiered_store(dir: &std::path::Path, bucket: Arc<S3Bucket>) -> Store {
             tier: Some(TierConfig {
                 bucket,
                 options: TierOptions {
-                    prefix: "tiered/".into(),
-                    local_retention_bytes: Some(128 * 1024),
-                    local_retention: None,
-                    cache_bytes: 256 * 1024,
-                    // Rounds run when the test asks.
                     interval: None,
-                    ..TierOptions::default()
+                    ..options
                 },
             }),
             ..StoreOptions::default()
@@ -196,27 +207,15 @@ fn restore_from_s3_brings_back_every_uploaded_record() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = bucket(moto.port, "backup");
     {
-        let store = Store::open(
-            dir.path().join("primary"),
-            StoreOptions {
-                shard: ShardOptions {
-                    segment_bytes: 64 * 1024,
-                    ..ShardOptions::default()
-                },
-                retention_interval: None,
-                tier: Some(TierConfig {
-                    bucket,
-                    options: TierOptions {
-                        prefix: "site-a/".into(),
-                        max_segment_age: Duration::ZERO,
-                        interval: None,
-                        ..TierOptions::default()
-                    },
-                }),
-                ..StoreOptions::default()
+        let store = tiered_store_with(
+            &dir.path().join("primary"),
+            bucket,
+            TierOptions {
+                prefix: "site-a/".into(),
+                max_segment_age: Duration::ZERO,
+                ..TierOptions::default()
             },
-        )
-        .unwrap();
+        );
         store
             .create_stream("orders", StreamConfig::provisioned(1))
             .unwrap();

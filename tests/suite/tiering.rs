@@ -245,27 +245,16 @@ fn offline_tools_know_remote_segments() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     {
-        let store = shardlog::Store::open(
+        let store = tiered_store(
             &data,
-            shardlog::StoreOptions {
-                shard: ShardOptions {
-                    segment_bytes: 16 * 1024,
-                    ..ShardOptions::default()
-                },
-                retention_interval: None,
-                tier: Some(shardlog::TierConfig {
-                    bucket: Arc::new(DirBucket::new(root.path().join("bucket")).unwrap()),
-                    options: TierOptions {
-                        local_retention_bytes: Some(32 * 1024),
-                        local_retention: None,
-                        interval: None,
-                        ..TierOptions::default()
-                    },
-                }),
-                ..shardlog::StoreOptions::default()
+            &root.path().join("bucket"),
+            None,
+            TierOptions {
+                local_retention_bytes: Some(32 * 1024),
+                local_retention: None,
+                ..TierOptions::default()
             },
-        )
-        .unwrap();
+        );
         let stream = store
             .create_stream("orders", shardlog::StreamConfig::provisioned(1))
             .unwrap();
@@ -355,6 +344,39 @@ fn offline_tools_know_remote_segments() {
     assert!(shardlog(&["verify", path]).status.success());
 }
 
+/// A store in `data` with 16 KiB segments, tiered into the directory `bucket` with `options`
+/// (rounds only when asked), on `clock` if given.
+fn tiered_store(
+    data: &Path,
+    bucket: &Path,
+    clock: Option<&Arc<ManualClock>>,
+    options: TierOptions,
+) -> shardlog::Store {
+    let mut shard = ShardOptions {
+        segment_bytes: 16 * 1024,
+        ..ShardOptions::default()
+    };
+    if let Some(clock) = clock {
+        shard.clock = Arc::clone(clock) as Arc<dyn shardlog::Clock>;
+    }
+    shardlog::Store::open(
+        data,
+        shardlog::StoreOptions {
+            shard,
+            retention_interval: None,
+            tier: Some(shardlog::TierConfig {
+                bucket: Arc::new(DirBucket::new(bucket).unwrap()),
+                options: TierOptions {
+                    interval: None,
+                    ..options
+                },
+            }),
+            ..shardlog::StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// Every record of every shard of `stream`, by shard index.
 fn all_records(stream: &shardlog::Stream) -> std::collections::BTreeMap<u32, Vec<Vec<u8>>> {
     let mut out = std::collections::BTreeMap::new();
@@ -387,30 +409,18 @@ fn restore_rebuilds_a_resharded_store_from_the_bucket() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let bucket_dir = root.path().join("bucket");
-    let store = shardlog::Store::open(
+    let store = tiered_store(
         &data,
-        shardlog::StoreOptions {
-            shard: ShardOptions {
-                segment_bytes: 16 * 1024,
-                ..ShardOptions::default()
-            },
-            retention_interval: None,
-            tier: Some(shardlog::TierConfig {
-                bucket: Arc::new(DirBucket::new(&bucket_dir).unwrap()),
-                options: TierOptions {
-                    prefix: "prod/".into(),
-                    local_retention_bytes: Some(0),
-                    local_retention: None,
-                    // Every pass seals the active segment: everything reaches the bucket.
-                    max_segment_age: Duration::ZERO,
-                    interval: None,
-                    ..TierOptions::default()
-                },
-            }),
-            ..shardlog::StoreOptions::default()
+        &bucket_dir,
+        None,
+        TierOptions {
+            prefix: "prod/".into(),
+            local_retention_bytes: Some(0),
+            local_retention: None,
+            max_segment_age: Duration::ZERO,
+            ..TierOptions::default()
         },
-    )
-    .unwrap();
+    );
     let stream = store
         .create_stream("orders", shardlog::StreamConfig::provisioned(1))
         .unwrap();
@@ -498,27 +508,15 @@ fn a_deleted_stream_leaves_the_bucket_and_is_not_restored() {
     let root = tempfile::tempdir().unwrap();
     let bucket_dir = root.path().join("bucket");
     let clock = Arc::new(ManualClock::new(1_000_000));
-    let store = shardlog::Store::open(
-        root.path().join("data"),
-        shardlog::StoreOptions {
-            shard: ShardOptions {
-                segment_bytes: 16 * 1024,
-                clock: Arc::clone(&clock) as Arc<dyn shardlog::Clock>,
-                ..ShardOptions::default()
-            },
-            retention_interval: None,
-            tier: Some(shardlog::TierConfig {
-                bucket: Arc::new(DirBucket::new(&bucket_dir).unwrap()),
-                options: TierOptions {
-                    max_segment_age: Duration::ZERO,
-                    interval: None,
-                    ..TierOptions::default()
-                },
-            }),
-            ..shardlog::StoreOptions::default()
+    let store = tiered_store(
+        &root.path().join("data"),
+        &bucket_dir,
+        Some(&clock),
+        TierOptions {
+            max_segment_age: Duration::ZERO,
+            ..TierOptions::default()
         },
-    )
-    .unwrap();
+    );
     let fill = |name: &str| {
         let stream = store
             .create_stream(name, shardlog::StreamConfig::provisioned(1))
