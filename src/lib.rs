@@ -50,6 +50,7 @@ mod lane_md5;
 pub mod log;
 pub mod manifest;
 pub mod names;
+pub mod replica;
 pub mod restore;
 pub mod sequence;
 #[cfg(feature = "server")]

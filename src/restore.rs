@@ -80,39 +80,11 @@ pub fn restore(
     crate::io::create_dir_all(&streams_dir)?;
     let _lock = DirLock::acquire(data_dir)?;
     let root = format!("{}streams/", options.prefix);
-    // name → created → relative path within the incarnation → size
-    let mut incarnations: BTreeMap<String, BTreeMap<i64, Vec<String>>> = BTreeMap::new();
-    for (key, _) in bucket.list(&root)? {
-        let Some(rest) = key.strip_prefix(&root) else {
-            continue;
-        };
-        let mut parts = rest.splitn(3, '/');
-        let (Some(name), Some(created), Some(file)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let Ok(created) = created.parse::<i64>() else {
-            continue;
-        };
-        incarnations
-            .entry(name.to_string())
-            .or_default()
-            .entry(created)
-            .or_default()
-            .push(file.to_string());
-    }
     let mut report = RestoreReport::default();
     let mut downloads = Vec::new();
-    for (name, by_created) in &incarnations {
-        // The newest incarnation with a manifest, not deleted.
-        let Some((created, files)) = by_created.iter().rev().find(|(_, files)| {
-            files.iter().any(|f| f == MANIFEST_FILE)
-                && !files.iter().any(|f| f == crate::store::DELETED_MARKER)
-        }) else {
-            continue;
-        };
+    for (name, (created, files)) in live_streams(bucket, &options.prefix)? {
         let base_key = format!("{root}{name}/{created}/");
-        let stream_dir = streams_dir.join(name);
+        let stream_dir = streams_dir.join(&name);
         crate::io::create_dir_all(&stream_dir.join("shards"))?;
         for file in [MANIFEST_FILE, TOPOLOGY_LOG_FILE] {
             if files.iter().any(|f| f == file) {
@@ -123,13 +95,7 @@ pub fn restore(
                 });
             }
         }
-        let mut shards: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for file in files {
-            if let Some((shard, object)) = file.split_once('/') {
-                shards.entry(shard).or_default().push(object);
-            }
-        }
-        for (shard, objects) in shards {
+        for (shard, objects) in shard_objects(&files) {
             let shard_dir = stream_dir.join("shards").join(shard);
             crate::io::create_dir_all(&shard_dir)?;
             let shard_key = format!("{base_key}{shard}/");
@@ -166,6 +132,57 @@ pub fn restore(
     report.bytes = download_all(bucket, downloads, options.parallel_downloads.max(1))?;
     crate::io::sync_dir(&streams_dir)?;
     Ok(report)
+}
+
+/// The streams a bucket holds under `prefix`, by name as on disk: the newest incarnation of
+/// each name that has a `stream.json` and no `DELETED` marker, with its creation time and its
+/// objects' keys relative to it (`stream.json`, `shardId-…/…`).
+pub(crate) fn live_streams(
+    bucket: &dyn Bucket,
+    prefix: &str,
+) -> Result<BTreeMap<String, (i64, Vec<String>)>> {
+    let root = format!("{prefix}streams/");
+    let mut incarnations: BTreeMap<String, BTreeMap<i64, Vec<String>>> = BTreeMap::new();
+    for (key, _) in bucket.list(&root)? {
+        let Some(rest) = key.strip_prefix(&root) else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, '/');
+        let (Some(name), Some(created), Some(file)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let Ok(created) = created.parse::<i64>() else {
+            continue;
+        };
+        incarnations
+            .entry(name.to_string())
+            .or_default()
+            .entry(created)
+            .or_default()
+            .push(file.to_string());
+    }
+    Ok(incarnations
+        .into_iter()
+        .filter_map(|(name, by_created)| {
+            let live = by_created.into_iter().rev().find(|(_, files)| {
+                files.iter().any(|f| f == MANIFEST_FILE)
+                    && !files.iter().any(|f| f == crate::store::DELETED_MARKER)
+            })?;
+            Some((name, live))
+        })
+        .collect())
+}
+
+/// A stream incarnation's objects by shard (`shardId-…` → the files in it).
+pub(crate) fn shard_objects(files: &[String]) -> BTreeMap<&str, Vec<&str>> {
+    let mut shards: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for file in files {
+        if let Some((shard, object)) = file.split_once('/') {
+            shards.entry(shard).or_default().push(object);
+        }
+    }
+    shards
 }
 
 /// A shard's `remote.log` object, folded into its live segments by base (none if missing).

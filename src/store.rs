@@ -609,6 +609,50 @@ impl Store {
         tier_pass(&self.inner)
     }
 
+    /// For a read replica, whose data directory is kept in step with a primary's bucket
+    /// (the `replica` module's `sync_from_bucket`): opens the streams whose directories appeared, forgets those whose
+    /// directories went, and lets every stream take up its changed manifest and new remote
+    /// segments. Returns the segments adopted.
+    pub fn follow(&self) -> Result<usize> {
+        let listed = names::list_dir(
+            &self.streams_dir(),
+            check_stream_name,
+            names::recorded_name(MANIFEST_FILE),
+        )?;
+        let mut present = std::collections::BTreeSet::new();
+        for entry in listed {
+            let Listed::User(name, path) = entry else {
+                continue;
+            };
+            present.insert(name.clone());
+            if self.stream(&name).is_err() {
+                match Stream::open(path, self.inner.context.clone()) {
+                    Ok(stream) => {
+                        self.inner
+                            .streams
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(name, Arc::new(stream));
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %name, error = %e, "a replicated stream does not open yet")
+                    }
+                }
+            }
+        }
+        self.inner
+            .streams
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| present.contains(name));
+        let mut adopted = 0;
+        each_stream(&self.inner, "following the primary", |stream| {
+            adopted += stream.follow()?;
+            Ok(())
+        })?;
+        Ok(adopted)
+    }
+
     /// Whether the store tiers sealed segments to an object store.
     pub fn is_tiered(&self) -> bool {
         self.inner.context.tier.is_some()

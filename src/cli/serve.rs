@@ -80,6 +80,15 @@ pub(super) struct ServeArgs {
     delete_delay_ms: u64,
     #[command(flatten)]
     tier: TierArgs,
+    /// Serve as a read replica of the store that tiers into this bucket: `s3://BUCKET/PREFIX`
+    /// (with --tier-s3-endpoint for S3-compatible servers) or a --tier-dir directory. Streams,
+    /// shards and records follow the primary's uploads; every write is refused, naming the
+    /// bucket. DATA_DIR holds only copies (manifests, remote.log, the download cache).
+    #[arg(long, conflicts_with_all = ["tier_bucket", "tier_dir"])]
+    replica_of: Option<String>,
+    /// How often a replica looks for the primary's new uploads, in milliseconds.
+    #[arg(long, default_value_t = 1000, requires = "replica_of")]
+    replica_poll_ms: u64,
 }
 
 /// Tiered storage: where sealed segments are copied, and how much stays local.
@@ -89,11 +98,12 @@ pub(super) struct TierArgs {
     /// Firehose S3 destination; needs the `s3` feature).
     #[arg(long, conflicts_with = "tier_dir")]
     tier_bucket: Option<String>,
-    /// The tier bucket's S3 API endpoint, for S3-compatible servers (MinIO, Ceph, …).
-    #[arg(long, requires = "tier_bucket")]
+    /// The tier (or --replica-of) bucket's S3 API endpoint, for S3-compatible servers (MinIO,
+    /// Ceph, …).
+    #[arg(long)]
     tier_s3_endpoint: Option<String>,
-    /// The tier bucket's region (default: --region).
-    #[arg(long, requires = "tier_bucket")]
+    /// The tier (or --replica-of) bucket's region (default: --region).
+    #[arg(long)]
     tier_region: Option<String>,
     /// Tier sealed segments into this directory instead (a mounted shared file system).
     #[arg(long)]
@@ -174,7 +184,15 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
         },
         Flush::Never => FlushPolicy::Never,
     };
-    let options = StoreOptions {
+    let replica = match &args.replica_of {
+        Some(location) => Some(super::bucket::open(
+            location,
+            args.tier.tier_s3_endpoint.as_deref(),
+            args.tier.tier_region.as_deref().unwrap_or(&args.region),
+        )?),
+        None => None,
+    };
+    let mut options = StoreOptions {
         shard: ShardOptions {
             flush,
             ..ShardOptions::default()
@@ -183,6 +201,22 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
         tier: args.tier.config(&args.region)?,
         ..StoreOptions::default()
     };
+    if let Some((bucket, prefix)) = &replica {
+        // Copies only: no retention (the primary's deletions arrive in remote.log), no
+        // uploads; every segment is read from the bucket through the cache.
+        crate::replica::sync_from_bucket(bucket.as_ref(), prefix, &args.data_dir)?;
+        options.retention_interval = None;
+        options.tier = Some(crate::TierConfig {
+            bucket: Arc::clone(bucket),
+            options: crate::TierOptions {
+                prefix: prefix.clone(),
+                interval: None,
+                local_retention_bytes: Some(0),
+                cache_bytes: args.tier.tier_cache_mib * 1024 * 1024,
+                ..crate::TierOptions::default()
+            },
+        });
+    }
     let auth = match &args.auth {
         Some(path) => Some(Credentials::from_file(path)?),
         None => None,
@@ -190,6 +224,15 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
     // Before the store sizes its budget of open shards from the limit.
     crate::server::raise_open_files_limit();
     let store = Arc::new(Store::open(&args.data_dir, options)?);
+    let following = replica.map(|(bucket, prefix)| {
+        follow_primary(
+            Arc::clone(&store),
+            bucket,
+            prefix,
+            args.data_dir.clone(),
+            Duration::from_millis(args.replica_poll_ms.max(10)),
+        )
+    });
     let buckets = match (&args.s3_endpoint, &args.objects_dir) {
         (Some(endpoint), _) => Buckets::S3 {
             endpoint: Some(endpoint.clone()),
@@ -226,6 +269,7 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
                 update: Duration::from_millis(args.update_delay_ms),
                 delete: Duration::from_millis(args.delete_delay_ms),
             },
+            replica_of: args.replica_of.clone(),
             ..ServerOptions::default()
         },
     )?;
@@ -246,10 +290,52 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| crate::Error::io("wait for SIGTERM", std::path::Path::new("signal"), e))?;
     tracing::info!("stopping: finishing in-flight requests");
     server.stop()?;
+    if let Some((stop, handle)) = following {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = handle.join();
+    }
     // Stops the delivery worker, delivering what the buffering hints allow.
     drop(firehose);
     drop(store);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A replica's follower: every `poll`, copies the primary's changed stream files from the
+/// bucket and lets the store take them up. Failures (the bucket unreachable) are logged and
+/// retried at the next poll; the replica serves what it has meanwhile.
+fn follow_primary(
+    store: Arc<Store>,
+    bucket: Arc<dyn crate::Bucket>,
+    prefix: String,
+    data_dir: PathBuf,
+    poll: Duration,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let handle = std::thread::spawn(move || {
+        let mut failing = false;
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let result = crate::replica::sync_from_bucket(bucket.as_ref(), &prefix, &data_dir)
+                .and_then(|_| store.follow());
+            match result {
+                Ok(_) if failing => {
+                    tracing::info!("following the primary again");
+                    failing = false;
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot follow the primary; retrying");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(poll);
+        }
+    });
+    (stop, handle)
 }
 
 /// Blocks until SIGTERM or SIGINT (an error if signals cannot be watched: the server then stops

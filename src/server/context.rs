@@ -40,6 +40,9 @@ pub struct ServerOptions {
     /// How long streams and consumers stay CREATING, UPDATING and DELETING (default: not at
     /// all, every change is ACTIVE at once).
     pub transient_states: TransientStates,
+    /// Set on a read replica (`serve --replica-of`): where its primary tiers to. Every
+    /// operation that would change something is refused, naming it.
+    pub replica_of: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -54,6 +57,7 @@ impl Default for ServerOptions {
             limits: ServerLimits::default(),
             metrics_listen: None,
             transient_states: TransientStates::default(),
+            replica_of: None,
         }
     }
 }

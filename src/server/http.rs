@@ -315,6 +315,7 @@ pub(super) async fn read_and_run(
     codec: Codec,
     req: Request<Incoming>,
 ) -> std::result::Result<Output, ApiError> {
+    super::replica::check_writable(ctx.options.replica_of.as_deref(), api, operation)?;
     let limit = ctx.options.max_body_bytes;
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();

@@ -24,6 +24,7 @@ mod metrics;
 mod model;
 mod protocol;
 mod records;
+mod replica;
 mod subscribe;
 
 use std::convert::Infallible;

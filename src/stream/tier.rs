@@ -44,6 +44,35 @@ impl Stream {
         Ok(total)
     }
 
+    /// For a read replica (whose stream files are replaced with the primary's copies as they
+    /// change): takes up the manifest on disk if it changed (reshards, settings, consumers),
+    /// and lets every shard adopt the segments its `remote.log` now lists. Returns the
+    /// segments adopted.
+    pub(crate) fn follow(&self) -> Result<usize> {
+        let manifest = crate::manifest::StreamManifest::read(&self.dir)?;
+        let mut changed = false;
+        let slots: Vec<_> = {
+            let mut topology = self.topology.write().unwrap_or_else(|e| e.into_inner());
+            if topology.manifest != manifest {
+                topology.manifest = manifest;
+                topology.sync_with_manifest(&self.dir, &self.context.open_shards);
+                changed = true;
+            }
+            topology.shards.values().cloned().collect()
+        };
+        let options = self.shard_options(&self.read_topology().manifest);
+        let mut adopted = 0;
+        for slot in slots {
+            if let Some(shard) = slot.open_if_exists(&options)? {
+                adopted += shard.follow_remote()?;
+            }
+        }
+        if changed || adopted > 0 {
+            self.changes.notify();
+        }
+        Ok(adopted)
+    }
+
     /// Where the stream's segments are (shards open now).
     pub(crate) fn tier_status(&self) -> TierStatus {
         let topology = self.read_topology();

@@ -36,9 +36,20 @@ pub fn spawn_server(data: &Path, flush: &str) -> (ServerProcess, SocketAddr) {
 }
 
 pub fn spawn_server_with(data: &Path, flush: &str, extra: &[&str]) -> (ServerProcess, SocketAddr) {
+    spawn_server_env(data, flush, extra, &[])
+}
+
+/// [`spawn_server_with`] with environment variables set for the server.
+pub fn spawn_server_env(
+    data: &Path,
+    flush: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (ServerProcess, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
         .args(["serve", "--listen", "127.0.0.1:0", "--flush", flush])
         .args(extra)
+        .envs(envs.iter().copied())
         .arg("--data-dir")
         .arg(data)
         .env("SHARDLOG_LOG", "warn")

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["manifest"],
     &["stream"],
     &["store", "restore"],
+    &["replica"],
     &["consumer"],
     &["firehose"],
     &["server"],

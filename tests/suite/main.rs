@@ -28,6 +28,8 @@ mod layers;
 mod model;
 mod names;
 mod repair;
+#[cfg(feature = "server")]
+mod replica;
 mod server;
 mod server_semantics;
 mod server_shard_ids;

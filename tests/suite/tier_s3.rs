@@ -241,3 +241,67 @@ fn restore_from_s3_brings_back_every_uploaded_record() {
     let expected: Vec<Vec<u8>> = (0..1500).map(data).collect();
     assert_eq!(read_from(&store, Start::TrimHorizon), expected);
 }
+
+/// A replica server following a primary that tiers into moto, through a reshard.
+#[cfg(feature = "server")]
+#[test]
+fn a_replica_follows_a_primary_through_s3() {
+    use crate::replica::{eventually, replica_records};
+    use serde_json::json;
+    let moto = start_moto();
+    assert_eq!(http(moto.port, "PUT", "/shared").0, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let store = tiered_store_with(
+        &dir.path().join("primary"),
+        bucket(moto.port, "shared"),
+        TierOptions {
+            prefix: "east/".into(),
+            max_segment_age: Duration::ZERO,
+            ..TierOptions::default()
+        },
+    );
+    store
+        .create_stream("orders", StreamConfig::provisioned(1))
+        .unwrap();
+    put(&store, 0, 400);
+    store.tier_now().unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let (server, addr) = crate::common::serve::spawn_server_env(
+        &dir.path().join("replica"),
+        "never",
+        &[
+            "--replica-of",
+            "s3://shared/east",
+            "--tier-s3-endpoint",
+            &endpoint,
+            "--replica-poll-ms",
+            "100",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ],
+    );
+    let mut client = crate::common::http::Client::connect(addr).unwrap();
+    assert_eq!(
+        replica_records(&mut client, "shardId-000000000000").len(),
+        400
+    );
+    let stream = store.stream("orders").unwrap();
+    stream.split_shard(ShardId(0), 1u128 << 127).unwrap();
+    put(&store, 400, 300);
+    store.tier_now().unwrap();
+    eventually("the children's records", || {
+        let shards = client
+            .kinesis("ListShards", &json!({"StreamName": "orders"}))
+            .unwrap()
+            .json();
+        shards["Shards"].as_array().map_or(0, Vec::len) == 3
+            && ["shardId-000000000001", "shardId-000000000002"]
+                .iter()
+                .map(|id| replica_records(&mut client, id).len())
+                .sum::<usize>()
+                == 300
+    });
+    assert!(server.terminate());
+}

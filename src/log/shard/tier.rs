@@ -2,11 +2,12 @@
 //! copies past the local retention. Run by the store's tiering thread (or a caller), never by
 //! an append: appends wait for none of it but the short writer-lock holds that record a change.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::log::remote::{
-    append_remote_log, RemoteRecord, RemoteSegment, ShardTier, REMOTE_LOG_FILE,
+    append_remote_log, read_remote_log, RemoteRecord, RemoteSegment, ShardTier, REMOTE_LOG_FILE,
 };
 use crate::log::segment::{RemoteCopy, Segment};
 use crate::types::Offset;
@@ -153,6 +154,53 @@ impl Shard {
             .put_bytes(&tier.object_key_of(REMOTE_LOG_FILE), &bytes)?;
         *uploaded = Some(bytes.len() as u64);
         Ok(())
+    }
+
+    /// For a read replica's shard, whose `remote.log` is replaced with the primary's copy as it
+    /// changes: adopts the segments recorded since (past the shard's end, as remote-only
+    /// segments) and forgets remote-only segments retention deleted. Returns how many segments
+    /// were adopted. A replica never appends, so the shard's end only moves here.
+    pub fn follow_remote(&self) -> Result<usize> {
+        let remote = read_remote_log(&self.dir)?;
+        let mut w = self.lock_writer()?;
+        if w.active.as_ref().is_some_and(|a| !a.is_empty()) {
+            // Records were appended here: this is no replica's shard.
+            return Ok(0);
+        }
+        let end = w.next_offset;
+        let adopted: Vec<Arc<Segment>> = remote
+            .values()
+            .filter(|info| info.base >= end.get())
+            .map(|&info| {
+                Arc::new(Segment::remote_only(
+                    &self.dir,
+                    RemoteCopy {
+                        tier: self.options.tier.clone(),
+                        info,
+                    },
+                    false,
+                ))
+            })
+            .collect();
+        let new_end = remote
+            .values()
+            .next_back()
+            .map(|info| Offset::new(info.end.saturating_add(info.lost_after)))
+            .filter(|&e| e > end);
+        self.replace_segments(|list| {
+            list.retain(|s| s.is_local() || remote.contains_key(&s.base()));
+            list.extend(adopted.iter().cloned());
+        });
+        if let Some(new_end) = new_end {
+            w.next_offset = new_end;
+            if let Some(t) = remote.values().next_back().and_then(|i| i.last_arrival_ms) {
+                w.last_arrival_ms = Some(t);
+            }
+            self.next_offset.store(new_end.get(), Ordering::Release);
+            let mut sync = self.sync_state.lock().unwrap_or_else(|e| e.into_inner());
+            sync.durable = sync.durable.max(new_end);
+        }
+        Ok(adopted.len())
     }
 
     /// Where the shard's segments are now.
