@@ -605,3 +605,42 @@ fn reads_and_concurrent_rounds_race_without_errors() {
     check_records(&read_all(&shard, 0), 0, 4000, 300);
     assert!(shard.tier_status().remote_only > 20);
 }
+
+/// A reader past the middle of a remote segment has the next one downloaded in the background:
+/// reading on finds it cached.
+#[test]
+fn sequential_reads_of_remote_segments_read_ahead() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, _, tier, shard) = remote_only_shard(root.path());
+    append_range(&shard, 0, 3000, 25, 300);
+    shard.tier_step().unwrap();
+    assert!(shard.tier_status().remote_only > 5);
+    let prefix = "streams/s/1/shardId-000000000000/";
+    let bases: Vec<u64> = tier
+        .bucket()
+        .list(prefix)
+        .unwrap()
+        .iter()
+        .filter_map(|(k, _)| k.strip_suffix(".seg")?[prefix.len()..].parse().ok())
+        .collect();
+    // Record by record through the first segment only: no read touches the second.
+    for offset in 0..bases[1] {
+        let one = shard
+            .read(Offset::new(offset), shardlog::ReadLimits::records(1))
+            .unwrap();
+        assert_eq!(one.records.len(), 1);
+    }
+    // The second segment arrives anyway: read ahead.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tier.cache().stats().downloads < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no read-ahead: {:?}",
+            tier.cache().stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check_records(&read_all(&shard, 0), 0, 3000, 300);
+    let after = tier.cache().stats();
+    assert!(after.hits > 0, "{after:?}");
+}

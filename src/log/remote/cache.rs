@@ -26,7 +26,12 @@ pub struct SegmentCache {
     downloads: AtomicU64,
     downloaded_bytes: AtomicU64,
     hits: AtomicU64,
+    /// Read-ahead downloads running now (at most [`MAX_READ_AHEAD`]).
+    reading_ahead: std::sync::atomic::AtomicUsize,
 }
+
+/// Most read-ahead downloads at once over the whole cache.
+const MAX_READ_AHEAD: usize = 2;
 
 #[derive(Default)]
 struct CacheState {
@@ -82,6 +87,7 @@ impl SegmentCache {
             downloads: AtomicU64::new(0),
             downloaded_bytes: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            reading_ahead: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -107,6 +113,39 @@ impl SegmentCache {
         entry.last_used = tick;
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(Arc::clone(&entry.data))
+    }
+
+    /// Starts downloading the remote segment `info` of `shard` in the background unless it is
+    /// cached, being downloaded, or [`MAX_READ_AHEAD`] read-aheads are running: a sequential
+    /// reader then finds the next segment ready. A failure is only logged (the read that needs
+    /// the segment downloads it again, and reports its error).
+    pub(crate) fn read_ahead(&self, shard: &ShardTier, info: &RemoteSegment) {
+        let key = shard.segment_key(Offset::new(info.base));
+        let busy = self.lock().entries.contains_key(&key)
+            || self
+                .loading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key);
+        if busy || self.reading_ahead.fetch_add(1, Ordering::AcqRel) >= MAX_READ_AHEAD {
+            if !busy {
+                self.reading_ahead.fetch_sub(1, Ordering::AcqRel);
+            }
+            return;
+        }
+        let (shard, info) = (shard.clone(), *info);
+        let spawned = std::thread::Builder::new()
+            .name("shardlog-read-ahead".into())
+            .spawn(move || {
+                let cache = shard.tier().cache();
+                if let Err(e) = cache.load(&shard, &info) {
+                    tracing::debug!(error = %e, "read-ahead of a remote segment failed");
+                }
+                cache.reading_ahead.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            self.reading_ahead.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// The remote segment `info` of `shard`, downloaded (and checked) unless cached.

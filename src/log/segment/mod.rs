@@ -545,6 +545,16 @@ impl Segment {
         Ok(data)
     }
 
+    /// Starts downloading this segment in the background if it is only remote (a sequential
+    /// reader is about to need it).
+    pub(crate) fn read_ahead(&self) {
+        if let (false, Some(copy)) = (self.local, &self.remote) {
+            if let Some(tier) = &copy.tier {
+                tier.tier().cache().read_ahead(tier, &copy.info);
+            }
+        }
+    }
+
     /// The segment's remote copy, through the tier's cache.
     fn remote_data(&self) -> Result<Arc<SegmentData>> {
         let copy = self

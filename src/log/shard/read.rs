@@ -66,6 +66,16 @@ impl Shard {
             if let Some(next) = read_segment(&data, cursor, &mut budget)? {
                 cursor = next;
             }
+            if let (false, Some(newer)) = (segment.is_local(), segments.get(i + 1)) {
+                // A reader past the middle of a remote segment is most likely reading on: have
+                // the next one downloaded meanwhile.
+                let midpoint = data.seal_info().map_or(u64::MAX, |s| {
+                    segment.base().get() + (s.end_offset.get() - segment.base().get()) / 2
+                });
+                if cursor.get() >= midpoint {
+                    newer.read_ahead();
+                }
+            }
             if budget.exhausted() {
                 break;
             }
