@@ -644,3 +644,54 @@ fn sequential_reads_of_remote_segments_read_ahead() {
     let after = tier.cache().stats();
     assert!(after.hits > 0, "{after:?}");
 }
+
+/// A consumer group reads a stream whose segments are only remote, as it reads local ones.
+#[test]
+fn a_consumer_group_reads_remote_only_segments() {
+    use shardlog::consumer::{ConsumerGroup, GroupConfig, ProcessOptions};
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(tiered_store(
+        &root.path().join("data"),
+        &root.path().join("bucket"),
+        None,
+        TierOptions {
+            local_retention_bytes: Some(0),
+            local_retention: None,
+            max_segment_age: Duration::ZERO,
+            ..TierOptions::default()
+        },
+    ));
+    let stream = store
+        .create_stream("orders", shardlog::StreamConfig::provisioned(2))
+        .unwrap();
+    for i in 0..600 {
+        let data = format!("{i} {}", "q".repeat(250));
+        stream
+            .put_record(&shardlog::PutRecord::new(
+                &format!("key {i}"),
+                data.as_bytes(),
+            ))
+            .unwrap();
+    }
+    store.tier_now().unwrap();
+    assert!(store.tier_status().segments.remote_only >= 4);
+    let group = ConsumerGroup::open(Arc::clone(&store), "g", GroupConfig::new("orders")).unwrap();
+    let worker = group.worker("w");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        worker
+            .process_round(
+                &ProcessOptions::default(),
+                &mut |_: shardlog::ShardId, records: &[shardlog::StreamRecord]| {
+                    for r in records {
+                        let text = String::from_utf8(r.data.to_vec()).unwrap();
+                        seen.insert(text.split(' ').next().unwrap().parse::<u32>().unwrap());
+                    }
+                    Ok::<(), ()>(())
+                },
+            )
+            .unwrap();
+    }
+    assert_eq!(seen, (0..600).collect());
+    assert!(store.tier_status().cache.downloads > 0);
+}
