@@ -695,3 +695,86 @@ fn a_consumer_group_reads_remote_only_segments() {
     assert_eq!(seen, (0..600).collect());
     assert!(store.tier_status().cache.downloads > 0);
 }
+
+/// A subscription on a replica's store (a data directory kept in step with the primary's
+/// bucket, in this process) delivers what the primary uploaded, and is woken when the replica
+/// takes up new uploads.
+#[test]
+fn a_subscription_on_a_replica_is_woken_by_new_uploads() {
+    use shardlog::consumer::{ShardSubscription, SubscribeOptions};
+    let root = tempfile::tempdir().unwrap();
+    let bucket_dir = root.path().join("bucket");
+    let primary = tiered_store(
+        &root.path().join("primary"),
+        &bucket_dir,
+        None,
+        TierOptions {
+            max_segment_age: Duration::ZERO,
+            ..TierOptions::default()
+        },
+    );
+    let stream = primary
+        .create_stream("orders", shardlog::StreamConfig::provisioned(1))
+        .unwrap();
+    stream
+        .register_consumer("fan-out", &Default::default())
+        .unwrap();
+    let put = |from: u32, to: u32| {
+        for i in from..to {
+            stream
+                .put_record(&shardlog::PutRecord::new("k", format!("{i}").as_bytes()))
+                .unwrap();
+        }
+    };
+    put(0, 100);
+    primary.tier_now().unwrap();
+
+    let replica_dir = root.path().join("replica");
+    let bucket = DirBucket::new(&bucket_dir).unwrap();
+    shardlog::replica::sync_from_bucket(&bucket, "", &replica_dir).unwrap();
+    let replica = Arc::new(tiered_store(
+        &replica_dir,
+        &bucket_dir,
+        None,
+        TierOptions {
+            local_retention_bytes: Some(0),
+            ..TierOptions::default()
+        },
+    ));
+    let mut subscription = ShardSubscription::open(
+        Arc::clone(&replica),
+        "orders",
+        "fan-out",
+        shardlog::ShardId(0),
+        SubscribeOptions {
+            max_bytes_per_sec: None,
+            ..SubscribeOptions::new(shardlog::Start::TrimHorizon)
+        },
+    )
+    .unwrap();
+    let first = subscription
+        .next_event(Duration::from_secs(1))
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.records.len(), 100);
+    // The primary uploads more; the replica takes it up while the subscription waits.
+    put(100, 150);
+    primary.tier_now().unwrap();
+    let follower = {
+        let replica = Arc::clone(&replica);
+        let replica_dir = replica_dir.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            shardlog::replica::sync_from_bucket(&bucket, "", &replica_dir).unwrap();
+            replica.follow().unwrap()
+        })
+    };
+    let started = std::time::Instant::now();
+    let next = subscription
+        .next_event(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.records.len(), 50, "{next:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "not woken");
+    assert_eq!(follower.join().unwrap(), 1);
+}
