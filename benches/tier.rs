@@ -9,7 +9,8 @@
 //! - `restore` of the bucket into a new directory, against downloading the same objects with
 //!   the same parallelism.
 //!
-//! `cargo bench --features s3 --bench tier -- [--mib 512] [--reps 3]`
+//! `cargo bench --features s3 --bench tier -- [--mib 512] [--reps 3] [--dir-bucket /dev/shm]`
+//! (`--dir-bucket`: also appends tiering into a directory there, the uploader's cost alone)
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -202,6 +203,11 @@ fn main() {
     let (mut off, mut on, mut peaks, mut reads, mut raw_gets, mut restores, mut raw_downloads) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut drained = vec![];
+    let mut on_dir = vec![];
+    let dir_bucket: Option<String> = args
+        .iter()
+        .position(|a| a == "--dir-bucket")
+        .and_then(|i| args.get(i + 1).cloned());
     let mut cold = false;
     for rep in 0..reps {
         // Tiering off, before the tiered run in even reps and after it in odd ones.
@@ -239,6 +245,20 @@ fn main() {
         }
         if rep % 2 == 1 {
             off.push(untiered());
+        }
+        // Tiering on into a directory on tmpfs: the uploader's own cost, without moto's CPU.
+        if let Some(root) = &dir_bucket {
+            let bucket_dir = tempfile::tempdir_in(root).unwrap();
+            let dir = tempfile::tempdir_in(&root_dir).unwrap();
+            let store = Store::open(
+                dir.path(),
+                options(Some(TierConfig {
+                    bucket: Arc::new(shardlog::DirBucket::new(bucket_dir.path()).unwrap()),
+                    options: tier.options.clone(),
+                })),
+            )
+            .unwrap();
+            on_dir.push(append(&store, dir.path(), mib, None).0);
         }
         // Reads of remote-only segments: reopened with no local retention, so every sealed
         // segment is read from the bucket (page cache dropped, download cache empty).
@@ -368,6 +388,13 @@ fn main() {
         "| append MB/s, tiering on vs off | {on:.0} | {off:.0} | {:.2}x |",
         on / off
     );
+    if !on_dir.is_empty() {
+        let on_dir = median(on_dir);
+        println!(
+            "| append MB/s, tiering on into a tmpfs directory vs off | {on_dir:.0} | {off:.0} | {:.2}x |",
+            on_dir / off
+        );
+    }
     println!(
         "| peak local segment bytes, MiB (local retention {} MiB) | {:.0} | {} | {:.2}x |",
         mib / 4,
