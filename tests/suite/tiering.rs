@@ -299,6 +299,16 @@ fn offline_tools_know_remote_segments() {
     );
     let table = shardlog(&["inspect", path]);
     assert!(text(&table.stdout).contains("upload backlog"));
+    // `dump` has no bucket: it starts at the oldest local segment.
+    let stream_dir = data.join("streams/orders");
+    let dump = shardlog(&["dump", stream_dir.to_str().unwrap(), "--limit", "3"]);
+    assert!(dump.status.success(), "{}", text(&dump.stderr));
+    assert_eq!(
+        text(&dump.stdout).lines().count(),
+        3,
+        "{}",
+        text(&dump.stdout)
+    );
     let verify = shardlog(&["verify", path]);
     assert!(
         verify.status.success(),

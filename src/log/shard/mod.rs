@@ -463,7 +463,12 @@ impl Shard {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let bases = list_segments(&dir, false)?;
-        let remote = read_remote_log(&dir)?;
+        // Without a tier, segments only in the object store cannot be read: the view starts at
+        // the oldest local segment (as if retention had deleted the older ones).
+        let remote = match options.tier {
+            Some(_) => read_remote_log(&dir)?,
+            None => BTreeMap::new(),
+        };
         let newest_local = bases
             .last()
             .copied()
