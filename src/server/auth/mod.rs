@@ -5,11 +5,18 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use crate::error::{Error, Result};
+
+mod claim;
+mod encoding;
+
+use claim::{check_time, Claim};
+use encoding::{
+    canonical_query, canonical_uri, constant_time_eq, hex, hmac, parse_amz_date, query_pairs,
+};
 
 /// How far a request's `X-Amz-Date` may be from the server's clock (AWS: 15 minutes).
 const MAX_SKEW_SECS: i64 = 15 * 60;
@@ -300,112 +307,6 @@ impl<'a> SignedRequest<'a> {
     }
 }
 
-/// What a request claims about its signature, from the `Authorization` header or from the
-/// presigned query parameters (percent-decoded).
-struct Claim {
-    algorithm: String,
-    credential: String,
-    signed_headers: String,
-    signature: String,
-    amz_date: String,
-    /// Presigned only: how long after `amz_date` the signature is valid (`X-Amz-Expires`).
-    expires_secs: Option<i64>,
-}
-
-/// The longest a presigned request may be valid (AWS: seven days).
-const MAX_PRESIGNED_EXPIRES_SECS: i64 = 7 * 24 * 3600;
-
-impl Claim {
-    /// The signature claimed by presigned query parameters, worded as AWS words missing ones.
-    fn from_query(query: Vec<(String, String)>) -> std::result::Result<Claim, ApiError> {
-        let get = |name: &str| {
-            query
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .filter(|v| !v.is_empty())
-        };
-        let mut missing = String::new();
-        let mut take = |name: &str| {
-            let value = get(name);
-            if value.is_none() {
-                missing.push_str(&format!(
-                    "AWS query-string parameters must include '{name}'. "
-                ));
-            }
-            value.unwrap_or_default()
-        };
-        let algorithm = take("X-Amz-Algorithm");
-        let credential = take("X-Amz-Credential");
-        let signature = take("X-Amz-Signature");
-        let signed_headers = take("X-Amz-SignedHeaders");
-        let amz_date = take("X-Amz-Date");
-        if !missing.is_empty() {
-            return Err(forbidden(
-                "IncompleteSignatureException",
-                format!("{missing}Re-examine the query-string parameters."),
-            ));
-        }
-        let expires_secs = match get("X-Amz-Expires") {
-            None => None,
-            Some(text) => Some(
-                text.parse::<i64>()
-                    .ok()
-                    .filter(|s| (1..=MAX_PRESIGNED_EXPIRES_SECS).contains(s))
-                    .ok_or_else(|| {
-                        forbidden(
-                            "IncompleteSignatureException",
-                            format!(
-                                "X-Amz-Expires must be a number of seconds from 1 to {MAX_PRESIGNED_EXPIRES_SECS}, not {text:?}"
-                            ),
-                        )
-                    })?,
-            ),
-        };
-        Ok(Claim {
-            algorithm,
-            credential,
-            signed_headers,
-            signature,
-            amz_date,
-            expires_secs,
-        })
-    }
-}
-
-/// A signature is valid within [`MAX_SKEW_SECS`] of its date, or, presigned with an expiry,
-/// from [`MAX_SKEW_SECS`] before its date until the expiry.
-fn check_time(
-    amz_date: &str,
-    request_secs: i64,
-    expires_secs: Option<i64>,
-    now_secs: i64,
-) -> std::result::Result<(), ApiError> {
-    if request_secs - now_secs > MAX_SKEW_SECS {
-        return Err(forbidden(
-            "InvalidSignatureException",
-            format!(
-                "Signature not yet current: {amz_date} is more than 15 minutes ahead of the server's time"
-            ),
-        ));
-    }
-    let valid_until = request_secs + expires_secs.unwrap_or(MAX_SKEW_SECS);
-    if now_secs > valid_until {
-        return Err(forbidden(
-            "InvalidSignatureException",
-            match expires_secs {
-                Some(expires) => format!(
-                    "Signature expired: {amz_date} + X-Amz-Expires {expires} s is before the server's time"
-                ),
-                None => format!(
-                    "Signature expired: {amz_date} is more than 15 minutes from the server's time"
-                ),
-            },
-        ));
-    }
-    Ok(())
-}
-
 impl PendingSignature<'_> {
     /// Checks the signature over the request and `body`. The payload hash is always the body's
     /// own: an `X-Amz-Content-Sha256` that differs is refused (`XAmzContentSHA256Mismatch`)
@@ -480,116 +381,6 @@ impl PendingSignature<'_> {
         let k_signing = hmac(&k_service, b"aws4_request");
         Ok(hex(&hmac(&k_signing, string_to_sign.as_bytes())))
     }
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC takes keys of any length.
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The path as SigV4 canonicalizes it (already URI-encoded by the client; empty is `/`).
-fn canonical_uri(path: &str) -> &str {
-    if path.is_empty() {
-        "/"
-    } else {
-        path
-    }
-}
-
-/// The query string's parameters, percent-decoded (`+` is kept: SigV4 encodes a space `%20`).
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (name, value) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(name), percent_decode(value))
-        })
-        .collect()
-}
-
-/// The canonical query string: every parameter but `X-Amz-Signature`, names and values
-/// URI-encoded as SigV4 encodes them, sorted by name then value (so a client's own choice of
-/// escapes does not matter).
-fn canonical_query(query: &str) -> String {
-    let mut pairs: Vec<(String, String)> = query_pairs(query)
-        .into_iter()
-        .filter(|(name, _)| name != "X-Amz-Signature")
-        .map(|(name, value)| (uri_encode(&name), uri_encode(&value)))
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// `%XX` escapes decoded; invalid escapes and non-UTF-8 results are kept as sent.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| text.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
-}
-
-/// SigV4's URI encoding: unreserved characters as they are, every other byte `%XX` (upper case).
-fn uri_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// `yyyyMMddTHHmmssZ` as seconds since the Unix epoch.
-fn parse_amz_date(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(r)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, s) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    Some(crate::utc::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s)
 }
 
 #[cfg(test)]
