@@ -35,8 +35,7 @@ pub fn sync_from_bucket(bucket: &dyn Bucket, prefix: &str, data_dir: &Path) -> R
     crate::io::create_dir_all(&streams_dir)?;
     let mut report = SyncReport::default();
     let mut live = BTreeSet::new();
-    for (name, (created, files)) in live_streams(bucket, prefix)? {
-        let base_key = format!("{prefix}streams/{name}/{created}/");
+    for (name, (base_key, files)) in live_streams(bucket, prefix)? {
         let stream_dir = streams_dir.join(&name);
         crate::io::create_dir_all(&stream_dir.join("shards"))?;
         // The topology log first: a manifest newer than its log would fold nothing in, one

@@ -18,8 +18,11 @@ use std::sync::Mutex;
 use crate::error::{Error, Result};
 use crate::log::format::{parse_file_name, INDEX_EXT, SEGMENT_EXT};
 use crate::log::lock::DirLock;
-use crate::log::remote::{check_copy, Bucket, RemoteRecord, RemoteSegment, REMOTE_LOG_FILE};
+use crate::log::remote::{
+    check_copy, fold_remote_records, Bucket, RemoteRecord, RemoteSegment, REMOTE_LOG_FILE,
+};
 use crate::manifest::{MANIFEST_FILE, TOPOLOGY_LOG_FILE};
+use crate::types::Offset;
 
 /// How to restore.
 #[derive(Debug, Clone)]
@@ -82,8 +85,7 @@ pub fn restore(
     let root = format!("{}streams/", options.prefix);
     let mut report = RestoreReport::default();
     let mut downloads = Vec::new();
-    for (name, (created, files)) in live_streams(bucket, &options.prefix)? {
-        let base_key = format!("{root}{name}/{created}/");
+    for (name, (base_key, files)) in live_streams(bucket, &options.prefix)? {
         let stream_dir = streams_dir.join(&name);
         crate::io::create_dir_all(&stream_dir.join("shards"))?;
         for file in [MANIFEST_FILE, TOPOLOGY_LOG_FILE] {
@@ -101,19 +103,19 @@ pub fn restore(
             let shard_key = format!("{base_key}{shard}/");
             let recorded =
                 read_remote_log_object(bucket, &format!("{shard_key}{REMOTE_LOG_FILE}"))?;
-            let oldest = recorded.keys().next().copied().unwrap_or(0);
+            let oldest = recorded.keys().next().copied().unwrap_or(Offset::new(0));
             for object in objects {
                 let Some((base, ext)) = parse_file_name(object) else {
                     continue;
                 };
-                if base.get() < oldest || (ext != SEGMENT_EXT && ext != INDEX_EXT) {
+                if base < oldest || (ext != SEGMENT_EXT && ext != INDEX_EXT) {
                     continue; // left behind by retention, or not a segment file
                 }
                 downloads.push(Download {
                     key: format!("{shard_key}{object}"),
                     path: shard_dir.join(object),
                     expected: (ext == SEGMENT_EXT)
-                        .then(|| recorded.get(&base.get()).copied())
+                        .then(|| recorded.get(&base).copied())
                         .flatten(),
                 });
                 report.segments += usize::from(ext == SEGMENT_EXT);
@@ -135,12 +137,13 @@ pub fn restore(
 }
 
 /// The streams a bucket holds under `prefix`, by name as on disk: the newest incarnation of
-/// each name that has a `stream.json` and no `DELETED` marker, with its creation time and its
-/// objects' keys relative to it (`stream.json`, `shardId-…/…`).
+/// each name that has a `stream.json` and no `DELETED` marker, as the key its objects start
+/// with (`PREFIX streams/NAME/CREATED_MS/`) and their keys relative to it (`stream.json`,
+/// `shardId-…/…`).
 pub(crate) fn live_streams(
     bucket: &dyn Bucket,
     prefix: &str,
-) -> Result<BTreeMap<String, (i64, Vec<String>)>> {
+) -> Result<BTreeMap<String, (String, Vec<String>)>> {
     let root = format!("{prefix}streams/");
     let mut incarnations: BTreeMap<String, BTreeMap<i64, Vec<String>>> = BTreeMap::new();
     for (key, _) in bucket.list(&root)? {
@@ -165,11 +168,12 @@ pub(crate) fn live_streams(
     Ok(incarnations
         .into_iter()
         .filter_map(|(name, by_created)| {
-            let live = by_created.into_iter().rev().find(|(_, files)| {
+            let (created, files) = by_created.into_iter().rev().find(|(_, files)| {
                 files.iter().any(|f| f == MANIFEST_FILE)
                     && !files.iter().any(|f| f == crate::store::DELETED_MARKER)
             })?;
-            Some((name, live))
+            let key = format!("{root}{name}/{created}/");
+            Some((name, (key, files)))
         })
         .collect())
 }
@@ -186,24 +190,19 @@ pub(crate) fn shard_objects(files: &[String]) -> BTreeMap<&str, Vec<&str>> {
 }
 
 /// A shard's `remote.log` object, folded into its live segments by base (none if missing).
-fn read_remote_log_object(bucket: &dyn Bucket, key: &str) -> Result<BTreeMap<u64, RemoteSegment>> {
+fn read_remote_log_object(
+    bucket: &dyn Bucket,
+    key: &str,
+) -> Result<BTreeMap<Offset, RemoteSegment>> {
     let Some(bytes) = bucket.get_bytes(key)? else {
         return Ok(BTreeMap::new());
     };
-    let mut live = BTreeMap::new();
-    for line in bytes.split(|&b| b == b'\n') {
-        // A torn or damaged line only costs the check of one download.
-        match crate::io::parse_checked_line::<RemoteRecord>(line) {
-            Some(RemoteRecord::Uploaded(segment)) => {
-                live.insert(segment.base, segment);
-            }
-            Some(RemoteRecord::Deleted { base }) => {
-                live.remove(&base);
-            }
-            None => {}
-        }
-    }
-    Ok(live)
+    // A torn or damaged line only costs the check of one download.
+    Ok(fold_remote_records(
+        bytes
+            .split(|&b| b == b'\n')
+            .filter_map(crate::io::parse_checked_line::<RemoteRecord>),
+    ))
 }
 
 /// Downloads every object, `parallel` at a time, each into a temporary file renamed into place

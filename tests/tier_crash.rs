@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::moto::{http, start_moto};
 use common::{crash_rng, spawn_acking_child};
 use rand::Rng;
-use shardlog::log::remote::{RemoteRecord, S3Bucket, S3BucketConfig, REMOTE_LOG_FILE};
+use shardlog::log::remote::{read_remote_log, RemoteSegment, S3Bucket, S3BucketConfig};
 use shardlog::{
     Bucket, FlushPolicy, Offset, PutRecord, ReadLimits, ShardId, ShardOptions, Store, StoreOptions,
     StreamConfig, TierConfig, TierOptions,
@@ -96,23 +96,11 @@ fn child_appender() {
 /// Every segment of the shard is local or recorded as remote with its object in the bucket
 /// (of the recorded size), and together they leave no offset out.
 fn check_segments_are_somewhere(shard_dir: &Path, bucket: &S3Bucket, round: usize) {
-    let mut remote = std::collections::BTreeMap::new();
-    let log = std::fs::read_to_string(shard_dir.join(REMOTE_LOG_FILE)).unwrap_or_default();
-    for line in log.lines() {
-        // Lines are `CRC JSON`; a torn last line is never acknowledged and is skipped.
-        let Some((_, json)) = line.split_once(' ') else {
-            continue;
-        };
-        match serde_json::from_str::<RemoteRecord>(json) {
-            Ok(RemoteRecord::Uploaded(s)) => {
-                remote.insert(s.base, s);
-            }
-            Ok(RemoteRecord::Deleted { base }) => {
-                remote.remove(&base);
-            }
-            Err(_) => {}
-        }
-    }
+    let remote: std::collections::BTreeMap<u64, RemoteSegment> = read_remote_log(shard_dir)
+        .unwrap_or_else(|e| panic!("round {round}: remote.log: {e}"))
+        .into_values()
+        .map(|s| (s.base, s))
+        .collect();
     let objects: std::collections::BTreeMap<String, u64> =
         bucket.list("streams/").unwrap().into_iter().collect();
     for segment in remote.values() {

@@ -260,7 +260,7 @@ fn remote_segment_info(r: &RemoteSegment, stream: Option<&StreamShard>) -> Segme
         first_arrival: None,
         last_arrival: r.last_arrival_ms.map(rfc3339_utc),
         last_arrival_ms: r.last_arrival_ms,
-        records: r.end - r.base,
+        records: r.end.saturating_sub(r.base),
         bytes: r.bytes,
         state: "SEALED",
         location: "remote",

@@ -194,9 +194,9 @@ fn delete_tiered_streams(inner: &Inner) -> Result<()> {
         let objects = bucket.list(&root)?;
         let mut incarnations: BTreeMap<i64, Vec<String>> = BTreeMap::new();
         for (key, _) in objects {
-            let created = key[root.len()..]
-                .split('/')
-                .next()
+            let created = key
+                .strip_prefix(&root)
+                .and_then(|rest| rest.split('/').next())
                 .and_then(|c| c.parse::<i64>().ok());
             if let Some(created) = created.filter(|&c| c < deletion.before_ms) {
                 incarnations.entry(created).or_default().push(key);

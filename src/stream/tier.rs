@@ -50,16 +50,14 @@ impl Stream {
     /// segments adopted.
     pub(crate) fn follow(&self) -> Result<usize> {
         let manifest = crate::manifest::StreamManifest::read(&self.dir)?;
-        let mut changed = false;
-        let slots: Vec<_> = {
+        // The write lock (which holds up puts and reads) only when the manifest changed.
+        let changed = self.read_topology().manifest != manifest;
+        if changed {
             let mut topology = self.topology.write().unwrap_or_else(|e| e.into_inner());
-            if topology.manifest != manifest {
-                topology.manifest = manifest;
-                topology.sync_with_manifest(&self.dir, &self.context.open_shards);
-                changed = true;
-            }
-            topology.shards.values().cloned().collect()
-        };
+            topology.manifest = manifest;
+            topology.sync_with_manifest(&self.dir, &self.context.open_shards);
+        }
+        let slots: Vec<_> = self.read_topology().shards.values().cloned().collect();
         let options = self.shard_options(&self.read_topology().manifest);
         let mut adopted = 0;
         for slot in slots {

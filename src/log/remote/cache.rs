@@ -127,10 +127,11 @@ impl SegmentCache {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains_key(&key);
-        if busy || self.reading_ahead.fetch_add(1, Ordering::AcqRel) >= MAX_READ_AHEAD {
-            if !busy {
-                self.reading_ahead.fetch_sub(1, Ordering::AcqRel);
-            }
+        if busy {
+            return;
+        }
+        if self.reading_ahead.fetch_add(1, Ordering::AcqRel) >= MAX_READ_AHEAD {
+            self.reading_ahead.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let (shard, info) = (shard.clone(), *info);

@@ -272,6 +272,13 @@ pub struct RemoteSegment {
 pub fn read_remote_log(dir: &Path) -> Result<std::collections::BTreeMap<Offset, RemoteSegment>> {
     let records: Vec<RemoteRecord> =
         crate::io::read_checked_lines(&dir.join(REMOTE_LOG_FILE), "remote.log record")?;
+    Ok(fold_remote_records(records))
+}
+
+/// The segments `records` (in the order `remote.log` holds them) leave remote, by base.
+pub(crate) fn fold_remote_records(
+    records: impl IntoIterator<Item = RemoteRecord>,
+) -> std::collections::BTreeMap<Offset, RemoteSegment> {
     let mut remote = std::collections::BTreeMap::new();
     for record in records {
         match record {
@@ -283,7 +290,7 @@ pub fn read_remote_log(dir: &Path) -> Result<std::collections::BTreeMap<Offset, 
             }
         }
     }
-    Ok(remote)
+    remote
 }
 
 /// Appends a record to a shard's `remote.log`, durably.

@@ -114,29 +114,66 @@ impl S3Bucket {
         }
     }
 
+    /// Uploads `first` and the rest of `file` (at `path`) as a multipart upload of `key`,
+    /// checksumming the parts as they go.
     async fn put_multipart(
         &self,
+        key: &str,
         location: &ObjectPath,
+        path: &Path,
         file: &mut std::fs::File,
         first: Vec<u8>,
-    ) -> object_store::Result<()> {
-        let upload = self.store.put_multipart(location).await?;
+    ) -> Result<Transfer> {
+        let upload = self
+            .store
+            .put_multipart(location)
+            .await
+            .map_err(|e| self.failed("upload", key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART);
-        let mut chunk = first;
-        loop {
-            writer.wait_for_capacity(MULTIPART_CONCURRENCY).await?;
-            writer.write(&chunk);
-            chunk = vec![0; MULTIPART_PART];
-            let n = read_full(file, &mut chunk).map_err(|e| object_store::Error::Generic {
-                store: "S3",
-                source: Box::new(e),
-            })?;
-            if n == 0 {
-                break;
+        match self.write_parts(key, path, file, first, &mut writer).await {
+            Ok(sent) => {
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| self.failed("upload", key, e))?;
+                Ok(sent)
             }
+            Err(e) => {
+                // No half-made object is left pending in the bucket.
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands `first` and the rest of `file` to `writer` part by part; returns what was sent.
+    async fn write_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        file: &mut std::fs::File,
+        first: Vec<u8>,
+        writer: &mut WriteMultipart,
+    ) -> Result<Transfer> {
+        let mut crc = crc32fast::Hasher::new();
+        let mut len = 0u64;
+        let mut chunk = first;
+        while !chunk.is_empty() {
+            writer
+                .wait_for_capacity(MULTIPART_CONCURRENCY)
+                .await
+                .map_err(|e| self.failed("upload", key, e))?;
+            crc.update(&chunk);
+            len += chunk.len() as u64;
+            writer.put(bytes::Bytes::from(chunk));
+            chunk = vec![0; MULTIPART_PART];
+            let n = read_full(file, &mut chunk).map_err(Error::io_at("read", path))?;
             chunk.truncate(n);
         }
-        writer.finish().await.map(drop)
+        Ok(Transfer {
+            len,
+            crc32: crc.finalize(),
+        })
     }
 }
 
@@ -158,40 +195,22 @@ impl Bucket for S3Bucket {
         let mut file = std::fs::File::open(path).map_err(Error::io_at("open", path))?;
         let len = file.metadata().map_err(Error::io_at("stat", path))?.len();
         // The CRC is of the bytes read for the upload, so it vouches for what was sent.
-        let mut crc = crc32fast::Hasher::new();
         let mut first = vec![0; (len as usize).min(MULTIPART_PART)];
         let n = read_full(&mut file, &mut first).map_err(Error::io_at("read", path))?;
         first.truncate(n);
         if (len as usize) <= MULTIPART_PART {
-            crc.update(&first);
+            let crc32 = crc32fast::hash(&first);
             self.runtime
                 .block_on(self.store.put(&location, PutPayload::from(first)))
                 .map_err(|e| self.failed("upload", key, e))?;
             return Ok(Transfer {
                 len: n as u64,
-                crc32: crc.finalize(),
+                crc32,
             });
         }
-        // Multipart: the file is read twice (once for the CRC, from the page cache), so the
-        // upload streams without holding it in memory.
-        let mut whole = std::fs::File::open(path).map_err(Error::io_at("open", path))?;
-        let mut buf = vec![0; 1 << 20];
-        let mut sent = 0u64;
-        loop {
-            let n = whole.read(&mut buf).map_err(Error::io_at("read", path))?;
-            if n == 0 {
-                break;
-            }
-            crc.update(&buf[..n]);
-            sent += n as u64;
-        }
+        // Multipart: the file streams up a part at a time, never whole in memory.
         self.runtime
-            .block_on(self.put_multipart(&location, &mut file, first))
-            .map_err(|e| self.failed("upload", key, e))?;
-        Ok(Transfer {
-            len: sent,
-            crc32: crc.finalize(),
-        })
+            .block_on(self.put_multipart(key, &location, path, &mut file, first))
     }
 
     fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {

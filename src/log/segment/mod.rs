@@ -434,10 +434,18 @@ pub(crate) struct Segment {
     dir: PathBuf,
     read_only: bool,
     data: Mutex<Option<Arc<SegmentData>>>,
-    /// Its copy in an object store, once uploaded and recorded.
-    remote: Option<RemoteCopy>,
-    /// Whether its files are in `dir`; `false`: it is only remote, read through the tier's cache.
-    local: bool,
+    location: Location,
+}
+
+/// Where a segment's bytes are.
+#[derive(Debug, Clone)]
+enum Location {
+    /// Only its files in the shard's directory.
+    Local,
+    /// Its files, and a copy in an object store (uploaded and recorded).
+    Both(RemoteCopy),
+    /// Only the object store: read through the tier's cache.
+    Remote(RemoteCopy),
 }
 
 /// A segment's copy in an object store: where, and what was recorded of it at upload.
@@ -457,8 +465,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             read_only,
             data: Mutex::new(None),
-            remote: None,
-            local: true,
+            location: Location::Local,
         }
     }
 
@@ -469,8 +476,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             read_only,
             data: Mutex::new(Some(data)),
-            remote: None,
-            local: true,
+            location: Location::Local,
         }
     }
 
@@ -481,8 +487,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             read_only,
             data: Mutex::new(None),
-            remote: Some(copy),
-            local: false,
+            location: Location::Remote(copy),
         }
     }
 
@@ -493,8 +498,10 @@ impl Segment {
             dir: self.dir.clone(),
             read_only: self.read_only,
             data: Mutex::new(self.data.lock().unwrap_or_else(|e| e.into_inner()).clone()),
-            remote: Some(copy),
-            local: self.local,
+            location: match self.location {
+                Location::Remote(_) => Location::Remote(copy),
+                Location::Local | Location::Both(_) => Location::Both(copy),
+            },
         }
     }
 
@@ -512,34 +519,40 @@ impl Segment {
 
     /// Its copy in the object store, if it has one.
     pub(crate) fn remote(&self) -> Option<&RemoteCopy> {
-        self.remote.as_ref()
+        match &self.location {
+            Location::Local => None,
+            Location::Both(copy) | Location::Remote(copy) => Some(copy),
+        }
     }
 
     /// Whether its files are on the local disk.
     pub(crate) fn is_local(&self) -> bool {
-        self.local
+        !matches!(self.location, Location::Remote(_))
     }
 
     /// The segment's data, loading and verifying a sealed segment on first use; a segment that
     /// is only remote comes from the tier's cache (downloaded when not cached).
     pub(crate) fn data(&self) -> Result<Arc<SegmentData>> {
-        if !self.local {
-            return self.remote_data();
+        if let Location::Remote(copy) = &self.location {
+            return self.remote_data(copy);
         }
         let mut slot = self.data.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(data) = slot.as_ref() {
             return Ok(Arc::clone(data));
         }
-        let data = match load_sealed(&self.dir, self.base, self.read_only) {
-            Ok(data) => Arc::new(data),
+        let data = match (
+            load_sealed(&self.dir, self.base, self.read_only),
+            &self.location,
+        ) {
+            (Ok(data), _) => Arc::new(data),
             // A reader's older view of a segment whose local copy tiering has since dropped:
             // its remote copy has the same bytes.
-            Err(Error::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound && self.remote.is_some() =>
+            (Err(Error::Io { source, .. }), Location::Both(copy))
+                if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                return self.remote_data();
+                return self.remote_data(copy);
             }
-            Err(e) => return Err(e),
+            (Err(e), _) => return Err(e),
         };
         *slot = Some(Arc::clone(&data));
         Ok(data)
@@ -548,19 +561,17 @@ impl Segment {
     /// Starts downloading this segment in the background if it is only remote (a sequential
     /// reader is about to need it).
     pub(crate) fn read_ahead(&self) {
-        if let (false, Some(copy)) = (self.local, &self.remote) {
-            if let Some(tier) = &copy.tier {
-                tier.tier().cache().read_ahead(tier, &copy.info);
-            }
+        if let Location::Remote(RemoteCopy {
+            tier: Some(tier),
+            info,
+        }) = &self.location
+        {
+            tier.tier().cache().read_ahead(tier, info);
         }
     }
 
-    /// The segment's remote copy, through the tier's cache.
-    fn remote_data(&self) -> Result<Arc<SegmentData>> {
-        let copy = self
-            .remote
-            .as_ref()
-            .ok_or_else(|| Error::corrupt(&self.path(), 0, "a segment neither local nor remote"))?;
+    /// The segment's remote copy `copy`, through the tier's cache.
+    fn remote_data(&self, copy: &RemoteCopy) -> Result<Arc<SegmentData>> {
         match &copy.tier {
             Some(tier) => tier.tier().cache().load(tier, &copy.info),
             None => Err(Error::invalid(
@@ -576,9 +587,9 @@ impl Segment {
     /// Its seal, without downloading a segment that is only remote (`None`: the active
     /// segment).
     pub(crate) fn seal_info(&self) -> Result<Option<SealInfo>> {
-        match (self.local, &self.remote) {
-            (false, Some(copy)) => Ok(Some(copy.seal_info())),
-            _ => Ok(self.data()?.seal_info()),
+        match &self.location {
+            Location::Remote(copy) => Ok(Some(copy.seal_info())),
+            Location::Local | Location::Both(_) => Ok(self.data()?.seal_info()),
         }
     }
 }

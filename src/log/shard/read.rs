@@ -69,8 +69,9 @@ impl Shard {
             if let (false, Some(newer)) = (segment.is_local(), segments.get(i + 1)) {
                 // A reader past the middle of a remote segment is most likely reading on: have
                 // the next one downloaded meanwhile.
+                let base = segment.base().get();
                 let midpoint = data.seal_info().map_or(u64::MAX, |s| {
-                    segment.base().get() + (s.end_offset.get() - segment.base().get()) / 2
+                    base + s.end_offset.get().saturating_sub(base) / 2
                 });
                 if cursor.get() >= midpoint {
                     newer.read_ahead();

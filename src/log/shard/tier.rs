@@ -298,7 +298,8 @@ impl Shard {
             return Ok((0, 0));
         }
         let now = self.options.clock.now_ms();
-        let w = self.lock_writer()?;
+        // Decided on a snapshot, with the files' sizes read outside the writer's lock (appends
+        // go on); only the list change takes it.
         let segments = self.snapshot();
         let mut local_bytes = 0u64;
         let mut doomed: Vec<(Offset, RemoteCopy, u64)> = Vec::new();
@@ -328,17 +329,23 @@ impl Shard {
         if doomed.is_empty() {
             return Ok((0, 0));
         }
+        let w = self.lock_writer()?;
+        // Retention may have deleted some meanwhile: only those still local are dropped.
         let dir = self.dir.clone();
         self.replace_segments(|list| {
-            for s in list.iter_mut() {
-                if let Some((_, copy, _)) = doomed.iter().find(|(b, _, _)| *b == s.base()) {
-                    *s = Arc::new(Segment::remote_only(&dir, copy.clone(), false));
+            let mut dropped = Vec::with_capacity(doomed.len());
+            for s in list.iter_mut().filter(|s| s.is_local()) {
+                if let Some(d) = doomed.iter().find(|(b, _, _)| *b == s.base()) {
+                    *s = Arc::new(Segment::remote_only(&dir, d.1.clone(), false));
+                    dropped.push(d.clone());
                 }
             }
+            doomed = dropped;
         });
         drop(w);
-        // Outside the lock: readers that hold a dropped segment keep its map; a crash before
-        // the files go leaves them local and remote, dropped again next round.
+        // Outside the lock: readers that hold a dropped segment keep its map (or read its
+        // remote copy); a crash before the files go leaves them local and remote, dropped
+        // again next round.
         let mut freed = 0;
         for (base, _, len) in &doomed {
             crate::io::remove_file(
