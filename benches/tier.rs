@@ -6,6 +6,8 @@
 //! - the local disk a tiered shard uses while appending, against its local retention;
 //! - a sequential read of segments that are only remote (page cache dropped, download cache
 //!   empty), against a plain loop of `object_store` GETs of the same objects;
+//! - reads of 100 records at random offsets of remote-only segments (a cache of two segments):
+//!   range reads guided by the index, against downloading each segment whole;
 //! - `restore` of the bucket into a new directory, against downloading the same objects with
 //!   the same parallelism.
 //!
@@ -179,6 +181,32 @@ fn read_all(store: &Store) -> f64 {
     bytes as f64 / 1e6 / start.elapsed().as_secs_f64()
 }
 
+/// Reads 100 records at each of `reads` random offsets of the stream's one shard (below `end`);
+/// returns the median milliseconds a read took and the bytes the cache downloaded per read.
+fn random_reads(store: &Store, end: u64, reads: usize) -> (f64, f64) {
+    let stream = store.stream("bench").unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut times = Vec::with_capacity(reads);
+    let before = store.tier_status().cache.downloaded_bytes;
+    for _ in 0..reads {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let from = shardlog::Offset::new(x % end);
+        let start = Instant::now();
+        let read = stream
+            .read(ShardId(0), from, ReadLimits::records(100))
+            .unwrap_or_else(|e| panic!("read at {from}: {e}"));
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(
+            read.records.first().map(|r| r.sequence_number.offset()),
+            Some(from)
+        );
+    }
+    let downloaded = store.tier_status().cache.downloaded_bytes - before;
+    (median(times), downloaded as f64 / reads as f64)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -203,6 +231,8 @@ fn main() {
     let (mut off, mut on, mut peaks, mut reads, mut raw_gets, mut restores, mut raw_downloads) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut drained = vec![];
+    let (mut window_ms, mut whole_ms, mut window_bytes, mut whole_bytes) =
+        (vec![], vec![], vec![], vec![]);
     let mut on_dir = vec![];
     let dir_bucket: Option<String> = args
         .iter()
@@ -275,8 +305,38 @@ fn main() {
         }
         cold = drop_caches();
         {
-            let store = Store::open(dir.path(), options(Some(remote_only))).unwrap();
+            let store = Store::open(dir.path(), options(Some(remote_only.clone()))).unwrap();
             reads.push(read_all(&store));
+        }
+        // Random reads through a cache of two segments: range reads, then whole downloads
+        // (each on a freshly opened store: an empty cache).
+        let sealed_end = {
+            let store = Store::open(dir.path(), options(Some(remote_only.clone()))).unwrap();
+            let stream = store.stream("bench").unwrap();
+            let end = *stream.shard_ends().unwrap().get(&0).unwrap();
+            let status = store.tier_status();
+            assert!(status.segments.remote_only > 2, "{status:?}");
+            // Reads in the oldest three quarters are of sealed, remote-only segments.
+            end * 3 / 4
+        };
+        for range_read_bytes in [TierOptions::default().range_read_bytes, u64::MAX] {
+            let random = TierConfig {
+                options: TierOptions {
+                    cache_bytes: 2 * SEGMENT_BYTES,
+                    range_read_bytes,
+                    ..remote_only.options.clone()
+                },
+                ..remote_only.clone()
+            };
+            let store = Store::open(dir.path(), options(Some(random))).unwrap();
+            let (ms, bytes) = random_reads(&store, sealed_end, 40);
+            if range_read_bytes == u64::MAX {
+                whole_ms.push(ms);
+                whole_bytes.push(bytes);
+            } else {
+                window_ms.push(ms);
+                window_bytes.push(bytes);
+            }
         }
         // The same objects through plain GETs, one after another.
         let segments: Vec<(String, u64)> = bucket
@@ -332,13 +392,17 @@ fn main() {
         }
         let report = report.unwrap();
         eprintln!(
-            "rep {rep}: append off {:.0} MB/s, on {:.0} MB/s (peak local {:.0} MiB, {:.0} MiB once uploads caught up); remote read {:.0} MB/s vs GET loop {:.0} MB/s; restore {:.2} s ({} segments, {:.0} MiB) vs raw download {:.2} s",
+            "rep {rep}: append off {:.0} MB/s, on {:.0} MB/s (peak local {:.0} MiB, {:.0} MiB once uploads caught up); remote read {:.0} MB/s vs GET loop {:.0} MB/s; random read {:.1} ms ({:.0} KiB) vs whole segments {:.1} ms ({:.0} KiB); restore {:.2} s ({} segments, {:.0} MiB) vs raw download {:.2} s",
             off[rep],
             on[rep],
             peaks[rep] / 1048576.0,
             drained[rep] / 1048576.0,
             reads[rep],
             raw_gets[rep],
+            window_ms[rep],
+            window_bytes[rep] / 1024.0,
+            whole_ms[rep],
+            whole_bytes[rep] / 1024.0,
             restores[rep],
             report.segments,
             report.bytes as f64 / 1048576.0,
@@ -418,6 +482,18 @@ fn main() {
     println!(
         "| sequential read of remote-only segments, MB/s vs plain GET loop | {read:.0} | {raw:.0} | {:.2}x |",
         read / raw
+    );
+    let (window, whole) = (median(window_ms), median(whole_ms));
+    println!(
+        "| read of 100 records at a random remote offset, ms: range reads vs whole segments ({} MiB cache) | {window:.1} | {whole:.1} | {:.2}x |",
+        2 * (SEGMENT_BYTES >> 20),
+        window / whole
+    );
+    println!(
+        "| bytes downloaded per random read, KiB: range reads vs whole segments | {:.0} | {:.0} | {:.3}x |",
+        median(window_bytes.clone()) / 1024.0,
+        median(whole_bytes.clone()) / 1024.0,
+        median(window_bytes) / median(whole_bytes)
     );
     let (restore_s, raw_s) = (median(restores), median(raw_downloads));
     println!(

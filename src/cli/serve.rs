@@ -125,6 +125,10 @@ pub(super) struct TierArgs {
     /// MiB of downloaded remote segments cached locally.
     #[arg(long, default_value_t = 1024)]
     tier_cache_mib: u64,
+    /// KiB of the smallest range read: a read that starts inside a remote segment larger than
+    /// four times this fetches a window of it (at least this large) instead of all of it.
+    #[arg(long, default_value_t = 1024)]
+    tier_range_read_kib: u64,
 }
 
 impl TierArgs {
@@ -155,6 +159,7 @@ impl TierArgs {
                 local_retention: hours.map(|h| Duration::from_secs(h * 3600)),
                 max_segment_age: Duration::from_secs(self.tier_max_segment_age_secs.max(1)),
                 cache_bytes: self.tier_cache_mib * 1024 * 1024,
+                range_read_bytes: self.tier_range_read_kib.saturating_mul(1024),
                 ..crate::TierOptions::default()
             },
         }))
@@ -213,6 +218,7 @@ pub(super) fn run(args: &ServeArgs) -> Result<ExitCode, CliError> {
                 interval: None,
                 local_retention_bytes: Some(0),
                 cache_bytes: args.tier.tier_cache_mib * 1024 * 1024,
+                range_read_bytes: args.tier.tier_range_read_kib.saturating_mul(1024),
                 ..crate::TierOptions::default()
             },
         });

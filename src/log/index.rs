@@ -84,6 +84,11 @@ impl SparseIndex {
         self.get(after.checked_sub(1)?)
     }
 
+    /// The entry after `entry` (by position), if any.
+    pub(crate) fn next_after(&self, entry: IndexEntry) -> Option<IndexEntry> {
+        self.get(self.positions.partition_point(|&p| p <= entry.position))
+    }
+
     /// The entry to start scanning from to find the first record that arrived at or after `t`:
     /// the last entry whose time is still before `t`. Relies on arrival times never decreasing.
     pub(crate) fn for_time(&self, t: i64) -> Option<IndexEntry> {
@@ -123,8 +128,13 @@ pub(crate) fn follows(prev: Option<&IndexEntry>, next: &IndexEntry) -> bool {
 /// entries, or `None` if the file is missing or its header is not this segment's. Damage only ever
 /// means fewer entries, never an error.
 pub(crate) fn load(path: &Path, base: Offset) -> Option<SparseIndex> {
-    let bytes = std::fs::read(path).ok()?;
-    if decode_index_header(&bytes) != Ok(base) {
+    parse(&std::fs::read(path).ok()?, base)
+}
+
+/// The longest valid prefix of the entries of an index file's bytes, or `None` if its header is
+/// not the segment at `base`'s (see [`load`]).
+pub(crate) fn parse(bytes: &[u8], base: Offset) -> Option<SparseIndex> {
+    if decode_index_header(bytes) != Ok(base) {
         return None;
     }
     let mut entries = SparseIndex::default();
@@ -237,6 +247,14 @@ mod tests {
         assert_eq!(e.for_offset(1000).unwrap().relative_offset, 130);
         assert_eq!(e.for_offset(1000).unwrap().position, 13000);
         assert_eq!(SparseIndex::default().for_offset(5), None);
+    }
+
+    #[test]
+    fn the_next_entry_follows_by_position() {
+        let index = sample();
+        let first = index.first().unwrap();
+        assert_eq!(index.next_after(first), index.get(1));
+        assert_eq!(index.next_after(index.last().unwrap()), None);
     }
 
     #[test]

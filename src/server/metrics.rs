@@ -107,7 +107,7 @@ impl Metrics {
 
 /// The tiering gauges and counters of a store, in the text format.
 pub fn render_tier(status: &crate::StoreTierStatus) -> String {
-    let series: [(&str, &str, &str, u64); 9] = [
+    let series: [(&str, &str, &str, u64); 10] = [
         (
             "shardlog_tier_backlog_segments",
             "gauge",
@@ -149,6 +149,12 @@ pub fn render_tier(status: &crate::StoreTierStatus) -> String {
             "counter",
             "Remote segments downloaded into the cache.",
             status.cache.downloads,
+        ),
+        (
+            "shardlog_tier_range_reads_total",
+            "counter",
+            "Windows of remote segments fetched by range reads.",
+            status.cache.range_reads,
         ),
         (
             "shardlog_tier_cache_resident_bytes",

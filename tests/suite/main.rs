@@ -38,6 +38,7 @@ mod stream;
 mod stream_concurrency;
 mod stream_model;
 mod stream_read;
+mod tier_range;
 mod tier_s3;
 mod tiering;
 mod torn_tail;

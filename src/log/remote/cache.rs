@@ -1,5 +1,6 @@
 //! The cache of remote segments: whole segments downloaded into a local directory, checked,
-//! mapped and kept while they fit in a byte budget (least recently used out first).
+//! mapped and kept while they fit in a byte budget (least recently used out first); windows of
+//! segments fetched by range reads are kept in memory beside them (see `window.rs`).
 //!
 //! A reader holding a segment keeps its map after eviction (the file is unlinked, not cut), so
 //! the budget bounds what the cache keeps, plus what reads in flight hold.
@@ -18,14 +19,19 @@ use crate::types::Offset;
 /// Downloaded segments, by object key.
 pub struct SegmentCache {
     dir: PathBuf,
-    max_bytes: u64,
+    pub(super) max_bytes: u64,
+    /// The smallest window a range read fetches.
+    pub(super) range_read_bytes: u64,
     state: Mutex<CacheState>,
+    /// Segment maps and windows fetched by range reads.
+    pub(super) windows: Mutex<super::window::Windows>,
     /// One lock per key being downloaded, so concurrent readers of one segment download it once.
     loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     next_dir: AtomicU64,
     downloads: AtomicU64,
-    downloaded_bytes: AtomicU64,
-    hits: AtomicU64,
+    pub(super) downloaded_bytes: AtomicU64,
+    pub(super) hits: AtomicU64,
+    pub(super) range_reads: AtomicU64,
     /// Read-ahead downloads running now (at most [`MAX_READ_AHEAD`]).
     reading_ahead: std::sync::atomic::AtomicUsize,
 }
@@ -52,7 +58,9 @@ struct Entry {
 pub struct CacheStats {
     /// Segments downloaded.
     pub downloads: u64,
-    /// Bytes downloaded (segments and indexes).
+    /// Windows of segments fetched by range reads.
+    pub range_reads: u64,
+    /// Bytes downloaded (segments, indexes and windows).
     pub downloaded_bytes: u64,
     /// Reads served by a segment already cached.
     pub hits: u64,
@@ -72,8 +80,9 @@ impl std::fmt::Debug for SegmentCache {
 
 impl SegmentCache {
     /// A cache in `dir` (emptied: what an earlier process left is only copies) of at most
-    /// `max_bytes`.
-    pub fn new(dir: PathBuf, max_bytes: u64) -> Result<SegmentCache> {
+    /// `max_bytes`, fetching windows of at least `range_read_bytes` (see
+    /// [`super::TierOptions::range_read_bytes`]).
+    pub fn new(dir: PathBuf, max_bytes: u64, range_read_bytes: u64) -> Result<SegmentCache> {
         if dir.exists() {
             crate::io::remove_dir_all("empty the segment cache", &dir)?;
         }
@@ -81,12 +90,15 @@ impl SegmentCache {
         Ok(SegmentCache {
             dir,
             max_bytes,
+            range_read_bytes: range_read_bytes.max(1),
             state: Mutex::default(),
+            windows: Mutex::default(),
             loading: Mutex::default(),
             next_dir: AtomicU64::new(0),
             downloads: AtomicU64::new(0),
             downloaded_bytes: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            range_reads: AtomicU64::new(0),
             reading_ahead: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -95,6 +107,7 @@ impl SegmentCache {
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             downloads: self.downloads.load(Ordering::Relaxed),
+            range_reads: self.range_reads.load(Ordering::Relaxed),
             downloaded_bytes: self.downloaded_bytes.load(Ordering::Relaxed),
             hits: self.hits.load(Ordering::Relaxed),
             resident_bytes: self.lock().bytes,
@@ -105,7 +118,7 @@ impl SegmentCache {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn cached(&self, key: &str) -> Option<Arc<SegmentData>> {
+    pub(super) fn cached(&self, key: &str) -> Option<Arc<SegmentData>> {
         let mut state = self.lock();
         state.tick += 1;
         let tick = state.tick;

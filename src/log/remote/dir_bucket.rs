@@ -40,6 +40,20 @@ impl DirBucket {
         Ok(self.root.join(relative))
     }
 
+    /// Opens the object `key` (its file `path`) for reading.
+    fn open(&self, key: &str, path: &Path) -> Result<std::fs::File> {
+        std::fs::File::open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::ResourceNotFound {
+                    kind: "object",
+                    name: self.url(key),
+                }
+            } else {
+                Error::io("download", path, e)
+            }
+        })
+    }
+
     /// Writes `fill`'s bytes as the object at `path`, whole or not at all.
     fn write_object(
         path: &Path,
@@ -59,6 +73,9 @@ impl DirBucket {
         crate::io::sync_dir(dir)
     }
 }
+
+/// Most bytes one [`Bucket::get_range`] call reads (larger ranges come back short).
+const MAX_RANGE: usize = 256 * 1024 * 1024;
 
 /// Copies `input` to `out`, counting and checksumming the bytes.
 fn copy_counting(input: &mut impl Read, out: &mut impl Write) -> std::io::Result<Transfer> {
@@ -99,16 +116,7 @@ impl Bucket for DirBucket {
 
     fn get_to_file(&self, key: &str, path: &Path) -> Result<Transfer> {
         let source = self.path(key)?;
-        let mut input = std::fs::File::open(&source).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::ResourceNotFound {
-                    kind: "object",
-                    name: self.url(key),
-                }
-            } else {
-                Error::io("download", &source, e)
-            }
-        })?;
+        let mut input = self.open(key, &source)?;
         let mut out = std::fs::File::create(path).map_err(Error::io_at("create", path))?;
         copy_counting(&mut input, &mut out).map_err(Error::io_at("download", &source))
     }
@@ -120,6 +128,25 @@ impl Bucket for DirBucket {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("read", &path, e)),
         }
+    }
+
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        use std::os::unix::fs::FileExt;
+        let source = self.path(key)?;
+        let input = self.open(key, &source)?;
+        let len = range.end.saturating_sub(range.start);
+        let mut buf = vec![0; usize::try_from(len).unwrap_or(usize::MAX).min(MAX_RANGE)];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match input.read_at(&mut buf[filled..], range.start + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("download", &source, e)),
+            }
+        }
+        buf.truncate(filled);
+        Ok(bytes::Bytes::from(buf))
     }
 
     fn delete(&self, key: &str) -> Result<()> {

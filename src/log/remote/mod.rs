@@ -9,7 +9,8 @@
 //! only once it is recorded as remote and past the local retention. A segment that is only
 //! remote is read through the store-wide [`SegmentCache`]: downloaded whole into a bounded cache
 //! directory, checked against the CRC32 recorded at upload, then mapped and read like any
-//! sealed segment (every batch's CRC checked as it is read).
+//! sealed segment (every batch's CRC checked as it is read); a read that starts inside a large
+//! segment fetches only a window of it, found through its index (`window.rs`).
 //!
 //! Object keys are deterministic: `PREFIX` + the shard's key (a stream's is
 //! `streams/NAME/CREATED_MS/shardId-…`, so a stream deleted and created again never shares
@@ -31,6 +32,7 @@ mod cache;
 mod dir_bucket;
 #[cfg(feature = "s3")]
 mod s3;
+mod window;
 
 pub(crate) use cache::check_copy;
 pub use cache::{CacheStats, SegmentCache};
@@ -50,6 +52,9 @@ pub trait Bucket: Send + Sync + fmt::Debug {
     fn get_to_file(&self, key: &str, path: &Path) -> Result<Transfer>;
     /// The object `key`, or `None` if there is none.
     fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Bytes `range` of the object `key` (fewer if the object ends first). A missing object is
+    /// `Error::ResourceNotFound`.
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes>;
     /// Removes the object `key`; a missing one is not an error.
     fn delete(&self, key: &str) -> Result<()>;
     /// Every object whose key starts with `prefix`, with its size, in key order.
@@ -81,8 +86,14 @@ pub struct TierOptions {
     /// The active segment is sealed (so it can be uploaded) once it is this old and holds a
     /// record: at most this much of a shard's data is only on the local disk.
     pub max_segment_age: Duration,
-    /// Most bytes of remote segments kept downloaded in the cache.
+    /// Most bytes of remote segments kept downloaded in the cache (a quarter more in memory
+    /// for windows fetched by range reads).
     pub cache_bytes: u64,
+    /// The smallest range read: a read that starts inside a remote segment larger than four
+    /// times this fetches a window of at least this many bytes (found through the segment's
+    /// index) instead of downloading it whole. Reads from a segment's start download it whole.
+    /// `u64::MAX`: remote segments are always downloaded whole.
+    pub range_read_bytes: u64,
     /// The tiering thread runs a round whenever a segment is sealed, and at least this often
     /// (for old active segments and retention by age). `None`: there is no tiering thread;
     /// rounds run only when asked (`Store::tier_now`).
@@ -97,6 +108,7 @@ impl Default for TierOptions {
             local_retention: Some(Duration::from_secs(24 * 3600)),
             max_segment_age: Duration::from_secs(600),
             cache_bytes: 1024 * 1024 * 1024,
+            range_read_bytes: 1024 * 1024,
             interval: Some(Duration::from_secs(5)),
         }
     }
@@ -126,7 +138,7 @@ impl Tier {
     /// Tiering into `bucket`, caching downloads in `cache_dir` (emptied first: its files are
     /// only copies).
     pub fn new(bucket: Arc<dyn Bucket>, options: TierOptions, cache_dir: PathBuf) -> Result<Tier> {
-        let cache = SegmentCache::new(cache_dir, options.cache_bytes)?;
+        let cache = SegmentCache::new(cache_dir, options.cache_bytes, options.range_read_bytes)?;
         Ok(Tier {
             bucket,
             options,

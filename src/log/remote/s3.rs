@@ -261,6 +261,16 @@ impl Bucket for S3Bucket {
         })
     }
 
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes> {
+        let location = self.location(key)?;
+        if range.is_empty() {
+            return Ok(bytes::Bytes::new());
+        }
+        self.runtime
+            .block_on(self.store.get_range(&location, range))
+            .map_err(|e| self.failed("download", key, e))
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         let location = self.location(key)?;
         match self.runtime.block_on(self.store.delete(&location)) {

@@ -32,7 +32,7 @@ pub(crate) use active::{
     batched_len, count_fitting, max_batched_len, ActiveSegment, SegmentLimits, Tail,
 };
 use open::load_sealed;
-pub(crate) use open::{load_newest_read_only, load_remote_copy};
+pub(crate) use open::{load_newest_read_only, load_remote_copy, remote_window, Window, WindowFit};
 pub(crate) use scan::{good_batch_at, offset_limit, scan};
 pub(crate) use verify::{index_problem, summarize_segment, verify_segment};
 pub use verify::{Problem, SegmentReport};
@@ -130,12 +130,19 @@ pub(crate) struct SegmentData {
     /// A `Bytes` over the whole (immutable) readable range, made once the segment is sealed.
     sealed_bytes: OnceLock<Bytes>,
     damage: Option<Damage>,
+    /// Where `bytes()` begin in the segment file (not 0 only for a window of a remote segment,
+    /// see `open::remote_window`): errors name positions in the whole segment.
+    origin: u64,
+    /// A window that stops short of the segment's end: a read that reaches its end must stop
+    /// there (the records after it are in the segment, only not in the window).
+    partial: bool,
 }
 
 /// How far one read may still go.
 #[derive(Debug)]
 pub(crate) struct Budget {
     records: usize,
+    /// Bytes of partition keys and data still to take.
     bytes: usize,
     /// Whether a record was taken: the first is taken even if larger than `bytes`.
     started: bool,
@@ -152,6 +159,16 @@ impl Budget {
 
     pub(crate) fn exhausted(&self) -> bool {
         self.records == 0
+    }
+
+    /// Bytes of partition keys and data the read may still take.
+    pub(crate) fn bytes_left(&self) -> usize {
+        self.bytes
+    }
+
+    /// Records the read may still take.
+    pub(crate) fn records_left(&self) -> usize {
+        self.records
     }
 
     /// Whether any record was taken.
@@ -191,6 +208,8 @@ impl SegmentData {
             sealed: OnceLock::new(),
             sealed_bytes: OnceLock::new(),
             damage: None,
+            origin: 0,
+            partial: false,
         }
     }
 
@@ -204,6 +223,28 @@ impl SegmentData {
 
     pub(crate) fn seal_info(&self) -> Option<SealInfo> {
         self.sealed.get().copied()
+    }
+
+    /// Whether this is a window of a remote segment that ends before the segment does.
+    pub(crate) fn is_partial(&self) -> bool {
+        self.partial
+    }
+
+    /// Whether this is a window of a remote segment (fetched by a range read) rather than all
+    /// of it.
+    pub(crate) fn is_window(&self) -> bool {
+        self.partial || self.origin > 0
+    }
+
+    /// Whether the records this holds include `offset` (for a window: whether a read from
+    /// `offset` can start in it).
+    pub(crate) fn holds(&self, offset: Offset) -> bool {
+        self.base <= offset && self.seal_info().is_some_and(|s| offset < s.end_offset)
+    }
+
+    /// Where the readable bytes end in the segment file (for a window, in the object).
+    pub(crate) fn end_position(&self) -> u64 {
+        self.origin + self.bytes().len() as u64
     }
 
     /// The verified, readable bytes (header included) as of now.
@@ -243,7 +284,7 @@ impl SegmentData {
     }
 
     fn corrupt(&self, position: usize, reason: impl Into<String>) -> Error {
-        Error::corrupt(&self.path, position as u64, reason)
+        Error::corrupt(&self.path, self.origin + position as u64, reason)
     }
 
     fn start_of(&self, entry: Option<IndexEntry>) -> (usize, Offset) {
@@ -556,6 +597,32 @@ impl Segment {
         };
         *slot = Some(Arc::clone(&data));
         Ok(data)
+    }
+
+    /// What a read from `from` on, within `budget`, reads: [`Segment::data`], except
+    /// that a segment only remote and not downloaded may be served by a window of it fetched
+    /// with a range read guided by its index (see `SegmentCache::read_from`). A window may be
+    /// partial ([`SegmentData::is_partial`]): the read stops at its end.
+    pub(crate) fn data_from(&self, from: Offset, budget: &Budget) -> Result<Arc<SegmentData>> {
+        match &self.location {
+            Location::Remote(RemoteCopy {
+                tier: Some(tier),
+                info,
+            }) => tier.tier().cache().read_from(tier, info, from, budget),
+            _ => self.data(),
+        }
+    }
+
+    /// The first record that arrived at or after `t` (see [`SegmentData::seek_time`]); a
+    /// segment only remote is searched through range reads guided by its index's times.
+    pub(crate) fn seek_time(&self, t: i64) -> Result<std::result::Result<Offset, Offset>> {
+        match &self.location {
+            Location::Remote(RemoteCopy {
+                tier: Some(tier),
+                info,
+            }) => tier.tier().cache().seek_time(tier, info, t),
+            _ => self.data()?.seek_time(t),
+        }
     }
 
     /// Starts downloading this segment in the background if it is only remote (a sequential

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::log::format::{SegmentFooter, SEGMENT_HEADER_LEN};
+use crate::log::format::{
+    peek_batch, FrameError, Layout, SegmentFooter, FRAME_PREFIX_LEN, MAX_BATCH_LEN,
+    SEGMENT_HEADER_LEN,
+};
 use crate::log::index::{self, IndexFile};
 use crate::log::mmap::SharedMap;
 use crate::types::Offset;
@@ -166,4 +169,99 @@ pub(crate) fn load_remote_copy(dir: &Path, base: Offset, name: &Path) -> Result<
         path: name.to_path_buf(),
         ..data
     })
+}
+
+/// Where a window of a remote segment's object lies (see [`remote_window`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window<'a> {
+    /// The object, for messages.
+    pub name: &'a Path,
+    /// The segment's layout (from its header).
+    pub layout: Layout,
+    /// Where the fetched bytes begin in the object: [`SEGMENT_HEADER_LEN`] bytes before the
+    /// batch that starts the window (those bytes are never read).
+    pub origin: u64,
+    /// The offset of that batch's first record.
+    pub first: Offset,
+    /// `Some(lost_after)` (the seal's) when the fetched bytes reach the end of the segment's
+    /// records.
+    pub ends_segment: Option<u64>,
+}
+
+/// What [`remote_window`] made of the fetched bytes.
+pub(crate) enum WindowFit {
+    /// A readable view of the whole batches in them (at least one).
+    Fits(Box<SegmentData>),
+    /// Not even the first batch is whole: it needs this many bytes past the skipped header room
+    /// (0 if not even its length prefix arrived).
+    Needs(usize),
+}
+
+/// A readable view of a range of a remote segment's object (`bytes`, fetched from
+/// `window.origin` on), served like a sealed segment whose first batch is `window.first`'s:
+/// every batch's CRC is checked as it is read, errors name the object and the position in it.
+/// A batch cut off at the end of the range is left out; unless the range reaches the segment's
+/// end the view is partial ([`SegmentData::is_partial`]).
+pub(crate) fn remote_window(window: Window<'_>, bytes: Bytes) -> Result<WindowFit> {
+    let corrupt = |pos: usize, reason: String| {
+        Error::corrupt(window.name, window.origin + pos as u64, reason)
+    };
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut next = window.first;
+    let mut last_arrival_ms = None;
+    // Whole batches only: each starts with its length (as frames of versions 1 and 2 do).
+    while let Some(prefix) = bytes.get(pos..pos + 4) {
+        let body_len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if body_len == 0 {
+            return Err(corrupt(pos, "records end before the seal says".into()));
+        }
+        let len = FRAME_PREFIX_LEN + body_len;
+        if len > MAX_BATCH_LEN {
+            return Err(corrupt(pos, format!("impossible batch length {len}")));
+        }
+        if len > bytes.len() - pos {
+            if last_arrival_ms.is_none() {
+                return Ok(WindowFit::Needs(len));
+            }
+            break;
+        }
+        let head = peek_batch(&bytes, pos, window.layout).map_err(|e| match e {
+            FrameError::Corrupt(reason) => corrupt(pos, reason.into()),
+            FrameError::End => corrupt(pos, "records end before the seal says".into()),
+        })?;
+        if head.base_offset != next {
+            return Err(corrupt(
+                pos,
+                format!(
+                    "batch starts at offset {}, expected {next}",
+                    head.base_offset
+                ),
+            ));
+        }
+        pos += head.len;
+        next = head.end_offset();
+        last_arrival_ms = Some(head.last_arrival_ms);
+    }
+    if last_arrival_ms.is_none() {
+        return Ok(WindowFit::Needs(0));
+    }
+    let whole_to_end = window.ends_segment.filter(|_| pos == bytes.len());
+    let data = SegmentData {
+        origin: window.origin,
+        partial: whole_to_end.is_none(),
+        ..SegmentData::new(
+            window.first,
+            window.layout,
+            window.name.to_path_buf(),
+            Storage::Owned(bytes),
+            crate::log::index::SparseIndex::default(),
+        )
+    };
+    let _ = data.sealed.set(SealInfo {
+        end_offset: next,
+        data_end: pos,
+        last_arrival_ms,
+        lost_after: whole_to_end.unwrap_or(0),
+    });
+    Ok(WindowFit::Fits(Box::new(data)))
 }

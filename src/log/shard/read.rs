@@ -62,22 +62,27 @@ impl Shard {
             if budget.exhausted() {
                 break;
             }
-            let data = segment.data()?;
+            let data = segment.data_from(cursor, &budget)?;
             if let Some(next) = read_segment(&data, cursor, &mut budget)? {
                 cursor = next;
             }
-            if let (false, Some(newer)) = (segment.is_local(), segments.get(i + 1)) {
-                // A reader past the middle of a remote segment is most likely reading on: have
-                // the next one downloaded meanwhile.
+            if let (false, false, Some(newer)) =
+                (segment.is_local(), data.is_window(), segments.get(i + 1))
+            {
+                // A reader past the middle of a remote segment it read from the start is most
+                // likely reading on: have the next one downloaded meanwhile. (One reading a
+                // window started inside the segment may well be reading at random.)
                 let base = segment.base().get();
-                let midpoint = data.seal_info().map_or(u64::MAX, |s| {
+                let midpoint = segment.seal_info()?.map_or(u64::MAX, |s| {
                     base + s.end_offset.get().saturating_sub(base) / 2
                 });
                 if cursor.get() >= midpoint {
                     newer.read_ahead();
                 }
             }
-            if budget.exhausted() {
+            // A window of a remote segment that ends before the segment: the records after it
+            // are the next read's.
+            if budget.exhausted() || data.is_partial() {
                 break;
             }
             let Some(newer) = segments.get(i + 1) else {
@@ -141,7 +146,7 @@ impl Shard {
             None => next_offset,
         };
         for segment in &segments[lo..] {
-            match segment.data()?.seek_time(t_ms)? {
+            match segment.seek_time(t_ms)? {
                 Ok(offset) => return Ok(offset),
                 Err(after) => end = after,
             }
