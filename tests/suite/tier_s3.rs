@@ -168,6 +168,62 @@ fn segments_tier_to_s3_and_read_back_through_the_stream() {
 }
 
 #[test]
+fn reads_inside_remote_segments_fetch_ranges_from_s3() {
+    let moto = start_moto();
+    let (status, _) = http(moto.port, "PUT", "/ranged-bucket");
+    assert_eq!(status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket(moto.port, "ranged-bucket");
+    let store = tiered_store_with(
+        dir.path(),
+        Arc::clone(&bucket),
+        TierOptions {
+            local_retention_bytes: Some(0),
+            local_retention: None,
+            range_read_bytes: 8 * 1024,
+            ..TierOptions::default()
+        },
+    );
+    store
+        .create_stream("orders", StreamConfig::provisioned(1))
+        .unwrap();
+    put(&store, 0, 2000);
+    store.tier_now().unwrap();
+    assert!(store.tier_status().segments.remote_only >= 10);
+    let stream = store.stream("orders").unwrap();
+    let expected: Vec<Vec<u8>> = (0..2000).map(data).collect();
+    // From sequence numbers inside remote segments (never a segment's first record: 64 KiB
+    // segments hold more than 100 records of 500 bytes).
+    for at in [250u32, 777, 1234] {
+        let seq = shardlog::SequenceNumber::new(0, shardlog::Offset::new(u64::from(at)));
+        let read = stream
+            .read(
+                ShardId(0),
+                stream.resolve(ShardId(0), Start::At(seq)).unwrap(),
+                ReadLimits::records(20),
+            )
+            .unwrap();
+        let got: Vec<Vec<u8>> = read.records.iter().map(|r| r.data.to_vec()).collect();
+        assert!(!got.is_empty());
+        assert_eq!(got, expected[at as usize..at as usize + got.len()].to_vec());
+    }
+    let after = store.tier_status().cache;
+    assert!(after.range_reads >= 3, "{after:?}");
+    assert_eq!(after.downloads, 0, "{after:?}");
+    // Reading on from there reaches the end.
+    assert_eq!(
+        read_from(
+            &store,
+            Start::After(shardlog::SequenceNumber::new(
+                0,
+                shardlog::Offset::new(1500)
+            ))
+        ),
+        expected[1501..].to_vec()
+    );
+}
+
+#[test]
 fn appends_go_on_while_the_bucket_is_down_and_uploads_resume() {
     // The port of a server that is not there yet.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
