@@ -11,8 +11,10 @@
 //! - `restore` of the bucket into a new directory, against downloading the same objects with
 //!   the same parallelism.
 //!
-//! `cargo bench --features s3 --bench tier -- [--mib 512] [--reps 3] [--dir-bucket /dev/shm]`
-//! (`--dir-bucket`: also appends tiering into a directory there, the uploader's cost alone)
+//! `cargo bench --features s3 --bench tier -- [--mib 512] [--reps 3] [--dir-bucket /dev/shm]
+//! [--moto-nice 19]` (`--dir-bucket`: also appends tiering into a directory there, the
+//! uploader's cost alone; `--moto-nice`: moto's nice value, 19 to have it stand in for an S3
+//! server elsewhere rather than compete with shardlog for the two cores)
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,13 +39,16 @@ impl Drop for Moto {
     }
 }
 
-fn start_moto() -> Moto {
+/// moto on a free port, at nice `nice` (0: as shardlog; 19: it takes only CPU shardlog leaves,
+/// standing in for an S3 server on other machines).
+fn start_moto(nice: u64) -> Moto {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = std::process::Command::new("moto_server")
+    let child = std::process::Command::new("nice")
+        .args(["-n", &nice.to_string(), "moto_server"])
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -226,7 +231,8 @@ fn main() {
     }
     let mib = arg("--mib", 512);
     let reps = arg("--reps", 3) as usize;
-    let moto = start_moto();
+    let moto_nice = arg("--moto-nice", 0);
+    let moto = start_moto(moto_nice);
     let root_dir = std::env::var("SHARDLOG_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
     let (mut off, mut on, mut peaks, mut reads, mut raw_gets, mut restores, mut raw_downloads) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
@@ -444,7 +450,7 @@ fn main() {
         }
         peak
     };
-    println!("tiering, {mib} MiB of 100 B records per run, medians of {reps} (page cache dropped before remote reads: {cold})");
+    println!("tiering, {mib} MiB of 100 B records per run, medians of {reps} (page cache dropped before remote reads: {cold}; moto at nice {moto_nice})");
     println!("| measure | result | baseline | ratio |");
     println!("|---|---:|---:|---:|");
     let (off, on) = (median(off), median(on));

@@ -236,7 +236,14 @@ pub const DELETED_MARKER: &str = "DELETED";
 /// Longest wait between tiering passes while the object store fails.
 const MAX_TIER_BACKOFF: Duration = Duration::from_secs(60);
 
+/// The nice value of the tiering thread (0 normal, 19 lowest).
+const TIERING_NICE: i32 = 10;
+
 pub(super) fn tiering_loop(inner: Weak<Inner>, interval: Duration) {
+    // Uploads are background work: under CPU contention appends come first (as RocksDB
+    // lowers its compaction threads' priority). On Linux the nice value is the calling
+    // thread's. A failure (a sandbox forbidding it) only leaves the priority as it was.
+    let _ = rustix::process::setpriority_process(None, TIERING_NICE);
     loop {
         let Some(strong) = inner.upgrade() else {
             return;
