@@ -67,7 +67,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};
 pub use hash_key::{HashKeyRange, ShardId};
 pub use log::format::RecordRef;
-pub use log::remote::{Bucket, DirBucket, ShardTier, Tier, TierConfig, TierOptions};
+pub use log::remote::{Bucket, DirBucket, ShardTier, Tier, TierConfig, TierOptions, TierWork};
 pub use log::shard::{Deleted, FlushPolicy, Shard, ShardOptions, TierReport, TierStatus};
 pub use manifest::{ConsumerEntry, StreamMode};
 pub use sequence::SequenceNumber;

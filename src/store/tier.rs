@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{all_streams, each_stream, Inner, Store};
 use crate::error::Result;
 use crate::io;
-use crate::log::remote::CacheStats;
+use crate::log::remote::{CacheStats, TierWork};
 use crate::log::shard::{TierReport, TierStatus};
 use crate::manifest::MANIFEST_FILE;
 use crate::names::{self, Listed};
@@ -62,7 +62,7 @@ impl Store {
     /// uploads sealed segments and drops local copies past the local retention, in every
     /// stream. Does nothing without [`crate::StoreOptions::tier`].
     pub fn tier_now(&self) -> Result<TierReport> {
-        tier_pass(&self.inner)
+        tier_pass(&self.inner, &TierWork::everything())
     }
 
     /// For a read replica, whose data directory is kept in step with a primary's bucket
@@ -150,12 +150,13 @@ pub(super) fn record_deletion(inner: &Inner, name: &str, now_ms: i64) -> Result<
     )
 }
 
-/// One tiering pass over every stream; the totals are kept for [`Store::tier_status`].
-fn tier_pass(inner: &Inner) -> Result<TierReport> {
+/// One tiering pass over the shards `work` names; the totals are kept for
+/// [`Store::tier_status`].
+fn tier_pass(inner: &Inner, work: &TierWork) -> Result<TierReport> {
     let mut report = TierReport::default();
     let result = delete_tiered_streams(inner).and_then(|()| {
         each_stream(inner, "tiering", |stream| {
-            report += stream.tier_step()?;
+            report += stream.tier_step(work)?;
             Ok(())
         })
     });
@@ -255,15 +256,17 @@ pub(super) fn tiering_loop(inner: Weak<Inner>, interval: Duration) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .failures;
-        if failures == 0 {
-            // Until a segment is sealed (or the interval passes: old active segments, local
-            // retention by age).
-            if let Some(tier) = &strong.context.tier {
-                tier.wait_for_work(interval);
-            }
+        let work = if failures == 0 {
+            // Until a segment is sealed (then that shard's round), or the interval passes (a
+            // round over all: old active segments, local retention by age).
+            let work = match &strong.context.tier {
+                Some(tier) => tier.wait_for_work(interval),
+                None => TierWork::everything(),
+            };
             if strong.shutdown.wait(Duration::ZERO) {
                 return;
             }
+            work
         } else {
             let wait = interval
                 .saturating_mul(1 << failures.min(16))
@@ -272,7 +275,89 @@ pub(super) fn tiering_loop(inner: Weak<Inner>, interval: Duration) {
             if strong.shutdown.wait(wait) {
                 return;
             }
-        }
-        let _ = tier_pass(&strong);
+            // What failed may be anywhere: every shard.
+            TierWork::everything()
+        };
+        let _ = tier_pass(&strong, &work);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::PutRecord;
+    use crate::{StoreOptions, StreamConfig, TierConfig, TierOptions};
+
+    /// A round after a seal tiers the shard that sealed, not every shard of every stream.
+    #[test]
+    fn a_round_after_a_seal_tiers_only_the_shard_that_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = Arc::new(crate::DirBucket::new(dir.path().join("bucket")).unwrap());
+        let options = StoreOptions {
+            shard: crate::ShardOptions {
+                segment_bytes: 16 * 1024,
+                ..crate::ShardOptions::default()
+            },
+            retention_interval: None,
+            tier: Some(TierConfig {
+                bucket,
+                options: TierOptions {
+                    interval: None,
+                    ..TierOptions::default()
+                },
+            }),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path().join("data"), options).unwrap();
+        let tier = Arc::clone(store.inner.context.tier.as_ref().unwrap());
+        assert!(
+            tier.wait_for_work(Duration::ZERO).everything,
+            "a first round over all"
+        );
+        let streams = ["a", "b"].map(|name| {
+            let stream = store
+                .create_stream(name, StreamConfig::provisioned(1))
+                .unwrap();
+            for i in 0..200 {
+                stream
+                    .put_record(&PutRecord::new("k", &[i as u8; 300]))
+                    .unwrap();
+            }
+            stream
+        });
+        let work = tier.wait_for_work(Duration::ZERO);
+        assert!(!work.everything);
+        assert_eq!(work.shards.len(), 2, "{work:?}");
+        let a = work
+            .shards
+            .iter()
+            .find(|k| k.contains("/a/"))
+            .unwrap()
+            .clone();
+        let only_a = TierWork {
+            everything: false,
+            shards: [a].into(),
+        };
+        let report = tier_pass(&store.inner, &only_a).unwrap();
+        assert!(report.uploaded > 0, "{report:?}");
+        let [a, b] = [&streams[0], &streams[1]].map(|s| s.tier_status());
+        assert_eq!(a.local_only, 0, "{a:?}");
+        assert!(b.local_only > 0 && b.both == 0, "{b:?}");
+        tier_pass(&store.inner, &TierWork::everything()).unwrap();
+        assert_eq!(streams[1].tier_status().local_only, 0);
+    }
+
+    #[test]
+    fn work_covers_shards_by_key_and_streams_by_prefix() {
+        let work = TierWork {
+            everything: false,
+            shards: ["streams/a/1/shardId-000000000001".to_string()].into(),
+        };
+        assert!(work.covers("streams/a/1/shardId-000000000001"));
+        assert!(!work.covers("streams/a/1/shardId-000000000000"));
+        assert!(work.covers_any_under("streams/a/1/"));
+        assert!(!work.covers_any_under("streams/a/10/"));
+        assert!(!work.covers_any_under("streams/b/1/"));
+        assert!(TierWork::everything().covers_any_under("streams/b/1/"));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Stream;
 use crate::error::Result;
-use crate::log::remote::ShardTier;
+use crate::log::remote::{ShardTier, TierWork};
 use crate::log::shard::{TierReport, TierStatus};
 use crate::manifest::{MANIFEST_FILE, TOPOLOGY_LOG_FILE};
 
@@ -21,9 +21,10 @@ impl Stream {
         ))
     }
 
-    /// One round of tiering over every shard that was ever written, and the manifest files
-    /// copied when they changed. Stops at the first failure (the caller backs off).
-    pub(crate) fn tier_step(&self) -> Result<TierReport> {
+    /// One round of tiering over the shards `work` names (that were ever written), and the
+    /// manifest files copied when they changed. Stops at the first failure (the caller backs
+    /// off).
+    pub(crate) fn tier_step(&self, work: &TierWork) -> Result<TierReport> {
         let mut total = TierReport::default();
         // The topology's lock is not held while uploading: resharding goes on meanwhile.
         let (stream_tier, options, slots) = {
@@ -31,11 +32,18 @@ impl Stream {
             let Some(stream_tier) = self.tier_key(topology.manifest.created_ms) else {
                 return Ok(total);
             };
+            if !work.covers_any_under(&format!("{}/", stream_tier.key())) {
+                return Ok(total);
+            }
             let slots: Vec<_> = topology.shards.values().cloned().collect();
             (stream_tier, self.shard_options(&topology.manifest), slots)
         };
         self.upload_manifest_files(&stream_tier)?;
         for slot in &slots {
+            let named = shard_dir_name(&slot.dir).map(|name| stream_tier.child(name));
+            if !named.is_some_and(|tier| work.covers(tier.key())) {
+                continue;
+            }
             let Some(shard) = slot.open_if_exists(&options)? else {
                 continue;
             };

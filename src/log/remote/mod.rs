@@ -129,8 +129,8 @@ pub struct Tier {
     bucket: Arc<dyn Bucket>,
     options: TierOptions,
     cache: SegmentCache,
-    /// Set when a segment was sealed: a round has work (see [`Tier::wait_for_work`]).
-    work: std::sync::Mutex<bool>,
+    /// What the next round has to do (see [`Tier::wait_for_work`]).
+    work: std::sync::Mutex<TierWork>,
     work_signal: std::sync::Condvar,
 }
 
@@ -143,25 +143,41 @@ impl Tier {
             bucket,
             options,
             cache,
-            work: std::sync::Mutex::new(false),
+            // The first round covers every shard: segments sealed before a restart wait.
+            work: std::sync::Mutex::new(TierWork::everything()),
             work_signal: std::sync::Condvar::new(),
         })
     }
 
-    /// Says a round has work (a segment was sealed), waking [`Tier::wait_for_work`].
+    /// Asks for a round over every shard, waking [`Tier::wait_for_work`].
     pub fn notify(&self) {
-        *self.work.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.lock_work().everything = true;
         self.work_signal.notify_all();
     }
 
-    /// Waits until [`Tier::notify`] was called (since the last wait) or `timeout` passed.
-    pub fn wait_for_work(&self, timeout: Duration) {
-        let work = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut work, _) = self
+    /// Says `shard` sealed a segment: a round has work there, now.
+    pub fn notify_sealed(&self, shard: &ShardTier) {
+        self.lock_work().shards.insert(shard.key.clone());
+        self.work_signal.notify_all();
+    }
+
+    fn lock_work(&self) -> std::sync::MutexGuard<'_, TierWork> {
+        self.work.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a round has work or `timeout` passed, and takes the work: the shards that
+    /// sealed segments, or (asked for, or at the timeout: old active segments, local retention
+    /// by age) every shard.
+    pub fn wait_for_work(&self, timeout: Duration) -> TierWork {
+        let work = self.lock_work();
+        let (mut work, waited) = self
             .work_signal
-            .wait_timeout_while(work, timeout, |work| !*work)
+            .wait_timeout_while(work, timeout, |work| work.is_empty())
             .unwrap_or_else(|e| e.into_inner());
-        *work = false;
+        if waited.timed_out() {
+            work.everything = true;
+        }
+        std::mem::take(&mut *work)
     }
 
     /// The bucket.
@@ -177,6 +193,45 @@ impl Tier {
     /// The cache of downloaded segments.
     pub fn cache(&self) -> &SegmentCache {
         &self.cache
+    }
+}
+
+/// What a tiering round has to do: every shard, or the shards (by key) that sealed segments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierWork {
+    /// Every shard.
+    pub everything: bool,
+    /// Keys of the shards that sealed a segment since the last round.
+    pub shards: std::collections::BTreeSet<String>,
+}
+
+impl TierWork {
+    /// A round over every shard.
+    pub fn everything() -> TierWork {
+        TierWork {
+            everything: true,
+            shards: Default::default(),
+        }
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        !self.everything && self.shards.is_empty()
+    }
+
+    /// Whether the shard keyed `key` is to be tiered.
+    pub fn covers(&self, key: &str) -> bool {
+        self.everything || self.shards.contains(key)
+    }
+
+    /// Whether any shard whose key starts with `prefix` (a stream's key and `/`) is.
+    pub fn covers_any_under(&self, prefix: &str) -> bool {
+        self.everything
+            || self
+                .shards
+                .range(prefix.to_string()..)
+                .next()
+                .is_some_and(|k| k.starts_with(prefix))
     }
 }
 

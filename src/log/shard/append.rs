@@ -156,7 +156,7 @@ impl Shard {
             if let Some(tier) = &self.options.tier {
                 // A sealed segment is work for the tiering thread: upload it now, not at the
                 // next interval (the local disk holds less).
-                tier.tier().notify();
+                tier.tier().notify_sealed(tier);
             }
         }
         self.start_segment(w, now)
