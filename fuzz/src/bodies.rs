@@ -450,7 +450,7 @@ pub fn repair(data: &[u8]) {
         std::fs::write(&path, &bytes).unwrap();
     }
 
-    let plan = shardlog::log::repair::apply_repair(dir.path(), None, T0 + 20_000)
+    let plan = shardlog::log::repair::apply_repair(dir.path(), &Default::default(), T0 + 20_000)
         .expect("repair works on any damage");
     if std::env::var_os("SHARDLOG_FUZZ_TRACE").is_some() {
         eprintln!("damaged: {damaged:?} of {names:?}");
@@ -479,7 +479,7 @@ pub fn repair(data: &[u8]) {
         }
     }
     drop(shard);
-    let again = shardlog::log::repair::plan_repair(dir.path(), None).expect("plan");
+    let again = shardlog::log::repair::plan_repair(dir.path(), &Default::default()).expect("plan");
     assert!(
         again.repairs.is_empty(),
         "a second repair: {:?}",

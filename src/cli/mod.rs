@@ -94,6 +94,17 @@ enum Command {
         /// Make the repairs (without it nothing is changed).
         #[arg(long)]
         apply: bool,
+        /// A tiered store's bucket (`s3://BUCKET/PREFIX` or the --tier-dir directory): a
+        /// damaged `remote.log` takes its damaged lines from the bucket's copy. The bucket is
+        /// only read.
+        #[arg(long)]
+        remote: Option<String>,
+        /// An S3-compatible endpoint for an `s3://` --remote.
+        #[arg(long, requires = "remote")]
+        s3_endpoint: Option<String>,
+        /// The --remote bucket's region.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
     },
     /// Rebuild a data directory from the bucket a store tiered its segments into: streams,
     /// topology history, and every uploaded segment (what was only local is not there).
@@ -163,7 +174,19 @@ pub fn main() -> ExitCode {
                 .transpose();
             remote.and_then(|remote| verify::run(&path, remote, &mut out))
         }
-        Command::Repair { path, apply } => repair::run(&path, apply, &mut out),
+        Command::Repair {
+            path,
+            apply,
+            remote,
+            s3_endpoint,
+            region,
+        } => {
+            let remote = remote
+                .as_ref()
+                .map(|location| bucket::open(location, s3_endpoint.as_deref(), &region))
+                .transpose();
+            remote.and_then(|remote| repair::run(&path, apply, remote, &mut out))
+        }
         Command::Restore {
             from,
             s3_endpoint,

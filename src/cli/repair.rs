@@ -3,13 +3,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use super::target::{self, Target};
 use super::{CliError, CliResult};
 use crate::clock::{Clock, SystemClock};
 use crate::hash_key::parse_shard_id;
 use crate::log::lock::{DirLock, LOCK_FILE_NAME};
-use crate::log::repair::{apply_repair, plan_repair};
+use crate::log::remote::{Bucket, REMOTE_LOG_FILE};
+use crate::log::repair::{apply_repair, plan_repair, RepairInput};
 use crate::manifest::StreamManifest;
 use crate::Offset;
 
@@ -45,8 +47,17 @@ fn closed_at(stream_dir: &Path, index: u32) -> Option<Offset> {
     entry.closed.map(|c| Offset::new(c.end_offset))
 }
 
+/// A shard directory to repair.
+struct ShardToRepair {
+    dir: PathBuf,
+    /// Where the stream's manifest closed it.
+    closed: Option<Offset>,
+    /// Its stream's directory (none for a Firehose buffer).
+    stream_dir: Option<PathBuf>,
+}
+
 /// The shard directories of a stream, each with where the manifest closed it.
-fn shards_of_stream(stream_dir: &Path) -> CliResult<Vec<(PathBuf, Option<Offset>)>> {
+fn shards_of_stream(stream_dir: &Path) -> CliResult<Vec<ShardToRepair>> {
     Ok(target::shard_dirs_on_disk(stream_dir)?
         .into_iter()
         .map(|dir| {
@@ -54,27 +65,68 @@ fn shards_of_stream(stream_dir: &Path) -> CliResult<Vec<(PathBuf, Option<Offset>
                 .file_name()
                 .and_then(|n| parse_shard_id(&n.to_string_lossy()));
             let closed = index.and_then(|i| closed_at(stream_dir, i));
-            (dir, closed)
+            ShardToRepair {
+                dir,
+                closed,
+                stream_dir: Some(stream_dir.to_path_buf()),
+            }
         })
         .collect())
 }
 
-pub(super) fn run(path: &Path, apply: bool, out: &mut impl Write) -> CliResult<ExitCode> {
-    let shards: Vec<(PathBuf, Option<Offset>)> = match target::resolve(path)? {
+/// The bucket's copy of the shard's `remote.log`, fetched only when the local one is damaged.
+fn remote_log_copy(
+    remote: Option<&(Arc<dyn Bucket>, String)>,
+    shard: &ShardToRepair,
+) -> CliResult<Option<Vec<u8>>> {
+    let (Some((bucket, prefix)), Some(stream_dir)) = (remote, &shard.stream_dir) else {
+        return Ok(None);
+    };
+    if crate::log::remote::read_remote_log(&shard.dir).is_ok() {
+        return Ok(None);
+    }
+    let created = target::manifest(stream_dir)?.created_ms;
+    let (Some(stream_key), Some(name)) = (
+        crate::stream::stream_tier_key(stream_dir, created),
+        shard.dir.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return Ok(None);
+    };
+    let key = format!("{prefix}{stream_key}/{name}/{REMOTE_LOG_FILE}");
+    Ok(bucket.get_bytes(&key)?)
+}
+
+pub(super) fn run(
+    path: &Path,
+    apply: bool,
+    remote: Option<(Arc<dyn Bucket>, String)>,
+    out: &mut impl Write,
+) -> CliResult<ExitCode> {
+    let shards: Vec<ShardToRepair> = match target::resolve(path)? {
         Target::Data(dir) => {
             let mut all = Vec::new();
             for stream in target::stream_dirs(&dir)? {
                 all.extend(shards_of_stream(&stream)?);
             }
             for buffer in target::delivery_buffer_dirs(&dir)? {
-                all.push((buffer, None));
+                all.push(ShardToRepair {
+                    dir: buffer,
+                    closed: None,
+                    stream_dir: None,
+                });
             }
             all
         }
         Target::Stream(dir) => shards_of_stream(&dir)?,
         Target::Shard { dir, stream } => {
-            let closed = stream.and_then(|s| closed_at(&s.stream_dir, s.index));
-            vec![(dir, closed)]
+            let closed = stream
+                .as_ref()
+                .and_then(|s| closed_at(&s.stream_dir, s.index));
+            vec![ShardToRepair {
+                dir,
+                closed,
+                stream_dir: stream.map(|s| s.stream_dir),
+            }]
         }
         Target::Segment { dir, .. } => {
             return Err(CliError::Usage(format!(
@@ -85,11 +137,15 @@ pub(super) fn run(path: &Path, apply: bool, out: &mut impl Write) -> CliResult<E
     };
     let _locks = lock_writers_out(path)?;
     let (mut repairs, mut lost) = (0, 0);
-    for (shard, closed) in &shards {
+    for shard in &shards {
+        let input = RepairInput {
+            closed_at: shard.closed,
+            remote_log_copy: remote_log_copy(remote.as_ref(), shard)?,
+        };
         let plan = if apply {
-            apply_repair(shard, *closed, SystemClock.now_ms())?
+            apply_repair(&shard.dir, &input, SystemClock.now_ms())?
         } else {
-            plan_repair(shard, *closed)?
+            plan_repair(&shard.dir, &input)?
         };
         for repair in &plan.repairs {
             writeln!(out, "{}{repair}", if apply { "repaired: " } else { "" })?;

@@ -354,6 +354,112 @@ fn offline_tools_know_remote_segments() {
     assert!(shardlog(&["verify", path]).status.success());
 }
 
+#[test]
+fn repair_salvages_a_damaged_remote_log_from_the_buckets_copy() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, bucket) = (root.path().join("data"), root.path().join("bucket"));
+    let options = TierOptions {
+        local_retention_bytes: Some(0),
+        local_retention: None,
+        ..TierOptions::default()
+    };
+    let payload = |i: usize| vec![(i % 251) as u8; 400];
+    {
+        let store = tiered_store(&data, &bucket, None, options.clone());
+        let stream = store
+            .create_stream("orders", shardlog::StreamConfig::provisioned(1))
+            .unwrap();
+        for i in 0..400 {
+            stream
+                .put_record(&shardlog::PutRecord::new("k", &payload(i)))
+                .unwrap();
+        }
+        assert!(store.tier_now().unwrap().dropped_local > 3);
+    }
+    let shard_dir = std::fs::read_dir(data.join("streams/orders/shards"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // The second line of remote.log is damaged: the shard no longer opens.
+    let log = shard_dir.join("remote.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let second_line = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    bytes[second_line + 20] ^= 0x01;
+    std::fs::write(&log, &bytes).unwrap();
+    let read_all_records = |store: &shardlog::Store| {
+        let stream = store.stream("orders").unwrap();
+        let mut from = Offset::new(0);
+        let mut out = Vec::new();
+        loop {
+            let read = stream.read(shardlog::ShardId(0), from, shardlog::ReadLimits::default())?;
+            if read.records.is_empty() {
+                return Ok::<_, Error>(out);
+            }
+            from = read.end.next;
+            out.extend(read.records.into_iter().map(|r| r.data.to_vec()));
+        }
+    };
+    {
+        let store = tiered_store(&data, &bucket, None, options.clone());
+        match read_all_records(&store) {
+            Err(Error::Corrupt { path, .. }) => assert!(path.ends_with("remote.log")),
+            other => panic!("{other:?}"),
+        }
+    }
+    let path = data.to_str().unwrap();
+    // Without the bucket the damaged line would be left out.
+    let plan = shardlog(&["repair", path]);
+    assert_eq!(plan.status.code(), Some(1));
+    assert!(
+        text(&plan.stdout).contains("1 damaged lines are left out"),
+        "{}",
+        text(&plan.stdout)
+    );
+    // (Applied without the bucket, on a copy of the data: the segment the damaged line
+    // recorded is forgotten, and a read meets the gap it leaves as a clean error.)
+    let copy = root.path().join("copy");
+    copy_dir(&data, &copy);
+    let blind = shardlog(&["repair", "--apply", copy.to_str().unwrap()]);
+    assert!(blind.status.success(), "{}", text(&blind.stderr));
+    {
+        let store = tiered_store(&copy, &bucket, None, options.clone());
+        match read_all_records(&store) {
+            Err(Error::Corrupt { reason, .. }) => assert!(reason.contains("missing"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // With it, the line comes from the bucket's copy.
+    let remote = bucket.to_str().unwrap();
+    let fixed = shardlog(&["repair", "--apply", "--remote", remote, path]);
+    assert!(fixed.status.success(), "{}", text(&fixed.stderr));
+    assert!(
+        text(&fixed.stdout).contains("(1 of them from the bucket's copy)"),
+        "{}",
+        text(&fixed.stdout)
+    );
+    assert!(shard_dir.join("remote.log.damaged").exists());
+    let verify = shardlog(&["verify", "--remote", remote, path]);
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+    let store = tiered_store(&data, &bucket, None, options);
+    let expected: Vec<Vec<u8>> = (0..400).map(payload).collect();
+    assert_eq!(read_all_records(&store).unwrap(), expected);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// A store in `data` with 16 KiB segments, tiered into the directory `bucket` with `options`
 /// (rounds only when asked), on `clock` if given.
 fn tiered_store(

@@ -161,6 +161,6 @@ fn a_deleted_oldest_segment_is_told_apart_from_retention() {
         problems[0]
     );
     // A repair accepts the loss and records the new start.
-    shardlog::log::repair::apply_repair(dir.path(), None, 2_000).unwrap();
+    shardlog::log::repair::apply_repair(dir.path(), &Default::default(), 2_000).unwrap();
     assert!(shardlog::log::shard::verify(dir.path()).unwrap().is_empty());
 }

@@ -360,6 +360,64 @@ pub(crate) fn fold_remote_records(
     remote
 }
 
+/// What [`salvage_remote_log`] made of a damaged `remote.log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SalvagedRemoteLog {
+    /// The file's new bytes: every good line, in order.
+    pub bytes: Vec<u8>,
+    /// The records they hold.
+    pub records: Vec<RemoteRecord>,
+    /// Damaged lines taken from the bucket's copy of the log instead (the line at the same
+    /// place there, when that one is good).
+    pub from_copy: usize,
+    /// Damaged lines left out: their uploads or deletions are forgotten.
+    pub lost: usize,
+}
+
+/// Salvages a `remote.log` that [`read_remote_log`] finds damaged (a bad line before the last):
+/// keeps every good line, and replaces a damaged one by the line at the same place in `copy`
+/// (the bucket's copy of the log, which `Shard::tier_step` uploads after each round that
+/// changed it and so is the same lines up to where it ends) when that one is good. `None` if the
+/// log is not damaged. Changes nothing.
+pub fn salvage_remote_log(dir: &Path, copy: Option<&[u8]>) -> Result<Option<SalvagedRemoteLog>> {
+    if read_remote_log(dir).is_ok() {
+        return Ok(None);
+    }
+    let path = dir.join(REMOTE_LOG_FILE);
+    let bytes = std::fs::read(&path).map_err(crate::error::Error::io_at("read", &path))?;
+    let copy_lines: Vec<&[u8]> = copy.map_or_else(Vec::new, |c| c.split(|&b| b == b'\n').collect());
+    let mut salvaged = SalvagedRemoteLog {
+        bytes: Vec::with_capacity(bytes.len()),
+        records: Vec::new(),
+        from_copy: 0,
+        lost: 0,
+    };
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if bytes.last() == Some(&b'\n') {
+        lines.pop(); // after the last newline: nothing
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let parsed = crate::io::parse_checked_line::<RemoteRecord>(line).map(|r| (r, *line));
+        let good = parsed.or_else(|| {
+            let copied = copy_lines.get(i)?;
+            let record = crate::io::parse_checked_line::<RemoteRecord>(copied)?;
+            salvaged.from_copy += 1;
+            Some((record, *copied))
+        });
+        match good {
+            Some((record, line)) => {
+                salvaged.records.push(record);
+                salvaged.bytes.extend_from_slice(line);
+                salvaged.bytes.push(b'\n');
+            }
+            // A torn last line was never acknowledged: nothing is lost with it.
+            None if i + 1 == lines.len() && bytes.last() != Some(&b'\n') => {}
+            None => salvaged.lost += 1,
+        }
+    }
+    Ok(Some(salvaged))
+}
+
 /// Appends a record to a shard's `remote.log`, durably.
 pub(crate) fn append_remote_log(dir: &Path, record: &RemoteRecord) -> Result<()> {
     crate::io::append_checked_line(&dir.join(REMOTE_LOG_FILE), record)
@@ -369,8 +427,59 @@ pub(crate) fn append_remote_log(dir: &Path, record: &RemoteRecord) -> Result<()>
 /// newest remote segment (`None` without remote segments). Offline checks compare the oldest
 /// local segment with this rather than with the log start when older segments are only remote.
 pub(crate) fn remote_end(dir: &Path) -> Result<Option<Offset>> {
-    Ok(read_remote_log(dir)?
+    Ok(remote_end_of(&read_remote_log(dir)?))
+}
+
+/// [`remote_end`] of the remote segments `remote`.
+pub(crate) fn remote_end_of(
+    remote: &std::collections::BTreeMap<Offset, RemoteSegment>,
+) -> Option<Offset> {
+    remote
         .values()
         .map(|s| Offset::new(s.end.saturating_add(s.lost_after)))
-        .max())
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uploaded(base: u64) -> RemoteRecord {
+        RemoteRecord::Uploaded(RemoteSegment {
+            base,
+            end: base + 10,
+            lost_after: 0,
+            last_arrival_ms: Some(1),
+            bytes: 100,
+            crc32: 7,
+            has_index: true,
+        })
+    }
+
+    #[test]
+    fn salvage_keeps_good_lines_and_takes_damaged_ones_from_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        for base in [0, 10, 20] {
+            append_remote_log(dir.path(), &uploaded(base)).unwrap();
+        }
+        let path = dir.path().join(REMOTE_LOG_FILE);
+        let good = std::fs::read(&path).unwrap();
+        assert_eq!(salvage_remote_log(dir.path(), None).unwrap(), None);
+        // The second line damaged, and a torn fourth one (never acknowledged).
+        let mut damaged = good.clone();
+        let second = damaged.iter().position(|&b| b == b'\n').unwrap() + 1;
+        damaged[second + 12] ^= 1;
+        damaged.extend_from_slice(b"0123abcd {\"op\":\"upl");
+        std::fs::write(&path, &damaged).unwrap();
+        let alone = salvage_remote_log(dir.path(), None).unwrap().unwrap();
+        assert_eq!((alone.lost, alone.from_copy), (1, 0));
+        assert_eq!(alone.records, [uploaded(0), uploaded(20)]);
+        // The bucket's copy, as uploaded after the first two lines: the second comes from it.
+        let two_lines = second + good[second..].iter().position(|&b| b == b'\n').unwrap() + 1;
+        let copy = &good[..two_lines];
+        let healed = salvage_remote_log(dir.path(), Some(copy)).unwrap().unwrap();
+        assert_eq!((healed.lost, healed.from_copy), (0, 1));
+        assert_eq!(healed.bytes, good);
+        assert_eq!(healed.records, [uploaded(0), uploaded(10), uploaded(20)]);
+    }
 }

@@ -10,7 +10,10 @@
 //! - a segment with no good frame at all (a half-written segment left by a crash during a roll)
 //!   is removed;
 //! - a gap left by a missing segment file is recorded in the seal of the segment before it;
-//! - index files without a segment and leftovers of an interrupted repair are removed.
+//! - index files without a segment and leftovers of an interrupted repair are removed;
+//! - a damaged `remote.log` (tiered storage) is rewritten with its good lines, damaged ones taken
+//!   from the bucket's copy of it when the caller has one (the damaged file is kept beside it as
+//!   `remote.log.damaged`); the bucket itself is never touched.
 //!
 //! Every rewritten file is written beside its target, fsynced and renamed over it, and the
 //! directory fsynced, so a crash during a repair leaves old and new files that are each whole; a
@@ -31,6 +34,7 @@ use crate::io::sync_dir;
 use crate::log::format::{
     parse_file_name, SegmentFooter, SegmentHeader, INDEX_EXT, SEGMENT_EXT, SEGMENT_HEADER_LEN,
 };
+use crate::log::remote::{fold_remote_records, remote_end_of, salvage_remote_log, REMOTE_LOG_FILE};
 use crate::log::segment::{index_path, segment_path};
 use crate::types::Offset;
 
@@ -117,6 +121,35 @@ pub enum Repair {
         /// The offsets lost after it.
         lost: u64,
     },
+    /// Rewrite a damaged `remote.log` with its good lines (see
+    /// [`crate::log::remote::salvage_remote_log`]).
+    SalvageRemoteLog {
+        /// The file.
+        path: PathBuf,
+        /// Its new bytes.
+        bytes: Vec<u8>,
+        /// Lines kept.
+        kept: usize,
+        /// Damaged lines taken from the bucket's copy.
+        from_copy: usize,
+        /// Damaged lines left out.
+        lost: usize,
+    },
+}
+
+/// Where a salvaged `remote.log`'s damaged original is kept.
+pub const DAMAGED_REMOTE_LOG_FILE: &str = "remote.log.damaged";
+
+/// What a repair knows beyond the shard's directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairInput {
+    /// For a shard its stream has closed, the offset the stream's manifest closed it at:
+    /// records missing before it are recorded as lost too, so the shard ends where the
+    /// manifest says.
+    pub closed_at: Option<Offset>,
+    /// The bucket's copy of the shard's `remote.log` (a tiered store's), to take damaged lines
+    /// of the local one from.
+    pub remote_log_copy: Option<Vec<u8>>,
 }
 
 impl fmt::Display for Repair {
@@ -171,6 +204,27 @@ impl fmt::Display for Repair {
                 "record in the seal of {} that the {lost} offsets after it are lost",
                 segment.display()
             ),
+            Repair::SalvageRemoteLog {
+                path,
+                kept,
+                from_copy,
+                lost,
+                ..
+            } => {
+                write!(
+                    f,
+                    "rewrite {} with its {kept} good lines ({from_copy} of them from the bucket's copy)",
+                    path.display()
+                )?;
+                if *lost > 0 {
+                    write!(
+                        f,
+                        "; {lost} damaged lines are left out: the segments they recorded are \
+                         forgotten (give --remote to take them from the bucket's copy)"
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -185,11 +239,25 @@ pub struct RepairPlan {
     pub records_lost: u64,
 }
 
-/// Works out the repairs a shard directory needs, changing nothing. `closed_at` is, for a shard
-/// its stream has closed, the offset the stream's manifest closed it at: records missing before
-/// it are recorded as lost too, so the shard ends where the manifest says.
-pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> {
+/// Works out the repairs a shard directory needs, changing nothing.
+pub fn plan_repair(dir: &Path, input: &RepairInput) -> Result<RepairPlan> {
+    let closed_at = input.closed_at;
     let mut plan = RepairPlan::default();
+    // Segments only in the object store (tiered storage) come before the local ones: the local
+    // files start where they end, and nothing there is lost (repair never touches them).
+    let remote_end = match salvage_remote_log(dir, input.remote_log_copy.as_deref())? {
+        None => crate::log::remote::remote_end(dir)?,
+        Some(salvaged) => {
+            plan.repairs.push(Repair::SalvageRemoteLog {
+                path: dir.join(REMOTE_LOG_FILE),
+                kept: salvaged.records.len(),
+                from_copy: salvaged.from_copy,
+                lost: salvaged.lost,
+                bytes: salvaged.bytes,
+            });
+            remote_end_of(&fold_remote_records(salvaged.records))
+        }
+    };
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(Error::io_at("list", dir))? {
@@ -306,10 +374,7 @@ pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> 
         .sum();
     let gaps: u64 = kept.iter().map(lost_after).sum();
     // Where the log starts: as recorded (a damaged record is rewritten), raised to the first
-    // file the repair leaves when records before it are gone.
-    // Segments only in the object store (tiered storage) come before the local ones: the local
-    // files start where they end, and nothing there is lost (repair never touches them).
-    let remote_end = crate::log::remote::remote_end(dir)?;
+    // file the repair leaves when records before it are gone, and to where remote segments end.
     let recorded_start = crate::log::log_start::read_log_start(dir)
         .ok()
         .map(|start| remote_end.map_or(start, |end| start.max(end)));
@@ -329,8 +394,8 @@ pub fn plan_repair(dir: &Path, closed_at: Option<Offset>) -> Result<RepairPlan> 
 
 /// Works out and carries out the repairs of a shard directory. The caller must hold the
 /// directory's writer lock (the shard's, or its store's).
-pub fn apply_repair(dir: &Path, closed_at: Option<Offset>, now_ms: i64) -> Result<RepairPlan> {
-    let plan = plan_repair(dir, closed_at)?;
+pub fn apply_repair(dir: &Path, input: &RepairInput, now_ms: i64) -> Result<RepairPlan> {
+    let plan = plan_repair(dir, input)?;
     for repair in &plan.repairs {
         match repair {
             Repair::RemoveStray { path, .. } => remove(path)?,
@@ -378,6 +443,13 @@ pub fn apply_repair(dir: &Path, closed_at: Option<Offset>, now_ms: i64) -> Resul
                 let header = SegmentHeader::decode(frames)
                     .map_err(|e| Error::corrupt(segment, 0, format!("header: {e}")))?;
                 write_segment(dir, base, header, &frames[SEGMENT_HEADER_LEN..], sealed)?;
+            }
+            Repair::SalvageRemoteLog { path, bytes, .. } => {
+                // The damaged file stays beside the new one (its damaged lines may still be
+                // read by hand).
+                let old = std::fs::read(path).map_err(Error::io_at("read", path))?;
+                crate::io::write_atomically(dir, DAMAGED_REMOTE_LOG_FILE, &old)?;
+                crate::io::write_atomically(dir, REMOTE_LOG_FILE, bytes)?;
             }
         }
     }

@@ -398,7 +398,7 @@ impl Shard {
                         reason,
                         "damage followed by intact records: repairing the shard (keeping every intact record)"
                     );
-                    let plan = crate::log::repair::apply_repair(&dir, None, now)?;
+                    let plan = crate::log::repair::apply_repair(&dir, &Default::default(), now)?;
                     for repair in &plan.repairs {
                         tracing::warn!(shard = %dir.display(), "repaired: {repair}");
                     }
