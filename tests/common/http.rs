@@ -135,3 +135,52 @@ impl Client {
         })
     }
 }
+
+/// SubscribeToShard over HTTP/2 with curl (as the Java SDK does it), for `seconds`: the event
+/// stream's messages, each as (headers as text, payload as text), both CRCs of each checked.
+/// `None` when there is no curl with HTTP/2.
+pub fn subscribe_h2(
+    addr: SocketAddr,
+    request: &serde_json::Value,
+    seconds: u32,
+) -> Option<Vec<(String, String)>> {
+    let curl_h2 = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("HTTP2"));
+    if !curl_h2 {
+        return None;
+    }
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "--max-time"])
+        .arg(seconds.to_string())
+        .args(["-X", "POST"])
+        .args(["-H", "X-Amz-Target: Kinesis_20131202.SubscribeToShard"])
+        .args(["-H", "Content-Type: application/x-amz-json-1.1"])
+        .args(["-d", &request.to_string()])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .expect("run curl");
+    let mut events = Vec::new();
+    let mut rest = &out.stdout[..];
+    while rest.len() >= 16 {
+        let total = u32::from_be_bytes(rest[0..4].try_into().unwrap()) as usize;
+        let headers = u32::from_be_bytes(rest[4..8].try_into().unwrap()) as usize;
+        let message = &rest[..total];
+        assert_eq!(
+            crc32fast::hash(&message[..8]).to_be_bytes(),
+            message[8..12],
+            "prelude CRC"
+        );
+        assert_eq!(
+            crc32fast::hash(&message[..total - 4]).to_be_bytes(),
+            message[total - 4..],
+            "message CRC"
+        );
+        let header_text = String::from_utf8_lossy(&message[12..12 + headers]).into_owned();
+        let payload = String::from_utf8_lossy(&message[12 + headers..total - 4]).into_owned();
+        events.push((header_text, payload));
+        rest = &rest[total..];
+    }
+    Some(events)
+}

@@ -662,3 +662,61 @@ fn a_stream_source_starts_at_latest_by_default_as_firehose_does() {
     let expected: Vec<String> = (20..40).map(|i| format!("r{i:03}")).collect();
     assert_eq!(all_lines(&out), expected);
 }
+
+#[test]
+fn a_stream_source_delivers_records_that_are_only_in_the_object_store() {
+    use shardlog::{DirBucket, PutRecord, ShardOptions, StreamConfig, TierConfig, TierOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(
+            dir.path().join("data"),
+            StoreOptions {
+                shard: ShardOptions {
+                    segment_bytes: 16 * 1024,
+                    ..ShardOptions::default()
+                },
+                retention_interval: None,
+                tier: Some(TierConfig {
+                    bucket: Arc::new(DirBucket::new(dir.path().join("bucket")).unwrap()),
+                    options: TierOptions {
+                        local_retention_bytes: Some(0),
+                        local_retention: None,
+                        cache_bytes: 32 * 1024,
+                        interval: None,
+                        ..TierOptions::default()
+                    },
+                }),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let orders = store
+        .create_stream("orders", StreamConfig::provisioned(1))
+        .unwrap();
+    let line = |i: usize| format!("r{i:04}-{}", "x".repeat(200));
+    for i in 0..400 {
+        orders
+            .put_record(&PutRecord::new(&format!("k{i}"), line(i).as_bytes()))
+            .unwrap();
+    }
+    store.tier_now().unwrap();
+    let before = store.tier_status();
+    assert!(before.segments.remote_only >= 3, "{before:?}");
+    let firehose = Firehose::open(Arc::clone(&store), manual()).unwrap();
+    let out = dir.path().join("out");
+    let mut from_stream = config(&out, 0);
+    from_stream.source_stream = Some("orders".into());
+    let delivery = firehose
+        .create_delivery_stream("archive", from_stream)
+        .unwrap();
+    assert_eq!(delivery.backlog(), 400);
+    delivery.flush().unwrap();
+    let expected: Vec<String> = (0..400).map(line).collect();
+    assert_eq!(all_lines(&out), expected);
+    let after = store.tier_status().cache;
+    assert!(
+        after.downloads >= before.segments.remote_only as u64,
+        "read from the bucket: {after:?}"
+    );
+}

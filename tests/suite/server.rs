@@ -760,43 +760,7 @@ fn http2_without_tls_is_served() {
         "ShardId": "shardId-000000000000",
         "StartingPosition": {"Type": "TRIM_HORIZON"},
     });
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--http2-prior-knowledge",
-            "--max-time",
-            "2",
-            "-X",
-            "POST",
-        ])
-        .args(["-H", "X-Amz-Target: Kinesis_20131202.SubscribeToShard"])
-        .args(["-H", "Content-Type: application/x-amz-json-1.1"])
-        .args(["-d", &request.to_string()])
-        .arg(format!("http://{}/", server.local_addr()))
-        .output()
-        .unwrap();
-    // Split the body into messages, checking both CRCs of each.
-    let mut events = Vec::new();
-    let mut rest = &out.stdout[..];
-    while rest.len() >= 16 {
-        let total = u32::from_be_bytes(rest[0..4].try_into().unwrap()) as usize;
-        let headers = u32::from_be_bytes(rest[4..8].try_into().unwrap()) as usize;
-        let message = &rest[..total];
-        assert_eq!(
-            crc32fast::hash(&message[..8]).to_be_bytes(),
-            message[8..12],
-            "prelude CRC"
-        );
-        assert_eq!(
-            crc32fast::hash(&message[..total - 4]).to_be_bytes(),
-            message[total - 4..],
-            "message CRC"
-        );
-        let header_text = String::from_utf8_lossy(&message[12..12 + headers]).into_owned();
-        let payload = String::from_utf8_lossy(&message[12 + headers..total - 4]).into_owned();
-        events.push((header_text, payload));
-        rest = &rest[total..];
-    }
+    let events = common::http::subscribe_h2(server.local_addr(), &request, 2).unwrap();
     assert!(events.len() >= 2, "{events:?}");
     assert!(events[0].0.contains("initial-response"), "{:?}", events[0]);
     assert!(
