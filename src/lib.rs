@@ -67,9 +67,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RecordError, Result};
 pub use hash_key::{HashKeyRange, ShardId};
 pub use log::format::RecordRef;
-pub use log::remote::{Bucket, DirBucket, ShardTier, Tier, TierConfig, TierOptions, TierWork};
+pub use log::remote::{
+    Bucket, DirBucket, ShardTier, Tier, TierConfig, TierOptions, TierPolicy, TierWork,
+};
 pub use log::shard::{Deleted, FlushPolicy, Shard, ShardOptions, TierReport, TierStatus};
-pub use manifest::{ConsumerEntry, StreamMode};
+pub use manifest::{ConsumerEntry, StreamMode, StreamTiering};
 pub use sequence::SequenceNumber;
 pub use store::{RetentionReport, Store, StoreOptions, StoreTierStatus, StreamConfig};
 pub use stream::{

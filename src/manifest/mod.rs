@@ -70,6 +70,9 @@ pub struct StreamManifest {
     /// Whether the Kinesis per-shard throughput limits apply (`None`: the store's default).
     #[serde(default)]
     pub throughput_limits: Option<bool>,
+    /// The stream's own tiering in a tiered store (`None`: the store's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiering: Option<StreamTiering>,
     /// Tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -91,6 +94,42 @@ pub struct StreamManifest {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// A stream's own tiering in a tiered store, over the store's `TierOptions`: whether its sealed
+/// segments go to the object store at all, and how much of them its shards keep locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamTiering {
+    /// Whether its segments are uploaded. Off, its shards keep everything locally (segments
+    /// already remote stay readable, and retention still deletes them).
+    pub enabled: bool,
+    /// A shard keeps about this many bytes of sealed segments locally (`None`: the store's
+    /// setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_retention_bytes: Option<u64>,
+    /// A shard keeps the segments younger than this many hours locally (`None`: the store's
+    /// setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_retention_hours: Option<u32>,
+}
+
+impl StreamTiering {
+    /// Tiering off for the stream.
+    pub fn off() -> StreamTiering {
+        StreamTiering {
+            enabled: false,
+            local_retention_bytes: None,
+            local_retention_hours: None,
+        }
+    }
+
+    /// Tiering on, keeping locally what the store keeps, unless a field says otherwise.
+    pub fn on() -> StreamTiering {
+        StreamTiering {
+            enabled: true,
+            ..StreamTiering::off()
+        }
+    }
 }
 
 /// A registered consumer of a stream (Kinesis RegisterStreamConsumer).
@@ -189,6 +228,7 @@ impl StreamManifest {
             retention_hours: self.retention_hours,
             max_record_bytes: self.max_record_bytes,
             throughput_limits: self.throughput_limits,
+            tiering: self.tiering,
             tags: self.tags.clone(),
             settings: self.settings.clone(),
             consumers: self.consumers.clone(),

@@ -11,6 +11,7 @@ fn sample() -> StreamManifest {
         retention_hours: 24,
         max_record_bytes: 1 << 20,
         throughput_limits: None,
+        tiering: None,
         tags: BTreeMap::from([("team".into(), "data".into())]),
         settings: BTreeMap::new(),
         consumers: Vec::new(),

@@ -26,7 +26,9 @@ use crate::iterator::{IteratorKey, IteratorToken};
 use crate::log::lock::DirLock;
 use crate::log::remote::{Tier, TierConfig};
 use crate::log::shard::ShardOptions;
-use crate::manifest::{ShardEntry, StreamManifest, StreamMode, MANIFEST_FILE, MANIFEST_VERSION};
+use crate::manifest::{
+    ShardEntry, StreamManifest, StreamMode, StreamTiering, MANIFEST_FILE, MANIFEST_VERSION,
+};
 use crate::names::{self, Listed};
 use crate::shutdown::Shutdown;
 use crate::stream::{
@@ -100,6 +102,8 @@ pub struct StreamConfig {
     pub max_record_bytes: usize,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Its own tiering in a tiered store (`None`: the store's, [`StoreOptions::tier`]).
+    pub tiering: Option<StreamTiering>,
 }
 
 impl StreamConfig {
@@ -111,6 +115,7 @@ impl StreamConfig {
             retention_hours: 24,
             max_record_bytes: 1024 * 1024,
             tags: BTreeMap::new(),
+            tiering: None,
         }
     }
 
@@ -364,6 +369,7 @@ impl Store {
             retention_hours: config.retention_hours,
             max_record_bytes: config.max_record_bytes,
             throughput_limits: None,
+            tiering: config.tiering,
             tags: config.tags,
             settings: BTreeMap::new(),
             consumers: Vec::new(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::Stream;
 use crate::error::{Error, Result};
 use crate::hash_key::{HashKeyRange, ShardId};
-use crate::manifest::{ConsumerEntry, ShardEntry, StreamMode};
+use crate::manifest::{ConsumerEntry, ShardEntry, StreamMode, StreamTiering};
 use crate::sequence::SequenceNumber;
 use crate::types::Offset;
 
@@ -53,6 +53,8 @@ pub struct StreamDescription {
     pub settings: BTreeMap<String, serde_json::Value>,
     /// Registered consumers, in registration order.
     pub consumers: Vec<ConsumerEntry>,
+    /// Its own tiering setting (`None`: the store's).
+    pub tiering: Option<StreamTiering>,
 }
 
 /// Which shards list_shards returns (Kinesis ShardFilter).
@@ -152,6 +154,7 @@ impl Stream {
             tags: m.tags.clone(),
             settings: m.settings.clone(),
             consumers: m.consumers.clone(),
+            tiering: m.tiering,
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{check_resource_name, check_retention, Stream};
 use crate::error::{Error, Result};
-use crate::manifest::{ConsumerEntry, StreamMode};
+use crate::manifest::{ConsumerEntry, StreamMode, StreamTiering};
 
 /// Most tags a stream (or a registered consumer) may have (Kinesis: 50).
 pub const MAX_TAGS: usize = 50;
@@ -42,6 +42,16 @@ impl Stream {
         let mut topology = self.write_topology();
         self.update_manifest(&mut topology, |m| {
             m.throughput_limits = enforce;
+            Ok(())
+        })
+    }
+
+    /// Sets the stream's own tiering in a tiered store (`None`: the store's); the next tiering
+    /// round follows it.
+    pub fn set_tiering(&self, tiering: Option<StreamTiering>) -> Result<()> {
+        let mut topology = self.write_topology();
+        self.update_manifest(&mut topology, |m| {
+            m.tiering = tiering;
             Ok(())
         })
     }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use super::Stream;
 use crate::error::Result;
-use crate::log::remote::{ShardTier, TierWork};
+use crate::log::remote::{ShardTier, TierPolicy, TierWork};
 use crate::log::shard::{TierReport, TierStatus};
-use crate::manifest::{MANIFEST_FILE, TOPOLOGY_LOG_FILE};
+use crate::manifest::{StreamTiering, MANIFEST_FILE, TOPOLOGY_LOG_FILE};
 
 impl Stream {
     /// The stream's place in the store's tier: `streams/NAME/CREATED_MS` (the name as on disk),
@@ -27,16 +27,25 @@ impl Stream {
     pub(crate) fn tier_step(&self, work: &TierWork) -> Result<TierReport> {
         let mut total = TierReport::default();
         // The topology's lock is not held while uploading: resharding goes on meanwhile.
-        let (stream_tier, options, slots) = {
+        let (stream_tier, options, slots, policy) = {
             let topology = self.read_topology();
             let Some(stream_tier) = self.tier_key(topology.manifest.created_ms) else {
                 return Ok(total);
             };
+            let policy = tier_policy(
+                stream_tier.tier().options().policy(),
+                topology.manifest.tiering,
+            );
             if !work.covers_any_under(&format!("{}/", stream_tier.key())) {
                 return Ok(total);
             }
             let slots: Vec<_> = topology.shards.values().cloned().collect();
-            (stream_tier, self.shard_options(&topology.manifest), slots)
+            (
+                stream_tier,
+                self.shard_options(&topology.manifest),
+                slots,
+                policy,
+            )
         };
         self.upload_manifest_files(&stream_tier)?;
         for slot in &slots {
@@ -47,7 +56,7 @@ impl Stream {
             let Some(shard) = slot.open_if_exists(&options)? else {
                 continue;
             };
-            total += shard.tier_step()?;
+            total += shard.tier_step_with(&policy)?;
         }
         Ok(total)
     }
@@ -80,7 +89,7 @@ impl Stream {
     }
 
     /// Where the stream's segments are (shards open now).
-    pub(crate) fn tier_status(&self) -> TierStatus {
+    pub fn tier_status(&self) -> TierStatus {
         let topology = self.read_topology();
         let mut total = TierStatus::default();
         for slot in topology.shards.values() {
@@ -116,6 +125,24 @@ impl Stream {
             uploaded.insert(name, crc);
         }
         Ok(())
+    }
+}
+
+/// The store's tiering `policy` with a stream's own `tiering` over it.
+fn tier_policy(policy: TierPolicy, tiering: Option<StreamTiering>) -> TierPolicy {
+    let Some(tiering) = tiering else {
+        return policy;
+    };
+    TierPolicy {
+        upload: tiering.enabled,
+        local_retention_bytes: tiering
+            .local_retention_bytes
+            .or(policy.local_retention_bytes),
+        local_retention: tiering
+            .local_retention_hours
+            .map(|h| std::time::Duration::from_secs(u64::from(h) * 3600))
+            .or(policy.local_retention),
+        ..policy
     }
 }
 

@@ -40,6 +40,7 @@ mod stream_model;
 mod stream_read;
 mod tier_range;
 mod tier_s3;
+mod tier_streams;
 mod tier_wire;
 mod tiering;
 mod torn_tail;

@@ -114,6 +114,33 @@ impl Default for TierOptions {
     }
 }
 
+impl TierOptions {
+    /// What a round does to a shard under these options.
+    pub fn policy(&self) -> TierPolicy {
+        TierPolicy {
+            upload: true,
+            local_retention_bytes: self.local_retention_bytes,
+            local_retention: self.local_retention,
+            max_segment_age: self.max_segment_age,
+        }
+    }
+}
+
+/// What a tiering round does to one shard: the store's [`TierOptions`], or its stream's own
+/// setting over them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierPolicy {
+    /// Whether sealed segments are uploaded (and old active ones sealed for it). Off, a round
+    /// does nothing: segments already remote stay readable.
+    pub upload: bool,
+    /// See [`TierOptions::local_retention_bytes`].
+    pub local_retention_bytes: Option<u64>,
+    /// See [`TierOptions::local_retention`].
+    pub local_retention: Option<Duration>,
+    /// See [`TierOptions::max_segment_age`].
+    pub max_segment_age: Duration,
+}
+
 /// What a store tiers into, and how ([`crate::StoreOptions::tier`]).
 #[derive(Debug, Clone)]
 pub struct TierConfig {

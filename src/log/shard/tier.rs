@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::log::remote::{
-    append_remote_log, read_remote_log, RemoteRecord, RemoteSegment, ShardTier, REMOTE_LOG_FILE,
+    append_remote_log, read_remote_log, RemoteRecord, RemoteSegment, ShardTier, TierPolicy,
+    REMOTE_LOG_FILE,
 };
 use crate::log::segment::{RemoteCopy, Segment};
 use crate::types::Offset;
@@ -70,17 +71,26 @@ impl Shard {
     /// error; what was done before it stays done, and the next round goes on from there.
     /// Does nothing for a shard without a tier or opened read-only.
     pub fn tier_step(&self) -> Result<TierReport> {
+        match &self.options.tier {
+            Some(tier) => self.tier_step_with(&tier.tier().options().policy()),
+            None => Ok(TierReport::default()),
+        }
+    }
+
+    /// [`Shard::tier_step`] under `policy` (a stream's own tiering setting) instead of the
+    /// tier's options.
+    pub fn tier_step_with(&self, policy: &TierPolicy) -> Result<TierReport> {
         let mut report = TierReport::default();
         let Some(tier) = self.options.tier.clone() else {
             return Ok(report);
         };
-        if self.writer.is_none() {
+        if self.writer.is_none() || !policy.upload {
             return Ok(report);
         }
         // One round at a time (the tiering thread and a caller's `tier_now` may meet): a round
         // must not upload a segment another round has meanwhile dropped locally.
         let _round = self.tier_round.lock().unwrap_or_else(|e| e.into_inner());
-        self.seal_if_old(&tier)?;
+        self.seal_if_old(policy)?;
         let segments = self.snapshot();
         for segment in segments.iter() {
             if segment.remote().is_some() || !segment.is_local() {
@@ -119,12 +129,12 @@ impl Shard {
                 report.uploaded_bytes += sent.len + index_bytes;
                 // After every upload, not once at the end: while a long backlog goes up the
                 // local disk shrinks segment by segment.
-                let (dropped, bytes) = self.drop_local_copies(&tier)?;
+                let (dropped, bytes) = self.drop_local_copies(policy)?;
                 report.dropped_local += dropped;
                 report.dropped_bytes += bytes;
             }
         }
-        let (dropped, bytes) = self.drop_local_copies(&tier)?;
+        let (dropped, bytes) = self.drop_local_copies(policy)?;
         report.dropped_local += dropped;
         report.dropped_bytes += bytes;
         self.upload_remote_log(&tier)?;
@@ -239,8 +249,8 @@ impl Shard {
 
     /// Seals the active segment once it is older than the tier's `max_segment_age` and holds a
     /// record, so little data is ever only local.
-    fn seal_if_old(&self, tier: &ShardTier) -> Result<()> {
-        let max_age = tier.tier().options().max_segment_age.as_millis() as i64;
+    fn seal_if_old(&self, policy: &TierPolicy) -> Result<()> {
+        let max_age = policy.max_segment_age.as_millis() as i64;
         let now = self.options.clock.now_ms();
         let mut w = self.lock_writer()?;
         let old = w
@@ -292,8 +302,7 @@ impl Shard {
     /// down, a segment stays local while the local segments from it on fit in
     /// `local_retention_bytes` and its newest record is younger than `local_retention`. The
     /// newest segment always stays. Returns the segments and bytes freed.
-    fn drop_local_copies(&self, tier: &ShardTier) -> Result<(usize, u64)> {
-        let options = tier.tier().options();
+    fn drop_local_copies(&self, options: &TierPolicy) -> Result<(usize, u64)> {
         if options.local_retention_bytes.is_none() && options.local_retention.is_none() {
             return Ok((0, 0));
         }

@@ -1,0 +1,107 @@
+//! A stream's own tiering setting in a tiered store: off (its segments stay local), or its own
+//! local retention; changed while the store runs, and kept across a reopen.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use shardlog::{
+    DirBucket, PutRecord, ShardOptions, Store, StoreOptions, StreamConfig, StreamTiering,
+    TierConfig, TierOptions,
+};
+
+/// A store tiering into `root/bucket` that keeps a day locally (rounds when asked).
+fn store(root: &Path) -> Store {
+    Store::open(
+        root.join("data"),
+        StoreOptions {
+            shard: ShardOptions {
+                segment_bytes: 16 * 1024,
+                ..ShardOptions::default()
+            },
+            retention_interval: None,
+            tier: Some(TierConfig {
+                bucket: Arc::new(DirBucket::new(root.join("bucket")).unwrap()),
+                options: TierOptions {
+                    interval: None,
+                    ..TierOptions::default()
+                },
+            }),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn fill(stream: &shardlog::Stream) {
+    for i in 0..300u32 {
+        stream
+            .put_record(&PutRecord::new("k", &[i as u8; 300]))
+            .unwrap();
+    }
+}
+
+#[test]
+fn each_stream_tiers_as_its_own_setting_says() {
+    let root = tempfile::tempdir().unwrap();
+    let store = store(root.path());
+    let with = |tiering| StreamConfig {
+        tiering,
+        ..StreamConfig::provisioned(1)
+    };
+    let plain = store.create_stream("plain", with(None)).unwrap();
+    let local = store
+        .create_stream("local", with(Some(StreamTiering::off())))
+        .unwrap();
+    let archive = store
+        .create_stream(
+            "archive",
+            with(Some(StreamTiering {
+                local_retention_bytes: Some(0),
+                ..StreamTiering::on()
+            })),
+        )
+        .unwrap();
+    for stream in [&plain, &local, &archive] {
+        fill(stream);
+    }
+    store.tier_now().unwrap();
+    // The store's setting: uploaded, kept locally (a day).
+    let s = plain.tier_status();
+    assert!(
+        s.both > 3 && s.local_only == 0 && s.remote_only == 0,
+        "{s:?}"
+    );
+    // Off: nothing uploaded, the backlog stays.
+    let s = local.tier_status();
+    assert!(
+        s.local_only > 3 && s.both == 0 && s.remote_only == 0,
+        "{s:?}"
+    );
+    // Its own local retention: only remote.
+    let s = archive.tier_status();
+    assert!(s.remote_only > 3 && s.local_only == 0, "{s:?}");
+    // Turned on while the store runs; kept across a reopen.
+    local.set_tiering(None).unwrap();
+    archive.set_tiering(Some(StreamTiering::off())).unwrap();
+    store.tier_now().unwrap();
+    let s = local.tier_status();
+    assert!(s.both > 3 && s.local_only == 0, "{s:?}");
+    drop((plain, local, archive));
+    drop(store);
+    let store = self::store(root.path());
+    let archive = store.stream("archive").unwrap();
+    assert_eq!(archive.describe().tiering, Some(StreamTiering::off()));
+    fill(&archive);
+    store.tier_now().unwrap();
+    let s = archive.tier_status();
+    assert!(s.local_only > 0 && s.remote_only > 3, "{s:?}");
+    // Its remote segments still read.
+    let read = archive
+        .read(
+            shardlog::ShardId(0),
+            shardlog::Offset::new(0),
+            shardlog::ReadLimits::records(10),
+        )
+        .unwrap();
+    assert_eq!(read.records.len(), 10);
+}
