@@ -111,7 +111,17 @@ impl Stream {
         for name in [MANIFEST_FILE, TOPOLOGY_LOG_FILE] {
             let bytes = match std::fs::read(self.dir.join(name)) {
                 Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // `topology.log` is removed once folded into `stream.json`: its copy goes
+                    // too (once this process copied it; a leftover from an earlier process is
+                    // harmless, its numbered lines are skipped).
+                    if uploaded.contains_key(name) {
+                        let bucket = stream_tier.tier().bucket();
+                        bucket.delete(&stream_tier.object_key_of(name))?;
+                        uploaded.remove(name);
+                    }
+                    continue;
+                }
                 Err(e) => return Err(crate::error::Error::io("read", &self.dir.join(name), e)),
             };
             let crc = crc32fast::hash(&bytes);

@@ -105,3 +105,43 @@ fn each_stream_tiers_as_its_own_setting_says() {
         .unwrap();
     assert_eq!(read.records.len(), 10);
 }
+
+#[test]
+fn a_folded_topology_log_leaves_the_bucket_too() {
+    let root = tempfile::tempdir().unwrap();
+    let store = store(root.path());
+    let stream = store
+        .create_stream("orders", StreamConfig::provisioned(1))
+        .unwrap();
+    stream
+        .split_shard(shardlog::ShardId(0), u128::MAX / 2)
+        .unwrap();
+    assert!(root
+        .path()
+        .join("data/streams/orders/topology.log")
+        .exists());
+    store.tier_now().unwrap();
+    let objects = |suffix: &str| {
+        store
+            .options()
+            .tier
+            .as_ref()
+            .unwrap()
+            .bucket
+            .list("streams/orders/")
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(suffix))
+            .count()
+    };
+    assert_eq!(objects("/topology.log"), 1);
+    // A change other than the shards' writes stream.json whole and folds the log away.
+    stream.set_tiering(Some(StreamTiering::on())).unwrap();
+    assert!(!root
+        .path()
+        .join("data/streams/orders/topology.log")
+        .exists());
+    store.tier_now().unwrap();
+    assert_eq!(objects("/topology.log"), 0);
+    assert_eq!(objects("/stream.json"), 1);
+}
