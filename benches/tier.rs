@@ -212,6 +212,56 @@ fn random_reads(store: &Store, end: u64, reads: usize) -> (f64, f64) {
     (median(times), downloaded as f64 / reads as f64)
 }
 
+/// Seconds to `restore` the bucket into a new directory, and to download its objects with the
+/// same parallelism then `sync` (the download first when `download_first`), with restore's
+/// report.
+fn restore_vs_download(
+    bucket: &S3Bucket,
+    root_dir: &str,
+    download_first: bool,
+) -> (f64, f64, shardlog::restore::RestoreReport) {
+    let all: Vec<String> = bucket
+        .list("streams/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let (mut restore_s, mut raw_s, mut report) = (0.0, 0.0, None);
+    let order = if download_first { [1, 0] } else { [0, 1] };
+    for step in order {
+        let target = tempfile::tempdir_in(root_dir).unwrap();
+        let start = Instant::now();
+        if step == 0 {
+            report = Some(
+                restore(
+                    bucket,
+                    &target.path().join("restored"),
+                    &RestoreOptions::default(),
+                )
+                .unwrap(),
+            );
+            restore_s = start.elapsed().as_secs_f64();
+        } else {
+            let queue = std::sync::Mutex::new(all.clone());
+            std::thread::scope(|s| {
+                for _ in 0..RestoreOptions::default().parallel_downloads {
+                    s.spawn(|| loop {
+                        let Some(key) = queue.lock().unwrap().pop() else {
+                            return;
+                        };
+                        let path = target.path().join(key.replace('/', "_"));
+                        bucket.get_to_file(&key, &path).unwrap();
+                    });
+                }
+            });
+            // On disk, as restore's files are (it fsyncs each): the same end state.
+            let _ = std::process::Command::new("sync").status();
+            raw_s = start.elapsed().as_secs_f64();
+        }
+    }
+    (restore_s, raw_s, report.unwrap())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -358,45 +408,16 @@ fn main() {
         }
         raw_gets.push(got as f64 / 1e6 / start.elapsed().as_secs_f64());
         // Restore against a parallel download of every object, in alternating order.
+        let (restore_s, raw_s, report) =
+            restore_vs_download(bucket.as_ref(), &root_dir, rep % 2 == 1);
+        restores.push(restore_s);
+        raw_downloads.push(raw_s);
         let all: Vec<String> = bucket
             .list("streams/")
             .unwrap()
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        let mut report = None;
-        for step in [rep % 2, 1 - rep % 2] {
-            let target = tempfile::tempdir_in(&root_dir).unwrap();
-            let start = Instant::now();
-            if step == 0 {
-                report = Some(
-                    restore(
-                        bucket.as_ref(),
-                        &target.path().join("restored"),
-                        &RestoreOptions::default(),
-                    )
-                    .unwrap(),
-                );
-                restores.push(start.elapsed().as_secs_f64());
-            } else {
-                let queue = std::sync::Mutex::new(all.clone());
-                std::thread::scope(|s| {
-                    for _ in 0..RestoreOptions::default().parallel_downloads {
-                        s.spawn(|| loop {
-                            let Some(key) = queue.lock().unwrap().pop() else {
-                                return;
-                            };
-                            let path = target.path().join(key.replace('/', "_"));
-                            bucket.get_to_file(&key, &path).unwrap();
-                        });
-                    }
-                });
-                // On disk, as restore's files are (it fsyncs each): the same end state.
-                let _ = std::process::Command::new("sync").status();
-                raw_downloads.push(start.elapsed().as_secs_f64());
-            }
-        }
-        let report = report.unwrap();
         eprintln!(
             "rep {rep}: append off {:.0} MB/s, on {:.0} MB/s (peak local {:.0} MiB, {:.0} MiB once uploads caught up); remote read {:.0} MB/s vs GET loop {:.0} MB/s; random read {:.1} ms ({:.0} KiB) vs whole segments {:.1} ms ({:.0} KiB); restore {:.2} s ({} segments, {:.0} MiB) vs raw download {:.2} s",
             off[rep],
@@ -444,12 +465,23 @@ fn main() {
             "paced: {paced_mib} MiB at {rate:.0} MB/s, peak local {:.0} MiB",
             peak as f64 / 1048576.0
         );
+        // Everything sealed goes up; then the whole bucket is restored.
+        store.tier_now().unwrap();
         drop(store);
+        let restored = restore_vs_download(bucket.as_ref(), &root_dir, false);
+        eprintln!(
+            "paced bucket: restore {:.1} s ({} segments, {:.0} MiB) vs raw download {:.1} s",
+            restored.0,
+            restored.2.segments,
+            restored.2.bytes as f64 / 1048576.0,
+            restored.1
+        );
         for (key, _) in bucket.list("").unwrap() {
             let _ = bucket.delete(&key);
         }
-        peak
+        (peak, restored)
     };
+    let (paced_peak, paced_restore) = paced_peak;
     println!("tiering, {mib} MiB of 100 B records per run, medians of {reps} (page cache dropped before remote reads: {cold}; moto at nice {moto_nice})");
     println!("| measure | result | baseline | ratio |");
     println!("|---|---:|---:|---:|");
@@ -500,6 +532,13 @@ fn main() {
         median(window_bytes.clone()) / 1024.0,
         median(whole_bytes.clone()) / 1024.0,
         median(window_bytes) / median(whole_bytes)
+    );
+    println!(
+        "| restore of the paced stream's bucket ({:.1} GiB), s vs raw parallel download then sync | {:.1} | {:.1} | {:.2}x |",
+        paced_restore.2.bytes as f64 / 1073741824.0,
+        paced_restore.0,
+        paced_restore.1,
+        paced_restore.0 / paced_restore.1
     );
     let (restore_s, raw_s) = (median(restores), median(raw_downloads));
     println!(
