@@ -212,6 +212,12 @@ fn random_reads(store: &Store, end: u64, reads: usize) -> (f64, f64) {
     (median(times), downloaded as f64 / reads as f64)
 }
 
+/// Keys of every object of the bucket's streams.
+fn object_keys(bucket: &S3Bucket) -> Vec<String> {
+    let objects = bucket.list("streams/").unwrap();
+    objects.into_iter().map(|(key, _)| key).collect()
+}
+
 /// Seconds to `restore` the bucket into a new directory, and to download its objects with the
 /// same parallelism then `sync` (the download first when `download_first`), with restore's
 /// report.
@@ -220,12 +226,7 @@ fn restore_vs_download(
     root_dir: &str,
     download_first: bool,
 ) -> (f64, f64, shardlog::restore::RestoreReport) {
-    let all: Vec<String> = bucket
-        .list("streams/")
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let all = object_keys(bucket);
     let (mut restore_s, mut raw_s, mut report) = (0.0, 0.0, None);
     let order = if download_first { [1, 0] } else { [0, 1] };
     for step in order {
@@ -412,12 +413,7 @@ fn main() {
             restore_vs_download(bucket.as_ref(), &root_dir, rep % 2 == 1);
         restores.push(restore_s);
         raw_downloads.push(raw_s);
-        let all: Vec<String> = bucket
-            .list("streams/")
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let all = object_keys(bucket.as_ref());
         eprintln!(
             "rep {rep}: append off {:.0} MB/s, on {:.0} MB/s (peak local {:.0} MiB, {:.0} MiB once uploads caught up); remote read {:.0} MB/s vs GET loop {:.0} MB/s; random read {:.1} ms ({:.0} KiB) vs whole segments {:.1} ms ({:.0} KiB); restore {:.2} s ({} segments, {:.0} MiB) vs raw download {:.2} s",
             off[rep],

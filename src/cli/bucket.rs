@@ -59,3 +59,28 @@ pub(super) fn s3_bucket(
     )
     .into())
 }
+
+/// A tiered store's bucket, for the offline tools (`verify --remote`, `repair --remote`).
+#[derive(Debug, clap::Args)]
+pub(super) struct RemoteArgs {
+    /// The bucket a tiered store's segments went to: `s3://BUCKET/PREFIX` (as given to
+    /// --tier-bucket and --tier-prefix) or the --tier-dir directory.
+    #[arg(long)]
+    remote: Option<String>,
+    /// An S3-compatible endpoint for an `s3://` --remote.
+    #[arg(long, requires = "remote")]
+    s3_endpoint: Option<String>,
+    /// The --remote bucket's region.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+}
+
+impl RemoteArgs {
+    /// The bucket and key prefix, if --remote was given.
+    pub(super) fn open(&self) -> CliResult<Option<(Arc<dyn Bucket>, String)>> {
+        self.remote
+            .as_deref()
+            .map(|location| open(location, self.s3_endpoint.as_deref(), &self.region))
+            .transpose()
+    }
+}

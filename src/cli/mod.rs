@@ -25,6 +25,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::Error;
+use bucket::RemoteArgs;
 
 /// Look inside shardlog data directories without a running process.
 #[derive(Debug, Parser)]
@@ -73,17 +74,10 @@ enum Command {
     Verify {
         /// A data directory, stream directory, shard directory or segment file.
         path: PathBuf,
-        /// Also download and check every remote segment of a tiered store's streams from this
-        /// bucket: `s3://BUCKET/PREFIX` (as given to --tier-bucket and --tier-prefix) or the
-        /// --tier-dir directory.
-        #[arg(long)]
-        remote: Option<String>,
-        /// An S3-compatible endpoint for an `s3://` --remote.
-        #[arg(long, requires = "remote")]
-        s3_endpoint: Option<String>,
-        /// The --remote bucket's region.
-        #[arg(long, default_value = "us-east-1")]
-        region: String,
+        /// Also download and check every remote segment of a tiered store's streams from the
+        /// --remote bucket.
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Show the safe repairs a damaged shard needs (cut torn tails, rebuild indexes, rewrite
     /// damaged segments keeping every good record, drop half-written segments); make them with
@@ -94,17 +88,10 @@ enum Command {
         /// Make the repairs (without it nothing is changed).
         #[arg(long)]
         apply: bool,
-        /// A tiered store's bucket (`s3://BUCKET/PREFIX` or the --tier-dir directory): a
-        /// damaged `remote.log` takes its damaged lines from the bucket's copy. The bucket is
-        /// only read.
-        #[arg(long)]
-        remote: Option<String>,
-        /// An S3-compatible endpoint for an `s3://` --remote.
-        #[arg(long, requires = "remote")]
-        s3_endpoint: Option<String>,
-        /// The --remote bucket's region.
-        #[arg(long, default_value = "us-east-1")]
-        region: String,
+        /// With --remote, a damaged `remote.log` takes its damaged lines from the bucket's
+        /// copy (the bucket is only read).
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Rebuild a data directory from the bucket a store tiered its segments into: streams,
     /// topology history, and every uploaded segment (what was only local is not there).
@@ -162,31 +149,16 @@ pub fn main() -> ExitCode {
             };
             dump::run(&path, &options, &mut out)
         }
-        Command::Verify {
-            path,
-            remote,
-            s3_endpoint,
-            region,
-        } => {
-            let remote = remote
-                .as_ref()
-                .map(|location| bucket::open(location, s3_endpoint.as_deref(), &region))
-                .transpose();
-            remote.and_then(|remote| verify::run(&path, remote, &mut out))
-        }
+        Command::Verify { path, remote } => remote
+            .open()
+            .and_then(|remote| verify::run(&path, remote, &mut out)),
         Command::Repair {
             path,
             apply,
             remote,
-            s3_endpoint,
-            region,
-        } => {
-            let remote = remote
-                .as_ref()
-                .map(|location| bucket::open(location, s3_endpoint.as_deref(), &region))
-                .transpose();
-            remote.and_then(|remote| repair::run(&path, apply, remote, &mut out))
-        }
+        } => remote
+            .open()
+            .and_then(|remote| repair::run(&path, apply, remote, &mut out)),
         Command::Restore {
             from,
             s3_endpoint,

@@ -302,3 +302,27 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Store options tiering into the directory `bucket` with `tier` (rounds only when asked: no
+/// tiering thread), `segment_bytes` segments and no retention thread.
+pub fn tiered_store_options(
+    bucket: &Path,
+    segment_bytes: u64,
+    tier: shardlog::TierOptions,
+) -> shardlog::StoreOptions {
+    shardlog::StoreOptions {
+        shard: ShardOptions {
+            segment_bytes,
+            ..ShardOptions::default()
+        },
+        retention_interval: None,
+        tier: Some(shardlog::TierConfig {
+            bucket: Arc::new(shardlog::DirBucket::new(bucket).unwrap()),
+            options: shardlog::TierOptions {
+                interval: None,
+                ..tier
+            },
+        }),
+        ..shardlog::StoreOptions::default()
+    }
+}

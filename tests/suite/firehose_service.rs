@@ -665,32 +665,16 @@ fn a_stream_source_starts_at_latest_by_default_as_firehose_does() {
 
 #[test]
 fn a_stream_source_delivers_records_that_are_only_in_the_object_store() {
-    use shardlog::{DirBucket, PutRecord, ShardOptions, StreamConfig, TierConfig, TierOptions};
+    use shardlog::{PutRecord, StreamConfig, TierOptions};
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(
-            dir.path().join("data"),
-            StoreOptions {
-                shard: ShardOptions {
-                    segment_bytes: 16 * 1024,
-                    ..ShardOptions::default()
-                },
-                retention_interval: None,
-                tier: Some(TierConfig {
-                    bucket: Arc::new(DirBucket::new(dir.path().join("bucket")).unwrap()),
-                    options: TierOptions {
-                        local_retention_bytes: Some(0),
-                        local_retention: None,
-                        cache_bytes: 32 * 1024,
-                        interval: None,
-                        ..TierOptions::default()
-                    },
-                }),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let tier = TierOptions {
+        local_retention_bytes: Some(0),
+        local_retention: None,
+        cache_bytes: 32 * 1024,
+        ..TierOptions::default()
+    };
+    let options = common::tiered_store_options(&dir.path().join("bucket"), 16 * 1024, tier);
+    let store = Arc::new(Store::open(dir.path().join("data"), options).unwrap());
     let orders = store
         .create_stream("orders", StreamConfig::provisioned(1))
         .unwrap();

@@ -4,39 +4,20 @@
 
 use crate::common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::http::Client;
 use common::serve::spawn_server_with;
 use serde_json::json;
-use shardlog::{
-    DirBucket, PutRecord, ShardId, ShardOptions, Store, StoreOptions, StreamConfig, TierConfig,
-    TierOptions,
-};
+use shardlog::{PutRecord, ShardId, Store, StreamConfig, TierOptions};
 
 fn primary(data: &std::path::Path, bucket: &std::path::Path) -> Store {
-    Store::open(
-        data,
-        StoreOptions {
-            shard: ShardOptions {
-                segment_bytes: 16 * 1024,
-                ..ShardOptions::default()
-            },
-            retention_interval: None,
-            tier: Some(TierConfig {
-                bucket: Arc::new(DirBucket::new(bucket).unwrap()),
-                options: TierOptions {
-                    // Every round seals the active segment: the replica sees every record.
-                    max_segment_age: Duration::ZERO,
-                    interval: None,
-                    ..TierOptions::default()
-                },
-            }),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap()
+    // Every round seals the active segment: the replica sees every record.
+    let tier = TierOptions {
+        max_segment_age: Duration::ZERO,
+        ..TierOptions::default()
+    };
+    Store::open(data, common::tiered_store_options(bucket, 16 * 1024, tier)).unwrap()
 }
 
 /// Every record's data of the stream's shard `shard`, read through the replica's wire API.

@@ -1,35 +1,16 @@
 //! A stream's own tiering setting in a tiered store: off (its segments stay local), or its own
 //! local retention; changed while the store runs, and kept across a reopen.
 
-use std::path::Path;
-use std::sync::Arc;
+use crate::common::tiered_store_options;
 
-use shardlog::{
-    DirBucket, PutRecord, ShardOptions, Store, StoreOptions, StreamConfig, StreamTiering,
-    TierConfig, TierOptions,
-};
+use std::path::Path;
+
+use shardlog::{PutRecord, Store, StreamConfig, StreamTiering, TierOptions};
 
 /// A store tiering into `root/bucket` that keeps a day locally (rounds when asked).
 fn store(root: &Path) -> Store {
-    Store::open(
-        root.join("data"),
-        StoreOptions {
-            shard: ShardOptions {
-                segment_bytes: 16 * 1024,
-                ..ShardOptions::default()
-            },
-            retention_interval: None,
-            tier: Some(TierConfig {
-                bucket: Arc::new(DirBucket::new(root.join("bucket")).unwrap()),
-                options: TierOptions {
-                    interval: None,
-                    ..TierOptions::default()
-                },
-            }),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap()
+    let options = tiered_store_options(&root.join("bucket"), 16 * 1024, TierOptions::default());
+    Store::open(root.join("data"), options).unwrap()
 }
 
 fn fill(stream: &shardlog::Stream) {

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use common::http::Client;
 use serde_json::json;
-use shardlog::{
-    DirBucket, Offset, PutRecord, SequenceNumber, ShardOptions, Store, StoreOptions, StreamConfig,
-    TierConfig, TierOptions,
-};
+use shardlog::{Offset, PutRecord, SequenceNumber, Store, StreamConfig, TierOptions};
 
 const RECORDS: usize = 300;
 
@@ -23,28 +20,14 @@ fn data(i: usize) -> Vec<u8> {
 /// A store whose stream `orders` (one shard) holds [`RECORDS`] records, all but the newest
 /// segment's only in the bucket, read through windows of 2 KiB and more.
 fn remote_only_store(root: &std::path::Path) -> Arc<Store> {
-    let store = Store::open(
-        root.join("data"),
-        StoreOptions {
-            shard: ShardOptions {
-                segment_bytes: 16 * 1024,
-                ..ShardOptions::default()
-            },
-            retention_interval: None,
-            tier: Some(TierConfig {
-                bucket: Arc::new(DirBucket::new(root.join("bucket")).unwrap()),
-                options: TierOptions {
-                    local_retention_bytes: Some(0),
-                    local_retention: None,
-                    range_read_bytes: 2 * 1024,
-                    interval: None,
-                    ..TierOptions::default()
-                },
-            }),
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let tier = TierOptions {
+        local_retention_bytes: Some(0),
+        local_retention: None,
+        range_read_bytes: 2 * 1024,
+        ..TierOptions::default()
+    };
+    let options = common::tiered_store_options(&root.join("bucket"), 16 * 1024, tier);
+    let store = Store::open(root.join("data"), options).unwrap();
     let stream = store
         .create_stream("orders", StreamConfig::provisioned(1))
         .unwrap();
