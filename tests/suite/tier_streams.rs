@@ -4,6 +4,7 @@
 use crate::common::tiered_store_options;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use shardlog::{PutRecord, Store, StreamConfig, StreamTiering, TierOptions};
 
@@ -125,4 +126,46 @@ fn a_folded_topology_log_leaves_the_bucket_too() {
     store.tier_now().unwrap();
     assert_eq!(objects("/topology.log"), 0);
     assert_eq!(objects("/stream.json"), 1);
+}
+
+#[test]
+fn a_stream_taken_out_of_tiering_still_tells_the_bucket_what_retention_deleted() {
+    let root = tempfile::tempdir().unwrap();
+    let clock = Arc::new(shardlog::ManualClock::new(1_700_000_000_000));
+    let tier = TierOptions {
+        local_retention_bytes: Some(0),
+        local_retention: None,
+        ..TierOptions::default()
+    };
+    let mut options = tiered_store_options(&root.path().join("bucket"), 16 * 1024, tier);
+    options.shard.clock = Arc::clone(&clock) as Arc<dyn shardlog::Clock>;
+    let store = Store::open(root.path().join("data"), options).unwrap();
+    let stream = store
+        .create_stream("orders", StreamConfig::provisioned(1))
+        .unwrap();
+    fill(&stream);
+    store.tier_now().unwrap();
+    assert!(stream.tier_status().remote_only > 3);
+    stream.set_tiering(Some(StreamTiering::off())).unwrap();
+    // A day later retention deletes the remote segments (and their objects).
+    clock.advance(25 * 3_600_000);
+    stream.put_record(&PutRecord::new("k", b"new")).unwrap();
+    store.enforce_retention().unwrap();
+    assert_eq!(stream.tier_status().remote_only, 0);
+    store.tier_now().unwrap();
+    // The bucket's copy of remote.log lists no segment whose object is gone.
+    let bucket = &store.options().tier.as_ref().unwrap().bucket;
+    let logs: Vec<String> = bucket
+        .list("streams/orders/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.ends_with("/remote.log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let copy = tempfile::tempdir().unwrap();
+    let bytes = bucket.get_bytes(&logs[0]).unwrap().unwrap();
+    std::fs::write(copy.path().join("remote.log"), bytes).unwrap();
+    let listed = shardlog::log::remote::read_remote_log(copy.path()).unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
 }

@@ -84,12 +84,18 @@ impl Shard {
         let Some(tier) = self.options.tier.clone() else {
             return Ok(report);
         };
-        if self.writer.is_none() || !policy.upload {
+        if self.writer.is_none() {
             return Ok(report);
         }
         // One round at a time (the tiering thread and a caller's `tier_now` may meet): a round
         // must not upload a segment another round has meanwhile dropped locally.
         let _round = self.tier_round.lock().unwrap_or_else(|e| e.into_inner());
+        if !policy.upload {
+            // Nothing goes up, but retention may have deleted remote segments: the bucket's
+            // copy of `remote.log` must not list them (restore and replicas read it).
+            self.upload_remote_log(&tier)?;
+            return Ok(report);
+        }
         self.seal_if_old(policy)?;
         let segments = self.snapshot();
         for segment in segments.iter() {
