@@ -164,3 +164,58 @@ fn a_replica_follows_uploads_and_reshards_and_refuses_writes() {
     });
     assert!(server.terminate());
 }
+
+#[test]
+fn a_replica_streams_records_to_subscribe_to_shard() {
+    let root = tempfile::tempdir().unwrap();
+    let bucket = root.path().join("bucket");
+    let store = primary(&root.path().join("primary"), &bucket);
+    let stream = store
+        .create_stream("orders", StreamConfig::provisioned(1))
+        .unwrap();
+    for i in 0..200 {
+        stream
+            .put_record(&PutRecord::new("k", format!("record {i:05}").as_bytes()))
+            .unwrap();
+    }
+    // Consumers are registered on the primary; the replica learns of them from its manifest.
+    stream
+        .register_consumer("archiver", &Default::default())
+        .unwrap();
+    store.tier_now().unwrap();
+    let (server, addr) = spawn_server_with(
+        &root.path().join("replica"),
+        "never",
+        &["--replica-of", bucket.to_str().unwrap()],
+    );
+    let mut client = Client::connect(addr).unwrap();
+    let described = client
+        .kinesis(
+            "DescribeStreamConsumer",
+            &json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/orders",
+                "ConsumerName": "archiver"}),
+        )
+        .unwrap()
+        .json();
+    let request = json!({
+        "ConsumerARN": described["ConsumerDescription"]["ConsumerARN"],
+        "ShardId": "shardId-000000000000",
+        "StartingPosition": {"Type": "TRIM_HORIZON"},
+    });
+    let Some(events) = common::http::subscribe_h2(addr, &request, 2) else {
+        println!("SKIPPED: no curl with HTTP/2");
+        return;
+    };
+    assert!(events[0].0.contains("initial-response"), "{:?}", events[0]);
+    let mut got = Vec::new();
+    for (headers, payload) in &events[1..] {
+        assert!(headers.contains("SubscribeToShardEvent"), "{headers}");
+        let event: serde_json::Value = serde_json::from_str(payload).unwrap();
+        for record in event["Records"].as_array().unwrap() {
+            got.push(String::from_utf8(base64_decode(record["Data"].as_str().unwrap())).unwrap());
+        }
+    }
+    let expected: Vec<String> = (0..200).map(|i| format!("record {i:05}")).collect();
+    assert_eq!(got, expected);
+    assert!(server.terminate());
+}
