@@ -7,5 +7,8 @@ include!("bodies.rs");
 mod operations;
 pub use operations::operations;
 
+mod remote;
+pub use remote::remote;
+
 mod store;
 pub use store::store;

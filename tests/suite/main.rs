@@ -22,6 +22,7 @@ mod format_upgrade;
 mod fuzz_corpus;
 #[cfg(feature = "failpoints")]
 mod fuzz_operations;
+mod fuzz_remote;
 #[cfg(feature = "failpoints")]
 mod fuzz_store;
 mod layers;

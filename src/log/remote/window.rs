@@ -329,6 +329,14 @@ impl SegmentCache {
             self.range_reads.fetch_add(1, Ordering::Relaxed);
             self.downloaded_bytes
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            if (bytes.len() as u64) < end - origin {
+                // Asking again would get no more (found by the `remote` fuzz target).
+                return Err(Error::corrupt(
+                    &name,
+                    origin + bytes.len() as u64,
+                    format!("the object ends here; {} bytes were uploaded", info.bytes),
+                ));
+            }
             let reaches_end = origin + bytes.len() as u64 >= data_end;
             let window = Window {
                 name: &name,
