@@ -240,3 +240,19 @@ fn damage_inside_a_window_is_a_corrupt_error_naming_the_object() {
         MAX_LEN,
     );
 }
+
+#[test]
+fn an_object_shorter_than_uploaded_is_a_corrupt_error_not_a_hang() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, tier, shard) = remote_shard(root.path(), 1);
+    let objects = segment_objects(&tier);
+    let (base, _, ref key) = objects[1];
+    let object = root.path().join("bucket").join(key);
+    let bytes = std::fs::read(&object).unwrap();
+    std::fs::write(&object, &bytes[..100]).unwrap();
+    let from = base + (objects[2].0 - base) / 2;
+    match shard.read(Offset::new(from), ReadLimits::records(10)) {
+        Err(Error::Corrupt { path, .. }) => assert!(path.ends_with(key), "{}", path.display()),
+        other => panic!("{other:?}"),
+    }
+}
