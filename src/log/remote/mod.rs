@@ -131,7 +131,8 @@ impl TierOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TierPolicy {
     /// Whether sealed segments are uploaded (and old active ones sealed for it). Off, a round
-    /// does nothing: segments already remote stay readable.
+    /// only copies `remote.log` when retention changed it; segments already remote stay
+    /// readable.
     pub upload: bool,
     /// See [`TierOptions::local_retention_bytes`].
     pub local_retention_bytes: Option<u64>,
