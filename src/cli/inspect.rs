@@ -44,6 +44,9 @@ struct StreamInfo {
     mode: String,
     retention_hours: u32,
     created: String,
+    /// The stream's own tiering setting (absent: the store's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tiering: Option<crate::StreamTiering>,
     shards: Vec<ShardInfo>,
     totals: Totals,
     retention: RetentionOutlook,
@@ -291,6 +294,7 @@ fn stream_info(stream_dir: &Path, now_ms: i64) -> CliResult<StreamInfo> {
         mode: format!("{:?}", manifest.mode).to_uppercase(),
         retention_hours: manifest.retention_hours,
         created: rfc3339_utc(manifest.created_ms),
+        tiering: manifest.tiering,
         shards,
         totals,
         retention,
@@ -393,11 +397,26 @@ pub(super) fn run(path: &Path, json: bool, out: &mut impl Write) -> CliResult<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// A stream's own tiering setting, as `inspect` prints it after the stream's line.
+fn describe_tiering(tiering: crate::StreamTiering) -> String {
+    if !tiering.enabled {
+        return ", tiering off".into();
+    }
+    let mut text = ", tiering on".to_string();
+    if let Some(bytes) = tiering.local_retention_bytes {
+        text.push_str(&format!(", {bytes} bytes kept locally"));
+    }
+    if let Some(hours) = tiering.local_retention_hours {
+        text.push_str(&format!(", {hours} h kept locally"));
+    }
+    text
+}
+
 fn print_human(inspection: &Inspection, out: &mut impl Write) -> std::io::Result<()> {
     for stream in &inspection.streams {
         writeln!(
             out,
-            "stream {}  {}, retention {} h, created {}, {} shards ({} open)",
+            "stream {}  {}, retention {} h, created {}, {} shards ({} open){}",
             stream.name,
             stream.mode,
             stream.retention_hours,
@@ -407,7 +426,8 @@ fn print_human(inspection: &Inspection, out: &mut impl Write) -> std::io::Result
                 .shards
                 .iter()
                 .filter(|s| s.state == Some("OPEN"))
-                .count()
+                .count(),
+            stream.tiering.map_or_else(String::new, describe_tiering)
         )?;
         for shard in &stream.shards {
             print_shard(shard, out)?;

@@ -70,6 +70,22 @@ fn each_stream_tiers_as_its_own_setting_says() {
     assert!(s.both > 3 && s.local_only == 0, "{s:?}");
     drop((plain, local, archive));
     drop(store);
+    let data = root.path().join("data");
+    let inspected = crate::common::shardlog(&["inspect", "--json", data.to_str().unwrap()]);
+    let json: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let archive_json = json["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "archive")
+        .unwrap();
+    assert_eq!(archive_json["tiering"]["enabled"], false, "{archive_json}");
+    let human = crate::common::shardlog(&["inspect", data.to_str().unwrap()]);
+    assert!(
+        crate::common::text(&human.stdout).contains("tiering off"),
+        "{}",
+        crate::common::text(&human.stdout)
+    );
     let store = self::store(root.path());
     let archive = store.stream("archive").unwrap();
     assert_eq!(archive.describe().tiering, Some(StreamTiering::off()));
