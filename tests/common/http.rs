@@ -184,3 +184,24 @@ pub fn subscribe_h2(
     }
     Some(events)
 }
+
+/// The records' data of a SubscribeToShard event stream ([`subscribe_h2`]'s messages): the first
+/// message must be the initial response, every other one a `SubscribeToShardEvent`.
+pub fn subscribed_records(events: &[(String, String)]) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    assert!(events[0].0.contains("initial-response"), "{:?}", events[0]);
+    let mut records = Vec::new();
+    for (headers, payload) in &events[1..] {
+        assert!(headers.contains("SubscribeToShardEvent"), "{headers}");
+        let event: serde_json::Value = serde_json::from_str(payload).unwrap();
+        for record in event["Records"].as_array().unwrap() {
+            let data = record["Data"].as_str().unwrap();
+            records.push(
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .unwrap(),
+            );
+        }
+    }
+    records
+}
